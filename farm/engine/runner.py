@@ -1,0 +1,265 @@
+"""One measurement task, start to finish: the engine's main job.
+
+The order of steps matters and is fixed:
+
+1. settings (threads, CPU affinity) and baseline memory readings,
+2. the optional sync pulse,
+3. load the artifact (or take it from the warm engine's cache) onto the device,
+4. refuse early if the parameters alone exceed the memory available,
+5. the cold inference — the very first forward after load, un-instrumented,
+6. one instrumented forward measuring peak live activations; refuse with
+   ``does_not_fit`` if parameters + peak exceed the memory available,
+7. warmup, then the latency pass (one inference at a time),
+8. the per-layer pass (hooked, separate, so hooks never touch the latency),
+9. the sync pulse again, peak RSS, and the result.
+
+A failure becomes ``status: "error"`` with the message: the caller always
+gets one result object back, and the board's engine keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from farm.engine import host, layers, memory, pulse, stats
+from farm.engine.markers import (
+    COLD_BEGIN,
+    COLD_END,
+    INFERENCE_BEGIN,
+    INFERENCE_END,
+    TASK_BEGIN,
+    TASK_END,
+    Markers,
+)
+from farm.engine.request import Request
+from farm.engine.timing import forward_fn, time_inferences
+
+log = logging.getLogger("farm.engine")
+
+Loader = Callable[[str], Any]  # path -> LoadedModel (module, example_input, layers, meta)
+
+
+def _default_loader(path: str) -> Any:
+    from farm.engine import artifact  # imported late: it is the heavy part of a cold start
+
+    return artifact.load(path)
+
+
+class ModelCache:
+    """Loaded models by (artifact path, device), least recently used evicted first.
+
+    The warm engine keeps a few models so that a sweep over threads or
+    iterations does not pay the load every task. Artifacts are named by their
+    sha256, so a path always holds the same model.
+    """
+
+    def __init__(self, capacity: int = 2, loader: Loader | None = None) -> None:
+        if capacity < 0:
+            raise ValueError("capacity must be >= 0")
+        self.capacity = capacity
+        self.loader = loader or _default_loader
+        self._models: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def get(self, path: str, device: torch.device) -> tuple[Any, bool]:
+        """The model on ``device`` and whether it was just loaded."""
+        key = (path, str(device))
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key], False
+        while self._models and len(self._models) >= max(self.capacity, 1):
+            self._models.popitem(last=False)  # make room before loading the next one
+        model = self.loader(path)
+        model.module.to(device)
+        model.module.eval()
+        if self.capacity > 0:
+            self._models[key] = model
+        return model, True
+
+    def forget(self, path: str, device: torch.device) -> None:
+        self._models.pop((path, str(device)), None)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+class DoesNotFit(Exception):
+    def __init__(self, required_mb: float, available_mb: float):
+        self.required_mb = required_mb
+        self.available_mb = available_mb
+        super().__init__(f"needs {required_mb:.1f} MB, {available_mb:.1f} MB available")
+
+
+_OOM = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
+
+
+def run_task(request: Request, cache: ModelCache | None = None) -> dict:
+    """Run one measurement task and return the result object of docs/internals.md."""
+    task = _Task(request, ModelCache(capacity=0) if cache is None else cache)
+    try:
+        task.run()
+    except DoesNotFit as e:
+        task.finish("does_not_fit", str(e))
+    except _OOM as e:  # the allocator disagreed with our estimate: same answer, honestly
+        task.finish("does_not_fit", f"out of memory: {e}")
+    except Exception as e:
+        log.exception("task %s failed", request.task_id)
+        task.finish("error", f"{type(e).__name__}: {e}")
+    else:
+        task.finish("ok", None)
+    return task.result
+
+
+class _Task:
+    """The state of one task while it runs (see the module docstring for the steps)."""
+
+    def __init__(self, request: Request, cache: ModelCache) -> None:
+        self.req = request
+        self.cache = cache
+        self.markers = Markers()
+        self.layer_names: list[str] = []
+        self.mem: dict[str, Any] = {}
+        self.env: dict[str, Any] = {}
+        self.result: dict[str, Any] = {
+            "task_id": request.task_id,
+            "status": None,
+            "error": None,
+            "latency": None,
+            "layers": [],
+            "layer_pass": None,
+            "memory": self.mem,
+            "markers": None,
+            "env": self.env,
+        }
+
+    def run(self) -> None:
+        req = self.req
+        self.markers.add(time.monotonic_ns(), TASK_BEGIN)
+        self.mem["hwm_reset"] = memory.reset_peak_rss() if req.memory else False
+        self.mem["baseline_rss_mb"] = memory.rss_mb()
+        avail_before = memory.mem_available_mb()
+        self.env.update(host.describe())
+        self.env["threads"] = host.apply_threads(req.threads)
+        self.env["affinity"] = host.apply_affinity(req.affinity)
+        device = torch.device(req.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {req.device} requested but CUDA is not available")
+        self.env["device"] = str(device)
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+        if req.sync_pulse is not None:
+            self.env["sync_pulse"] = {
+                "chips": req.sync_pulse.chips,
+                "chip_ms": req.sync_pulse.chip_ms,
+                "seed": req.sync_pulse.seed,
+                "pattern": pulse.drive(req.sync_pulse, self.markers),
+            }
+
+        model, fresh = self.cache.get(req.artifact, device)
+        self.env["model_cached"] = not fresh
+        self.env["model"] = dict(getattr(model, "meta", {}) or {})
+        module, leaf_layers = model.module, list(model.layers)
+        self.layer_names = [name for name, _ in leaf_layers]
+        example = model.example_input(device)
+        self._check_fit(memory.param_bytes(module), 0, device, avail_before, fresh)
+
+        run_once = forward_fn(module, example)
+        with torch.inference_mode():
+            cold = time_inferences(run_once, 1, sync)
+        self.markers.add(cold.mono_begin[0], COLD_BEGIN)
+        self.markers.add(cold.mono_end[0], COLD_END)
+        probe = memory.probe(module, example, leaf_layers)
+        self._check_fit(memory.param_bytes(module), probe.peak_activation_bytes, device,
+                        avail_before, fresh)  # fmt: skip
+
+        with torch.inference_mode():
+            for _ in range(req.warmup):
+                run_once()
+            if sync is not None:
+                sync()
+            timed = time_inferences(run_once, req.iterations, sync)
+        self.markers.add_pairs(timed.mono_begin, timed.mono_end, INFERENCE_BEGIN, INFERENCE_END)
+        self.result["latency"] = stats.summarize(timed.latencies_ms(), cold.latencies_ms()[0])
+        self.env["gc_paused_while_timing"] = True
+
+        if req.layers and leaf_layers:
+            self._layer_pass(run_once, leaf_layers, probe, device, sync)
+
+        if req.sync_pulse is not None:
+            pulse.drive(req.sync_pulse, self.markers)
+
+    def _check_fit(
+        self,
+        param_bytes: int,
+        activation_bytes: int,
+        device: torch.device,
+        avail_before: float | None,
+        fresh: bool,
+    ) -> None:
+        """Record the requirement; raise :class:`DoesNotFit` when it exceeds what is free."""
+        required = (param_bytes + activation_bytes) / memory.MB
+        if self.req.memory_mb is not None:
+            available, source = float(self.req.memory_mb), "memory_mb"
+        elif device.type == "cuda":
+            # the model is already on the device: its parameters count as available to it
+            free, _ = torch.cuda.mem_get_info(device)
+            available, source = (free + param_bytes) / memory.MB, "cuda_free"
+        elif avail_before is not None:
+            # read before loading; a cached model was already resident, so add it back
+            available = avail_before + (0 if fresh else param_bytes / memory.MB)
+            source = "MemAvailable"
+        else:
+            available, source = None, None
+        self.mem.update(
+            param_bytes=param_bytes,
+            peak_activation_bytes=activation_bytes,
+            required_mb=required,
+            available_mb=available,
+            available_source=source,
+        )
+        if available is not None and required > available:
+            self.cache.forget(self.req.artifact, device)
+            raise DoesNotFit(required, available)
+
+    def _layer_pass(
+        self,
+        run_once: Callable[[], Any],
+        leaf_layers: list[tuple[str, torch.nn.Module]],
+        probe: memory.Probe,
+        device: torch.device,
+        sync: Callable[[], None] | None,
+    ) -> None:
+        infos = []
+        for i, (name, mod) in enumerate(leaf_layers):
+            in_b, out_b = probe.layer_io.get(i, (0, 0))
+            infos.append(
+                layers.LayerInfo(
+                    name=name,
+                    type=type(mod).__name__,
+                    params=sum(p.numel() for p in mod.parameters()),
+                    param_bytes=memory.param_bytes(mod),
+                    input_bytes=in_b,
+                    output_bytes=out_b,
+                )
+            )
+        hook_cost = layers.calibrate_hook_cost(device)
+        with torch.inference_mode():
+            lp = layers.run_layer_pass(run_once, leaf_layers, self.req.layer_iterations, sync)
+        layers.add_markers(lp, self.markers)
+        rows, summary = layers.summarize(lp, infos, hook_cost)
+        latency_median = self.result["latency"]["median_ms"]
+        summary["layer_sum_vs_latency"] = summary["layer_sum_ms"] / latency_median
+        summary["overhead_pct"] = 100 * (summary["layer_whole_ms"] / latency_median - 1)
+        self.result["layers"] = rows
+        self.result["layer_pass"] = summary
+
+    def finish(self, status: str, error: str | None) -> None:
+        self.markers.add(time.monotonic_ns(), TASK_END)
+        self.mem["peak_rss_mb"] = memory.peak_rss_mb() if self.req.memory else None
+        self.result["status"] = status
+        self.result["error"] = error
+        self.result["markers"] = self.markers.to_json(self.layer_names)

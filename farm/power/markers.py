@@ -1,0 +1,110 @@
+"""The engine's markers, read into windows the energy step can integrate over.
+
+The engine writes column arrays (see docs/internals.md): ``t_ns`` on the board's
+CLOCK_MONOTONIC, ``kind`` as an index into ``kinds``, ``iteration`` and ``layer``.
+This module pairs begins with ends and finds the sync pulse edges; it does not
+care which clock they are on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+KINDS = (
+    "task_begin",
+    "task_end",
+    "inference_begin",
+    "inference_end",
+    "layer_begin",
+    "layer_end",
+    "pulse_high",
+    "pulse_low",
+)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Board-time windows (ns) of one task."""
+
+    task: tuple[int, int] | None
+    inference: np.ndarray  # (n, 2) int64 begin/end
+    inference_iter: np.ndarray
+    layer: np.ndarray  # (m, 2)
+    layer_index: np.ndarray
+    layer_iter: np.ndarray  # iteration of each layer window (the layer pass)
+    layer_names: list[str]
+    pulses: list[np.ndarray]  # one (k, 2) array of [t_ns, level] edges per pulse burst
+    all_t_ns: np.ndarray
+    monotonic: bool
+
+
+def _column(markers: Mapping[str, Any], key: str, n: int, default: int) -> np.ndarray:
+    values = markers.get(key)
+    if values is None:
+        return np.full(n, default, dtype=np.int64)
+    return np.asarray(values, dtype=np.int64)
+
+
+def _pairs(t, kind, keys, begin: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pair begin/end markers sharing the same key; unmatched ones are dropped."""
+    opened: dict[tuple[int, ...], int] = {}
+    out: list[tuple[int, int]] = []
+    out_keys: list[tuple[int, ...]] = []
+    for i in np.flatnonzero((kind == begin) | (kind == end)):
+        key = tuple(int(k[i]) for k in keys)
+        if kind[i] == begin:
+            opened[key] = int(t[i])
+        elif key in opened:
+            out.append((opened.pop(key), int(t[i])))
+            out_keys.append(key)
+    arr = np.array(out, dtype=np.int64).reshape(-1, 2)
+    return arr, np.array(out_keys, dtype=np.int64).reshape(len(out_keys), len(keys))
+
+
+def _bursts(edges: np.ndarray, gap_factor: float = 10.0) -> list[np.ndarray]:
+    """Split pulse edges into bursts (start and end of task) at gaps far longer than a chip."""
+    if len(edges) == 0:
+        return []
+    steps = np.diff(edges[:, 0])
+    if len(steps) == 0:
+        return [edges]
+    chip = float(np.median(steps)) or 1.0
+    cuts = np.flatnonzero(steps > gap_factor * chip) + 1
+    return [b for b in np.split(edges, cuts) if len(b) >= 2]
+
+
+def parse(markers: Mapping[str, Any]) -> Windows:
+    t = np.asarray(markers.get("t_ns", []), dtype=np.int64)
+    n = len(t)
+    kinds = list(markers.get("kinds", KINDS))
+    names = np.asarray(markers.get("kind", []), dtype=np.int64)
+    if len(names) != n:
+        raise ValueError("markers: kind and t_ns differ in length")
+    code = {name: kinds.index(name) if name in kinds else -1 for name in KINDS}
+    iteration = _column(markers, "iteration", n, -1)
+    layer = _column(markers, "layer", n, -1)
+
+    begins = t[names == code["task_begin"]]
+    ends = t[names == code["task_end"]]
+    task = (int(begins[0]), int(ends[-1])) if len(begins) and len(ends) else None
+    inf, inf_keys = _pairs(t, names, (iteration,), code["inference_begin"], code["inference_end"])
+    lay, lay_keys = _pairs(t, names, (iteration, layer), code["layer_begin"], code["layer_end"])
+
+    is_pulse = (names == code["pulse_high"]) | (names == code["pulse_low"])
+    edges = np.stack([t[is_pulse], (names[is_pulse] == code["pulse_high"]).astype(np.int64)], 1)
+    return Windows(
+        task=task,
+        inference=inf,
+        inference_iter=inf_keys[:, 0] if len(inf_keys) else np.zeros(0, np.int64),
+        layer=lay,
+        layer_index=lay_keys[:, 1] if len(lay_keys) else np.zeros(0, np.int64),
+        layer_iter=lay_keys[:, 0] if len(lay_keys) else np.zeros(0, np.int64),
+        layer_names=list(markers.get("layer_names", [])),
+        pulses=_bursts(edges),
+        all_t_ns=t,
+        monotonic=bool(np.all(np.diff(t) >= 0)),
+    )

@@ -1,0 +1,376 @@
+"""A station runs tasks on the boards it physically reaches.
+
+One ``Station`` per Ray node (not per board: an actor is a ~100 MB process, and a
+head must drive hundreds of boards). It is threaded: each task blocks one thread
+on its board's engine, and a per-board lock keeps a board to one measurement at a
+time even if the scheduler were to double-book it.
+
+For one task the station:
+
+1. exports the model artifact into its own cache (deterministic bytes, so every
+   station gets the same sha256) — once per artifact, under a lock;
+2. deploys the engine zip and the artifact to the board's cache (skipped when
+   the board already holds them, verified by sha256 when pushed);
+3. runs the engine — the board's warm engine (one long-lived process speaking
+   JSON lines) or a fresh process for ``isolation: process`` — with the task's
+   timeout, while the board's power monitor (if any) records;
+4. returns an *outcome*: the state, the result, the error and whether it is
+   worth retrying, and the task's log lines. Errors never escape as exceptions:
+   the scheduler decides what they mean.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from farm import deploy
+from farm.errors import (
+    BoardUnreachable,
+    EngineError,
+    FarmError,
+    HostKeyError,
+    TransportError,
+    TransportTimeout,
+)
+from farm.spec import Board
+from farm.store import TaskState
+from farm.transport import connect
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[str, str, float, str | None], None]
+"""``report(task_id, state, at, detail)``: tell the scheduler a task moved on."""
+
+
+class _TaskLog:
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str]] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append((time.time(), line))
+
+
+class _Link:
+    """What the station keeps per board: its connection, its warm engine, what it holds."""
+
+    def __init__(self, board: Board):
+        self.board = board
+        self.lock = threading.Lock()
+        self.transport: Any = None
+        self.engine: Any = None  # warm engine channel
+        self.engine_path: str | None = None
+        self.present: set[str] = set()  # sha256s known to be in the board's cache
+        self.request_id = 0
+
+    def drop(self) -> None:
+        """Forget the connection and engine after an error: the next task starts clean."""
+        for closer in (self.engine, self.transport):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception:  # already broken: closing is best effort
+                    log.debug("%s: close failed", self.board.name, exc_info=True)
+        self.engine = None
+        self.transport = None
+        self.present.clear()
+
+
+class Station:
+    def __init__(
+        self,
+        name: str,
+        *,
+        cache_dir: str | Path = "~/.cache/farm/station",
+        report: Reporter | None = None,
+        monitor: Callable[[str], Any] | None = None,
+    ):
+        self.name = name
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._report = report or (lambda *a: None)
+        self._monitor = monitor
+        self._links: dict[str, _Link] = {}
+        self._links_lock = threading.Lock()
+        self._export_lock = threading.Lock()
+        self._artifacts: dict[str, Any] = {}
+        self._engine_file: Path | None = None
+
+    # -- public ---------------------------------------------------------------------
+
+    def run_task(self, payload: dict[str, Any]) -> dict[str, Any]:
+        task_id = payload["task_id"]
+        task = payload["task"]
+        board = Board.model_validate(payload["board"])
+        tlog = _TaskLog()
+        tlog(f"station {self.name}: attempt {payload.get('attempt', 1)} on {board.name}")
+        link = self._link(board)
+        with link.lock:
+            try:
+                result, trace = self._run(link, task_id, task, payload, tlog)
+            except TransportError as exc:
+                link.drop()
+                tlog(f"transport error: {exc}")
+                return _outcome(
+                    TaskState.FAILED,
+                    tlog,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retryable=exc.retryable,
+                    board_fault=True,
+                )
+            except EngineError as exc:
+                link.drop()
+                tlog(f"engine error: {exc}")
+                return _outcome(TaskState.FAILED, tlog, error=f"EngineError: {exc}")
+            except FarmError as exc:
+                tlog(f"error: {exc}")
+                return _outcome(TaskState.FAILED, tlog, error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bug or an unexpected library error: record it whole
+                log.exception("task %s failed unexpectedly", task_id)
+                link.drop()
+                tlog(f"unexpected error: {exc!r}")
+                return _outcome(TaskState.FAILED, tlog, error=f"{type(exc).__name__}: {exc}")
+        status = result.get("status")
+        if status == "does_not_fit":
+            mem = result.get("memory") or {}
+            tlog(
+                f"does not fit: needs {mem.get('required_mb', 0):.1f} MB,"
+                f" {mem.get('available_mb', 0):.1f} MB available"
+            )
+            return _outcome(TaskState.DOES_NOT_FIT, tlog, result=result)
+        if status != "ok":
+            tlog(f"engine reported: {result.get('error')}")
+            return _outcome(
+                TaskState.FAILED, tlog, result=result, error=f"engine: {result.get('error')}"
+            )
+        return _outcome(TaskState.DONE, tlog, result=result, trace=trace)
+
+    def check_board(self, board_spec: dict[str, Any]) -> dict[str, Any]:
+        """Reachability, host key, versions, free disk and memory, engine deployed."""
+        board = Board.model_validate(board_spec)
+        link = self._link(board)
+        report: dict[str, Any] = {"board": board.name, "ok": False}
+        with link.lock:
+            try:
+                transport = self._transport(link)
+                report["reachable"] = True
+                report["host_key"] = "ok"
+                engine = self._engine_zip()
+                report["engine_deployed"] = deploy.is_present(transport, board, [engine])
+                report.update(deploy.probe(transport, board))
+                report["ok"] = True
+            except HostKeyError as exc:
+                link.drop()
+                report.update(reachable=True, host_key=str(exc), error=str(exc))
+            except TransportError as exc:
+                link.drop()
+                report.update(reachable=False, error=str(exc))
+        return report
+
+    def close(self) -> None:
+        with self._links_lock:
+            for link in self._links.values():
+                link.drop()
+
+    # -- the steps ------------------------------------------------------------------
+
+    def _run(self, link, task_id, task, payload, tlog) -> tuple[dict[str, Any], bytes | None]:
+        board = link.board
+        transport = self._transport(link)
+        engine = self._engine_zip()
+        artifact = self._artifact(task)
+        started = time.time()
+        pushed = self._deploy(link, transport, [engine, Path(artifact.path)])
+        if pushed:
+            tlog(f"deployed {', '.join(pushed)} in {time.time() - started:.2f}s")
+        self._report(task_id, TaskState.RUNNING.value, time.time(), None)
+        request = self._request(link, task, artifact, task_id)
+        monitor = self._monitor(board.power.monitor) if board.power and self._monitor else None
+        timeout = float(task.get("measure", {}).get("timeout_s", 900))
+        if payload.get("isolation") == "process":
+            runner = lambda: self._run_process(link, transport, engine, request, timeout)  # noqa: E731
+        else:
+            runner = lambda: self._run_warm(link, transport, engine, request, timeout)  # noqa: E731
+        if monitor is None:
+            result = runner()
+            trace = None
+        else:
+            from farm.scheduler.energy import measure_with_monitor
+
+            result, trace = measure_with_monitor(
+                monitor, board, runner, lambda: self._clock_exchange(link, transport, engine), tlog
+            )
+        for line in result.pop("log", []) or []:
+            tlog(f"engine: {line}")
+        return result, trace
+
+    def _link(self, board: Board) -> _Link:
+        with self._links_lock:
+            link = self._links.get(board.name)
+            if link is None or link.board != board:
+                if link is not None:
+                    link.drop()
+                link = self._links[board.name] = _Link(board)
+            return link
+
+    def _transport(self, link: _Link):
+        if link.transport is None:
+            link.transport = connect(link.board)
+        return link.transport
+
+    def _engine_zip(self) -> Path:
+        if self._engine_file is None:
+            self._engine_file = deploy.build_engine_zip(self.cache_dir / "engine")
+        return self._engine_file
+
+    def _artifact(self, task: dict[str, Any]):
+        from farm import zoo  # torch: imported only by stations that run tasks
+
+        model = task["model"]
+        activation = task.get("variant", {}).get("activation") or "relu"
+        key = json.dumps([model, activation], sort_keys=True)
+        with self._export_lock:
+            if key not in self._artifacts:
+                self._artifacts[key] = zoo.export(
+                    _ModelRef(model), activation=activation, cache_dir=self.cache_dir / "artifacts"
+                )
+            return self._artifacts[key]
+
+    def _deploy(self, link: _Link, transport, files: list[Path]) -> list[str]:
+        missing = [f for f in files if f.stem.split(".")[0] not in link.present]
+        if not missing:
+            return []
+        report = deploy.deploy(transport, link.board, missing)
+        link.present.update(f.stem.split(".")[0] for f in missing)
+        return [Path(p).name for p in report.pushed]
+
+    def _request(self, link: _Link, task, artifact, task_id) -> dict[str, Any]:
+        board = link.board
+        proc = next(p for p in board.processors if p.name == task["processor"])
+        variant = task.get("variant", {})
+        measure = task.get("measure", {})
+        threads = variant.get("threads") or proc.threads
+        return {
+            "task_id": task_id,
+            "artifact": deploy.remote_path(link.transport, board, Path(artifact.path)),
+            "device": proc.device,
+            "threads": threads,
+            "affinity": proc.affinity,
+            "memory_mb": proc.memory_mb,
+            "batch": variant.get("batch") or 1,
+            "iterations": measure.get("iterations", 1000),
+            "warmup": measure.get("warmup", 10),
+            "layers": measure.get("layers", True),
+            "layer_iterations": measure.get("layer_iterations", 20),
+            "memory": measure.get("memory", True),
+            "sync_pulse": {"chips": 16, "chip_ms": 20, "seed": 1}
+            if board.power and self._monitor
+            else False,
+        }
+
+    def _engine_argv(self, link: _Link, engine: Path, mode: str) -> list[str]:
+        return [link.board.python, deploy.remote_path(link.transport, link.board, engine), mode]
+
+    def _run_warm(self, link: _Link, transport, engine: Path, request, timeout: float):
+        reply = self._call(link, transport, engine, {"op": "run", "request": request}, timeout)
+        return reply
+
+    def _clock_exchange(self, link: _Link, transport, engine: Path) -> tuple[int, int, int]:
+        """One request/response clock exchange: (host send ns, board ns, host receive ns)."""
+        sent = time.monotonic_ns()
+        reply = self._call(link, transport, engine, {"op": "clock"}, 10.0)
+        return sent, int(reply["t_ns"]), time.monotonic_ns()
+
+    def _call(self, link: _Link, transport, engine: Path, message: dict, timeout: float):
+        if link.engine is None or not link.engine.alive:
+            link.engine = transport.open_process(self._engine_argv(link, engine, "serve"))
+        link.request_id += 1
+        message = {"id": link.request_id, **message}
+        link.engine.send_line(json.dumps(message))
+        while True:
+            try:
+                line = link.engine.read_line(timeout)
+            except TransportTimeout:
+                link.engine.kill()
+                link.engine = None
+                raise
+            if line is None or line == "":
+                raise self._engine_died(link)
+            reply = json.loads(line)
+            if reply.get("id") == link.request_id:
+                break
+        if not reply.get("ok"):
+            raise EngineError(reply.get("error", "engine refused the request"))
+        return reply["result"]
+
+    def _engine_died(self, link: _Link) -> FarmError:
+        """The warm engine's stdout closed: say why, as precisely as the channel knows."""
+        channel, link.engine = link.engine, None
+        status = getattr(channel, "exit_status", None)
+        stderr = getattr(channel, "stderr_tail", "") or ""
+        if status is None:
+            return BoardUnreachable(link.board.name, "engine channel closed (connection lost)")
+        why = _exit_reason(status)
+        return EngineError(f"engine process exited: {why}{': ' + stderr if stderr else ''}")
+
+    def _run_process(self, link: _Link, transport, engine: Path, request, timeout: float):
+        result = transport.run(
+            self._engine_argv(link, engine, "run"),
+            timeout=timeout,
+            stdin=json.dumps(request).encode(),
+            check=False,
+        )
+        if result.exit_code != 0:
+            raise EngineError(
+                f"engine process exited: {_exit_reason(result.exit_code)}: "
+                + (result.stderr.strip().splitlines() or [""])[-1]
+            )
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _exit_reason(status: int) -> str:
+    if status in (137, -9):
+        return f"status {status} (killed by SIGKILL — out of memory?)"
+    if status > 128:
+        return f"status {status} (signal {status - 128})"
+    if status < 0:
+        return f"killed by signal {-status}"
+    return f"status {status}"
+
+
+class _ModelRef:
+    """The spec's model entry as the zoo's exporter reads it (attribute access)."""
+
+    def __init__(self, d: dict[str, Any]):
+        self.name = d.get("name")
+        self.zoo = d.get("zoo")
+        self.module = d.get("module")
+        self.program = d.get("program")
+        self.options = d.get("options") or {}
+        self.input_shape = d.get("input_shape")
+
+
+def _outcome(
+    state: TaskState,
+    tlog: _TaskLog,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    retryable: bool = False,
+    board_fault: bool = False,
+    trace: bytes | None = None,
+) -> dict[str, Any]:
+    return {
+        "state": state.value,
+        "result": result,
+        "error": error,
+        "retryable": retryable,
+        "board_fault": board_fault,
+        "logs": tlog.lines,
+        "trace": trace,
+    }

@@ -1,0 +1,31 @@
+"""Shared fixtures. Fixture modules of each room are registered as plugins below."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One real local Ray for the whole test session (it takes ~4 s to start)."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not ray.is_initialized():
+        ray.init(
+            namespace="farm",
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "farm.db"

@@ -1,0 +1,436 @@
+"""The board engine: a task end to end, memory, settings, and its two processes.
+
+In-process tests use a LoadedModel-shaped object around an ``nn.Sequential``;
+the process tests (``run``, ``serve``, the zip) use real artifacts written by
+``farm.zoo.export``, as a board would receive them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import farm
+from farm.engine import host, markers, memory, stats
+from farm.engine.layers import NONLINEAR
+from farm.engine.request import RequestError, parse_request
+from farm.engine.runner import ModelCache, run_task
+
+ROOT = Path(farm.__file__).resolve().parent.parent
+
+
+@dataclass
+class Loaded:
+    """Shaped like farm.engine.artifact.LoadedModel."""
+
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.module.eval()
+        self.layers = list(self.module.named_children())
+
+    def example_input(self, device: Any = "cpu") -> torch.Tensor:
+        return torch.randn(self.input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def mlp(inplace: bool = False) -> Loaded:
+    torch.manual_seed(0)
+    seq = nn.Sequential(
+        nn.Linear(16, 32), nn.ReLU(inplace=inplace), nn.Linear(32, 8), nn.Softmax(dim=1)
+    )
+    return Loaded(seq, (1, 16), {"name": "mlp"})
+
+
+def run(model_factory=mlp, cache: ModelCache | None = None, **fields) -> dict:
+    request = {"artifact": "/nowhere/mlp.farm", "iterations": 40, "warmup": 2,
+               "layer_iterations": 10, **fields}  # fmt: skip
+    if cache is None:
+        cache = ModelCache(capacity=1, loader=lambda _path: model_factory())
+    return run_task(parse_request(request), cache)
+
+
+def _kind(result: dict, name: str) -> list[int]:
+    m = result["markers"]
+    k = markers.KINDS.index(name)
+    return [i for i, kind in enumerate(m["kind"]) if kind == k]
+
+
+# ----------------------------------------------------------------------- one task
+
+
+def test_small_model_run_is_consistent():
+    r = run()
+    assert r["status"] == "ok" and r["error"] is None
+    m = r["markers"]
+    cols = ("t_ns", "kind", "iteration", "layer")
+    assert len({len(m[c]) for c in cols}) == 1
+    assert m["t_ns"] == sorted(m["t_ns"])
+    assert m["kind"][0] == markers.TASK_BEGIN and m["kind"][-1] == markers.TASK_END
+    begins, ends = _kind(r, "inference_begin"), _kind(r, "inference_end")
+    assert len(begins) == len(ends) == 40
+    assert [m["iteration"][i] for i in begins] == list(range(40))
+    for b, e in zip(begins, ends, strict=True):
+        assert m["t_ns"][b] < m["t_ns"][e]
+        assert m["iteration"][b] == m["iteration"][e]
+    assert len(_kind(r, "cold_begin")) == len(_kind(r, "cold_end")) == 1
+    # the cold inference comes before any timed one
+    assert m["t_ns"][_kind(r, "cold_end")[0]] <= m["t_ns"][begins[0]]
+
+    lat = r["latency"]
+    assert lat["n"] == 40
+    assert lat["min_ms"] <= lat["mean_ms"] <= lat["max_ms"]
+    assert lat["min_ms"] <= lat["median_ms"] <= lat["max_ms"]
+    assert lat["ci95_low_ms"] <= lat["mean_ms"] <= lat["ci95_high_ms"]
+    assert lat["p99_ms"] is None and lat["cold_ms"] > 0
+    # latencies are exactly the marker intervals
+    spans = [(m["t_ns"][e] - m["t_ns"][b]) / 1e6 for b, e in zip(begins, ends, strict=True)]
+    assert lat["median_ms"] == pytest.approx(stats.median(spans))
+
+    assert m["layer_names"] == ["0", "1", "2", "3"]
+    rows = r["layers"]
+    assert [row["type"] for row in rows] == ["Linear", "ReLU", "Linear", "Softmax"]
+    assert [row["nonlinear"] for row in rows] == [False, True, False, True]
+    assert sum(row["share"] for row in rows) == pytest.approx(1.0)
+    assert rows[0]["params"] == 16 * 32 + 32 and rows[0]["param_bytes"] == 4 * (16 * 32 + 32)
+    assert rows[0]["input_bytes"] == 16 * 4 and rows[0]["output_bytes"] == 32 * 4
+    for row in rows:
+        assert (
+            row["resident_bytes"] == row["param_bytes"] + row["input_bytes"] + row["output_bytes"]
+        )
+    lp = r["layer_pass"]
+    assert lp["iterations"] == 10
+    assert lp["layer_sum_ms"] == pytest.approx(sum(row["time_ms"] for row in rows))
+    nonlinear = sum(row["time_ms"] for row in rows if row["nonlinear"])
+    assert lp["nonlinear_share"] == pytest.approx(nonlinear / lp["layer_sum_ms"])
+    assert len(_kind(r, "layer_begin")) == len(_kind(r, "layer_end")) == 4 * 10
+
+
+def test_hook_cost_is_subtracted_from_layer_times():
+    r = run()
+    m, lp = r["markers"], r["layer_pass"]
+    assert lp["hook_cost_ns"] > 0 and lp["hook_interval_cost_ns"] > 0
+    for row in r["layers"]:
+        starts = {
+            m["iteration"][i]: m["t_ns"][i]
+            for i in _kind(r, "layer_begin")
+            if m["layer"][i] == row["index"]
+        }
+        raw = [
+            m["t_ns"][i] - starts[m["iteration"][i]]
+            for i in _kind(r, "layer_end")
+            if m["layer"][i] == row["index"]
+        ]
+        expected = max(0.0, stats.median(raw) - lp["hook_interval_cost_ns"])
+        assert row["compute_ms"] * 1e6 == pytest.approx(expected)
+        assert row["compute_ms"] * 1e6 < stats.median(raw)
+
+
+def test_peak_activation_counts_live_storages_once():
+    plain = run(iterations=2, layers=False)["memory"]
+    inplace = run(lambda: mlp(inplace=True), iterations=2, layers=False)["memory"]
+    params = 4 * (16 * 32 + 32 + 32 * 8 + 8)
+    assert plain["param_bytes"] == inplace["param_bytes"] == params
+    # at the ReLU: input (64 B) + Linear out (128 B) + ReLU out (128 B) are alive
+    assert plain["peak_activation_bytes"] == 64 + 128 + 128
+    # an in-place ReLU writes into the Linear's storage: counted once, so the peak
+    # moves to the second Linear: input + shared storage (128 B) + its output (32 B)
+    assert inplace["peak_activation_bytes"] == 64 + 128 + 32
+    assert plain["required_mb"] == pytest.approx((params + 320) / memory.MB)
+    assert plain["available_source"] == "MemAvailable"
+    assert plain["peak_rss_mb"] >= plain["baseline_rss_mb"] > 0
+
+
+def test_does_not_fit_when_parameters_exceed_the_limit():
+    r = run(memory_mb=0.001)
+    assert r["status"] == "does_not_fit"
+    assert "MB" in r["error"] and r["latency"] is None and r["layers"] == []
+    mem = r["memory"]
+    assert mem["required_mb"] > mem["available_mb"] == 0.001
+    assert mem["available_source"] == "memory_mb"
+    assert not _kind(r, "inference_begin")
+    assert r["markers"]["kind"][-1] == markers.TASK_END
+
+
+def test_does_not_fit_when_activations_tip_it_over():
+    def conv() -> Loaded:  # 320 B of weights, 2 MiB of output
+        return Loaded(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1)), (1, 1, 256, 256))
+
+    cache = ModelCache(capacity=1, loader=lambda _p: conv())
+    r = run(cache=cache, memory_mb=1.0)
+    assert r["status"] == "does_not_fit"
+    assert r["memory"]["peak_activation_bytes"] == 256 * 256 * 4 * 9
+    assert len(cache) == 0  # a model that does not fit is not kept warm
+    assert run(cache=cache, memory_mb=4.0, iterations=3, layers=False)["status"] == "ok"
+
+
+def test_threads_and_affinity_are_applied_and_restored():
+    original_threads = torch.get_num_threads()
+    original_cpus = sorted(os.sched_getaffinity(0))
+    try:
+        r = run(threads=1, affinity=[original_cpus[0]], iterations=3, layers=False)
+        assert r["env"]["threads"] == 1 == torch.get_num_threads()
+        assert r["env"]["affinity"] == [original_cpus[0]] == sorted(os.sched_getaffinity(0))
+        r = run(iterations=3, layers=False)
+        assert r["env"]["threads"] == original_threads
+        assert r["env"]["affinity"] == original_cpus
+    finally:
+        host.apply_threads(None)
+        host.apply_affinity(None)
+
+
+def test_sync_pulse_marks_every_chip_edge():
+    r = run(iterations=3, layers=False, sync_pulse={"chips": 4, "chip_ms": 5, "seed": 3})
+    assert r["status"] == "ok"
+    pattern = r["env"]["sync_pulse"]["pattern"]
+    assert len(pattern) == 4 and len(set(pattern)) == 2
+    m = r["markers"]
+    pulse = [i for i, k in enumerate(m["kind"]) if k in (markers.PULSE_HIGH, markers.PULSE_LOW)]
+    assert len(pulse) == 2 * (4 + 1)  # a train at start and at end, plus each train's close
+    first, second = pulse[:5], pulse[5:]
+    assert m["t_ns"][first[-1]] < m["t_ns"][_kind(r, "inference_begin")[0]]
+    assert m["t_ns"][second[0]] > m["t_ns"][_kind(r, "inference_end")[-1]]
+    for train in (first, second):
+        levels = [1 if m["kind"][i] == markers.PULSE_HIGH else 0 for i in train[:-1]]
+        assert levels == pattern
+        steps = [m["t_ns"][b] - m["t_ns"][a] for a, b in itertools.pairwise(train)]
+        assert all(4.5e6 <= s <= 15e6 for s in steps)
+
+
+def test_model_cache_loads_once_and_reports_it():
+    loads = []
+    cache = ModelCache(capacity=1, loader=lambda p: loads.append(p) or mlp())
+    first = run(cache=cache, iterations=2, layers=False)
+    second = run(cache=cache, iterations=2, layers=False)
+    assert loads == ["/nowhere/mlp.farm"]
+    assert first["env"]["model_cached"] is False and second["env"]["model_cached"] is True
+
+
+def test_failures_become_error_results():
+    def broken(_path: str) -> Any:
+        raise FileNotFoundError("no artifact here")
+
+    r = run(cache=ModelCache(loader=broken))
+    assert r["status"] == "error" and "no artifact here" in r["error"]
+    assert r["markers"]["kind"][-1] == markers.TASK_END
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],
+        {},
+        {"artifact": "a", "iterations": 0},
+        {"artifact": "a", "iterations": True},
+        {"artifact": "a", "threads": -1},
+        {"artifact": "a", "affinity": []},
+        {"artifact": "a", "memory_mb": -5},
+        {"artifact": "a", "layers": "yes"},
+        {"artifact": "a", "sync_pulse": {"chips": 1}},
+        {"artifact": "a", "iteration": 10},  # a typo is refused, not ignored
+    ],
+)
+def test_bad_requests_are_refused(bad):
+    with pytest.raises(RequestError):
+        parse_request(bad)
+
+
+def test_nonlinear_set_covers_the_papers_layers():
+    assert {"ReLU", "Sigmoid", "Tanh", "LocalResponseNorm", "Softmax"} <= NONLINEAR
+    assert "Linear" not in NONLINEAR and "Conv2d" not in NONLINEAR
+
+
+# ------------------------------------------------------------------ real processes
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> dict[str, str]:
+    zoo = pytest.importorskip("farm.zoo")
+    cache = tmp_path_factory.mktemp("artifacts")
+    return {name: str(zoo.export(name, cache_dir=cache).path) for name in ("kws", "svhn")}
+
+
+def _engine(*args: str, **kw: Any) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "farm.engine", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_run_command_answers_one_line(artifacts):
+    request = {"task_id": "t-1", "artifact": artifacts["kws"], "iterations": 20, "warmup": 2,
+               "layer_iterations": 5, "threads": 1}  # fmt: skip
+    proc = _engine("run")
+    out, err = proc.communicate(json.dumps(request), timeout=120)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["status"] == "ok" and result["task_id"] == "t-1"
+    assert result["latency"]["n"] == 20 and result["env"]["threads"] == 1
+    assert result["env"]["model"]["name"] == "kws"
+
+
+def test_run_command_exit_codes(artifacts, tmp_path):
+    proc = _engine("run")
+    out, err = proc.communicate("{not json", timeout=60)
+    assert proc.returncode == 2 and out == "" and "unreadable request" in err
+    # a request that is readable but cannot run is still a result, exit 0
+    proc = _engine("run")
+    out, _ = proc.communicate(json.dumps({"artifact": str(tmp_path / "gone.farm")}), timeout=60)
+    assert proc.returncode == 0
+    assert json.loads(out)["status"] == "error"
+
+
+def _ask(proc: subprocess.Popen, msg: Any) -> dict:
+    proc.stdin.write((msg if isinstance(msg, str) else json.dumps(msg)) + "\n")
+    proc.stdin.flush()
+    return json.loads(proc.stdout.readline())
+
+
+def test_serve_round_trip(artifacts, tmp_path):
+    proc = _engine("serve")
+    try:
+        pong = _ask(proc, {"id": 1, "op": "ping", "path": str(tmp_path / "not-yet")})
+        assert pong["id"] == 1 and pong["ok"]
+        info = pong["result"]
+        assert info["pid"] == proc.pid and info["torch"] == torch.__version__
+        assert info["usable_cpus"] >= 1 and info["mem_available_mb"] > 0
+        assert info["disk_free_mb"] > 0
+
+        before = time.monotonic_ns()
+        clock = _ask(proc, {"id": 2, "op": "clock"})
+        assert before <= clock["result"]["t_ns"] <= time.monotonic_ns()
+
+        request = {"artifact": artifacts["kws"], "iterations": 10, "warmup": 1,
+                   "layer_iterations": 3, "threads": 1}  # fmt: skip
+        first = _ask(proc, {"id": 3, "op": "run", **request})
+        second = _ask(proc, {"id": 4, "op": "run", "request": request})
+        assert first["ok"] and second["ok"] and second["id"] == 4
+        assert first["result"]["status"] == second["result"]["status"] == "ok"
+        assert first["result"]["env"]["model_cached"] is False
+        assert second["result"]["env"]["model_cached"] is True
+
+        assert _ask(proc, "{malformed")["ok"] is False
+        unknown = _ask(proc, {"id": 5, "op": "dance"})
+        assert unknown["id"] == 5 and unknown["ok"] is False and "unknown op" in unknown["error"]
+        bad = _ask(proc, {"id": 6, "op": "run", "artifact": artifacts["kws"], "iterations": -1})
+        assert bad["ok"] is False and "iterations" in bad["error"]
+        assert _ask(proc, {"id": 7, "op": "ping"})["ok"]  # still serving
+
+        assert _ask(proc, {"id": 8, "op": "shutdown"}) == {"id": 8, "ok": True, "result": {}}
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_serve_exits_cleanly_on_end_of_input():
+    proc = _engine("serve")
+    out, _ = proc.communicate('{"id": 1, "op": "clock"}\n', timeout=60)
+    assert proc.returncode == 0
+    assert json.loads(out)["ok"] is True
+
+
+LOUD_ENGINE = """
+import os, torch
+from torch import nn
+import farm.engine.runner as runner
+
+class Loud(nn.Module):
+    def forward(self, x):
+        print("hello from print")
+        os.write(1, b"hello from fd 1\\n")
+        return x * 2
+
+class Loaded:
+    module = Loud()
+    layers = [("loud", module)]
+    meta = {}
+    def example_input(self, device):
+        return torch.ones(1, 4, device=device)
+
+runner._default_loader = lambda path: Loaded()
+from farm.engine.__main__ import main
+main(["run"])
+"""
+
+
+def test_stdout_carries_only_the_protocol():
+    proc = subprocess.run(
+        [sys.executable, "-c", LOUD_ENGINE],
+        input=json.dumps({"artifact": "loud", "iterations": 3, "layer_iterations": 2}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 1
+    assert json.loads(proc.stdout)["status"] == "ok"
+    assert "hello from print" in proc.stderr and "hello from fd 1" in proc.stderr
+
+
+def test_zip_engine_behaves_like_the_module(artifacts, tmp_path):
+    # the shape farm.deploy ships: farm/__init__.py, farm/engine/*.py, a top-level __main__.py
+    bundle = tmp_path / "engine.zip"
+    with zipfile.ZipFile(bundle, "w") as zf:
+        zf.write(ROOT / "farm" / "__init__.py", "farm/__init__.py")
+        for source in sorted((ROOT / "farm" / "engine").glob("*.py")):
+            zf.write(source, f"farm/engine/{source.name}")
+        zf.writestr("__main__.py", "from farm.engine.__main__ import main\nmain()\n")
+    request = {"artifact": artifacts["svhn"], "iterations": 5, "warmup": 1, "layers": False}
+    proc = subprocess.run(
+        [sys.executable, str(bundle), "run"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "ok"
+    proc = subprocess.run(
+        [sys.executable, str(bundle), "serve"],
+        input='{"id": 1, "op": "ping"}\n',
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    info = json.loads(proc.stdout)["result"]
+    assert str(bundle) in info["engine_file"]  # the zip's engine ran, not the installed one
+
+
+# ---------------------------------------------------------------- the paper's models
+
+
+@pytest.mark.parametrize("name", ["kws", "svhn"])
+def test_zoo_model_layer_sum_matches_whole_model_time(artifacts, name):
+    request = {"artifact": artifacts[name], "iterations": 200, "warmup": 10,
+               "layer_iterations": 40, "threads": 1}  # fmt: skip
+    r = run_task(parse_request(request), ModelCache(capacity=0))
+    assert r["status"] == "ok", r["error"]
+    whole = r["latency"]["median_ms"]
+    lp = r["layer_pass"]
+    assert lp["layer_sum_ms"] == pytest.approx(whole, rel=0.10)
+    assert lp["layer_sum_vs_latency"] == pytest.approx(lp["layer_sum_ms"] / whole)
+    assert lp["layer_compute_sum_ms"] < lp["layer_sum_ms"]
+    assert len(r["layers"]) == len(r["markers"]["layer_names"]) > 3
+    assert r["memory"]["param_bytes"] == 4 * r["env"]["model"]["params"]

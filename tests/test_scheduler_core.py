@@ -1,0 +1,224 @@
+"""The scheduler's logic with stations replaced by threads (Ray is tested elsewhere)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+
+from farm.scheduler.core import Scheduler
+from farm.store import Store
+
+
+def _boards(*names):
+    return [{"name": n, "station": "head", "transport": "local"} for n in names]
+
+
+def _tasks(n, board="b0", candidates=None, model="kws"):
+    return [
+        {
+            "index": i,
+            "key": f"{model}/{board}/cpu/{i}",
+            "model": {"name": model},
+            "board": board,
+            "processor": "cpu",
+            "variant": {},
+            "candidates": candidates or [board],
+        }
+        for i in range(n)
+    ]
+
+
+class FakeStations:
+    """Runs ``behaviour(payload)`` on a thread pool and records what ran where and when."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.pool = ThreadPoolExecutor(32)
+        self.log: list[tuple[str, str, float, float]] = []
+        self.lock = threading.Lock()
+
+    def dispatch(self, station, payload) -> Future:
+        def run():
+            start = time.monotonic()
+            outcome = self.behaviour(payload)
+            with self.lock:
+                self.log.append((payload["task_id"], payload["board"]["name"], start, time.monotonic()))
+            return outcome
+
+        return self.pool.submit(run)
+
+
+def ok(payload):
+    time.sleep(0.01)
+    return {"state": "done", "result": {"status": "ok", "latency": {"mean_ms": 1.0}}, "logs": []}
+
+
+def wait_job(sched, job_id, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        p = sched.progress(job_id)
+        if p["state"] in ("done", "failed", "cancelled"):
+            return p
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish: {sched.progress(job_id)}")
+
+
+@pytest.fixture
+def make(db_path):
+    made = []
+
+    def _make(behaviour=ok, **kw):
+        stations = FakeStations(behaviour)
+        sched = Scheduler(Store(db_path), stations.dispatch, backoff_s=0.01, **kw)
+        made.append(sched)
+        return sched, stations
+
+    yield _make
+    for s in made:
+        s.stop()
+
+
+def test_one_measurement_per_board_at_a_time(make):
+    sched, stations = make()
+    job = sched.submit({"name": "j"}, _tasks(6, "b0") + [dict(t, index=t["index"] + 6) for t in _tasks(6, "b1")], _boards("b0", "b1"))
+    assert wait_job(sched, job)["state"] == "done"
+    for board in ("b0", "b1"):
+        spans = sorted((s, e) for _, b, s, e in stations.log if b == board)
+        assert len(spans) == 6
+        assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1))
+    # both boards worked at the same time
+    b0 = [s for _, b, s, _ in stations.log if b == "b0"]
+    b1 = [s for _, b, s, _ in stations.log if b == "b1"]
+    assert min(b1) < max(b0)
+
+
+def test_priority_then_fifo(make):
+    gate = threading.Event()
+
+    def gated(payload):
+        gate.wait(5)
+        return ok(payload)
+
+    sched, stations = make(gated)
+    low = sched.submit({"name": "low", "priority": 0}, _tasks(3), _boards("b0"))
+    time.sleep(0.1)  # low.0 is now running; the rest wait
+    high = sched.submit({"name": "high", "priority": 5}, _tasks(2), _boards("b0"))
+    time.sleep(0.1)
+    gate.set()
+    wait_job(sched, low)
+    wait_job(sched, high)
+    order = [t for t, *_ in sorted(stations.log, key=lambda x: x[2])]
+    assert order == [f"{low}.0", f"{high}.0", f"{high}.1", f"{low}.1", f"{low}.2"]
+
+
+def test_retry_with_backoff_moves_to_another_board(make):
+    def flaky(payload):
+        if payload["board"]["name"] == "b0":
+            return {"state": "failed", "error": "BoardUnreachable: b0: gone", "retryable": True,
+                    "board_fault": True, "logs": []}  # fmt: skip
+        return ok(payload)
+
+    sched, stations = make(flaky, quarantine_after=100)
+    job = sched.submit({"name": "j", "retries": 2}, _tasks(2, "b0", ["b0", "b1"]), _boards("b0", "b1"))
+    assert wait_job(sched, job)["state"] == "done"
+    rows = sched.store.results(job)
+    assert {r["board"] for r in rows} == {"b1"}
+    assert all(r["attempts"] == 2 for r in rows)
+    events = sched.store.events(f"{job}.0")
+    assert "retry in" in events[2]["detail"]
+
+
+def test_no_migration_and_retries_exhausted_fail_with_cause(make):
+    def broken(payload):
+        return {"state": "failed", "error": "TransportTimeout: b0: frozen", "retryable": True,
+                "board_fault": True, "logs": [[time.time(), "station: gave up"]]}  # fmt: skip
+
+    sched, _ = make(broken, quarantine_after=100)
+    job = sched.submit({"name": "j", "retries": 1, "migrate": False}, _tasks(1, "b0", ["b0", "b1"]), _boards("b0", "b1"))
+    assert wait_job(sched, job)["state"] == "failed"
+    task = sched.store.task(f"{job}.0")
+    assert task["attempts"] == 2 and "frozen" in task["error"]
+
+
+def test_quarantine_then_fail_fast_then_health_check_restores(make):
+    healthy = threading.Event()
+
+    def broken(payload):
+        return {"state": "failed", "error": "BoardUnreachable: b0: refused", "retryable": True,
+                "board_fault": True, "logs": []}  # fmt: skip
+
+    def check(station, board):
+        f: Future = Future()
+        f.set_result({"ok": healthy.is_set()})
+        return f
+
+    sched, _ = make(broken, quarantine_after=2, health_check=check, health_interval_s=0.05)
+    job = sched.submit({"name": "j", "retries": 5}, _tasks(1, "b0"), _boards("b0"))
+    assert wait_job(sched, job)["state"] == "failed"
+    assert sched.store.board_health()["b0"]["state"] == "quarantined"
+    assert "no healthy board" in sched.store.task(f"{job}.0")["error"]
+    # a new job on the quarantined board fails fast instead of waiting forever
+    t0 = time.time()
+    job2 = sched.submit({"name": "j2"}, _tasks(1, "b0"), _boards("b0"))
+    assert wait_job(sched, job2)["state"] == "failed"
+    assert time.time() - t0 < 2
+    healthy.set()
+    deadline = time.time() + 5
+    while sched.store.board_health()["b0"]["state"] != "healthy" and time.time() < deadline:
+        time.sleep(0.05)
+    assert sched.store.board_health()["b0"]["state"] == "healthy"
+
+
+def test_cancel_drops_queued_tasks(make):
+    gate = threading.Event()
+
+    def gated(payload):
+        gate.wait(5)
+        return ok(payload)
+
+    sched, stations = make(gated)
+    job = sched.submit({"name": "j"}, _tasks(5), _boards("b0"))
+    time.sleep(0.1)
+    sched.cancel(job)
+    time.sleep(0.1)
+    gate.set()
+    assert wait_job(sched, job)["state"] == "cancelled"
+    assert sched.store.counts(job) == {"cancelled": 5}
+    assert len(stations.log) == 1
+
+
+def test_restart_resumes_without_losing_or_duplicating(db_path):
+    gate = threading.Event()
+    calls = []
+
+    def first(payload):
+        calls.append(payload["task_id"])
+        if len(calls) > 2:
+            gate.wait(10)  # the head "dies" while these are in flight
+        return ok(payload)
+
+    stations = FakeStations(first)
+    sched = Scheduler(Store(db_path), stations.dispatch)
+    job = sched.submit({"name": "j"}, _tasks(4, "b0") + [dict(t, index=t["index"] + 4) for t in _tasks(4, "b1")], _boards("b0", "b1"))
+    deadline = time.time() + 10
+    while sched.store.counts(job).get("done", 0) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    sched.stop()  # loop gone: in-flight outcomes are never recorded
+    done_before = {r["id"]: r["result"] for r in sched.store.results(job) if r["state"] == "done"}
+    assert len(done_before) >= 2
+
+    stations2 = FakeStations(ok)
+    sched2 = Scheduler(Store(db_path), stations2.dispatch)  # the restarted head
+    try:
+        assert wait_job(sched2, job)["state"] == "done"
+        rerun = {t for t, *_ in stations2.log}
+        assert not rerun & set(done_before)  # finished results kept, not re-measured
+        rows = sched2.store.results(job)
+        assert len(rows) == 8 and all(r["state"] == "done" for r in rows)
+        assert any(e["detail"] == "requeued after head restart" for r in rows for e in sched2.store.events(r["id"]))
+    finally:
+        gate.set()
+        sched2.stop()
