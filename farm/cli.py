@@ -43,11 +43,16 @@ DbOpt = Annotated[
     Path | None, typer.Option("--db", help="SQLite results file [env FARM_DB]", show_default=False)
 ]
 AddressOpt = Annotated[
-    str | None, typer.Option("--address", help="Ray head address [env RAY_ADDRESS]", show_default=False)
+    str | None,
+    typer.Option("--address", help="Ray head address [env RAY_ADDRESS]", show_default=False),
 ]
 InventoryOpt = Annotated[
     Path | None,
-    typer.Option("--inventory", "-i", help="inventory YAML [env FARM_INVENTORY; default inventory/local.yaml]"),
+    typer.Option(
+        "--inventory",
+        "-i",
+        help="inventory YAML [env FARM_INVENTORY; default inventory/local.yaml]",
+    ),
 ]
 
 
@@ -89,6 +94,11 @@ def _load_inventory(path: Path | None):
     return spec.load_inventory(path)
 
 
+def _cache_dir() -> str:
+    """Where a station keeps exported artifacts and the engine zip [env FARM_CACHE]."""
+    return str(Path(os.environ.get("FARM_CACHE") or "~/.cache/farm/station").expanduser())
+
+
 def _store_for(address: str | None, db: Path | None):
     from farm.scheduler import cluster
 
@@ -125,15 +135,13 @@ def submit(
 
     if address is None:
         store = _db(db)
-        scheduler = cluster.embedded_scheduler(store.path)
+        scheduler = cluster.embedded_scheduler(store.path, cache_dir=_cache_dir())
     else:
         store = None
         scheduler = cluster.attach(address)
     job_dict = job.model_dump(mode="json")
     try:
-        job_id = ray.get(
-            scheduler.submit.remote(job_dict, tasks, boards, monitors, str(job_file))
-        )
+        job_id = ray.get(scheduler.submit.remote(job_dict, tasks, boards, monitors, str(job_file)))
     except ray.exceptions.RayTaskError as exc:
         raise UserError(str(exc.cause) if exc.cause else str(exc)) from exc
     if detach:
@@ -206,7 +214,9 @@ def status(
             raise UserError(f"no job {job!r}")
         table = Table("task", "key", "state", "attempts", "board", "error", header_style="bold")
         for t in store.tasks(record["id"]):
-            table.add_row(t["id"], t["key"], t["state"], str(t["attempts"]), t["board"], t["error"] or "")
+            table.add_row(
+                t["id"], t["key"], t["state"], str(t["attempts"]), t["board"], t["error"] or ""
+            )
         out.print(table)
         return
     table = Table("job", "state", "tasks", "created", header_style="bold", title="jobs")
@@ -221,7 +231,9 @@ def status(
     out.print(table)
     health = store.board_health()
     if health:
-        boards = Table("board", "state", "failures", "last error", header_style="bold", title="boards")
+        boards = Table(
+            "board", "state", "failures", "last error", header_style="bold", title="boards"
+        )
         for name, row in sorted(health.items()):
             boards.add_row(name, row["state"], str(row["failures"]), row["last_error"] or "")
         out.print(boards)
@@ -263,10 +275,17 @@ def logs(task: str, db: DbOpt = None, address: AddressOpt = None) -> None:
     store = _store_for(address, db)
     if store.task(task) is None:
         raise UserError(f"no task {task!r} (task ids look like JOB.N; see `farm status JOB`)")
-    lines = [(e["at"], f"[{e['state']}] {e['board'] or ''} {e['detail'] or ''}") for e in store.events(task)]
+    lines = [
+        (e["at"], f"[{e['state']}] {e['board'] or ''} {e['detail'] or ''}")
+        for e in store.events(task)
+    ]
     lines += [(x["at"], x["line"]) for x in store.logs(task)]
     for at, line in sorted(lines, key=lambda x: x[0]):
-        out.print(f"{time.strftime('%H:%M:%S', time.localtime(at))}.{int(at % 1 * 1000):03d} {line}", markup=False, highlight=False)
+        out.print(
+            f"{time.strftime('%H:%M:%S', time.localtime(at))}.{int(at % 1 * 1000):03d} {line}",
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command()
@@ -303,7 +322,8 @@ def models_list() -> None:
     table = Table("name", "input", "params", "source", header_style="bold")
     for name in zoo.names():
         info = zoo.get(name)
-        table.add_row(name, "×".join(map(str, info.input_shape)), f"{info.params():,}", info.source)
+        params = sum(p.numel() for p in info.build().parameters())
+        table.add_row(name, "×".join(map(str, info.input_shape)), f"{params:,}", info.source)
     out.print(table)
 
 
@@ -318,7 +338,7 @@ def inventory_check(inventory: InventoryOpt = None, address: AddressOpt = None) 
     if address is None:
         from farm.scheduler.station import Station
 
-        station = Station("check")
+        station = Station("check", cache_dir=_cache_dir())
         reports = [station.check_board(b) for b in boards]
         station.close()
     else:

@@ -346,9 +346,7 @@ class Store:
                     latency.get("p99_ms"),
                     memory.get("required_mb"),
                     memory.get("peak_rss_mb"),
-                    (energy.get("per_inference_net_mj") or {}).get("mean")
-                    if isinstance(energy.get("per_inference_net_mj"), dict)
-                    else energy.get("per_inference_net_mj"),
+                    ((energy.get("energy_per_inference_mj") or {}).get("net") or {}).get("mean"),
                     json.dumps(result),
                     now,
                 ),
@@ -397,14 +395,22 @@ class Store:
             rows = db.execute(sql, args).fetchall()
             for row in rows:
                 self._transition(
-                    db, row["id"], TaskState.QUEUED, None, "requeued after head restart", None, None, now
+                    db,
+                    row["id"],
+                    TaskState.QUEUED,
+                    None,
+                    "requeued after head restart",
+                    None,
+                    None,
+                    now,
                 )
         return len(rows)
 
     def log(self, task_id: str, line: str, at: float | None = None) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO logs(task_id, at, line) VALUES (?,?,?)", (task_id, at or time.time(), line)
+                "INSERT INTO logs(task_id, at, line) VALUES (?,?,?)",
+                (task_id, at or time.time(), line),
             )
 
     # -- boards -------------------------------------------------------------------
@@ -474,13 +480,17 @@ class Store:
     def events(self, task_id: str) -> list[dict[str, Any]]:
         return [
             dict(r)
-            for r in self._query("SELECT * FROM task_events WHERE task_id=? ORDER BY id", (task_id,))
+            for r in self._query(
+                "SELECT * FROM task_events WHERE task_id=? ORDER BY id", (task_id,)
+            )
         ]
 
     def logs(self, task_id: str) -> list[dict[str, Any]]:
         return [
             dict(r)
-            for r in self._query("SELECT at, line FROM logs WHERE task_id=? ORDER BY id", (task_id,))
+            for r in self._query(
+                "SELECT at, line FROM logs WHERE task_id=? ORDER BY id", (task_id,)
+            )
         ]
 
     def results(self, job_id: str) -> list[dict[str, Any]]:

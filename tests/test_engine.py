@@ -7,7 +7,6 @@ the process tests (``run``, ``serve``, the zip) use real artifacts written by
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -206,8 +205,11 @@ def test_sync_pulse_marks_every_chip_edge():
     for train in (first, second):
         levels = [1 if m["kind"][i] == markers.PULSE_HIGH else 0 for i in train[:-1]]
         assert levels == pattern
-        steps = [m["t_ns"][b] - m["t_ns"][a] for a, b in itertools.pairwise(train)]
-        assert all(4.5e6 <= s <= 15e6 for s in steps)
+        # chips end on absolute deadlines: edge k never comes before k chips have passed
+        t0 = m["t_ns"][train[0]]
+        for k, i in enumerate(train):
+            assert m["t_ns"][i] - t0 >= k * 5e6 - 0.5e6
+        assert m["t_ns"][train[-1]] - t0 < 4 * 5e6 + 50e6  # loose: a busy 2-core machine
 
 
 def test_model_cache_loads_once_and_reports_it():

@@ -45,7 +45,9 @@ class FakeStations:
             start = time.monotonic()
             outcome = self.behaviour(payload)
             with self.lock:
-                self.log.append((payload["task_id"], payload["board"]["name"], start, time.monotonic()))
+                self.log.append(
+                    (payload["task_id"], payload["board"]["name"], start, time.monotonic())
+                )
             return outcome
 
         return self.pool.submit(run)
@@ -83,7 +85,11 @@ def make(db_path):
 
 def test_one_measurement_per_board_at_a_time(make):
     sched, stations = make()
-    job = sched.submit({"name": "j"}, _tasks(6, "b0") + [dict(t, index=t["index"] + 6) for t in _tasks(6, "b1")], _boards("b0", "b1"))
+    job = sched.submit(
+        {"name": "j"},
+        _tasks(6, "b0") + [dict(t, index=t["index"] + 6) for t in _tasks(6, "b1")],
+        _boards("b0", "b1"),
+    )
     assert wait_job(sched, job)["state"] == "done"
     for board in ("b0", "b1"):
         spans = sorted((s, e) for _, b, s, e in stations.log if b == board)
@@ -121,8 +127,10 @@ def test_retry_with_backoff_moves_to_another_board(make):
                     "board_fault": True, "logs": []}  # fmt: skip
         return ok(payload)
 
-    sched, stations = make(flaky, quarantine_after=100)
-    job = sched.submit({"name": "j", "retries": 2}, _tasks(2, "b0", ["b0", "b1"]), _boards("b0", "b1"))
+    sched, _ = make(flaky, quarantine_after=100)
+    job = sched.submit(
+        {"name": "j", "retries": 2}, _tasks(2, "b0", ["b0", "b1"]), _boards("b0", "b1")
+    )
     assert wait_job(sched, job)["state"] == "done"
     rows = sched.store.results(job)
     assert {r["board"] for r in rows} == {"b1"}
@@ -137,7 +145,11 @@ def test_no_migration_and_retries_exhausted_fail_with_cause(make):
                 "board_fault": True, "logs": [[time.time(), "station: gave up"]]}  # fmt: skip
 
     sched, _ = make(broken, quarantine_after=100)
-    job = sched.submit({"name": "j", "retries": 1, "migrate": False}, _tasks(1, "b0", ["b0", "b1"]), _boards("b0", "b1"))
+    job = sched.submit(
+        {"name": "j", "retries": 1, "migrate": False},
+        _tasks(1, "b0", ["b0", "b1"]),
+        _boards("b0", "b1"),
+    )
     assert wait_job(sched, job)["state"] == "failed"
     task = sched.store.task(f"{job}.0")
     assert task["attempts"] == 2 and "frozen" in task["error"]
@@ -202,7 +214,11 @@ def test_restart_resumes_without_losing_or_duplicating(db_path):
 
     stations = FakeStations(first)
     sched = Scheduler(Store(db_path), stations.dispatch)
-    job = sched.submit({"name": "j"}, _tasks(4, "b0") + [dict(t, index=t["index"] + 4) for t in _tasks(4, "b1")], _boards("b0", "b1"))
+    job = sched.submit(
+        {"name": "j"},
+        _tasks(4, "b0") + [dict(t, index=t["index"] + 4) for t in _tasks(4, "b1")],
+        _boards("b0", "b1"),
+    )
     deadline = time.time() + 10
     while sched.store.counts(job).get("done", 0) < 2 and time.time() < deadline:
         time.sleep(0.02)
@@ -218,7 +234,11 @@ def test_restart_resumes_without_losing_or_duplicating(db_path):
         assert not rerun & set(done_before)  # finished results kept, not re-measured
         rows = sched2.store.results(job)
         assert len(rows) == 8 and all(r["state"] == "done" for r in rows)
-        assert any(e["detail"] == "requeued after head restart" for r in rows for e in sched2.store.events(r["id"]))
+        assert any(
+            e["detail"] == "requeued after head restart"
+            for r in rows
+            for e in sched2.store.events(r["id"])
+        )
     finally:
         gate.set()
         sched2.stop()

@@ -52,7 +52,16 @@ def test_task_history_and_result(db_path):
         "status": "ok",
         "latency": {"mean_ms": 1.5, "median_ms": 1.4, "p99_ms": None},
         "memory": {"required_mb": 3.0, "peak_rss_mb": 200.0},
-        "layers": [{"index": 0, "name": "fc1", "type": "Linear", "params": 10, "time_ms": 0.1, "share": 1.0}],
+        "layers": [
+            {
+                "index": 0,
+                "name": "fc1",
+                "type": "Linear",
+                "params": 10,
+                "time_ms": 0.1,
+                "share": 1.0,
+            }
+        ],
         "markers": {"t_ns": [1, 2], "kind": [2, 3]},
     }
     store.finish("j1.0", TaskState.DONE, board="local", result=result, logs=[(1.0, "hello")])

@@ -131,7 +131,7 @@ class Trace:
         with np.load(io.BytesIO(zlib.decompress(data))) as npz:
             meta = ast.literal_eval(bytes(npz["meta"]).decode())
             index = np.cumsum(npz["index_diff"]) if "index_diff" in npz else None
-            times = npz["times_s"] if "times_s" in npz else None
+            times = npz.get("times_s")
             power = npz["power_w"]
         rails = tuple(meta.pop("rails")) if meta.get("rails") is not None else None
         meta.pop("rails", None)
@@ -166,7 +166,7 @@ class Monitor(ABC):
     @abstractmethod
     def stop(self, markers: Mapping[str, Any] | None = None) -> Trace: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (an optional hook, not an abstract method)
         """Release the hardware. Default: nothing to release."""
 
 

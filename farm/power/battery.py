@@ -36,7 +36,9 @@ class BatteryModel:
     capacity_mah: float
     voltage_v: float
     idle_w: float
-    low_power_idle_w: float | None = None  # idle power when the platform can sleep between inferences
+    low_power_idle_w: float | None = (
+        None  # idle power when the platform can sleep between inferences
+    )
 
     @property
     def capacity_j(self) -> float:

@@ -154,7 +154,7 @@ def stat(values: np.ndarray) -> Stat:
         return {"mean": mean, "std": None, "ci95": None, "n": 1}
     std = float(v.std(ddof=1))
     half = _t_quantile(len(v) - 1) * std / math.sqrt(len(v))
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": int(len(v))}
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": len(v)}
 
 
 def _mj(values: np.ndarray) -> Stat:
@@ -196,7 +196,11 @@ def analyze(
 
     edges = np.concatenate([pre, post, task_s, inf_s.ravel(), lay_s.ravel()])
     energy = energy_at(trace, edges, chunk)
-    e_pre, e_post, e_task = (energy[1] - energy[0]), (energy[3] - energy[2]), (energy[5] - energy[4])
+    e_pre, e_post, e_task = (
+        (energy[1] - energy[0]),
+        (energy[3] - energy[2]),
+        (energy[5] - energy[4]),
+    )
     n_inf = len(inf_s)
     gross = energy[6 : 6 + 2 * n_inf : 2]
     gross = energy[7 : 6 + 2 * n_inf : 2] - gross
@@ -220,7 +224,9 @@ def analyze(
                 "index": int(index),
                 "name": name,
                 "gross_mj": _mj(lay_e[sel]),
-                "net_mj": _mj(lay_e[sel] - idle * lay_dur[sel]) if np.isfinite(idle) else stat(np.array([])),
+                "net_mj": _mj(lay_e[sel] - idle * lay_dur[sel])
+                if np.isfinite(idle)
+                else stat(np.array([])),
                 "duration_ms": stat(lay_dur[sel] * 1e3),
             }
         )
@@ -240,7 +246,9 @@ def analyze(
         "inferences": n_inf,
         "energy_per_inference_mj": {"gross": _mj(gross), "net": _mj(net)},
         "layers": layers,
-        "average_power_w": _none(e_task / (task_s[1] - task_s[0])) if task_s[1] > task_s[0] else None,
+        "average_power_w": _none(e_task / (task_s[1] - task_s[0]))
+        if task_s[1] > task_s[0]
+        else None,
         "busy_power_w": _none(busy),
         "idle_power_w": _none(idle),
         "idle_pre_w": _none(idle_pre),
@@ -256,4 +264,3 @@ def analyze(
             "rails": list(trace.rails) if trace.rails is not None else None,
         },
     }
-

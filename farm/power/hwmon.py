@@ -56,7 +56,9 @@ class HwmonMonitor(PolledMonitor):
         wanted = rails or list(found)
         missing = [r for r in wanted if r not in found]
         if missing:
-            raise MonitorUnavailable(f"hwmon: rails {missing} not under {root} (have {list(found)})")
+            raise MonitorUnavailable(
+                f"hwmon: rails {missing} not under {root} (have {list(found)})"
+            )
         self._files = [found[r] for r in wanted]
         self.rails = tuple(wanted)
 

@@ -50,19 +50,23 @@ def _column(markers: Mapping[str, Any], key: str, n: int, default: int) -> np.nd
 
 
 def _pairs(t, kind, keys, begin: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pair begin/end markers sharing the same key; unmatched ones are dropped."""
-    opened: dict[tuple[int, ...], int] = {}
-    out: list[tuple[int, int]] = []
-    out_keys: list[tuple[int, ...]] = []
-    for i in np.flatnonzero((kind == begin) | (kind == end)):
-        key = tuple(int(k[i]) for k in keys)
-        if kind[i] == begin:
-            opened[key] = int(t[i])
-        elif key in opened:
-            out.append((opened.pop(key), int(t[i])))
-            out_keys.append(key)
-    arr = np.array(out, dtype=np.int64).reshape(-1, 2)
-    return arr, np.array(out_keys, dtype=np.int64).reshape(len(out_keys), len(keys))
+    """Pair each end with the latest earlier begin of the same key; unmatched ones are dropped.
+
+    Vectorised: order the begin/end markers by key, then by position, and pair
+    neighbours that are a begin followed by an end of the same key.
+    """
+    sel = np.flatnonzero((kind == begin) | (kind == end))
+    cols = [k[sel] for k in keys]
+    order = sel[np.lexsort([sel, *reversed(cols)])]
+    k_sorted = (
+        np.stack([k[order] for k in keys], 1) if len(order) else np.zeros((0, len(keys)), np.int64)
+    )
+    is_begin = kind[order] == begin
+    pair = is_begin[:-1] & ~is_begin[1:] & np.all(k_sorted[:-1] == k_sorted[1:], axis=1)
+    first = np.flatnonzero(pair)
+    windows = np.stack([t[order[first]], t[order[first + 1]]], 1).astype(np.int64).reshape(-1, 2)
+    chrono = np.argsort(windows[:, 0], kind="stable")
+    return windows[chrono], k_sorted[first][chrono].reshape(-1, len(keys))
 
 
 def _bursts(edges: np.ndarray, gap_factor: float = 10.0) -> list[np.ndarray]:

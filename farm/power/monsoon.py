@@ -39,7 +39,9 @@ def _library(model: str) -> tuple[Any, Any]:
         device = importlib.import_module(f"Monsoon.{model.upper()}")
         engine = importlib.import_module("Monsoon.sampleEngine")
     except ImportError as exc:
-        raise MonitorUnavailable("monsoon: the Monsoon package (pip install monsoon) is not installed") from exc
+        raise MonitorUnavailable(
+            "monsoon: the Monsoon package (pip install monsoon) is not installed"
+        ) from exc
     return device, engine
 
 
@@ -47,7 +49,9 @@ def _library(model: str) -> tuple[Any, Any]:
 class MonsoonMonitor(Monitor):
     update_period_s = 1.0 / RATE_HZ
 
-    def __init__(self, serial: int | None = None, vout: float = 4.0, model: str = "hvpm", chunk: int = 500):
+    def __init__(
+        self, serial: int | None = None, vout: float = 4.0, model: str = "hvpm", chunk: int = 500
+    ):
         if model.lower() not in ("hvpm", "lvpm"):
             raise MonitorUnavailable(f"monsoon: unknown model {model!r} (hvpm or lvpm)")
         device_mod, self._se = _library(model)
@@ -63,7 +67,9 @@ class MonsoonMonitor(Monitor):
             self.engine.disableCSVOutput()
             self.engine.enableChannel(self._se.channels.MainCurrent)
             self.engine.enableChannel(self._se.channels.MainVoltage)
-        except Exception as exc:  # pyusb/libusb errors: the library has no exception type of its own
+        except (
+            Exception
+        ) as exc:  # pyusb/libusb errors: the library has no exception type of its own
             raise MonitorUnavailable(f"monsoon {serial or '(any)'}: {exc}") from exc
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()

@@ -11,6 +11,7 @@ shorter than ``update_period_s`` are flagged. Covers the GPU board only.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Any
 
@@ -23,7 +24,9 @@ def _pynvml() -> Any:
     try:
         return importlib.import_module("pynvml")
     except ImportError as exc:
-        raise MonitorUnavailable("nvml: the pynvml package (nvidia-ml-py) is not installed") from exc
+        raise MonitorUnavailable(
+            "nvml: the pynvml package (nvidia-ml-py) is not installed"
+        ) from exc
 
 
 @register("nvml")
@@ -52,7 +55,5 @@ class NvmlMonitor(PolledMonitor):
             raise OSError(f"nvml read failed: {exc}") from exc
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(self.nvml.NVMLError):
             self.nvml.nvmlShutdown()
-        except self.nvml.NVMLError:
-            pass

@@ -66,7 +66,10 @@ class PolledMonitor(Monitor):
         while not self._halt.wait(max(0.0, next_at - time.monotonic())):
             try:
                 self._sample()
-            except OSError as exc:  # the sensor went away: keep what we have, say so at stop
+            except (
+                OSError,
+                ValueError,
+            ) as exc:  # the sensor went away or read garbage: keep what we have, say so at stop
                 self._error = exc
                 return
             next_at += period

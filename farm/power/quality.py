@@ -2,7 +2,7 @@
 
 A number without its caveats misleads: each check below names a way a power
 measurement silently goes wrong, and ``check`` returns the measured values
-plus a list of human-readable ``flags`` (empty when all is well).
+plus a list of human-readable ``warnings`` (empty when all is well).
 """
 
 from __future__ import annotations
@@ -43,47 +43,53 @@ def check(
     idle_pre_w: float | None,
     idle_post_w: float | None,
 ) -> dict[str, Any]:
-    flags: list[str] = []
+    warnings: list[str] = []
     nominal = max(trace.nominal_samples, 1)
     dropped_fraction = trace.dropped / nominal
     if dropped_fraction > MAX_DROPPED:
-        flags.append(f"dropped {trace.dropped} samples ({dropped_fraction:.3%} > {MAX_DROPPED:.1%})")
+        warnings.append(
+            f"dropped {trace.dropped} samples ({dropped_fraction:.3%} > {MAX_DROPPED:.1%})"
+        )
 
     rate, rate_basis = achieved_rate_hz(trace, fit)
     rate_error = None if rate is None else rate / trace.rate_hz - 1.0
     if rate_error is not None and abs(rate_error) > MAX_RATE_ERROR:
-        flags.append(f"achieved rate {rate:.1f} Hz is {rate_error:+.3%} off nominal {trace.rate_hz:g} Hz")
+        warnings.append(
+            f"achieved rate {rate:.1f} Hz is {rate_error:+.3%} off nominal {trace.rate_hz:g} Hz"
+        )
 
     idle_mismatch = None
     if idle_pre_w is not None and idle_post_w is not None:
         mean = (idle_pre_w + idle_post_w) / 2
         idle_mismatch = abs(idle_pre_w - idle_post_w) / mean if mean else None
         if idle_mismatch is not None and idle_mismatch > MAX_IDLE_MISMATCH:
-            flags.append(f"idle before/after differ by {idle_mismatch:.1%} (> {MAX_IDLE_MISMATCH:.0%})")
+            warnings.append(
+                f"idle before/after differ by {idle_mismatch:.1%} (> {MAX_IDLE_MISMATCH:.0%})"
+            )
     else:
-        flags.append("no idle window on one side of the task: net energy uses what there is")
+        warnings.append("no idle window on one side of the task: net energy uses what there is")
 
     inside = bool(
         len(marker_times_s) == 0
         or (np.min(marker_times_s) >= 0 and np.max(marker_times_s) <= trace.duration_s)
     )
     if not inside:
-        flags.append("markers fall outside the capture")
+        warnings.append("markers fall outside the capture")
     if not markers_monotonic:
-        flags.append("markers are not monotonic")
+        warnings.append("markers are not monotonic")
 
     sensor_period = max(trace.update_period_s, 1.0 / trace.rate_hz)
     min_window = float(np.min(window_s)) if len(window_s) else None
     if min_window is not None and min_window < MIN_UPDATES_PER_WINDOW * sensor_period:
-        flags.append(
+        warnings.append(
             f"shortest window {min_window * 1e3:.2f} ms spans fewer than "
             f"{MIN_UPDATES_PER_WINDOW} sensor updates ({sensor_period * 1e3:.2f} ms each)"
         )
     if trace.rails is not None:
-        flags.append(f"covers only the rails read: {', '.join(trace.rails)}")
-    flags.extend(f"monitor: {h}" for h in trace.hazards)
+        warnings.append(f"covers only the rails read: {', '.join(trace.rails)}")
+    warnings.extend(f"monitor: {h}" for h in trace.hazards)
     if fit.method == "none":
-        flags.append("no clock alignment: board clock assumed equal to the host's")
+        warnings.append("no clock alignment: board clock assumed equal to the host's")
 
     return {
         "dropped_samples": int(trace.dropped),
@@ -99,6 +105,6 @@ def check(
         "sensor_update_s": sensor_period,
         "rails": list(trace.rails) if trace.rails is not None else None,
         "hazards": list(trace.hazards),
-        "flags": flags,
-        "ok": not flags,
+        "warnings": warnings,
+        "ok": not warnings,
     }

@@ -98,7 +98,9 @@ class MonitorService:
 
     def _check_owner(self, board: str) -> None:
         if self._board != board:
-            raise MonitorBusy(f"monitor {self.name!r} is not recording {board!r} (it has {self._board!r})")
+            raise MonitorBusy(
+                f"monitor {self.name!r} is not recording {board!r} (it has {self._board!r})"
+            )
 
     def _release(self) -> None:
         with self._lock:

@@ -140,7 +140,9 @@ def _uniform(trace: Trace, t0: float, n: int) -> np.ndarray:
     return p[i]
 
 
-def locate_burst(trace: Trace, fit: ClockFit, burst: np.ndarray, search_s: float) -> dict[str, Any] | None:
+def locate_burst(
+    trace: Trace, fit: ClockFit, burst: np.ndarray, search_s: float
+) -> dict[str, Any] | None:
     """Find one pulse burst: the lag (s) to add to ``fit`` at the burst's first edge."""
     dt = 1.0 / trace.rate_hz
     highs = fit.to_trace_s(_highs(burst))
@@ -185,7 +187,9 @@ def locate_burst(trace: Trace, fit: ClockFit, burst: np.ndarray, search_s: float
     }
 
 
-def refine_with_pulses(trace: Trace, windows: Windows, fit: ClockFit, search_s: float | None = None) -> ClockFit:
+def refine_with_pulses(
+    trace: Trace, windows: Windows, fit: ClockFit, search_s: float | None = None
+) -> ClockFit:
     """Improve ``fit`` with the sync bursts; returns ``fit`` unchanged if none is found."""
     if not windows.pulses:
         return fit
@@ -213,11 +217,15 @@ def refine_with_pulses(trace: Trace, windows: Windows, fit: ClockFit, search_s: 
     return ClockFit(float(a), float(b), fit.ref_ns, "pulse", uncertainty, details)
 
 
-def synchronize(trace: Trace, windows: Windows, exchanges: Sequence[Exchange] | None = None) -> ClockFit:
+def synchronize(
+    trace: Trace, windows: Windows, exchanges: Sequence[Exchange] | None = None
+) -> ClockFit:
     """Best available fit: exchanges if given, refined by the sync pulses if present."""
     if exchanges:
         fit = fit_exchanges(trace, exchanges)
     else:
-        ref = windows.task[0] if windows.task else int(windows.all_t_ns.min(initial=trace.t0_host_ns))
+        ref = (
+            windows.task[0] if windows.task else int(windows.all_t_ns.min(initial=trace.t0_host_ns))
+        )
         fit = no_sync(trace, ref)
     return refine_with_pulses(trace, windows, fit)

@@ -47,11 +47,15 @@ class PowerModel:
     def to_trace_s(self, t_board_ns: np.ndarray, t0_host_ns: int) -> np.ndarray:
         """The hidden truth: where a board time lands on the monitor's timebase."""
         a, b = self.board_to_host
-        host = a * (np.asarray(t_board_ns, dtype=np.float64) - t0_host_ns) + b + (a - 1) * t0_host_ns
+        host = (
+            a * (np.asarray(t_board_ns, dtype=np.float64) - t0_host_ns) + b + (a - 1) * t0_host_ns
+        )
         return (1.0 + self.drift_ppm * 1e-6) * host / 1e9 + self.offset_s
 
 
-def _steps(model: PowerModel, windows: mk.Windows, t0_host_ns: int) -> tuple[np.ndarray, np.ndarray]:
+def _steps(
+    model: PowerModel, windows: mk.Windows, t0_host_ns: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Times (trace s) where the power level changes, and the change in W at each."""
     times: list[np.ndarray] = []
     deltas: list[np.ndarray] = []
@@ -77,7 +81,9 @@ def _steps(model: PowerModel, windows: mk.Windows, t0_host_ns: int) -> tuple[np.
     return t[order], np.concatenate(deltas)[order]
 
 
-def _integral(model: PowerModel, step_t: np.ndarray, step_d: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _integral(
+    model: PowerModel, step_t: np.ndarray, step_d: np.ndarray, x: np.ndarray
+) -> np.ndarray:
     """∫₀ˣ power dt (J) at each x, exact for the piecewise-constant power."""
     level = model.idle_w + np.concatenate([[0.0], np.cumsum(step_d)])
     seg_energy = np.diff(np.concatenate([[0.0], step_t])) * level[:-1]
@@ -129,7 +135,9 @@ def synthesize(
     )
 
 
-def expected_energy_j(model: PowerModel, markers: Mapping[str, Any], t0_host_ns: int, windows_ns: np.ndarray) -> np.ndarray:
+def expected_energy_j(
+    model: PowerModel, markers: Mapping[str, Any], t0_host_ns: int, windows_ns: np.ndarray
+) -> np.ndarray:
     """The true energy (J) in each board-time window, measured on the monitor's timebase."""
     parsed = mk.parse(markers)
     step_t, step_d = _steps(model, parsed, t0_host_ns)
@@ -168,6 +176,8 @@ def fake_task_markers(
 
     def burst() -> None:
         nonlocal t
+        if chips < 2:
+            return
         pattern = rng.integers(0, 2, chips)
         pattern[0], pattern[-1] = 1, 0  # the burst starts high and ends low
         level = 0

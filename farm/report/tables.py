@@ -37,9 +37,8 @@ def flat(row: dict[str, Any]) -> dict[str, Any]:
     lat = result.get("latency") or {}
     mem = result.get("memory") or {}
     energy = result.get("energy") or {}
-    net = energy.get("per_inference_net_mj") or {}
+    net = (energy.get("energy_per_inference_mj") or {}).get("net") or {}
     battery = energy.get("battery") or {}
-    ci = lat.get("ci95_ms") or [None, None]
     return {
         "task": row["id"],
         "model": row["model"],
@@ -50,8 +49,8 @@ def flat(row: dict[str, Any]) -> dict[str, Any]:
         "attempts": row.get("attempts"),
         "n": lat.get("n"),
         "mean_ms": lat.get("mean_ms"),
-        "ci95_lo_ms": ci[0],
-        "ci95_hi_ms": ci[1],
+        "ci95_lo_ms": lat.get("ci95_low_ms"),
+        "ci95_hi_ms": lat.get("ci95_high_ms"),
         "median_ms": lat.get("median_ms"),
         "p90_ms": lat.get("p90_ms"),
         "p99_ms": lat.get("p99_ms"),
@@ -62,9 +61,9 @@ def flat(row: dict[str, Any]) -> dict[str, Any]:
         "required_mb": mem.get("required_mb"),
         "available_mb": mem.get("available_mb"),
         "peak_rss_mb": mem.get("peak_rss_mb"),
-        "nonlinear_share": result.get("nonlinear_share"),
-        "energy_net_mj": net.get("mean") if isinstance(net, dict) else net,
-        "energy_ci95_mj": net.get("ci95") if isinstance(net, dict) else None,
+        "nonlinear_share": (result.get("layer_pass") or {}).get("nonlinear_share"),
+        "energy_net_mj": net.get("mean"),
+        "energy_ci95_mj": net.get("ci95"),
         "avg_power_w": energy.get("average_power_w"),
         "alignment": (energy.get("alignment") or {}).get("method"),
         "alignment_uncertainty_s": (energy.get("alignment") or {}).get("uncertainty_s"),

@@ -46,12 +46,16 @@ def _placement(station: str, placed: bool) -> dict[str, Any]:
 
 @ray.remote(num_cpus=0, max_concurrency=STATION_CONCURRENCY)
 class StationActor:
-    def __init__(self, name: str, scheduler: Any, cache_dir: str, monitors: dict[str, Any], placed: bool):
+    def __init__(
+        self, name: str, scheduler: Any, cache_dir: str, monitors: dict[str, Any], placed: bool
+    ):
         self._scheduler = scheduler
         self._monitors = monitors
         self._placed = placed
         self._monitor_handles: dict[str, Any] = {}
-        self.station = Station(name, cache_dir=cache_dir, report=self._report, monitor=self._monitor)
+        self.station = Station(
+            name, cache_dir=cache_dir, report=self._report, monitor=self._monitor
+        )
 
     def _report(self, task_id: str, state: str, at: float, detail: str | None) -> None:
         self._scheduler.report.remote(task_id, state, at, detail)
@@ -89,8 +93,16 @@ class MonitorActor:
 
         self.service = MonitorService.from_spec(spec)
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.service, method)(*args, **kwargs)
+    def call(self, method: str, *args: Any) -> Any:
+        if method not in ("start", "abort"):
+            raise ValueError(f"not a monitor call: {method}")
+        return getattr(self.service, method)(*args)
+
+    def finish(self, board: str, markers: dict, exchanges: list) -> tuple[dict[str, Any], bytes]:
+        """Stop, analyse next to the samples, and return the report and compressed trace."""
+        trace = self.service.stop(board, markers)
+        report = self.service.analyze(trace, markers, [tuple(x) for x in exchanges])
+        return dict(report), trace.to_bytes()
 
 
 @ray.remote(num_cpus=0, max_concurrency=64)
@@ -192,8 +204,19 @@ class SchedulerActor:
 
 
 _READ_METHODS = frozenset(
-    {"job", "jobs", "counts", "tasks", "task", "events", "logs", "results", "layers", "markers",
-     "board_health"}
+    {
+        "job",
+        "jobs",
+        "counts",
+        "tasks",
+        "task",
+        "events",
+        "logs",
+        "results",
+        "layers",
+        "markers",
+        "board_health",
+    }
 )
 
 

@@ -41,17 +41,21 @@ def init_embedded() -> None:
         )
 
 
-def embedded_scheduler(db: Path, **options: Any) -> Any:
+def embedded_scheduler(db: Path, *, cache_dir: str, **options: Any) -> Any:
     """A private scheduler actor for this process's job (the embedded default)."""
     init_embedded()
-    return SchedulerActor.remote(str(db), placed=False, resume=False, options=options or None)
+    return SchedulerActor.remote(
+        str(db), placed=False, resume=False, cache_dir=cache_dir, options=options or None
+    )
 
 
 def attach(address: str) -> Any:
     """The named scheduler of a running head."""
     if not ray.is_initialized():
         try:
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+            ray.init(
+                address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False
+            )
         except (ConnectionError, RuntimeError) as exc:
             raise UserError(f"cannot reach a Ray head at {address}: {exc}") from exc
     try:
@@ -69,7 +73,9 @@ def _ray_cli() -> str:
     return exe
 
 
-def start_head(*, db: Path, port: int, host: str = "127.0.0.1", station: str = "head") -> dict[str, Any]:
+def start_head(
+    *, db: Path, port: int, host: str = "127.0.0.1", station: str = "head"
+) -> dict[str, Any]:
     """``ray start --head`` plus the detached scheduler. Listens on ``host`` only."""
     resources = json.dumps({station_resource(station): STATION_SLOTS})
     cmd = [
@@ -94,7 +100,13 @@ def start_head(*, db: Path, port: int, host: str = "127.0.0.1", station: str = "
 
 def start_station(*, address: str, name: str) -> None:
     resources = json.dumps({station_resource(name): STATION_SLOTS})
-    cmd = [_ray_cli(), "start", f"--address={address}", f"--resources={resources}", "--disable-usage-stats"]
+    cmd = [
+        _ray_cli(),
+        "start",
+        f"--address={address}",
+        f"--resources={resources}",
+        "--disable-usage-stats",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise UserError(f"ray start --address {address} failed: {proc.stderr.strip()[-300:]}")

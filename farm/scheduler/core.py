@@ -145,7 +145,9 @@ class Scheduler:
         boards of its target that have its processor (migration targets)."""
         job_id = new_job_id(job["name"])
         job = {**job, "_boards": boards}  # kept so a restarted head knows the boards
-        self.store.add_job(job_id, job["name"], job, tasks, priority=job.get("priority", 0), source=source)
+        self.store.add_job(
+            job_id, job["name"], job, tasks, priority=job.get("priority", 0), source=source
+        )
         self._inbox.put(("submit", (job_id, job, boards)))
         return job_id
 
@@ -208,7 +210,9 @@ class Scheduler:
             task_id, state, at, detail = payload
             run = self.tasks.get(task_id)
             if run is not None:
-                self.store.transition(task_id, TaskState(state), board=run.board, at=at, detail=detail)
+                self.store.transition(
+                    task_id, TaskState(state), board=run.board, at=at, detail=detail
+                )
         elif kind == "cancel":
             self._on_cancel(payload)
         elif kind == "health":
@@ -415,7 +419,9 @@ class Scheduler:
         name = board.spec["name"]
         if board.healthy and board.failures >= self.quarantine_after:
             board.healthy = False
-            log.warning("%s quarantined after %d consecutive failures: %s", name, board.failures, error)
+            log.warning(
+                "%s quarantined after %d consecutive failures: %s", name, board.failures, error
+            )
             self.store.set_board_health(name, "quarantined", board.failures, error)
             self._evacuate(board)
         else:
@@ -440,9 +446,7 @@ class Scheduler:
                 continue
             self._health_pending.add(name)
             future = self._health_check(board.station, board.spec)
-            future.add_done_callback(
-                lambda f, n=name: self._inbox.put(("health", (n, _result(f))))
-            )
+            future.add_done_callback(lambda f, n=name: self._inbox.put(("health", (n, _result(f)))))
 
     def _on_health(self, name: str, outcome: dict[str, Any]) -> None:
         self._health_pending.discard(name)

@@ -21,7 +21,9 @@ def _matches(target: Any, board: Any) -> bool:
     return tags <= set(board.tags or [])
 
 
-def plan(job: Any, inventory: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+def plan(
+    job: Any, inventory: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Return (tasks, boards, monitors) as plain dicts ready for the scheduler actor."""
     tasks = spec.expand(job, inventory)
     by_name = {b.name: b for b in inventory.boards}
@@ -42,5 +44,7 @@ def plan(job: Any, inventory: Any) -> tuple[list[dict[str, Any]], list[dict[str,
     used = {t["board"] for t in out} | {c for t in out for c in t["candidates"]}
     boards = [by_name[name].model_dump(mode="json") for name in sorted(used)]
     monitor_names = {b["power"]["monitor"] for b in boards if b.get("power")}
-    monitors = [m.model_dump(mode="json") for m in (inventory.monitors or []) if m.name in monitor_names]
+    monitors = [
+        m.model_dump(mode="json") for m in (inventory.monitors or []) if m.name in monitor_names
+    ]
     return out, boards, monitors

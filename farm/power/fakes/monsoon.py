@@ -61,7 +61,7 @@ class FakeHardware:
 def _operations() -> types.ModuleType:
     mod = types.ModuleType("Monsoon.Operations")
 
-    class USB_Passthrough:  # noqa: N801  (the library's name)
+    class USB_Passthrough:
         Off = 0
         On = 1
         Auto = 2
@@ -80,7 +80,7 @@ def _operations() -> types.ModuleType:
 def _pmapi() -> types.ModuleType:
     mod = types.ModuleType("Monsoon.pmapi")
 
-    class USB_protocol:  # noqa: N801
+    class USB_protocol:
         pass
 
     mod.USB_protocol = USB_protocol  # type: ignore[attr-defined]
@@ -99,7 +99,7 @@ def _device_module(name: str, devices: dict[int, FakeHardware]) -> types.ModuleT
         def __init__(self) -> None:
             self.hw: FakeHardware | None = None
 
-        def setup_usb(self, serialno: int | None = None, Protocol: object = None) -> None:  # noqa: N803
+        def setup_usb(self, serialno: int | None = None, Protocol: object = None) -> None:
             if serialno is None:
                 found = next(iter(devices.values()), None)
             else:
@@ -114,26 +114,26 @@ def _device_module(name: str, devices: dict[int, FakeHardware]) -> types.ModuleT
                 raise ValueError("Monsoon: device not set up")
             return self.hw
 
-        def getSerialNumber(self) -> int:  # noqa: N802
+        def getSerialNumber(self) -> int:
             return self._dev().serial
 
-        def fillStatusPacket(self) -> None:  # noqa: N802
+        def fillStatusPacket(self) -> None:
             self._dev()
 
-        def setVout(self, value: float) -> None:  # noqa: N802
+        def setVout(self, value: float) -> None:
             self._dev().vout = float(value)
             self._dev().log.append(f"setVout({value})")
 
-        def setUSBPassthroughMode(self, mode: int) -> None:  # noqa: N802
+        def setUSBPassthroughMode(self, mode: int) -> None:
             self._dev()
 
-        def StartSampling(self, calTime: int = 1250, maxTime: int = 0xFFFFFFFF) -> None:  # noqa: N802, N803
+        def StartSampling(self, calTime: int = 1250, maxTime: int = 0xFFFFFFFF) -> None:
             self._dev().sampling = True
 
-        def stopSampling(self) -> None:  # noqa: N802
+        def stopSampling(self) -> None:
             self._dev().sampling = False
 
-        def closeDevice(self) -> None:  # noqa: N802
+        def closeDevice(self) -> None:
             self._dev().connected = False
 
     mod.Monsoon = Monsoon  # type: ignore[attr-defined]
@@ -143,7 +143,7 @@ def _device_module(name: str, devices: dict[int, FakeHardware]) -> types.ModuleT
 def _sample_engine() -> types.ModuleType:
     mod = types.ModuleType("Monsoon.sampleEngine")
 
-    class channels:  # noqa: N801
+    class channels:
         timeStamp = 0
         MainCurrent = 1
         USBCurrent = 2
@@ -151,19 +151,19 @@ def _sample_engine() -> types.ModuleType:
         MainVoltage = 4
         USBVoltage = 5
 
-    class triggers:  # noqa: N801
+    class triggers:
         SAMPLECOUNT_INFINITE = 0xFFFFFFFF
 
         @staticmethod
-        def GREATER_THAN(x: float, y: float) -> bool:  # noqa: N802
+        def GREATER_THAN(x: float, y: float) -> bool:
             return x > y
 
         @staticmethod
-        def LESS_THAN(x: float, y: float) -> bool:  # noqa: N802
+        def LESS_THAN(x: float, y: float) -> bool:
             return x < y
 
     class SampleEngine:
-        def __init__(self, Monsoon: object, bulkProcessRate: int = 128) -> None:  # noqa: N803
+        def __init__(self, Monsoon: object, bulkProcessRate: int = 128) -> None:
             self.monsoon = Monsoon
             self.dropped = 0
             self._channels = [True, True, False, False, True, False]
@@ -174,35 +174,35 @@ def _sample_engine() -> types.ModuleType:
             self._start = time.time()
             self._t_wall = time.monotonic()
             self._stopped = False
-            self._out: list[list[float]] = []
+            self._out: list[tuple[list[float], list[float], list[float]]] = []
             self._lock = threading.Lock()
 
         @property
         def _hw(self) -> FakeHardware:
             return self.monsoon._dev()  # type: ignore[attr-defined]
 
-        def enableChannel(self, channel: int) -> None:  # noqa: N802
+        def enableChannel(self, channel: int) -> None:
             self._channels[channel] = True
 
-        def disableChannel(self, channel: int) -> None:  # noqa: N802
+        def disableChannel(self, channel: int) -> None:
             self._channels[channel] = False
 
-        def ConsoleOutput(self, boolValue: bool) -> None:  # noqa: N802, N803
+        def ConsoleOutput(self, boolValue: bool) -> None:
             self._console = bool(boolValue)
 
-        def enableCSVOutput(self, filename: str) -> None:  # noqa: N802
+        def enableCSVOutput(self, filename: str) -> None:
             self._csv = filename
 
-        def disableCSVOutput(self) -> None:  # noqa: N802
+        def disableCSVOutput(self) -> None:
             self._csv = None
 
-        def setStartTrigger(self, triggerStyle: object, triggerLevel: float) -> None:  # noqa: N802, N803
+        def setStartTrigger(self, triggerStyle: object, triggerLevel: float) -> None:
             self._triggers = True
 
-        def setStopTrigger(self, triggerstyle: object, triggerlevel: float) -> None:  # noqa: N802
+        def setStopTrigger(self, triggerstyle: object, triggerlevel: float) -> None:
             self._triggers = True
 
-        def setTriggerChannel(self, triggerChannel: int) -> None:  # noqa: N802, N803
+        def setTriggerChannel(self, triggerChannel: int) -> None:
             pass
 
         # -- sampling ------------------------------------------------------------
@@ -220,7 +220,9 @@ def _sample_engine() -> types.ModuleType:
                 keep &= (nominal % hw.drop_every) != hw.drop_every - 1
             if hw.reconnect_at is not None and self._nominal - n <= hw.reconnect_at < self._nominal:
                 # USB dropped and came back: samples gone, counters and timestamps restart
-                lost = (nominal >= hw.reconnect_at) & (nominal < hw.reconnect_at + hw.reconnect_lost)
+                lost = (nominal >= hw.reconnect_at) & (
+                    nominal < hw.reconnect_at + hw.reconnect_lost
+                )
                 keep &= ~lost
                 self.dropped = 0
                 self._start = time.time()
@@ -231,11 +233,10 @@ def _sample_engine() -> types.ModuleType:
             main = np.asarray(hw.current_ma(t), dtype=np.float64)
             volts = np.full(len(t), hw.vout)
             arrival = time.time() - self._start
-            packets = np.arange(len(t)) // PACKET_SAMPLES
-            stamps = arrival + packets * 0.0  # one arrival time per packet
-            self._out.append([stamps.tolist(), main.tolist(), volts.tolist()])
+            stamps = np.full(len(t), arrival)  # every packet of this read arrived now
+            self._out.append((stamps.tolist(), main.tolist(), volts.tolist()))
 
-        def getSamples(self) -> list[list[float]]:  # noqa: N802
+        def getSamples(self) -> list[list[float]]:
             stamps: list[float] = []
             main: list[float] = []
             volts: list[float] = []
@@ -245,7 +246,7 @@ def _sample_engine() -> types.ModuleType:
                 volts += v
             self._out = []
             if self._hw.short_timestamps and stamps:
-                stamps = stamps[: -PACKET_SAMPLES]
+                stamps = stamps[:-PACKET_SAMPLES]
             out = [stamps]
             by_channel = {channels.MainCurrent: main, channels.MainVoltage: volts}
             for ch in (1, 2, 3, 4, 5):
@@ -253,7 +254,7 @@ def _sample_engine() -> types.ModuleType:
                     out.append(by_channel.get(ch, [0.0] * len(main)))
             return out
 
-        def startSampling(self, samples: int = 5000, granularity: int = 1) -> None:  # noqa: N802
+        def startSampling(self, samples: int = 5000, granularity: int = 1) -> None:
             """Blocking capture. Without triggers the real engine stops at 50,000 samples."""
             self.monsoon.StartSampling(1250, 0xFFFFFFFF)  # type: ignore[attr-defined]
             self._begin()
@@ -268,12 +269,14 @@ def _sample_engine() -> types.ModuleType:
             self._nominal, self.dropped, self._out = 0, 0, []
             self._start, self._t_wall = time.time(), time.monotonic()
 
-        def periodicStartSampling(self, calTime: int = 1250) -> list[list[float]]:  # noqa: N802, N803
+        def periodicStartSampling(self, calTime: int = 1250) -> list[list[float]]:
             self._begin()
             self.monsoon.StartSampling(calTime, triggers.SAMPLECOUNT_INFINITE)  # type: ignore[attr-defined]
             return self.getSamples()
 
-        def periodicCollectSamples(self, samples: int = 100, legacy_timestamp: bool = False) -> list[list[float]]:  # noqa: N802
+        def periodicCollectSamples(
+            self, samples: int = 100, legacy_timestamp: bool = False
+        ) -> list[list[float]]:
             hw = self._hw
             if not hw.sampling or (hw.stop_after is not None and self._nominal >= hw.stop_after):
                 time.sleep(samples / SAMPLE_RATE)
@@ -281,7 +284,7 @@ def _sample_engine() -> types.ModuleType:
             self._produce(samples)
             return self.getSamples()
 
-        def periodicStopSampling(self, closeCSV: bool = False) -> None:  # noqa: N802, N803
+        def periodicStopSampling(self, closeCSV: bool = False) -> None:
             self.monsoon.stopSampling()  # type: ignore[attr-defined]
 
     mod.channels = channels  # type: ignore[attr-defined]

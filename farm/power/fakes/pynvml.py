@@ -25,7 +25,11 @@ NVML_ERROR_NOT_SUPPORTED = 3
 class NVMLError(Exception):
     def __init__(self, value: int):
         self.value = value
-        super().__init__({3: "Not Supported", 1: "Uninitialized", 2: "Invalid Argument"}.get(value, "Unknown Error"))
+        super().__init__(
+            {3: "Not Supported", 1: "Uninitialized", 2: "Invalid Argument"}.get(
+                value, "Unknown Error"
+            )
+        )
 
 
 @dataclass
@@ -51,34 +55,34 @@ def make_module(*gpus: FakeGpu) -> types.ModuleType:
         if not state["init"]:
             raise NVMLError(NVML_ERROR_UNINITIALIZED)
 
-    def nvmlInit() -> None:  # noqa: N802
+    def nvmlInit() -> None:
         state["init"] = True
 
-    def nvmlShutdown() -> None:  # noqa: N802
+    def nvmlShutdown() -> None:
         check()
         state["init"] = False
 
-    def nvmlDeviceGetCount() -> int:  # noqa: N802
+    def nvmlDeviceGetCount() -> int:
         check()
         return len(gpus)
 
-    def nvmlDeviceGetHandleByIndex(index: int) -> FakeGpu:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(index: int) -> FakeGpu:
         check()
         if not 0 <= index < len(gpus):
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         return gpus[index]
 
-    def nvmlDeviceGetName(handle: FakeGpu) -> str:  # noqa: N802
+    def nvmlDeviceGetName(handle: FakeGpu) -> str:
         check()
         return handle.name
 
-    def nvmlDeviceGetTotalEnergyConsumption(handle: FakeGpu) -> int:  # noqa: N802
+    def nvmlDeviceGetTotalEnergyConsumption(handle: FakeGpu) -> int:
         check()
         if not handle.supports_energy:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         return handle.energy_mj(time.monotonic())
 
-    def nvmlDeviceGetPowerUsage(handle: FakeGpu) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(handle: FakeGpu) -> int:
         check()
         handle.power_usage_calls += 1
         return int(handle.power_w * 1e3)

@@ -7,6 +7,7 @@ ticker advances them at a given power so polled captures see energy flow.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,9 @@ from pathlib import Path
 class FakeRapl:
     """``<root>/intel-rapl:N/{name,energy_uj,max_energy_range_uj}`` plus one sub-zone each."""
 
-    def __init__(self, root: Path, zones: dict[str, float], max_uj: int = 262_143_328_850, start_uj: int = 0):
+    def __init__(
+        self, root: Path, zones: dict[str, float], max_uj: int = 262_143_328_850, start_uj: int = 0
+    ):
         self.root = Path(root)
         self.power = dict(zones)  # name -> watts
         self.max_uj = max_uj
@@ -36,7 +39,9 @@ class FakeRapl:
 
     def _write(self) -> None:
         for name, d in self.dirs.items():
-            (d / "energy_uj").write_text(f"{int(self.energy[name]) % self.max_uj}\n")
+            tmp = d / ".energy_uj.tmp"
+            tmp.write_text(f"{int(self.energy[name]) % self.max_uj}\n")
+            os.replace(tmp, d / "energy_uj")  # sysfs reads are atomic; so must the fake's be
 
     def advance(self, seconds: float) -> None:
         for name in self.energy:
@@ -45,6 +50,7 @@ class FakeRapl:
 
     def run(self, period_s: float = 0.001) -> None:
         """Advance with wall time on a thread until ``halt``."""
+
         def loop() -> None:
             last = time.monotonic()
             while not self._halt.wait(period_s):

@@ -1,0 +1,212 @@
+"""Each hardware backend against the fake of its library or sysfs interface."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from farm.errors import MonitorUnavailable
+from farm.power import open_monitor
+from farm.power.fakes import monsoon as fake_monsoon
+from farm.power.fakes import pynvml as fake_pynvml
+from farm.power.fakes.sysfs import FakeRapl, fake_ina3221
+from farm.power.rapl import RaplZone
+
+# -- absent hardware ----------------------------------------------------------------
+
+
+def test_absent_libraries_give_a_clear_error():
+    if importlib.util.find_spec("Monsoon") is None:
+        with pytest.raises(MonitorUnavailable, match="monsoon: the Monsoon package"):
+            open_monitor("monsoon", {})
+    if importlib.util.find_spec("pynvml") is None:
+        with pytest.raises(MonitorUnavailable, match="nvml: the pynvml package"):
+            open_monitor("nvml", {})
+
+
+def test_absent_sysfs_gives_a_clear_error(tmp_path):
+    with pytest.raises(MonitorUnavailable, match="rapl: no readable intel-rapl zone"):
+        open_monitor("rapl", {"root": str(tmp_path)})
+    with pytest.raises(MonitorUnavailable, match="hwmon: no INA3221-style rails"):
+        open_monitor("hwmon", {"path": str(tmp_path)})
+
+
+# -- monsoon ------------------------------------------------------------------------
+
+
+def _capture(hw, seconds):
+    with fake_monsoon.install(hw):
+        monitor = open_monitor("monsoon", {"vout": 4.2, "chunk": 250})
+        monitor.start()
+        time.sleep(seconds)
+        trace = monitor.stop()
+        monitor.close()
+    return trace
+
+
+def test_monsoon_setup_and_sample_times_from_the_monitor_clock():
+    hw = fake_monsoon.FakeHardware(current_ma=lambda t: 500.0 + 100.0 * (t >= 0.2))
+    trace = _capture(hw, 0.5)
+    assert hw.log[0] == "setVout(4.2)"
+    assert not hw.connected  # closed
+    assert trace.rate_hz == 5000.0 and trace.dropped == 0 and not trace.hazards
+    np.testing.assert_array_equal(trace.index, np.arange(len(trace)))
+    # power = mA x V, and the step at monitor time 0.2 s lands exactly at sample 1000
+    assert trace.power_w[999] == pytest.approx(0.5 * 4.2)
+    assert trace.power_w[1000] == pytest.approx(0.6 * 4.2)
+
+
+def test_monsoon_counts_dropped_samples_and_skips_their_indices():
+    hw = fake_monsoon.FakeHardware(drop_every=400, current_ma=lambda t: 1000 * t)
+    trace = _capture(hw, 0.5)
+    assert trace.dropped > 0
+    assert trace.dropped == trace.index[-1] + 1 - len(trace)
+    # the sample time (index / rate) still matches the monitor's own time: the device
+    # says how many were dropped, not where, so a sample may sit one drop early
+    true_t = trace.power_w.astype(np.float64) / 4.2
+    assert np.max(np.abs(true_t - trace.times())) <= 1.01 / 5000
+
+
+def test_monsoon_hazard_capture_stops_at_50000_samples():
+    hw = fake_monsoon.FakeHardware(stop_after=50_000, realtime=False)
+    with fake_monsoon.install(hw):
+        monitor = open_monitor("monsoon", {"chunk": 5000})
+        monitor.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not monitor._hazards:
+            time.sleep(0.05)
+        trace = monitor.stop()
+    assert len(trace) == 50_000
+    assert any("50,000-sample limit" in h for h in trace.hazards)
+
+
+def test_monsoon_hazard_unequal_array_lengths():
+    trace = _capture(fake_monsoon.FakeHardware(short_timestamps=True), 0.2)
+    assert any("unequal arrays" in h for h in trace.hazards)
+
+
+def test_monsoon_hazard_silent_reconnect():
+    hw = fake_monsoon.FakeHardware(reconnect_at=1000, reconnect_lost=500, drop_every=300)
+    trace = _capture(hw, 0.6)
+    assert "reconnect" in hw.log
+    assert any("silent reconnect" in h for h in trace.hazards)
+    assert trace.index[-1] + 1 - len(trace) == trace.dropped >= 500 * 0.5
+
+
+def test_monsoon_absent_device_is_unavailable():
+    with (
+        fake_monsoon.install(fake_monsoon.FakeHardware(serial=1)),
+        pytest.raises(MonitorUnavailable, match="monsoon 99"),
+    ):
+        open_monitor("monsoon", {"serial": 99})
+
+
+# -- rapl -------------------------------------------------------------------------
+
+
+def test_rapl_zone_unwraps_the_counter(tmp_path):
+    fake = FakeRapl(tmp_path, {"package-0": 10.0}, max_uj=1_000_000, start_uj=900_000)
+    zone = RaplZone(fake.dirs["package-0"])
+    zone.read_j()
+    total = 0.0
+    for _ in range(12):  # 12 x 0.05 s x 10 W = 6 J through a counter that wraps every 1 J
+        fake.advance(0.05)
+        total = zone.read_j()
+    assert total == pytest.approx(6.0, abs=1e-5)
+
+
+def test_rapl_monitor_reads_top_level_zones_with_wraparound(tmp_path):
+    fake = FakeRapl(tmp_path, {"package-0": 15.0, "psys": 5.0}, max_uj=3_000_000)
+    monitor = open_monitor("rapl", {"root": str(tmp_path), "poll_hz": 200})
+    assert monitor.rails == ("package-0", "psys")  # sub-zones are not double counted
+    fake.run(0.002)
+    monitor.start()
+    time.sleep(0.6)  # 20 W x 0.6 s = 12 J: the 3 J counters wrap several times
+    trace = monitor.stop()
+    fake.halt()
+    energy = float(
+        np.sum(trace.power_w.astype(np.float64) * np.diff(np.r_[trace.times_s, trace.duration_s]))
+    )
+    assert energy / trace.duration_s == pytest.approx(20.0, rel=0.1)
+    assert trace.rails == ("package-0", "psys")
+
+
+@pytest.mark.skipif(
+    not Path("/sys/class/powercap/intel-rapl:0/energy_uj").exists(), reason="no RAPL here"
+)
+def test_real_rapl_when_present():
+    try:
+        monitor = open_monitor("rapl", {"poll_hz": 200})
+    except MonitorUnavailable as exc:
+        pytest.skip(str(exc))
+    monitor.start()
+    time.sleep(0.3)
+    trace = monitor.stop()
+    assert len(trace) > 10 and np.all(trace.power_w >= 0)
+
+
+# -- nvml -------------------------------------------------------------------------
+
+
+def test_nvml_uses_the_energy_counter_never_the_averaged_power():
+    gpu = fake_pynvml.FakeGpu(power_w=80.0, update_period_s=0.01)
+    with fake_pynvml.install(gpu):
+        monitor = open_monitor("nvml", {"poll_hz": 100, "update_period_s": 0.01})
+        monitor.start()
+        time.sleep(0.5)
+        trace = monitor.stop()
+        monitor.close()
+    assert gpu.power_usage_calls == 0
+    energy = float(
+        np.sum(trace.power_w.astype(np.float64) * np.diff(np.r_[trace.times_s, trace.duration_s]))
+    )
+    assert energy / trace.duration_s == pytest.approx(80.0, rel=0.1)
+    assert trace.update_period_s == 0.01 and trace.rails[0].startswith("gpu0")
+
+
+def test_nvml_without_energy_counter_is_unavailable():
+    with (
+        fake_pynvml.install(fake_pynvml.FakeGpu(supports_energy=False)),
+        pytest.raises(MonitorUnavailable, match="no total-energy counter"),
+    ):
+        open_monitor("nvml", {})
+
+
+# -- hwmon ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_hwmon_sums_chosen_rails_and_flags_them(tmp_path, legacy):
+    root = fake_ina3221(
+        tmp_path / "hwmon0",
+        {"VDD_IN": (1000, 5000), "VDD_CPU": (400, 1000), "VDD_GPU": (200, 1000)},
+        legacy,
+    )
+    monitor = open_monitor(
+        "hwmon", {"path": str(root), "rails": ["VDD_CPU", "VDD_GPU"], "poll_hz": 100}
+    )
+    monitor.start()
+    time.sleep(0.1)
+    trace = monitor.stop()
+    assert trace.rails == ("VDD_CPU", "VDD_GPU")
+    np.testing.assert_allclose(trace.power_w, 0.6, rtol=1e-3)
+    with pytest.raises(MonitorUnavailable, match="VDD_SOC"):
+        open_monitor("hwmon", {"path": str(root), "rails": ["VDD_SOC"]})
+
+
+def test_rail_only_traces_are_flagged_in_the_report(tmp_path):
+    from farm.power import analyze
+    from farm.power.synthetic import fake_task_markers
+
+    root = fake_ina3221(tmp_path / "hwmon0", {"VDD_CPU": (400, 1000)})
+    monitor = open_monitor("hwmon", {"path": str(root), "poll_hz": 200})
+    begin = time.monotonic_ns()
+    monitor.start()
+    markers = fake_task_markers(start_ns=begin + 50_000_000, iterations=3, chips=0)
+    time.sleep((markers["t_ns"][-1] - begin) / 1e9 + 0.1)
+    report = analyze(monitor.stop(), markers, None)
+    assert any("covers only the rails read: VDD_CPU" in f for f in report["quality"]["warnings"])
