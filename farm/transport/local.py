@@ -8,6 +8,7 @@ at) and as the reference the SSH transport is tested against.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import queue
 import shutil
@@ -148,18 +149,14 @@ class LocalChannel(Channel):
             return b"".join(self._stderr).decode(errors="replace")[-_STDERR_TAIL_BYTES:]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.proc.stdin.close()  # type: ignore[union-attr]
-        except OSError:
-            pass
         try:
             self.exit_status = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.kill()
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.exit_status = self.proc.wait()

@@ -1,0 +1,332 @@
+"""Put the engine and model artifacts into a board's cache, addressed by sha256.
+
+A board's cache looks like::
+
+    <cache_dir>/engine/<sha256>.zip        the engine (``python3 <sha>.zip serve``)
+    <cache_dir>/artifacts/<sha256>.farm    model artifacts
+    <cache_dir>/files/<sha256><ext>        anything else
+
+Because a name *is* the content's hash, a file that is there with the right hash
+never needs pushing again, and two versions never collide. A deploy:
+
+1. asks the board for the sha256 of every expected path in **one** command
+   (``sha256sum``), and skips what already matches;
+2. uploads each missing or wrong file to a temporary name beside its final one,
+   has the board hash it, and renames it into place (``mv`` within a directory is
+   atomic): a reader sees the whole file or none, and an interrupted upload
+   leaves only a temp file, which :func:`prune` removes;
+3. a cache entry whose hash is wrong (corrupted, truncated) is simply redone.
+
+Only POSIX tools run on the board (``sha256sum``, ``mkdir``, ``mv``, ``rm``,
+``find``), plus the board's python for :func:`probe`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import farm
+from farm.errors import FarmError, TransportError, TransportTimeout
+from farm.transport import Transport, connect
+
+KINDS = {".zip": "engine", ".farm": "artifacts"}
+"""Cache sub-directory by file extension; anything else goes to ``files``."""
+
+COMMAND_TIMEOUT_S = 120.0
+_TMP = ".tmp-"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: no build clock leaks in
+_MAIN = b"from farm.engine.__main__ import main\n\nmain()\n"
+
+
+@dataclass
+class DeployReport:
+    """What one deploy did on one board. Paths are the board's."""
+
+    board: str
+    pushed: list[str] = field(default_factory=list)  # uploaded (includes ``redone``)
+    skipped: list[str] = field(default_factory=list)  # already there, right hash
+    redone: list[str] = field(default_factory=list)  # there, but the hash was wrong
+    bytes_pushed: int = 0
+    seconds: float = 0.0
+
+
+# -- local files ---------------------------------------------------------------------------
+
+_sha_memo: dict[tuple[str, int, int], str] = {}
+_sha_lock = threading.Lock()
+
+
+def sha256_file(path: Path) -> str:
+    """The file's sha256, remembered while its size and mtime stay the same."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    with _sha_lock:
+        if key in _sha_memo:
+            return _sha_memo[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    digest = h.hexdigest()
+    with _sha_lock:
+        _sha_memo[key] = digest
+    return digest
+
+
+def build_engine_zip(out_dir: str | Path) -> Path:
+    """The engine as one runnable zip, ``<out_dir>/<sha256>.zip``; built only if absent.
+
+    The bytes depend only on the sources: entries sorted, fixed timestamps and
+    permissions, so every station builds the same file and boards share one hash.
+    """
+    package = Path(farm.__file__).parent
+    sources = {"farm/__init__.py": (package / "__init__.py").read_bytes(), "__main__.py": _MAIN}
+    for py in sorted((package / "engine").glob("*.py")):
+        sources[f"farm/engine/{py.name}"] = py.read_bytes()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name in sorted(sources):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            info.create_system = 3  # unix, whatever machine builds it
+            zf.writestr(info, sources[name])
+    data = buffer.getvalue()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{hashlib.sha256(data).hexdigest()}.zip"
+    if not target.exists():
+        tmp = target.with_name(target.name + _TMP + secrets.token_hex(4))
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return target
+
+
+# -- where things live on the board --------------------------------------------------------
+
+
+def cache_root(transport: Transport, board: Any) -> str:
+    return transport.expand(str(board.cache_dir)).rstrip("/")
+
+
+def remote_path(transport: Transport, board: Any, path: Path) -> str:
+    """Where ``path`` lives in the board's cache: ``<cache>/<kind>/<sha256><ext>``."""
+    path = Path(path)
+    kind = KINDS.get(path.suffix, "files")
+    return f"{cache_root(transport, board)}/{kind}/{sha256_file(path)}{path.suffix}"
+
+
+def _remote_hashes(transport: Transport, paths: Sequence[str]) -> dict[str, str]:
+    """``{path: sha256}`` for those of ``paths`` that exist on the board (one command)."""
+    if not paths:
+        return {}
+    result = transport.run(["sha256sum", "--", *paths], timeout=COMMAND_TIMEOUT_S, check=False)
+    hashes = {}
+    for line in result.stdout.splitlines():
+        digest, sep, name = line.partition("  ")
+        if sep:
+            hashes[name] = digest.lstrip("\\")
+    return hashes
+
+
+def is_present(transport: Transport, board: Any, files: Iterable[Path]) -> bool:
+    """Whether the board holds every file, with the right hash."""
+    wanted = {remote_path(transport, board, f): sha256_file(f) for f in files}
+    found = _remote_hashes(transport, list(wanted))
+    return all(found.get(p) == h for p, h in wanted.items())
+
+
+# -- deploy --------------------------------------------------------------------------------
+
+
+def deploy(transport: Transport, board: Any, files: Iterable[Path]) -> DeployReport:
+    """Make the board's cache hold ``files``; push only what is missing or wrong."""
+    started = time.monotonic()
+    report = DeployReport(board=board.name)
+    wanted: dict[str, tuple[Path, str]] = {}
+    for f in files:
+        wanted[remote_path(transport, board, f)] = (Path(f), sha256_file(f))
+    found = _remote_hashes(transport, list(wanted))
+    todo = []
+    for remote, (local, digest) in wanted.items():
+        if found.get(remote) == digest:
+            report.skipped.append(remote)
+        else:
+            if remote in found:
+                report.redone.append(remote)
+            todo.append((local, remote, digest))
+    if todo:
+        dirs = sorted({r.rsplit("/", 1)[0] for _, r, _ in todo})
+        transport.run(["mkdir", "-p", "--", *dirs], timeout=COMMAND_TIMEOUT_S)
+        for local, remote, digest in todo:
+            _push(transport, local, remote, digest)
+            report.pushed.append(remote)
+            report.bytes_pushed += local.stat().st_size
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _push(transport: Transport, local: Path, remote: str, digest: str, attempts: int = 2) -> None:
+    """Upload to a temp name, verify the board's hash, rename into place."""
+    for attempt in range(1, attempts + 1):
+        tmp = f"{remote}{_TMP}{secrets.token_hex(4)}"
+        transport.put(local, tmp)
+        got = _remote_hashes(transport, [tmp]).get(tmp)
+        if got == digest:
+            transport.run(["mv", "-f", "--", tmp, remote], timeout=COMMAND_TIMEOUT_S)
+            return
+        transport.run(["rm", "-f", "--", tmp], timeout=COMMAND_TIMEOUT_S, check=False)
+        if attempt == attempts:
+            raise TransportError(
+                transport.name,
+                f"upload of {local.name} arrived corrupted {attempts} times"
+                f" (board hash {got}, expected {digest})",
+            )
+
+
+def prune(transport: Transport, board: Any, keep: set[str]) -> list[str]:
+    """Remove cache entries whose sha256 is not in ``keep``, and upload leftovers.
+
+    Returns the removed paths. A temp file of an upload running *right now*
+    elsewhere would go too: prune when the board is idle.
+    """
+    root = cache_root(transport, board)
+    dirs = [f"{root}/{kind}" for kind in sorted({*KINDS.values(), "files"})]
+    listing = transport.run(
+        ["find", *dirs, "-type", "f"], timeout=COMMAND_TIMEOUT_S, check=False
+    ).stdout.splitlines()
+    doomed = []
+    for path in listing:
+        name = path.rsplit("/", 1)[-1]
+        if _TMP in name or name[:64] not in keep:
+            doomed.append(path)
+    for i in range(0, len(doomed), 200):
+        transport.run(["rm", "-f", "--", *doomed[i : i + 200]], timeout=COMMAND_TIMEOUT_S)
+    return doomed
+
+
+_PROBE = """
+import json, os, platform, shutil, sys
+cache = os.path.expanduser(sys.argv[1])
+while not os.path.exists(cache):
+    cache = os.path.dirname(cache) or "/"
+try:
+    from importlib.metadata import version
+    torch = version("torch")
+except Exception:
+    torch = None
+mem = None
+try:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                mem = int(line.split()[1]) / 1024
+except OSError:
+    pass
+print(json.dumps({"python": platform.python_version(), "torch": torch,
+    "machine": platform.machine(), "cpus": os.cpu_count(), "memory_available_mb": mem,
+    "disk_free_mb": shutil.disk_usage(cache).free / 2**20}))
+"""
+
+
+def probe(transport: Transport, board: Any) -> dict[str, Any]:
+    """The board's python and torch versions, CPUs, free memory and free disk at the cache."""
+    result = transport.run(
+        [board.python, "-c", _PROBE, cache_root(transport, board)], timeout=COMMAND_TIMEOUT_S
+    )
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError) as e:
+        raise TransportError(board.name, f"probe printed no JSON: {result.stdout!r}") from e
+
+
+# -- many boards ---------------------------------------------------------------------------
+
+
+class DeployGroupError(FarmError):
+    """Some boards of a fan-out failed. ``results`` holds every board's outcome."""
+
+    def __init__(self, results: DeployResults):
+        self.results = results
+        failed = results.failed
+        lines = [f"{name}: {type(e).__name__}: {e}" for name, e in sorted(failed.items())]
+        super().__init__(
+            f"deploy failed on {len(failed)} of {len(results)} boards: " + "; ".join(lines)
+        )
+
+
+class DeployResults(dict[str, "DeployReport | BaseException"]):
+    """``{board name: DeployReport or the error}``, like fabric's ``GroupResult``."""
+
+    @property
+    def succeeded(self) -> dict[str, DeployReport]:
+        return {k: v for k, v in self.items() if isinstance(v, DeployReport)}
+
+    @property
+    def failed(self) -> dict[str, BaseException]:
+        return {k: v for k, v in self.items() if not isinstance(v, DeployReport)}
+
+    @property
+    def error(self) -> DeployGroupError | None:
+        """One error for the whole fan-out, or None when every board succeeded."""
+        return DeployGroupError(self) if self.failed else None
+
+    def raise_for_errors(self) -> None:
+        if self.failed:
+            raise DeployGroupError(self)
+
+
+def deploy_many(
+    pairs: Iterable[tuple[Any, Sequence[Path]]],
+    parallel: int = 16,
+    *,
+    timeout: float = 600.0,
+    connector: Callable[[Any], Transport] = connect,
+) -> DeployResults:
+    """Deploy to many boards at once; every board gets an outcome, none raises.
+
+    A board still busy after ``timeout`` seconds gets a ``TransportTimeout``
+    outcome (its thread ends at the transport's own command timeouts).
+    """
+    pairs = list(pairs)
+    results = DeployResults()
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="deploy")
+    futures = {pool.submit(_deploy_one, connector, board, files): board for board, files in pairs}
+    try:
+        done, _ = wait(futures, timeout=timeout)  # _deploy_one never raises
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    for future, board in futures.items():
+        if future in done:
+            results[board.name] = future.result()
+        else:
+            results[board.name] = TransportTimeout(
+                board.name, f"deploy did not finish within {timeout:g} s"
+            )
+    return results
+
+
+def _deploy_one(connector, board, files) -> DeployReport | BaseException:
+    """One board's deploy, its error returned rather than raised."""
+    try:
+        transport = connector(board)
+    except Exception as e:  # a per-board outcome: the fan-out must go on
+        return e
+    try:
+        return deploy(transport, board, files)
+    except Exception as e:
+        return e
+    finally:
+        transport.close()

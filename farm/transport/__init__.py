@@ -1,0 +1,21 @@
+"""Reaching boards: ``connect(board)`` picks the transport the board names.
+
+Importing this package registers the built-in transports: ``local`` (this
+machine), ``ssh`` (paramiko) and ``fake`` (in-process boards for benchmarks of
+the scheduler). See :mod:`farm.transport.base` for the interface.
+"""
+
+from farm.transport import fake, local, ssh
+from farm.transport.base import Channel, Transport, connect, register, registered, shell_command
+
+__all__ = [
+    "Channel",
+    "Transport",
+    "connect",
+    "fake",
+    "local",
+    "register",
+    "registered",
+    "shell_command",
+    "ssh",
+]

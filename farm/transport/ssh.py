@@ -1,0 +1,453 @@
+"""``transport: ssh`` — a board reached over SSH, with paramiko.
+
+paramiko is used directly rather than through fabric's ``Connection``: fabric
+loads the user's system known_hosts and defaults to ``AutoAddPolicy``, while a
+farm board names its own ``known_hosts`` file and must refuse an unknown key
+unless ``trust_on_first_use`` says otherwise. The warm engine also needs a raw,
+long-lived channel, which is paramiko's natural shape.
+
+What this module guarantees:
+
+- one SSH connection per board, reused for every command, upload and channel,
+  and re-opened after it drops;
+- host keys checked against ``board.known_hosts``: unknown → ``UnknownHostKey``
+  (or appended to that file with TOFU), different → ``HostKeyMismatch``;
+- authentication by identity file or agent, never a password;
+- every command quoted and wrapped so its shell reports its pid (to kill the
+  whole process group on a timeout) and its exit status even when a signal
+  killed it (paramiko ignores SSH ``exit-signal``, so the shell turns it into
+  ``128 + signal``, e.g. 137 for an out-of-memory SIGKILL);
+- every paramiko/socket error translated into ``farm.errors``, raised ``from`` it.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import os
+import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import paramiko
+
+from farm.errors import (
+    BoardUnreachable,
+    CommandFailed,
+    CommandResult,
+    HostKeyError,
+    HostKeyMismatch,
+    TransportError,
+    TransportTimeout,
+    UnknownHostKey,
+)
+from farm.transport.base import Channel, Transport, register, shell_command
+
+_STDERR_TAIL_BYTES = 8192
+_POLL_S = 0.2
+# The remote shell prints its pid (the session's process group, sshd calls
+# setsid) and then *waits* for the command, so a signal death becomes $? = 128+N.
+_PREFIX = "echo farm-pid:$$ >&2; "
+_SUFFIX = "; exit $?"
+_PID_LINE = re.compile(rb"^farm-pid:(\d+)\n")
+# OpenSSH's sftp-server accepts writes up to 256 kB; paramiko sends 32 kB by default.
+_SFTP_WRITE = 255 * 1024
+_SFTP_WINDOW = 64 * 1024 * 1024
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """``SHA256:...`` as ``ssh-keygen -l`` prints it."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse an unknown host key, or (TOFU) record it in the board's known_hosts."""
+
+    def __init__(self, board: str, known_hosts: Path, trust_on_first_use: bool):
+        self.board = board
+        self.known_hosts = known_hosts
+        self.trust = trust_on_first_use
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey):
+        if not self.trust:
+            raise UnknownHostKey(
+                self.board,
+                f"host key of {hostname} ({key.get_name()} {fingerprint(key)}) is not in"
+                f" {self.known_hosts}; check it and add it there, or set"
+                " trust_on_first_use: true for this board",
+            )
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.known_hosts, "a", encoding="ascii") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def _translate(board: str, exc: BaseException, doing: str) -> TransportError:
+    """The farm error for a paramiko/socket failure while ``doing`` something."""
+    if isinstance(exc, TransportError):
+        return exc
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (socket.timeout, TimeoutError)) or re.search(
+        r"timeout|timed out|banner", text, re.IGNORECASE
+    ):
+        return TransportTimeout(board, f"{doing}: timed out ({text})")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return BoardUnreachable(board, f"{doing}: authentication failed ({text})")
+    if isinstance(exc, socket.gaierror):
+        return BoardUnreachable(board, f"{doing}: cannot resolve host ({text})")
+    return BoardUnreachable(board, f"{doing}: {text}")
+
+
+@register("ssh")
+class SSHTransport(Transport):
+    """One board over SSH. Thread-safe: channels of one connection run side by side."""
+
+    def __init__(self, board):
+        super().__init__(board)
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+        self._home: str | None = None
+        self.connect_timeout = float(getattr(board, "connect_timeout_s", None) or 10)
+
+    # -- the connection -----------------------------------------------------------------
+
+    @property
+    def known_hosts(self) -> Path:
+        return Path(os.path.expanduser(self.board.known_hosts or "~/.ssh/known_hosts"))
+
+    def open(self) -> None:
+        self._transport()
+
+    def _transport(self) -> paramiko.Transport:
+        with self._lock:
+            client = self._client
+            t = client.get_transport() if client is not None else None
+            if t is None or not t.is_active():
+                if client is not None:
+                    client.close()
+                self._client = client = self._connect()
+                t = client.get_transport()
+            if t is None:  # connect() returned without a transport: treat as dropped
+                raise BoardUnreachable(self.name, "connection closed during setup")
+            return t
+
+    def _connect(self) -> paramiko.SSHClient:
+        board = self.board
+        host, port = board.host, int(board.port or 22)
+        where = f"connect to {host}:{port}"
+        client = paramiko.SSHClient()
+        known = self.known_hosts
+        try:
+            if known.exists():
+                client.load_host_keys(str(known))
+        except (OSError, paramiko.SSHException) as e:
+            raise BoardUnreachable(self.name, f"cannot read known_hosts {known}: {e}") from e
+        client.set_missing_host_key_policy(
+            _HostKeyPolicy(self.name, known, bool(getattr(board, "trust_on_first_use", False)))
+        )
+        identity = getattr(board, "identity_file", None)
+        timeout = self.connect_timeout
+        started = time.monotonic()
+        try:
+            client.connect(
+                hostname=host,
+                port=port,
+                username=board.user or getpass.getuser(),
+                key_filename=os.path.expanduser(identity) if identity else None,
+                allow_agent=identity is None,
+                look_for_keys=identity is None,
+                password=None,
+                passphrase=None,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                channel_timeout=timeout,
+            )
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise HostKeyMismatch(
+                self.name,
+                f"host key of {host}:{port} changed: the board offers {e.key.get_name()}"
+                f" {fingerprint(e.key)}, {known} holds {fingerprint(e.expected_key)}."
+                " Refusing to connect; if the board was reinstalled, remove the old"
+                f" line from {known}",
+            ) from e
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            client.close()
+            if time.monotonic() - started >= 0.9 * timeout:
+                # a silent board surfaces as whichever paramiko step ran out of time
+                # first ("No existing session", a bad fd, ...): the clock says what it was
+                raise TransportTimeout(
+                    self.name, f"{where}: no answer within {timeout:g} s ({e})"
+                ) from e
+            raise _translate(self.name, e, where) from e
+        t = client.get_transport()
+        if t is not None:
+            t.set_keepalive(15)
+            # without it, every new channel waits ~40 ms on a delayed ACK (Nagle)
+            t.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _session(self) -> paramiko.Channel:
+        t = self._transport()
+        try:
+            return t.open_session(timeout=self.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise _translate(self.name, e, "open a session") from e
+
+    # -- commands -----------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        command = shell_command(argv)
+        deadline = time.monotonic() + timeout
+        chan = self._session()
+        out, err = bytearray(), bytearray()
+        try:
+            chan.exec_command(_PREFIX + command + _SUFFIX)
+            if stdin:
+                # fed from a thread: a command that answers as it reads (cat) would
+                # otherwise fill the window both ways and deadlock
+                threading.Thread(target=_feed, args=(chan, stdin), daemon=True).start()
+            else:
+                chan.shutdown_write()
+            _drain_until_eof(chan, out, err, deadline)
+            status = _exit_status(chan)
+        except TimeoutError as e:
+            self._kill_group(_pid(err))
+            raise TransportTimeout(
+                self.name, f"`{command}` did not finish within {timeout:g} s"
+            ) from e
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise _translate(self.name, e, f"run `{command}`") from e
+        finally:
+            chan.close()
+        if status is None:
+            raise BoardUnreachable(self.name, f"connection lost while running `{command}`")
+        _strip_pid(err)
+        result = CommandResult(
+            command=command,
+            exit_code=status,
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+        )
+        return self._check(result, check)
+
+    def _kill_group(self, pid: int | None) -> None:
+        """SIGKILL a remote process group (best effort: the board may be gone)."""
+        if pid is None:
+            return
+        try:
+            chan = self._session()
+            chan.exec_command(f"kill -9 -- -{pid} 2>/dev/null || kill -9 {pid}")
+            chan.status_event.wait(self.connect_timeout)
+            chan.close()
+        except TransportError:
+            pass
+
+    def put(self, local: Path, remote: str) -> None:
+        target = self.expand(remote)
+        if not Path(local).is_file():
+            raise FileNotFoundError(local)  # a caller's mistake, not the board's
+        t = self._transport()
+        try:
+            sftp = paramiko.SFTPClient.from_transport(t, window_size=_SFTP_WINDOW)
+            if sftp is None:
+                raise BoardUnreachable(self.name, "SFTP subsystem unavailable")
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise _translate(self.name, e, "open SFTP") from e
+        try:
+            sftp.get_channel().settimeout(max(self.connect_timeout, 30.0))  # type: ignore[union-attr]
+            with open(local, "rb") as src, sftp.open(target, "wb") as dst:
+                dst.MAX_REQUEST_SIZE = _SFTP_WRITE  # instance override of paramiko's 32 kB
+                dst.set_pipelined(True)
+                while chunk := src.read(4 * 1024 * 1024):
+                    dst.write(chunk)
+        except OSError as e:  # paramiko reports SFTP status errors (no such dir, ...) as OSError
+            if isinstance(e, TimeoutError) or not t.is_active():
+                raise _translate(self.name, e, f"upload {target}") from e
+            result = CommandResult(f"put {local} {target}", 1, "", f"{target}: {e}")
+            raise CommandFailed(self.name, result) from e
+        except (paramiko.SSHException, EOFError) as e:
+            raise _translate(self.name, e, f"upload {target}") from e
+        finally:
+            sftp.close()
+
+    def open_process(self, argv: Sequence[str]) -> Channel:
+        command = shell_command(argv)
+        chan = self._session()
+        try:
+            chan.exec_command(_PREFIX + command + _SUFFIX)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            chan.close()
+            raise _translate(self.name, e, f"start `{command}`") from e
+        return SSHChannel(self, chan)
+
+    def home(self) -> str:
+        if self._home is None:
+            result = self.run(["printenv", "HOME"], timeout=self.connect_timeout)
+            self._home = result.stdout.strip() or "/"
+        return self._home
+
+
+class SSHChannel(Channel):
+    """A remote process's stdin/stdout as lines; stderr is kept drained (last 8 kB)."""
+
+    def __init__(self, transport: SSHTransport, chan: paramiko.Channel):
+        self._transport = transport
+        self._chan = chan
+        self._out = bytearray()
+        self._err = bytearray()
+        self._pid: int | None = None
+        self._eof = False
+        self.board = transport.name
+
+    def _pump(self) -> None:
+        chan = self._chan
+        while chan.recv_ready():
+            self._out += chan.recv(65536)
+        while chan.recv_stderr_ready():
+            self._err += chan.recv_stderr(65536)
+        if self._pid is None:
+            self._pid = _pid(self._err)
+            if self._pid is not None:
+                _strip_pid(self._err)
+        if len(self._err) > _STDERR_TAIL_BYTES:
+            del self._err[: len(self._err) - _STDERR_TAIL_BYTES]
+
+    def send_line(self, line: str) -> None:
+        try:
+            self._chan.settimeout(self._transport.connect_timeout)
+            self._chan.sendall(line.encode() + b"\n")
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise _translate(self.board, e, "write to process") from e
+
+    def read_line(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._pump()
+            newline = self._out.find(b"\n")
+            if newline >= 0:
+                line = bytes(self._out[:newline]).decode(errors="replace").rstrip("\r")
+                del self._out[: newline + 1]
+                if line:  # blank lines carry nothing; "" is reserved for end of output
+                    return line
+                continue
+            if self._eof or self._chan.eof_received or self._chan.closed:
+                return self._finish()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportTimeout(self.board, f"no answer within {timeout:g} s")
+            select.select([self._chan], [], [], min(remaining, _POLL_S))
+
+    def _finish(self) -> str:
+        """End of output: a last unterminated line, else ``""`` and the exit status."""
+        self._pump()
+        if self._out:
+            line = bytes(self._out).decode(errors="replace").rstrip("\r")
+            self._out.clear()
+            if line:
+                return line
+        self._eof = True
+        self._chan.status_event.wait(2.0)
+        self.exit_status = _exit_status(self._chan)
+        return ""
+
+    @property
+    def alive(self) -> bool:
+        chan = self._chan
+        return not (self._eof or chan.closed or chan.eof_received or chan.exit_status_ready())
+
+    @property
+    def stderr_tail(self) -> str:
+        self._pump()
+        return self._err.decode(errors="replace")
+
+    def close(self) -> None:
+        try:
+            self._chan.shutdown_write()
+            self._chan.status_event.wait(5.0)
+        except (paramiko.SSHException, OSError, EOFError):
+            pass
+        if not self._chan.exit_status_ready():
+            self.kill()
+            return
+        self.exit_status = _exit_status(self._chan)
+        self._chan.close()
+
+    def kill(self) -> None:
+        self._pump()
+        self._transport._kill_group(self._pid)
+        self._chan.close()
+        self._eof = True
+
+
+def _drain_until_eof(
+    chan: paramiko.Channel, out: bytearray, err: bytearray, deadline: float
+) -> None:
+    """Read stdout and stderr side by side (one full window must never block the other)."""
+    while True:
+        while chan.recv_ready():
+            out += chan.recv(65536)
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        if (chan.eof_received or chan.closed) and not (
+            chan.recv_ready() or chan.recv_stderr_ready()
+        ):
+            if chan.status_event.wait(min(2.0, max(0.0, deadline - time.monotonic()))):
+                return
+            if chan.closed:
+                return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        select.select([chan], [], [], min(remaining, _POLL_S))
+
+
+def _feed(chan: paramiko.Channel, data: bytes) -> None:
+    """Send ``data`` as the command's stdin, then EOF; a closed channel just stops it."""
+    try:
+        chan.sendall(data)
+        chan.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the reader reports what happened to the command
+
+
+def _exit_status(chan: paramiko.Channel) -> int | None:
+    """The exit status, or None when the connection ended without one."""
+    if not chan.exit_status_ready():
+        return None
+    status = chan.recv_exit_status()
+    return None if status == -1 else status
+
+
+def _pid(err: bytearray) -> int | None:
+    match = _PID_LINE.match(err)
+    return int(match.group(1)) if match else None
+
+
+def _strip_pid(err: bytearray) -> None:
+    match = _PID_LINE.match(err)
+    if match:
+        del err[: match.end()]

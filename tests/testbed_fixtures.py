@@ -1,0 +1,65 @@
+"""pytest plugin: real OpenSSH boards on loopback (see ``farm.testbed``).
+
+``testbed`` is shared by the whole session (3 boards); a test that breaks a
+board for good (new host key, SIGSTOP) builds its own with ``make_testbed``.
+``board_spec(bed, name, **changes)`` gives a board as ``farm.spec`` models it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from farm.testbed import SSHD, BoardClass, Testbed
+
+
+def _require_sshd() -> None:
+    if shutil.which(SSHD) is None and not Path(SSHD).exists():
+        pytest.skip("openssh-server is not installed (bash deploy/install.sh)")
+
+
+@pytest.fixture(scope="session")
+def testbed(tmp_path_factory) -> Iterator[Testbed]:
+    _require_sshd()
+    bed = Testbed(tmp_path_factory.mktemp("testbed"), n=3)
+    try:
+        bed.up()
+        yield bed
+    finally:
+        bed.down()
+
+
+@pytest.fixture
+def make_testbed(tmp_path) -> Iterator[Any]:
+    """A factory of private test beds, all torn down after the test."""
+    _require_sshd()
+    beds: list[Testbed] = []
+
+    def make(n: int = 1, classes: list[BoardClass] | None = None) -> Testbed:
+        bed = Testbed(tmp_path / f"bed{len(beds)}", classes=classes, n=n)
+        beds.append(bed)
+        return bed.up()
+
+    try:
+        yield make
+    finally:
+        for bed in beds:
+            bed.down()
+
+
+def board_spec(bed: Testbed, name: str, **changes: Any) -> Any:
+    """The test bed's board ``name`` from its inventory, with ``changes`` applied."""
+    try:
+        from farm.spec import load_inventory
+    except ImportError:  # the spec room is not there yet: attribute access is all we need
+        doc = yaml.safe_load(bed.inventory_path.read_text())
+        entry = next(b for b in doc["boards"] if b["name"] == name)
+        return types.SimpleNamespace(**{**entry, **changes})
+    board = next(b for b in load_inventory(bed.inventory_path).boards if b.name == name)
+    return board.model_copy(update=changes) if changes else board
