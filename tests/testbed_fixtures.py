@@ -21,7 +21,7 @@ from farm.testbed import SSHD, BoardClass, Testbed
 
 def _require_sshd() -> None:
     if shutil.which(SSHD) is None and not Path(SSHD).exists():
-        pytest.skip("openssh-server is not installed (bash deploy/install.sh)")
+        pytest.fail("openssh-server is not installed: run `bash deploy/install.sh`")
 
 
 @pytest.fixture(scope="session")

@@ -313,15 +313,16 @@ class LoadedModel:
     layers: list[tuple[str, nn.Module]]
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def example_input(self, device: str | torch.device = "cpu") -> Any:
-        """Seeded random input of the manifest's shape(s), batch 1; a tuple for several
+    def example_input(self, device: str | torch.device = "cpu", batch: int = 1) -> Any:
+        """Seeded random input of the manifest's shape(s) — whose first dimension is the
+        batch, 1 in the zoo — with that dimension scaled by ``batch``; a tuple for several
         inputs. Drawn on the CPU, then moved, so every device sees the same numbers."""
         dtype = _DTYPES.get(self.meta.get("dtype", "float32"))
         if dtype is None:
             raise ArtifactError(f"unsupported input dtype {self.meta.get('dtype')!r}")
         generator = torch.Generator().manual_seed(INPUT_SEED)
         tensors = tuple(
-            torch.randn(shape, generator=generator, dtype=dtype).to(device)
+            torch.randn((shape[0] * batch, *shape[1:]), generator=generator, dtype=dtype).to(device)
             for shape in input_shapes(self.meta.get("input_shape"))
         )
         return tensors[0] if len(tensors) == 1 else tensors

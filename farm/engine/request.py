@@ -25,6 +25,7 @@ class Request:
     threads: int | None = None
     affinity: tuple[int, ...] | None = None
     memory_mb: float | None = None
+    batch: int = 1
     iterations: int = 1000
     warmup: int = 10
     layers: bool = True
@@ -98,6 +99,7 @@ def parse_request(obj: Any) -> Request:
         threads=_int(obj, "threads", None, 1),
         affinity=affinity,
         memory_mb=memory_mb,
+        batch=_int(obj, "batch", 1, 1),
         iterations=_int(obj, "iterations", 1000, 1),
         warmup=_int(obj, "warmup", 10, 0),
         layers=_bool(obj, "layers", True),

@@ -164,7 +164,7 @@ class _Task:
         self.env["model"] = dict(getattr(model, "meta", {}) or {})
         module, leaf_layers = model.module, list(model.layers)
         self.layer_names = [name for name, _ in leaf_layers]
-        example = model.example_input(device)
+        example = model.example_input(device, batch=req.batch)
         self._check_fit(memory.param_bytes(module), 0, device, avail_before, fresh)
 
         run_once = forward_fn(module, example)

@@ -262,6 +262,7 @@ class Station:
             "threads": threads,
             "affinity": proc.affinity,
             "memory_mb": proc.memory_mb,
+            "batch": variant.get("batch") or 1,
             "iterations": measure.get("iterations", 1000),
             "warmup": measure.get("warmup", 10),
             "layers": measure.get("layers", True),

@@ -1,0 +1,304 @@
+"""The farm's own costs, each against a baseline measured in the same run.
+
+1. **Per-task overhead on a warm board** — a whole task through the station
+   (engine request over the SSH channel, result back, deploy check) minus the
+   engine's own time, against bare OpenSSH ``ssh host true`` over a multiplexed
+   (ControlMaster) connection. Target ≤ 2×.
+2. **Sweep efficiency** — 8 loopback sshd boards, 200 short tasks through the
+   real scheduler on Ray: wall time against the ideal (sum of the engines' task
+   times / 8). Boards are warmed first (engine started, model cached), as in a
+   nightly sweep. Target ≤ 1.15×.
+3. **Deploy** — redeploying the unchanged engine + artifacts to 8 boards
+   (target ≤ 0.5 s), and the first push of the AlexNet artifact against OpenSSH
+   ``scp`` of the same file (target ≥ 0.5× its throughput).
+4. **Scheduler at scale** — 256 boards on the in-process fake transport, 20,000
+   zero-length tasks through the real scheduler and station actors: tasks/s
+   (target ≥ 200/s) and the head's peak RSS (scheduler + station actors and
+   the Ray head processes; target ≤ 2 GB).
+
+Run: ``python benchmarks/farm.py [--quick]``. Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import ray
+from rich.console import Console
+from rich.table import Table
+
+from farm import deploy, spec, zoo
+from farm.scheduler.actors import SchedulerActor
+from farm.scheduler.plan import plan
+from farm.scheduler.station import Station
+from farm.testbed import Testbed
+from farm.transport import connect
+
+console = Console(stderr=True)
+
+
+def _ssh_base(bed: Testbed, board, control: Path) -> list[str]:
+    return [
+        "ssh", "-p", str(board.port), "-i", str(bed.client_key),
+        "-o", f"UserKnownHostsFile={bed.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes", "-o", "ControlMaster=auto", "-o", f"ControlPath={control}",
+        "-o", "ControlPersist=60",
+    ]  # fmt: skip
+
+
+def bench_task_overhead(bed: Testbed, inventory, cache: Path, n: int) -> dict:
+    board = inventory.boards[0]
+    tb = bed.board(board.name)
+    control = cache / "ctl-%p"
+    base = _ssh_base(bed, tb, control)
+    target = f"{os.environ.get('USER', 'root')}@127.0.0.1"
+    subprocess.run([*base, target, "true"], check=True, capture_output=True)  # open the master
+    ssh_s = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run([*base, target, "true"], check=True, capture_output=True)
+        ssh_s.append(time.perf_counter() - t)
+    subprocess.run([*base, "-O", "exit", target], capture_output=True)
+
+    station = Station("bench", cache_dir=cache / "station")
+    task = {
+        "index": 0,
+        "key": "kws/bench",
+        "model": {"name": "kws", "zoo": "kws", "options": {}},
+        "board": board.name,
+        "processor": "cpu",
+        "variant": {"threads": 1},
+        "measure": {"iterations": 1, "warmup": 0, "layers": False, "memory": False, "timeout_s": 60},
+    }
+    payload = {"task_id": "bench.0", "task": task, "board": board.model_dump(mode="json")}
+    station.run_task(payload)  # warm: engine started, model cached, files deployed
+    overhead_s = []
+    for _ in range(n):
+        t = time.perf_counter()
+        outcome = station.run_task(payload)
+        wall = time.perf_counter() - t
+        m = outcome["result"]["markers"]
+        kinds = m["kinds"]
+        t_ns = dict(zip((kinds[k] for k in m["kind"]), m["t_ns"], strict=False))
+        engine_s = (t_ns["task_end"] - t_ns["task_begin"]) / 1e9
+        overhead_s.append(wall - engine_s)
+    station.close()
+    return {
+        "ssh_true_ms": statistics.median(ssh_s) * 1e3,
+        "overhead_ms": statistics.median(overhead_s) * 1e3,
+    }
+
+
+def bench_sweep(inventory_path: Path, db: Path, cache: Path, tasks: int) -> dict:
+    inventory = spec.load_inventory(inventory_path)
+    boards = [b.name for b in inventory.boards]
+    per_board = tasks // len(boards)
+    text = {
+        "version": 1,
+        "name": "sweep",
+        "models": ["kws"],
+        "targets": [{"boards": boards}],
+        "variants": {"threads": [1], "activation": ["relu"]},
+        "measure": {"iterations": 1500, "warmup": 5, "layers": False, "memory": False},
+    }
+    # one task per (board, repetition): vary nothing but a harmless label through models
+    text["models"] = [{"zoo": "kws", "name": f"kws{i}"} for i in range(per_board)]
+    job_path = cache / "sweep.yaml"
+    job_path.write_text(json.dumps(text))
+    job = spec.load_job(job_path, inventory=inventory, known_models=zoo.names())
+    task_list, board_list, monitors = plan(job, inventory)
+    sched = SchedulerActor.remote(str(db), placed=False, resume=False, cache_dir=str(cache / "st"))
+    # warm-up job: one task per board starts each warm engine and caches the model
+    warm = dict(text, name="warm", models=[{"zoo": "kws", "name": "kws0"}])
+    warm["measure"] = dict(text["measure"], iterations=10)
+    warm_path = cache / "warm.yaml"
+    warm_path.write_text(json.dumps(warm))
+    wjob = spec.load_job(warm_path, inventory=inventory, known_models=zoo.names())
+    wt, wb, wm = plan(wjob, inventory)
+    wid = ray.get(sched.submit.remote(wjob.model_dump(mode="json"), wt, wb, wm))
+    _wait(sched, wid)
+    started = time.perf_counter()
+    job_id = ray.get(sched.submit.remote(job.model_dump(mode="json"), task_list, board_list, monitors))
+    _wait(sched, job_id)
+    wall = time.perf_counter() - started
+    rows = ray.get(sched.store_call.remote("results", job_id))
+    engine_s = 0.0
+    for row in rows:
+        if row["state"] != "done":
+            raise RuntimeError(f"sweep task failed: {row['error']}")
+        engine_s += _engine_seconds(ray.get(sched.store_call.remote("markers", row["id"])))
+    ray.kill(sched)
+    ideal = engine_s / len(boards)
+    return {"tasks": len(rows), "wall_s": wall, "ideal_s": ideal, "boards": len(boards)}
+
+
+def _engine_seconds(markers: dict) -> float:
+    kinds = markers["kinds"]
+    t = {kinds[k]: v for k, v in zip(markers["kind"], markers["t_ns"], strict=False)}
+    return (t["task_end"] - t["task_begin"]) / 1e9
+
+
+def _wait(sched, job_id: str, timeout: float = 900) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        p = ray.get(sched.progress.remote(job_id))
+        if p["state"] in ("done", "failed", "cancelled"):
+            return p
+        time.sleep(0.1)
+    raise TimeoutError(job_id)
+
+
+def bench_deploy(bed: Testbed, inventory, cache: Path) -> dict:
+    engine = deploy.build_engine_zip(cache / "engine")
+    kws = Path(zoo.export("kws", cache_dir=cache / "artifacts").path)
+    alexnet = Path(zoo.export("alexnet", cache_dir=cache / "artifacts").path)
+    files = [engine, kws]
+    pairs = [(connect(b), b) for b in inventory.boards]
+    deploy.deploy_many([(t, b, files) for t, b in pairs]).raise_for_errors()  # first push
+    t = time.perf_counter()
+    again = deploy.deploy_many([(t_, b, files) for t_, b in pairs])
+    redeploy_s = time.perf_counter() - t
+    again.raise_for_errors()
+
+    transport, board = pairs[0]
+    t = time.perf_counter()
+    deploy.deploy(transport, board, [alexnet])
+    push_s = time.perf_counter() - t
+    tb = bed.board(board.name)
+    dest = tb.cache_dir / "scp-copy.farm"
+    t = time.perf_counter()
+    subprocess.run(
+        ["scp", "-q", "-P", str(tb.port), "-i", str(bed.client_key),
+         "-o", f"UserKnownHostsFile={bed.known_hosts}", "-o", "BatchMode=yes",
+         str(alexnet), f"{os.environ.get('USER', 'root')}@127.0.0.1:{dest}"],
+        check=True,
+    )  # fmt: skip
+    scp_s = time.perf_counter() - t
+    size = alexnet.stat().st_size
+    for tr, _ in pairs:
+        tr.close()
+    return {
+        "redeploy_s": redeploy_s,
+        "push_mb_s": size / push_s / 2**20,
+        "scp_mb_s": size / scp_s / 2**20,
+        "size_mb": size / 2**20,
+    }
+
+
+def bench_scale(db: Path, cache: Path, boards: int, tasks: int) -> dict:
+    doc = {
+        "version": 1,
+        "boards": [
+            {"name": f"fake{i:03d}", "transport": "fake", "processors": [{"name": "cpu", "device": "cpu"}]}
+            for i in range(boards)
+        ],
+    }
+    inv_path = cache / "fake-inventory.yaml"
+    inv_path.write_text(json.dumps(doc))
+    inventory = spec.load_inventory(inv_path)
+    per_board = max(1, tasks // boards)
+    job_doc = {
+        "version": 1,
+        "name": "scale",
+        "models": [{"zoo": "kws", "name": f"kws{i}"} for i in range(per_board)],
+        "targets": [{"tags": []}],
+        "measure": {"iterations": 1, "warmup": 0, "layers": False, "memory": False},
+    }
+    job_path = cache / "scale.yaml"
+    job_path.write_text(json.dumps(job_doc))
+    job = spec.load_job(job_path, inventory=inventory, known_models=zoo.names())
+    task_list, board_list, monitors = plan(job, inventory)
+    sched = SchedulerActor.remote(str(db), placed=False, resume=False, cache_dir=str(cache / "st"))
+    started = time.perf_counter()
+    job_id = ray.get(sched.submit.remote(job.model_dump(mode="json"), task_list, board_list, monitors))
+    state = _wait(sched, job_id, timeout=1800)
+    wall = time.perf_counter() - started
+    if state["state"] != "done":
+        raise RuntimeError(f"scale job ended {state}")
+    peak = _head_peak_rss_mb()
+    ray.kill(sched)
+    return {"tasks": len(task_list), "wall_s": wall, "tasks_per_s": len(task_list) / wall, "rss_mb": peak}
+
+
+def _head_peak_rss_mb() -> float:
+    """Peak RSS of the farm actors and Ray's head processes (raylet, GCS), summed."""
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if any(s in cmd for s in ("SchedulerActor", "StationActor", "gcs_server", "raylet")):
+            try:
+                with open(f"/proc/{proc.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            total += int(line.split()[1]) / 1024
+            except OSError:
+                continue
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke check")
+    args = parser.parse_args()
+    n_over, sweep_tasks, scale_boards, scale_tasks = (30, 200, 256, 20_000)
+    if args.quick:
+        n_over, sweep_tasks, scale_boards, scale_tasks = (10, 40, 64, 2_000)
+    root = Path(tempfile.mkdtemp(prefix="farm-bench-"))
+    ray.init(namespace="farm", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    bed = Testbed(root / "bed", n=8).up()
+    figures, rows = [], []
+    try:
+        inventory = spec.load_inventory(bed.inventory_path)
+        with console.status("per-task overhead"):
+            o = bench_task_overhead(bed, inventory, root, n_over)
+        ratio = o["overhead_ms"] / o["ssh_true_ms"]
+        rows.append(("per-task overhead, warm board", f"{o['overhead_ms']:.1f} ms", f"ssh true (mux) {o['ssh_true_ms']:.1f} ms", f"{ratio:.2f}x", "<= 2"))
+        figures.append({"name": "task_overhead_vs_ssh_true", "value": round(ratio, 3), "target": "<= 2", "unit": "x"})
+
+        with console.status("deploy"):
+            d = bench_deploy(bed, inventory, root / "deploy")
+        rows.append(("redeploy unchanged to 8 boards", f"{d['redeploy_s']:.3f} s", "-", f"{d['redeploy_s']:.3f} s", "<= 0.5"))
+        share = d["push_mb_s"] / d["scp_mb_s"]
+        rows.append((f"first push AlexNet ({d['size_mb']:.0f} MB)", f"{d['push_mb_s']:.0f} MB/s", f"scp {d['scp_mb_s']:.0f} MB/s", f"{share:.2f}x", ">= 0.5"))
+        figures.append({"name": "redeploy_unchanged_8_boards", "value": round(d["redeploy_s"], 3), "target": "<= 0.5", "unit": "s"})
+        figures.append({"name": "first_push_vs_scp_throughput", "value": round(share, 3), "target": ">= 0.5", "unit": "x"})
+
+        with console.status(f"sweep: {sweep_tasks} tasks on 8 boards"):
+            s = bench_sweep(bed.inventory_path, root / "sweep.db", root / "sweep", sweep_tasks)
+        eff = s["wall_s"] / s["ideal_s"]
+        rows.append((f"sweep {s['tasks']} tasks / {s['boards']} boards", f"{s['wall_s']:.2f} s", f"ideal {s['ideal_s']:.2f} s", f"{eff:.3f}x", "<= 1.15"))
+        figures.append({"name": "sweep_wall_vs_ideal", "value": round(eff, 3), "target": "<= 1.15", "unit": "x"})
+    finally:
+        bed.down()
+    (root / "sweep").mkdir(exist_ok=True)
+    with console.status(f"scale: {scale_tasks} tasks on {scale_boards} fake boards"):
+        c = bench_scale(root / "scale.db", root / "scale", scale_boards, scale_tasks)
+    rows.append((f"scheduler: {c['tasks']} tasks / {scale_boards} fake boards", f"{c['tasks_per_s']:.0f} tasks/s", f"{c['wall_s']:.1f} s wall", f"{c['tasks_per_s']:.0f}/s", ">= 200"))
+    rows.append(("head peak RSS (actors + raylet + GCS)", f"{c['rss_mb']:.0f} MB", "-", f"{c['rss_mb']:.0f} MB", "<= 2048"))
+    figures.append({"name": "scheduler_tasks_per_s", "value": round(c["tasks_per_s"], 1), "target": ">= 200", "unit": "tasks/s"})
+    figures.append({"name": "head_peak_rss", "value": round(c["rss_mb"], 1), "target": "<= 2048", "unit": "MB"})
+    ray.shutdown()
+    shutil.rmtree(root, ignore_errors=True)
+
+    table = Table(title="farm: scheduling, transport and deploy costs", header_style="bold")
+    for col in ("measure", "farm", "baseline", "figure", "target"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    print(json.dumps({"benchmark": "farm", "figures": figures}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The spec room: inventories and jobs as validated, typed records.
+
+    load_inventory(path) -> Inventory        parse_inventory(text, file=...)
+    load_job(path, inventory=, known_models=) -> Job
+    parse_job(text, file=..., inventory=, known_models=)
+    expand(job, inventory) -> list[TaskSpec]
+    json_schema("inventory" | "job") -> dict
+
+Every failure is one ``farm.errors.SpecError`` whose ``str`` is
+``file:LINE: field.path: message``. This package imports nothing of farm but
+``farm.errors`` (and never Ray or torch): the CLI, the scheduler and the tests
+all read specs without starting anything.
+"""
+
+from farm.spec.expand import TaskSpec, expand, task_key
+from farm.spec.inventory import Board, Inventory, Monitor, PowerRef, Processor
+from farm.spec.job import Job, Measure, ModelRef, Target, Variants
+from farm.spec.loader import json_schema, load_inventory, load_job, parse_inventory, parse_job
+
+__all__ = [
+    "Board",
+    "Inventory",
+    "Job",
+    "Measure",
+    "ModelRef",
+    "Monitor",
+    "PowerRef",
+    "Processor",
+    "Target",
+    "TaskSpec",
+    "Variants",
+    "expand",
+    "json_schema",
+    "load_inventory",
+    "load_job",
+    "parse_inventory",
+    "parse_job",
+    "task_key",
+]

@@ -1,0 +1,141 @@
+"""The inventory: which boards exist, how to reach them, and what measures their power.
+
+The YAML shape is pinned in ``docs/internals.md``; these models are that shape.
+Paths (``identity_file``, ``known_hosts``, ``cache_dir``) stay as written — ``~``
+is expanded by whoever uses them, on the machine that uses them (the station,
+or the board for ``cache_dir``), never here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PositiveInt, StringConstraints, field_validator, model_validator
+
+from farm.spec.base import DEVICE_PATTERN, Name, Problem, SpecModel, duplicates
+
+Device = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
+"""A torch device string the engine accepts."""
+
+
+class Monitor(SpecModel):
+    """A power monitor (a Monsoon, RAPL, NVML, ...) plugged into a station."""
+
+    name: Name
+    backend: Literal["monsoon", "rapl", "nvml", "hwmon", "synthetic", "replay"]
+    station: str = "head"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Battery(SpecModel):
+    """The board's battery and duty cycle for the paper's battery-life estimate (§3, Table 4)."""
+
+    capacity_mah: float = Field(gt=0)
+    voltage_v: float = Field(gt=0)
+    period_s: float = Field(default=5.0, gt=0)  # one inference every period (the paper: 5 s)
+    sensor: Literal["none", "microphone", "camera"] | float = "none"  # or J per inference
+    low_power_idle_w: float | None = Field(default=None, ge=0)  # idle power in a sleep mode
+    share: float = Field(default=0.1, gt=0, le=1)  # inferences possible on this share
+
+
+class PowerRef(SpecModel):
+    """Which monitor channel measures a board (and, optionally, its battery)."""
+
+    monitor: Name
+    channel: str = "main"
+    battery: Battery | None = None
+
+
+class Processor(SpecModel):
+    """One way to run on a board: a torch device with its threads, CPUs and memory."""
+
+    name: Name
+    device: Device = "cpu"
+    threads: PositiveInt | None = None
+    affinity: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
+    memory_mb: PositiveInt | None = None
+
+    @field_validator("affinity")
+    @classmethod
+    def _unique_cpus(cls, value: list[int] | None) -> list[int] | None:
+        cpus = value or []
+        for i, first in duplicates([str(cpu) for cpu in cpus]):
+            raise Problem((i,), f"CPU {cpus[i]} listed twice (first at affinity[{first}])")
+        return value
+
+
+class Board(SpecModel):
+    """A machine farm measures on: this one (``local``) or one reached over SSH."""
+
+    name: Name
+    transport: Literal["local", "ssh", "fake"] = "local"  # fake: in-process, for benchmarks
+    host: str | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    trust_on_first_use: bool = False
+    python: str = "python3"
+    cache_dir: str = "~/.cache/farm"
+    station: str = "head"
+    tags: list[str] = Field(default_factory=list)
+    connect_timeout_s: float = Field(default=10, gt=0)
+    processors: list[Processor] = Field(min_length=1)
+    power: PowerRef | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Board:
+        if self.transport == "ssh" and not self.host:
+            raise Problem(("host",), "required when transport is ssh")
+        for i, first in duplicates([p.name for p in self.processors]):
+            name = self.processors[i].name
+            raise Problem(
+                ("processors", i, "name"),
+                f"duplicate processor name {name!r} (first at processors[{first}])",
+            )
+        return self
+
+    def processor(self, name: str) -> Processor | None:
+        """The processor called ``name``, if the board has one."""
+        return next((p for p in self.processors if p.name == name), None)
+
+
+class Inventory(SpecModel):
+    """Every board and monitor farm knows about."""
+
+    version: int
+    monitors: list[Monitor] = Field(default_factory=list)
+    boards: list[Board] = Field(min_length=1)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"unsupported version {value}: this farm reads version 1")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Inventory:
+        for i, first in duplicates([m.name for m in self.monitors]):
+            name = self.monitors[i].name
+            raise Problem(
+                ("monitors", i, "name"),
+                f"duplicate monitor name {name!r} (first at monitors[{first}])",
+            )
+        for i, first in duplicates([b.name for b in self.boards]):
+            name = self.boards[i].name
+            raise Problem(
+                ("boards", i, "name"), f"duplicate board name {name!r} (first at boards[{first}])"
+            )
+        known = [m.name for m in self.monitors]
+        for i, board in enumerate(self.boards):
+            if board.power and board.power.monitor not in known:
+                raise Problem(
+                    ("boards", i, "power", "monitor"),
+                    f"unknown monitor {board.power.monitor!r}; known: {known or 'none'}",
+                )
+        return self
+
+    def board(self, name: str) -> Board | None:
+        """The board called ``name``, if there is one."""
+        return next((b for b in self.boards if b.name == name), None)

@@ -1,0 +1,254 @@
+"""Property tests: whatever the YAML, the loaders end in a valid spec or a SpecError.
+
+Valid inventories and jobs are mutated the ways people (and editors) break
+them — keys dropped, values of the wrong type, junk keys, cut and spliced text,
+random characters — and fed to both loaders, with and without the context
+(inventory, zoo names) that enables the cross-checks. Anything else escaping
+(a KeyError, a pydantic or yaml exception, a RecursionError) is a bug.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from farm import spec
+from farm.errors import SpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ["alexnet", "svhn", "kws", "deepear"]
+
+FUZZ = settings(
+    max_examples=600,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+SEED_INVENTORIES = [
+    (ROOT / "inventory/local.yaml").read_text(),
+    (ROOT / "inventory/testbed-paper.yaml").read_text(),
+]
+SEED_JOBS = [(ROOT / f"jobs/{name}.yaml").read_text() for name in ("smoke", "paper", "nightly")]
+SEED_JOBS.append(
+    """
+version: 1
+name: mixed
+models:
+  - kws
+  - {zoo: deepear, name: deepear-emotion, options: {part: emotion}, variants: {activation: [relu, tanh]}}
+  - {name: mine, module: "mypkg.models:build", input_shape: [1, 16]}
+  - {name: mine2, program: path/model.pt2}
+targets:
+  - boards: [local]
+    tags: [local]
+    processors: [cpu]
+variants: {activation: [relu], threads: [null, 2], batch: [1]}
+measure: {iterations: 5, warmup: 0, layers: false, layer_iterations: 1, memory: false, timeout_s: 1.5}
+"""
+)
+INVENTORIES = [spec.parse_inventory(text) for text in SEED_INVENTORIES]
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["cpu", "cuda:1", "local", "kws", "ssh", "relu", "~/x", "0", "", "password"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _paths(data: Any, path: tuple = ()) -> list[tuple]:
+    """Every path into ``data`` (the top included)."""
+    out = [path]
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out += _paths(value, (*path, key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            out += _paths(value, (*path, i))
+    return out
+
+
+def _parent(data: Any, path: tuple) -> Any:
+    for part in path[:-1]:
+        data = data[part]
+    return data
+
+
+@st.composite
+def mutated_data(draw, seeds: list[str]) -> str:
+    """A seed document with one to three structural mutations, dumped back to YAML."""
+    data = copy.deepcopy(yaml.safe_load(draw(st.sampled_from(seeds))))
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        paths = [p for p in _paths(data) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = _parent(data, path)
+        action = draw(st.sampled_from(["drop", "replace", "junk-key", "duplicate-item"]))
+        if action == "drop":
+            del parent[path[-1]]
+        elif action == "replace":
+            parent[path[-1]] = draw(values)
+        elif action == "junk-key" and isinstance(parent, dict):
+            parent[draw(st.text(min_size=1, max_size=10))] = draw(values)
+        elif action == "duplicate-item" and isinstance(parent, list):
+            parent.append(copy.deepcopy(parent[path[-1]]))
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+@st.composite
+def mutated_text(draw, seeds: list[str]) -> str:
+    """A seed document's text cut, spliced or sprinkled with characters."""
+    text = draw(st.sampled_from(seeds))
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        i = draw(st.integers(min_value=0, max_value=len(text)))
+        j = draw(st.integers(min_value=i, max_value=min(len(text), i + 40)))
+        action = draw(st.sampled_from(["delete", "insert", "swap-lines", "indent"]))
+        if action == "delete":
+            text = text[:i] + text[j:]
+        elif action == "insert":
+            junk = draw(
+                st.one_of(
+                    st.text(max_size=8),
+                    st.sampled_from(
+                        ["&a ", "*a", "<<: *a\n", ": ", "- ", "{", "]", "!!set ", "\t"]
+                    ),
+                )
+            )
+            text = text[:i] + junk + text[i:]
+        elif action == "swap-lines":
+            lines = text.splitlines(keepends=True)
+            if len(lines) > 1:
+                k = draw(st.integers(min_value=0, max_value=len(lines) - 2))
+                lines[k], lines[k + 1] = lines[k + 1], lines[k]
+                text = "".join(lines)
+        else:
+            text = text[:i] + "  " + text[i:]
+    return text
+
+
+def _load_inventory(text: str) -> None:
+    try:
+        inv = spec.parse_inventory(text, file="fuzz.yaml")
+    except SpecError as e:
+        _check_error(e)
+        return
+    assert isinstance(inv, spec.Inventory)
+    assert spec.Inventory.model_validate(inv.model_dump(mode="json")) == inv
+
+
+def _load_job(text: str, inventory: spec.Inventory | None, known: list[str] | None) -> None:
+    try:
+        job = spec.parse_job(text, file="fuzz.yaml", inventory=inventory, known_models=known)
+    except SpecError as e:
+        _check_error(e)
+        return
+    assert isinstance(job, spec.Job)
+    for inv in INVENTORIES:
+        try:
+            tasks = spec.expand(job, inv)
+        except SpecError as e:
+            _check_error(e)
+            continue
+        assert len({t.key for t in tasks}) == len(tasks)
+        if inventory is inv:
+            assert tasks, "a job validated against an inventory has at least one task there"
+
+
+def _check_error(e: SpecError) -> None:
+    """A SpecError worth showing a person: one line, naming the file."""
+    assert e.file == "fuzz.yaml"
+    assert e.line is None or e.line >= 1
+    assert "\n" not in str(e)
+    assert str(e).startswith("fuzz.yaml")
+
+
+@FUZZ
+@given(text=st.text(max_size=300))
+def test_random_text(text):
+    _load_inventory(text)
+    _load_job(text, None, None)
+
+
+@FUZZ
+@given(text=mutated_data(SEED_INVENTORIES))
+def test_mutated_inventory_data(text):
+    _load_inventory(text)
+
+
+@FUZZ
+@given(text=mutated_text(SEED_INVENTORIES))
+def test_mutated_inventory_text(text):
+    _load_inventory(text)
+
+
+@FUZZ
+@given(
+    text=mutated_data(SEED_JOBS),
+    inventory=st.sampled_from([None, *INVENTORIES]),
+    known=st.sampled_from([None, ZOO]),
+)
+def test_mutated_job_data(text, inventory, known):
+    _load_job(text, inventory, known)
+
+
+@FUZZ
+@given(
+    text=mutated_text(SEED_JOBS),
+    inventory=st.sampled_from([None, *INVENTORIES]),
+    known=st.sampled_from([None, ZOO]),
+)
+def test_mutated_job_text(text, inventory, known):
+    _load_job(text, inventory, known)
+
+
+@FUZZ
+@given(data=values)
+def test_random_yaml_values(data):
+    text = yaml.safe_dump(data)
+    _load_inventory(text)
+    _load_job(text, INVENTORIES[0], ZOO)
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(depth=st.integers(min_value=3, max_value=12), fan=st.integers(min_value=2, max_value=12))
+def test_alias_bombs_are_refused_quickly(depth, fan):
+    text = "version: 1\na0: &a0 [lol, lol]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * fan)}]\n" for i in range(1, depth)
+    )
+    start = time.perf_counter()
+    try:
+        spec.parse_inventory(text, file="fuzz.yaml")
+    except SpecError as e:
+        _check_error(e)
+    assert time.perf_counter() - start < 2
+
+
+def test_the_billion_laughs_is_refused_within_two_seconds():
+    text = 'version: 1\nlol: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    text += "".join(f"l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10))
+    start = time.perf_counter()
+    for parse in (spec.parse_inventory, spec.parse_job):
+        try:
+            parse(text, file="fuzz.yaml")
+        except SpecError as e:
+            assert "document refused" in e.message
+        else:
+            raise AssertionError("a billion laughs was accepted")
+    assert time.perf_counter() - start < 2
