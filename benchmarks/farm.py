@@ -78,7 +78,13 @@ def bench_task_overhead(bed: Testbed, inventory, cache: Path, n: int) -> dict:
         "board": board.name,
         "processor": "cpu",
         "variant": {"threads": 1},
-        "measure": {"iterations": 1, "warmup": 0, "layers": False, "memory": False, "timeout_s": 60},
+        "measure": {
+            "iterations": 1,
+            "warmup": 0,
+            "layers": False,
+            "memory": False,
+            "timeout_s": 60,
+        },
     }
     payload = {"task_id": "bench.0", "task": task, "board": board.model_dump(mode="json")}
     station.run_task(payload)  # warm: engine started, model cached, files deployed
@@ -128,7 +134,9 @@ def bench_sweep(inventory_path: Path, db: Path, cache: Path, tasks: int) -> dict
     wid = ray.get(sched.submit.remote(wjob.model_dump(mode="json"), wt, wb, wm))
     _wait(sched, wid)
     started = time.perf_counter()
-    job_id = ray.get(sched.submit.remote(job.model_dump(mode="json"), task_list, board_list, monitors))
+    job_id = ray.get(
+        sched.submit.remote(job.model_dump(mode="json"), task_list, board_list, monitors)
+    )
     _wait(sched, job_id)
     wall = time.perf_counter() - started
     rows = ray.get(sched.store_call.remote("results", job_id))
@@ -199,7 +207,11 @@ def bench_scale(db: Path, cache: Path, boards: int, tasks: int) -> dict:
     doc = {
         "version": 1,
         "boards": [
-            {"name": f"fake{i:03d}", "transport": "fake", "processors": [{"name": "cpu", "device": "cpu"}]}
+            {
+                "name": f"fake{i:03d}",
+                "transport": "fake",
+                "processors": [{"name": "cpu", "device": "cpu"}],
+            }
             for i in range(boards)
         ],
     }
@@ -220,14 +232,21 @@ def bench_scale(db: Path, cache: Path, boards: int, tasks: int) -> dict:
     task_list, board_list, monitors = plan(job, inventory)
     sched = SchedulerActor.remote(str(db), placed=False, resume=False, cache_dir=str(cache / "st"))
     started = time.perf_counter()
-    job_id = ray.get(sched.submit.remote(job.model_dump(mode="json"), task_list, board_list, monitors))
+    job_id = ray.get(
+        sched.submit.remote(job.model_dump(mode="json"), task_list, board_list, monitors)
+    )
     state = _wait(sched, job_id, timeout=1800)
     wall = time.perf_counter() - started
     if state["state"] != "done":
         raise RuntimeError(f"scale job ended {state}")
     peak = _head_peak_rss_mb()
     ray.kill(sched)
-    return {"tasks": len(task_list), "wall_s": wall, "tasks_per_s": len(task_list) / wall, "rss_mb": peak}
+    return {
+        "tasks": len(task_list),
+        "wall_s": wall,
+        "tasks_per_s": len(task_list) / wall,
+        "rss_mb": peak,
+    }
 
 
 def _head_peak_rss_mb() -> float:
@@ -254,7 +273,9 @@ def main() -> int:
     if args.quick:
         n_over, sweep_tasks, scale_boards, scale_tasks = (10, 40, 64, 2_000)
     root = Path(tempfile.mkdtemp(prefix="farm-bench-"))
-    ray.init(namespace="farm", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        namespace="farm", include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
     bed = Testbed(root / "bed", n=8).up()
     figures, rows = [], []
     try:
@@ -262,31 +283,116 @@ def main() -> int:
         with console.status("per-task overhead"):
             o = bench_task_overhead(bed, inventory, root, n_over)
         ratio = o["overhead_ms"] / o["ssh_true_ms"]
-        rows.append(("per-task overhead, warm board", f"{o['overhead_ms']:.1f} ms", f"ssh true (mux) {o['ssh_true_ms']:.1f} ms", f"{ratio:.2f}x", "<= 2"))
-        figures.append({"name": "task_overhead_vs_ssh_true", "value": round(ratio, 3), "target": "<= 2", "unit": "x"})
+        rows.append(
+            (
+                "per-task overhead, warm board",
+                f"{o['overhead_ms']:.1f} ms",
+                f"ssh true (mux) {o['ssh_true_ms']:.1f} ms",
+                f"{ratio:.2f}x",
+                "<= 2",
+            )
+        )
+        figures.append(
+            {
+                "name": "task_overhead_vs_ssh_true",
+                "value": round(ratio, 3),
+                "target": "<= 2",
+                "unit": "x",
+            }
+        )
 
         with console.status("deploy"):
             d = bench_deploy(bed, inventory, root / "deploy")
-        rows.append(("redeploy unchanged to 8 boards", f"{d['redeploy_s']:.3f} s", "-", f"{d['redeploy_s']:.3f} s", "<= 0.5"))
+        rows.append(
+            (
+                "redeploy unchanged to 8 boards",
+                f"{d['redeploy_s']:.3f} s",
+                "-",
+                f"{d['redeploy_s']:.3f} s",
+                "<= 0.5",
+            )
+        )
         share = d["push_mb_s"] / d["scp_mb_s"]
-        rows.append((f"first push AlexNet ({d['size_mb']:.0f} MB)", f"{d['push_mb_s']:.0f} MB/s", f"scp {d['scp_mb_s']:.0f} MB/s", f"{share:.2f}x", ">= 0.5"))
-        figures.append({"name": "redeploy_unchanged_8_boards", "value": round(d["redeploy_s"], 3), "target": "<= 0.5", "unit": "s"})
-        figures.append({"name": "first_push_vs_scp_throughput", "value": round(share, 3), "target": ">= 0.5", "unit": "x"})
+        rows.append(
+            (
+                f"first push AlexNet ({d['size_mb']:.0f} MB)",
+                f"{d['push_mb_s']:.0f} MB/s",
+                f"scp {d['scp_mb_s']:.0f} MB/s",
+                f"{share:.2f}x",
+                ">= 0.5",
+            )
+        )
+        figures.append(
+            {
+                "name": "redeploy_unchanged_8_boards",
+                "value": round(d["redeploy_s"], 3),
+                "target": "<= 0.5",
+                "unit": "s",
+            }
+        )
+        figures.append(
+            {
+                "name": "first_push_vs_scp_throughput",
+                "value": round(share, 3),
+                "target": ">= 0.5",
+                "unit": "x",
+            }
+        )
 
         with console.status(f"sweep: {sweep_tasks} tasks on 8 boards"):
             s = bench_sweep(bed.inventory_path, root / "sweep.db", root / "sweep", sweep_tasks)
         eff = s["wall_s"] / s["ideal_s"]
-        rows.append((f"sweep {s['tasks']} tasks / {s['boards']} boards", f"{s['wall_s']:.2f} s", f"ideal {s['ideal_s']:.2f} s", f"{eff:.3f}x", "<= 1.15"))
-        figures.append({"name": "sweep_wall_vs_ideal", "value": round(eff, 3), "target": "<= 1.15", "unit": "x"})
+        rows.append(
+            (
+                f"sweep {s['tasks']} tasks / {s['boards']} boards",
+                f"{s['wall_s']:.2f} s",
+                f"ideal {s['ideal_s']:.2f} s",
+                f"{eff:.3f}x",
+                "<= 1.15",
+            )
+        )
+        figures.append(
+            {
+                "name": "sweep_wall_vs_ideal",
+                "value": round(eff, 3),
+                "target": "<= 1.15",
+                "unit": "x",
+            }
+        )
     finally:
         bed.down()
     (root / "sweep").mkdir(exist_ok=True)
     with console.status(f"scale: {scale_tasks} tasks on {scale_boards} fake boards"):
         c = bench_scale(root / "scale.db", root / "scale", scale_boards, scale_tasks)
-    rows.append((f"scheduler: {c['tasks']} tasks / {scale_boards} fake boards", f"{c['tasks_per_s']:.0f} tasks/s", f"{c['wall_s']:.1f} s wall", f"{c['tasks_per_s']:.0f}/s", ">= 200"))
-    rows.append(("head peak RSS (actors + raylet + GCS)", f"{c['rss_mb']:.0f} MB", "-", f"{c['rss_mb']:.0f} MB", "<= 2048"))
-    figures.append({"name": "scheduler_tasks_per_s", "value": round(c["tasks_per_s"], 1), "target": ">= 200", "unit": "tasks/s"})
-    figures.append({"name": "head_peak_rss", "value": round(c["rss_mb"], 1), "target": "<= 2048", "unit": "MB"})
+    rows.append(
+        (
+            f"scheduler: {c['tasks']} tasks / {scale_boards} fake boards",
+            f"{c['tasks_per_s']:.0f} tasks/s",
+            f"{c['wall_s']:.1f} s wall",
+            f"{c['tasks_per_s']:.0f}/s",
+            ">= 200",
+        )
+    )
+    rows.append(
+        (
+            "head peak RSS (actors + raylet + GCS)",
+            f"{c['rss_mb']:.0f} MB",
+            "-",
+            f"{c['rss_mb']:.0f} MB",
+            "<= 2048",
+        )
+    )
+    figures.append(
+        {
+            "name": "scheduler_tasks_per_s",
+            "value": round(c["tasks_per_s"], 1),
+            "target": ">= 200",
+            "unit": "tasks/s",
+        }
+    )
+    figures.append(
+        {"name": "head_peak_rss", "value": round(c["rss_mb"], 1), "target": "<= 2048", "unit": "MB"}
+    )
     ray.shutdown()
     shutil.rmtree(root, ignore_errors=True)
 

@@ -44,7 +44,8 @@ class SpecError(UserError):
         self.message = message
         where = f"{file}:{line}" if line else file
         what = f"{field}: {message}" if field else message
-        super().__init__(f"{where}: {what}")
+        # one line, always: a key or value from the document may hold newlines
+        super().__init__(f"{where}: {what}".replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class MonitorUnavailable(UserError):

@@ -42,8 +42,9 @@ class Loaded:
         self.module.eval()
         self.layers = list(self.module.named_children())
 
-    def example_input(self, device: Any = "cpu") -> torch.Tensor:
-        return torch.randn(self.input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    def example_input(self, device: Any = "cpu", batch: int = 1) -> torch.Tensor:
+        shape = (self.input_shape[0] * batch, *self.input_shape[1:])
+        return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
 
 
 def mlp(inplace: bool = False) -> Loaded:
@@ -367,8 +368,8 @@ class Loaded:
     module = Loud()
     layers = [("loud", module)]
     meta = {}
-    def example_input(self, device):
-        return torch.ones(1, 4, device=device)
+    def example_input(self, device, batch=1):
+        return torch.ones(batch, 4, device=device)
 
 runner._default_loader = lambda path: Loaded()
 from farm.engine.__main__ import main
@@ -437,3 +438,12 @@ def test_zoo_model_layer_sum_matches_whole_model_time(artifacts, name):
     assert lp["layer_compute_sum_ms"] < lp["layer_sum_ms"]
     assert len(r["layers"]) == len(r["markers"]["layer_names"]) > 3
     assert r["memory"]["param_bytes"] == 4 * r["env"]["model"]["params"]
+
+
+def test_batch_scales_the_input_and_the_activations():
+    one = run(mlp, iterations=20, layers=False)
+    four = run(mlp, iterations=20, layers=False, batch=4)
+    assert one["status"] == four["status"] == "ok"
+    assert four["memory"]["peak_activation_bytes"] > 3 * one["memory"]["peak_activation_bytes"]
+    with pytest.raises(RequestError):
+        parse_request({"artifact": "x", "batch": 0})

@@ -69,15 +69,26 @@ def _pairs(t, kind, keys, begin: int, end: int) -> tuple[np.ndarray, np.ndarray]
     return windows[chrono], k_sorted[first][chrono].reshape(-1, len(keys))
 
 
-def _bursts(edges: np.ndarray, gap_factor: float = 10.0) -> list[np.ndarray]:
-    """Split pulse edges into bursts (start and end of task) at gaps far longer than a chip."""
+def _bursts(
+    edges: np.ndarray, chip: np.ndarray | None = None, gap_factor: float = 10.0
+) -> list[np.ndarray]:
+    """Split pulse edges into bursts (start and end of task).
+
+    The engine numbers every edge with its chip index (0, 1, ... ``chips``), so a
+    burst starts wherever the index does not go up: exact whatever the task's
+    length. Without chip numbers (``-1``), a burst ends at a gap far longer than a
+    chip, which fails when the task between the bursts is shorter than that.
+    """
     if len(edges) == 0:
         return []
+    if chip is not None and len(chip) == len(edges) and np.all(chip >= 0):
+        cuts = np.flatnonzero(np.diff(chip) <= 0) + 1
+        return [b for b in np.split(edges, cuts) if len(b) >= 2]
     steps = np.diff(edges[:, 0])
     if len(steps) == 0:
         return [edges]
-    chip = float(np.median(steps)) or 1.0
-    cuts = np.flatnonzero(steps > gap_factor * chip) + 1
+    median_chip = float(np.median(steps)) or 1.0
+    cuts = np.flatnonzero(steps > gap_factor * median_chip) + 1
     return [b for b in np.split(edges, cuts) if len(b) >= 2]
 
 
@@ -108,7 +119,7 @@ def parse(markers: Mapping[str, Any]) -> Windows:
         layer_index=lay_keys[:, 1] if len(lay_keys) else np.zeros(0, np.int64),
         layer_iter=lay_keys[:, 0] if len(lay_keys) else np.zeros(0, np.int64),
         layer_names=list(markers.get("layer_names", [])),
-        pulses=_bursts(edges),
+        pulses=_bursts(edges, iteration[is_pulse]),
         all_t_ns=t,
         monotonic=bool(np.all(np.diff(t) >= 0)),
     )

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from farm.errors import MonitorUnavailable
 from farm.power.base import Monitor, MonitorBusy, Trace, open_monitor
 from farm.power.energy import EnergyReport, analyze
 from farm.power.sync import Exchange
@@ -49,8 +50,12 @@ class MonitorService:
         options = dict(spec.get("options") or {})
         pre = float(options.pop("pre_idle_s", 1.0))
         post = float(options.pop("post_idle_s", 1.0))
-        monitor = open_monitor(str(spec["backend"]), options)
-        return cls(monitor, name=str(spec.get("name", "")), pre_idle_s=pre, post_idle_s=post)
+        name = str(spec.get("name", ""))
+        try:
+            monitor = open_monitor(str(spec["backend"]), options)
+        except MonitorUnavailable as exc:  # say which inventory entry, not just which backend
+            raise MonitorUnavailable(f"power monitor {name!r}: {exc}") from exc
+        return cls(monitor, name=name, pre_idle_s=pre, post_idle_s=post)
 
     @property
     def board(self) -> str | None:

@@ -31,14 +31,42 @@ def _num(x: Any, fmt: str = "{:.3f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def _energy_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """The energy columns of one result (all None for a board without a monitor).
+
+    Net energy is the paper's figure (the inference's cost above idle); its 95%
+    CI comes from the spread over inferences. The alignment method and its
+    uncertainty say how far to trust the windows the energy was integrated over.
+    """
+    energy = result.get("energy") or {}
+    per_inference = energy.get("energy_per_inference_mj") or {}
+    net = per_inference.get("net") or {}
+    gross = per_inference.get("gross") or {}
+    ci = net.get("ci95") or [None, None]
+    alignment = energy.get("alignment") or {}
+    battery = energy.get("battery") or {}
+    warnings = (energy.get("quality") or {}).get("warnings")
+    return {
+        "energy_net_mj": net.get("mean"),
+        "energy_net_ci95_lo_mj": ci[0],
+        "energy_net_ci95_hi_mj": ci[1],
+        "energy_gross_mj": gross.get("mean"),
+        "avg_power_w": energy.get("average_power_w"),
+        "idle_power_w": energy.get("idle_power_w"),
+        "alignment": alignment.get("method"),
+        "alignment_uncertainty_s": alignment.get("uncertainty_s"),
+        "power_warnings": None if warnings is None else "; ".join(warnings),
+        "battery_hours": battery.get("hours"),
+        "battery_inferences_on_share": battery.get("inferences_on_share"),
+        "battery_share": battery.get("share"),
+    }
+
+
 def flat(row: dict[str, Any]) -> dict[str, Any]:
     """One result as a flat record (CSV columns; JSON keeps the nested result too)."""
     result = row.get("result") or {}
     lat = result.get("latency") or {}
     mem = result.get("memory") or {}
-    energy = result.get("energy") or {}
-    net = (energy.get("energy_per_inference_mj") or {}).get("net") or {}
-    battery = energy.get("battery") or {}
     return {
         "task": row["id"],
         "model": row["model"],
@@ -62,14 +90,26 @@ def flat(row: dict[str, Any]) -> dict[str, Any]:
         "available_mb": mem.get("available_mb"),
         "peak_rss_mb": mem.get("peak_rss_mb"),
         "nonlinear_share": (result.get("layer_pass") or {}).get("nonlinear_share"),
-        "energy_net_mj": net.get("mean"),
-        "energy_ci95_mj": net.get("ci95"),
-        "avg_power_w": energy.get("average_power_w"),
-        "alignment": (energy.get("alignment") or {}).get("method"),
-        "alignment_uncertainty_s": (energy.get("alignment") or {}).get("uncertainty_s"),
-        "battery_hours": battery.get("hours"),
+        **_energy_fields(result),
         "error": row.get("error"),
     }
+
+
+def _mean_ci(mean: float | None, lo: float | None, hi: float | None, fmt: str) -> str:
+    """``mean ± half-width`` of a 95% CI, or the mean alone, or ``-``."""
+    if mean is None:
+        return "-"
+    if lo is None or hi is None:
+        return fmt.format(mean)
+    return f"{fmt.format(mean)} ± {fmt.format((hi - lo) / 2)}"
+
+
+def _alignment(method: str | None, uncertainty_s: float | None) -> str:
+    if method is None:
+        return "-"
+    if uncertainty_s is None:
+        return method
+    return f"{method} ± {uncertainty_s * 1e3:.3f} ms"
 
 
 def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
@@ -82,15 +122,15 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
     ]:  # fmt: skip
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     if energy:
-        table.add_column("mJ/inf (net)", justify="right")
-        table.add_column("± sync", justify="right")
+        table.add_column("mJ/inf net (95% CI)", justify="right")
+        table.add_column("avg W", justify="right")
+        table.add_column("aligned", justify="right")
         table.add_column("battery h", justify="right")
     for row in rows:
         f = flat(row)
         style = STATE_STYLE.get(row["state"], "")
         if f["mean_ms"] is not None:
-            half = (f["ci95_hi_ms"] - f["ci95_lo_ms"]) / 2 if f["ci95_hi_ms"] is not None else None
-            mean = f"{f['mean_ms']:.3f} ± {half:.3f}" if half is not None else f"{f['mean_ms']:.3f}"
+            mean = _mean_ci(f["mean_ms"], f["ci95_lo_ms"], f["ci95_hi_ms"], "{:.3f}")
         elif row["state"] == TaskState.DOES_NOT_FIT.value:
             mean = "- (does not fit)"
         else:
@@ -109,11 +149,16 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
             _num(f["nonlinear_share"], "{:.1%}"),
         ]
         if energy:
-            unc = f["alignment_uncertainty_s"]
             cells += [
-                _num(f["energy_net_mj"], "{:.3f}"),
-                "-" if unc is None else f"{unc * 1e3:.2f} ms ({f['alignment']})",
-                _num(f["battery_hours"], "{:.1f}"),
+                _mean_ci(
+                    f["energy_net_mj"],
+                    f["energy_net_ci95_lo_mj"],
+                    f["energy_net_ci95_hi_mj"],
+                    "{:.4f}",
+                ),
+                _num(f["avg_power_w"], "{:.3f}"),
+                _alignment(f["alignment"], f["alignment_uncertainty_s"]),
+                _num(f["battery_hours"], "{:.2f}"),
             ]
         table.add_row(*cells)
     return table

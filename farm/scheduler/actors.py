@@ -25,6 +25,7 @@ from typing import Any
 
 import ray
 
+from farm.errors import FarmError
 from farm.scheduler.core import Scheduler
 from farm.scheduler.station import Station
 from farm.store import Store
@@ -40,8 +41,18 @@ def station_resource(name: str) -> str:
     return f"station:{name}"
 
 
-def _placement(station: str, placed: bool) -> dict[str, Any]:
-    return {"resources": {station_resource(station): 0.001}} if placed else {}
+def _placement(station: str, placed: bool, name: str) -> dict[str, Any]:
+    """Where an actor runs, and its name. On a cluster (``placed``), on the node that
+    advertises the station, named so that a restarted scheduler finds it again.
+    Embedded, private to its owner (no name): it dies with the scheduler that made it."""
+    if not placed:
+        return {}
+    return {
+        "resources": {station_resource(station): 0.001},
+        "name": name,
+        "namespace": NAMESPACE,
+        "get_if_exists": True,
+    }
 
 
 @ray.remote(num_cpus=0, max_concurrency=STATION_CONCURRENCY)
@@ -66,12 +77,9 @@ class StationActor:
         if name not in self._monitor_handles:
             spec = self._monitors[name]
             actor = MonitorActor.options(
-                name=f"farm-monitor-{name}",
-                namespace=NAMESPACE,
-                get_if_exists=True,
-                **_placement(spec.get("station") or "head", self._placed),
+                **_placement(spec.get("station") or "head", self._placed, f"farm-monitor-{name}")
             ).remote(spec)
-            self._monitor_handles[name] = RemoteMonitor(actor)
+            self._monitor_handles[name] = RemoteMonitor(actor, name)
         return self._monitor_handles[name]
 
     def set_monitors(self, monitors: dict[str, Any]) -> None:
@@ -89,19 +97,33 @@ class MonitorActor:
     """One physical monitor. Serves one board at a time (the service enforces it)."""
 
     def __init__(self, spec: dict[str, Any]):
+        self._spec = spec
+        self._service: Any = None
+        try:
+            self._open()
+        except FarmError:
+            # An actor whose constructor raises is dead, and every call on it fails with
+            # an opaque ActorDiedError. Staying alive lets each task hear *why* (the
+            # MonitorUnavailable naming the monitor), and a replugged monitor recover.
+            log.info("monitor %s unavailable for now", spec.get("name"), exc_info=True)
+
+    def _open(self) -> Any:
         from farm.power import MonitorService
 
-        self.service = MonitorService.from_spec(spec)
+        if self._service is None:
+            self._service = MonitorService.from_spec(self._spec)
+        return self._service
 
     def call(self, method: str, *args: Any) -> Any:
         if method not in ("start", "abort"):
             raise ValueError(f"not a monitor call: {method}")
-        return getattr(self.service, method)(*args)
+        return getattr(self._open(), method)(*args)
 
     def finish(self, board: str, markers: dict, exchanges: list) -> tuple[dict[str, Any], bytes]:
         """Stop, analyse next to the samples, and return the report and compressed trace."""
-        trace = self.service.stop(board, markers)
-        report = self.service.analyze(trace, markers, [tuple(x) for x in exchanges])
+        service = self._open()
+        trace = service.stop(board, markers)
+        report = service.analyze(trace, markers, [tuple(x) for x in exchanges])
         return dict(report), trace.to_bytes()
 
 
@@ -135,10 +157,7 @@ class SchedulerActor:
     def _station(self, name: str) -> Any:
         if name not in self._stations:
             self._stations[name] = StationActor.options(
-                name=f"farm-station-{name}",
-                namespace=NAMESPACE,
-                get_if_exists=True,
-                **_placement(name, self._placed),
+                **_placement(name, self._placed, f"farm-station-{name}")
             ).remote(name, self._me, self._cache_dir, self._monitors, self._placed)
         return self._stations[name]
 

@@ -338,7 +338,7 @@ class Scheduler:
             return
         error = outcome.get("error") or "unknown error"
         if outcome.get("board_fault"):
-            self._board_failed(board, error)
+            self._board_failed(board, error, now=bool(outcome.get("quarantine")))
         retries = job.spec.get("retries", 2)
         if outcome.get("retryable") and run.attempts <= retries:
             delay = min(self.backoff_max_s, self.backoff_s * 2 ** (run.attempts - 1))
@@ -413,11 +413,11 @@ class Scheduler:
             board.healthy = True
             self.store.set_board_health(board.spec["name"], "healthy", 0, None)
 
-    def _board_failed(self, board: BoardState, error: str) -> None:
+    def _board_failed(self, board: BoardState, error: str, *, now: bool = False) -> None:
         board.failures += 1
         board.last_error = error
         name = board.spec["name"]
-        if board.healthy and board.failures >= self.quarantine_after:
+        if board.healthy and (now or board.failures >= self.quarantine_after):
             board.healthy = False
             log.warning(
                 "%s quarantined after %d consecutive failures: %s", name, board.failures, error

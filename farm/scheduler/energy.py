@@ -15,23 +15,46 @@ from typing import Any
 
 import ray
 
+from farm.errors import FarmError, MonitorUnavailable
+
 EXCHANGES = 8  # clock exchanges before and after the task; the min-RTT filter keeps the best
 
 
 class RemoteMonitor:
-    """A monitor actor seen from a station (blocking calls)."""
+    """A monitor actor seen from a station (blocking calls).
 
-    def __init__(self, actor: Any):
+    Ray wraps whatever the actor raised; a station must see farm's own errors
+    (a ``MonitorUnavailable`` that names the monitor, not a Ray traceback), so
+    every call goes through ``_get``.
+    """
+
+    def __init__(self, actor: Any, name: str = ""):
         self._actor = actor
+        self.name = name
 
     def start(self, board: str) -> dict[str, Any]:
-        return ray.get(self._actor.call.remote("start", board))
+        return self._get(self._actor.call.remote("start", board))
 
     def finish(self, board: str, markers: dict, exchanges: list) -> tuple[dict[str, Any], bytes]:
-        return ray.get(self._actor.finish.remote(board, markers, exchanges))
+        return self._get(self._actor.finish.remote(board, markers, exchanges))
 
     def abort(self, board: str) -> None:
-        ray.get(self._actor.call.remote("abort", board))
+        self._get(self._actor.call.remote("abort", board))
+
+    def _get(self, ref: Any) -> Any:
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, FarmError):
+                raise cause from None
+            raise FarmError(
+                f"power monitor {self.name!r}: {type(cause).__name__}: {cause}"
+            ) from cause
+        except ray.exceptions.RayActorError as exc:
+            raise MonitorUnavailable(
+                f"power monitor {self.name!r}: its actor is gone ({type(exc).__name__})"
+            ) from exc
 
 
 def measure_with_monitor(
@@ -49,10 +72,10 @@ def measure_with_monitor(
         result = run()
         exchanges += [clock_exchange() for _ in range(EXCHANGES)]
     except BaseException:
-        monitor.abort(board.name)
+        _abort_quietly(monitor, board.name, log)
         raise
     if result.get("status") != "ok":
-        monitor.abort(board.name)
+        _abort_quietly(monitor, board.name, log)
         return result, None
     report, trace = monitor.finish(board.name, result["markers"], exchanges)
     battery = getattr(board.power, "battery", None)
@@ -73,6 +96,14 @@ def measure_with_monitor(
     return result, trace
 
 
+def _abort_quietly(monitor: Any, board: str, log: Callable[[str], None]) -> None:
+    """Release the monitor after a failed task without hiding the task's own error."""
+    try:
+        monitor.abort(board)
+    except FarmError as exc:
+        log(f"power monitor: abort failed: {exc}")
+
+
 def battery_estimate(
     battery: Any, report: dict[str, Any], result: dict[str, Any]
 ) -> dict[str, Any]:
@@ -91,14 +122,17 @@ def battery_estimate(
     )
     inference_j = gross / 1e3
     inference_s = result["latency"]["mean_ms"] / 1e3
-    hours = battery_life_hours(
-        model,
-        inference_j=inference_j,
-        inference_s=inference_s,
-        period_s=battery.period_s,
-        sensor=battery.sensor,
-        low_power_idle=battery.low_power_idle_w is not None,
-    )
+    try:
+        hours = battery_life_hours(
+            model,
+            inference_j=inference_j,
+            inference_s=inference_s,
+            period_s=battery.period_s,
+            sensor=battery.sensor,
+            low_power_idle=battery.low_power_idle_w is not None,
+        )
+    except ValueError as exc:  # e.g. an inference longer than the duty-cycle period
+        return {"hours": None, "why": str(exc)}
     return {
         "hours": hours,
         "period_s": battery.period_s,

@@ -116,12 +116,15 @@ class Station:
             except TransportError as exc:
                 link.drop()
                 tlog(f"transport error: {exc}")
+                # The task is not at fault: it may run on a sibling board. A host key
+                # that cannot be trusted takes its board out of service at once.
                 return _outcome(
                     TaskState.FAILED,
                     tlog,
                     error=f"{type(exc).__name__}: {exc}",
-                    retryable=exc.retryable,
+                    retryable=True,
                     board_fault=True,
+                    quarantine=isinstance(exc, HostKeyError),
                 )
             except EngineError as exc:
                 link.drop()
@@ -312,10 +315,15 @@ class Station:
         """The warm engine's stdout closed: say why, as precisely as the channel knows."""
         channel, link.engine = link.engine, None
         status = getattr(channel, "exit_status", None)
-        stderr = getattr(channel, "stderr_tail", "") or ""
+        stderr = (getattr(channel, "stderr_tail", "") or "").strip().splitlines()[-1:]
         if status is None:
-            return BoardUnreachable(link.board.name, "engine channel closed (connection lost)")
+            try:  # no exit status: is it the board that went away, or only the engine?
+                link.transport.run(["true"], timeout=link.board.connect_timeout_s)
+            except TransportError:
+                return BoardUnreachable(link.board.name, "engine channel closed (connection lost)")
+            return EngineError("engine process vanished without an exit status (killed?)")
         why = _exit_reason(status)
+        stderr = stderr[0] if stderr else ""
         return EngineError(f"engine process exited: {why}{': ' + stderr if stderr else ''}")
 
     def _run_process(self, link: _Link, transport, engine: Path, request, timeout: float):
@@ -363,9 +371,11 @@ def _outcome(
     error: str | None = None,
     retryable: bool = False,
     board_fault: bool = False,
+    quarantine: bool = False,
     trace: bytes | None = None,
 ) -> dict[str, Any]:
     return {
+        "quarantine": quarantine,
         "state": state.value,
         "result": result,
         "error": error,

@@ -1,0 +1,327 @@
+"""Sweeps over real sshd boards through the real scheduler and station actors on Ray.
+
+Each fault test breaks a board the way boards break in a lab — sshd killed
+mid-task, a board frozen, a changed host key, hostile strings in the inventory,
+the engine killed as the OOM killer would — and checks the same three things:
+the sweep finishes on the healthy boards, every failure is recorded with its
+cause, and nothing already measured is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from farm import spec, zoo
+from farm.scheduler.actors import SchedulerActor
+from farm.scheduler.plan import plan
+from farm.store import Store
+
+FAST = {"iterations": 20, "warmup": 1, "layers": False, "memory": False, "timeout_s": 60}
+
+
+def write_inventory(path: Path, boards: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({"version": 1, "boards": boards}, sort_keys=False))
+    return path
+
+
+def bed_boards(bed, **changes) -> list[dict]:
+    return [{**b, **changes} for b in bed.board_specs()]
+
+
+def submit(ray, tmp_path, inventory_path: Path, job: dict, **options):
+    """Submit through a fresh scheduler actor; returns (actor, job id, store)."""
+    job_path = tmp_path / f"{job['name']}.yaml"
+    job_path.write_text(yaml.safe_dump({"version": 1, **job}, sort_keys=False))
+    inventory = spec.load_inventory(inventory_path)
+    loaded = spec.load_job(job_path, inventory=inventory, known_models=zoo.names())
+    tasks, boards, monitors = plan(loaded, inventory)
+    db = tmp_path / "farm.db"
+    actor = SchedulerActor.remote(
+        str(db),
+        placed=False,
+        resume=False,
+        cache_dir=str(tmp_path / "station"),
+        options={"backoff_s": 0.2, **options},
+    )
+    job_id = ray.get(actor.submit.remote(loaded.model_dump(mode="json"), tasks, boards, monitors))
+    return actor, job_id, Store(db)
+
+
+def wait(ray, actor, job_id, timeout=180) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        p = ray.get(actor.progress.remote(job_id))
+        if p["state"] in ("done", "failed", "cancelled"):
+            return p
+        time.sleep(0.1)
+    raise AssertionError(f"{job_id} did not finish: {ray.get(actor.progress.remote(job_id))}")
+
+
+def wait_for(predicate, timeout=60, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def scheduler_cleanup(ray_session):
+    actors = []
+    yield actors
+    for actor in actors:
+        ray_session.kill(actor)
+
+
+def test_sweep_over_ssh_boards_one_measurement_per_board(
+    ray_session, testbed, tmp_path, scheduler_cleanup
+):
+    inv = write_inventory(tmp_path / "inv.yaml", bed_boards(testbed))
+    job = {
+        "name": "sweep",
+        "models": ["kws", "svhn"],
+        "targets": [{"tags": ["testbed"]}],
+        "variants": {"threads": [1, 2]},
+        "measure": FAST,
+    }
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    scheduler_cleanup.append(actor)
+    assert wait(ray_session, actor, job_id)["state"] == "done"
+    rows = store.results(job_id)
+    assert len(rows) == 2 * 3 * 2 and all(r["state"] == "done" for r in rows)
+    for r in rows:
+        assert r["result"]["env"]["threads"] == r["variant"]["threads"]
+        assert r["result"]["latency"]["n"] == 20
+    # per board, running intervals never overlap
+    for board in {r["board"] for r in rows}:
+        spans = []
+        for r in rows:
+            if r["board"] != board:
+                continue
+            ev = {e["state"]: e["at"] for e in store.events(r["id"])}
+            spans.append((ev["running"], ev["done"]))
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+
+
+def test_sshd_killed_mid_task_moves_the_task_and_keeps_results(
+    ray_session, make_testbed, tmp_path, scheduler_cleanup
+):
+    bed = make_testbed(n=3)
+    inv = write_inventory(tmp_path / "inv.yaml", bed_boards(bed))
+    long = {**FAST, "iterations": 4000}
+    job = {
+        "name": "killed",
+        "models": [{"zoo": "kws", "name": f"kws{i}"} for i in range(4)],
+        "targets": [{"tags": ["testbed"]}],
+        "variants": {"threads": [1]},
+        "retries": 2,
+        "measure": long,
+    }
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    scheduler_cleanup.append(actor)
+    victim = "board1"
+
+    def running_on_victim():
+        return any(t["board"] == victim and t["state"] == "running" for t in store.tasks(job_id))
+
+    wait_for(running_on_victim, what="a task running on board1")
+    bed.kill(victim)
+    assert wait(ray_session, actor, job_id)["state"] == "done"
+    rows = store.results(job_id)
+    assert all(r["state"] == "done" for r in rows)
+    assert victim not in {r["board"] for r in rows if r["attempts"] > 1}
+    moved = [r for r in rows if r["attempts"] > 1]
+    assert moved, "the interrupted task should have been retried"
+    details = [e["detail"] or "" for r in moved for e in store.events(r["id"])]
+    assert any("BoardUnreachable" in d or "TransportTimeout" in d for d in details), details
+
+
+def test_frozen_board_times_out_and_the_sweep_finishes_elsewhere(
+    ray_session, make_testbed, tmp_path, scheduler_cleanup
+):
+    bed = make_testbed(n=2)
+    inv = write_inventory(tmp_path / "inv.yaml", bed_boards(bed, connect_timeout_s=2))
+    job = {
+        "name": "frozen",
+        "models": [{"zoo": "kws", "name": f"kws{i}"} for i in range(4)],
+        "targets": [{"tags": ["testbed"]}],
+        "variants": {"threads": [1]},
+        "retries": 2,
+        "measure": {**FAST, "iterations": 3000, "timeout_s": 4},
+    }
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job, quarantine_after=1)
+    scheduler_cleanup.append(actor)
+    wait_for(
+        lambda: any(
+            t["board"] == "board0" and t["state"] == "running" for t in store.tasks(job_id)
+        ),
+        what="a task running on board0",
+    )
+    bed.stop("board0")
+    try:
+        assert wait(ray_session, actor, job_id)["state"] == "done"
+    finally:
+        bed.cont("board0")
+    rows = store.results(job_id)
+    assert all(r["state"] == "done" and r["board"] == "board1" for r in rows if r["attempts"] > 1)
+    health = store.board_health()["board0"]
+    assert health["state"] == "quarantined" and "Timeout" in health["last_error"]
+
+
+def test_changed_host_key_is_refused_and_quarantined(
+    ray_session, make_testbed, tmp_path, scheduler_cleanup
+):
+    bed = make_testbed(n=2)
+    inv = write_inventory(tmp_path / "inv.yaml", bed_boards(bed))
+    bed.rekey(
+        "board0"
+    )  # known_hosts still holds the old key: a man in the middle, as far as we know
+    job = {
+        "name": "rekeyed",
+        "models": ["kws", "svhn"],
+        "targets": [{"boards": ["board0"]}, {"boards": ["board1"]}],
+        "variants": {"threads": [1]},
+        "measure": FAST,
+    }
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    scheduler_cleanup.append(actor)
+    assert wait(ray_session, actor, job_id)["state"] == "failed"
+    rows = {(r["model"], r["board"]): r for r in store.results(job_id)}
+    assert rows[("kws", "board1")]["state"] == "done"
+    assert rows[("svhn", "board1")]["state"] == "done"
+    bad = rows[("kws", "board0")]
+    assert bad["state"] == "failed"
+    events = " ".join(e["detail"] or "" for e in store.events(bad["id"])) + (bad["error"] or "")
+    assert "HostKeyMismatch" in events
+    assert store.board_health()["board0"]["state"] == "quarantined"
+
+
+def test_hostile_inventory_strings_reach_the_board_as_data(
+    ray_session, testbed, tmp_path, scheduler_cleanup
+):
+    pwned = tmp_path / "pwned"
+    hostile = f"{tmp_path}/cache dir; touch {pwned} $(touch {pwned}) `touch {pwned}`"
+    board = {**testbed.board_specs()[0], "name": "hostile", "cache_dir": hostile}
+    inv = write_inventory(tmp_path / "inv.yaml", [board])
+    job = {
+        "name": "inject",
+        "models": ["kws"],
+        "targets": [{"boards": ["hostile"]}],
+        "measure": FAST,
+    }
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    scheduler_cleanup.append(actor)
+    assert wait(ray_session, actor, job_id)["state"] == "done"
+    assert not pwned.exists()
+    assert Path(hostile, "engine").is_dir()  # the odd directory name was used literally
+
+
+def _engine_pids(cache_dir: str) -> list[int]:
+    """The engine's python process (not the shell around it): what the OOM killer picks."""
+    pattern = f"^{sys.executable} {cache_dir}/engine/"
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_engine_killed_like_the_oom_killer_is_recorded_and_the_board_recovers(
+    ray_session, make_testbed, tmp_path, scheduler_cleanup
+):
+    bed = make_testbed(n=1)
+    inv = write_inventory(tmp_path / "inv.yaml", bed_boards(bed))
+    cache = bed.board_specs()[0]["cache_dir"]
+    job = {
+        "name": "oom",
+        "models": [{"zoo": "kws", "name": "big"}, {"zoo": "kws", "name": "after"}],
+        "targets": [{"boards": ["board0"]}],
+        "variants": {"threads": [1]},
+        "measure": {**FAST, "iterations": 200_000},
+    }
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    scheduler_cleanup.append(actor)
+    wait_for(
+        lambda: store.tasks(job_id)[0]["state"] == "running" and _engine_pids(cache),
+        what="the engine running",
+    )
+    time.sleep(1.0)
+    for pid in _engine_pids(cache):
+        os.kill(pid, signal.SIGKILL)
+    # the second task is short: let it finish quickly once the engine is back
+    assert wait(ray_session, actor, job_id)["state"] == "failed"
+    rows = {r["model"]: r for r in store.results(job_id)}
+    assert rows["big"]["state"] == "failed"
+    assert "SIGKILL" in rows["big"]["error"] and "out of memory" in rows["big"]["error"]
+    assert rows["after"]["state"] == "done"  # a fresh engine served the next task
+
+
+def test_declared_memory_gives_does_not_fit_not_a_crash(
+    ray_session, testbed, tmp_path, scheduler_cleanup
+):
+    board = {**testbed.board_specs()[0], "name": "edison"}
+    board["processors"] = [{"name": "cpu", "device": "cpu", "threads": 1, "memory_mb": 64}]
+    inv = write_inventory(tmp_path / "inv.yaml", [board])
+    job = {
+        "name": "fit",
+        "models": ["alexnet", "kws"],
+        "targets": [{"boards": ["edison"]}],
+        "measure": FAST,
+    }
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    scheduler_cleanup.append(actor)
+    assert wait(ray_session, actor, job_id)["state"] == "done"  # does-not-fit is a result
+    rows = {r["model"]: r for r in store.results(job_id)}
+    assert rows["alexnet"]["state"] == "does-not-fit"
+    mem = rows["alexnet"]["result"]["memory"]
+    assert mem["required_mb"] > 230 and mem["available_mb"] == 64
+    assert rows["kws"]["state"] == "done"
+
+
+def test_targets_matching_no_healthy_board_fail_fast(ray_session, tmp_path, scheduler_cleanup):
+    board = {
+        "name": "ghost",
+        "transport": "ssh",
+        "host": "127.0.0.1",
+        "port": 9,  # discard: nothing listens
+        "known_hosts": str(tmp_path / "known_hosts"),
+        "connect_timeout_s": 1,
+        "processors": [{"name": "cpu"}],
+    }
+    inv = write_inventory(tmp_path / "inv.yaml", [board])
+    job = {
+        "name": "ghost",
+        "models": ["kws", "svhn", "deepear"],
+        "targets": [{"boards": ["ghost"]}],
+        "retries": 0,
+        "measure": FAST,
+    }
+    started = time.time()
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job, quarantine_after=1)
+    scheduler_cleanup.append(actor)
+    assert wait(ray_session, actor, job_id, timeout=60)["state"] == "failed"
+    assert time.time() - started < 30
+    errors = [r["error"] for r in store.results(job_id)]
+    assert any("BoardUnreachable" in e for e in errors)
+    assert any("no healthy board" in e for e in errors)
+
+
+def test_task_logs_record_the_story(ray_session, testbed, tmp_path, scheduler_cleanup):
+    inv = write_inventory(tmp_path / "inv.yaml", bed_boards(testbed)[:1])
+    job = {"name": "logs", "models": ["kws"], "targets": [{"boards": ["board0"]}], "measure": FAST}
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    scheduler_cleanup.append(actor)
+    wait(ray_session, actor, job_id)
+    task = store.results(job_id)[0]["id"]
+    lines = " | ".join(x["line"] for x in store.logs(task))
+    assert "station" in lines and "board0" in lines
+    assert [e["state"] for e in store.events(task)] == ["queued", "deploying", "running", "done"]
+    json.dumps(store.markers(task))  # markers kept with the result
