@@ -9,6 +9,7 @@ cause, and nothing already measured is lost.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -111,7 +112,7 @@ def test_sweep_over_ssh_boards_one_measurement_per_board(
             ev = {e["state"]: e["at"] for e in store.events(r["id"])}
             spans.append((ev["running"], ev["done"]))
         spans.sort()
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
 
 
 def test_sshd_killed_mid_task_moves_the_task_and_keeps_results(
@@ -220,7 +221,7 @@ def test_hostile_inventory_strings_reach_the_board_as_data(
         "targets": [{"boards": ["hostile"]}],
         "measure": FAST,
     }
-    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    actor, job_id, _ = submit(ray_session, tmp_path, inv, job)
     scheduler_cleanup.append(actor)
     assert wait(ray_session, actor, job_id)["state"] == "done"
     assert not pwned.exists()
