@@ -21,16 +21,22 @@ Run: ``python benchmarks/farm.py [--quick]``. Prints a table, then one JSON line
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# This file is named farm.py: keep its own folder off the import path, or
+# `import farm` below would import this script instead of the package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
 import argparse
 import json
 import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import psutil
 import ray
@@ -105,38 +111,39 @@ def bench_task_overhead(bed: Testbed, inventory, cache: Path, n: int) -> dict:
     }
 
 
+def _submit_replicated(sched, job_doc: dict, inventory, path: Path, total: int) -> str:
+    """Submit ``total`` tasks: the job's cells, repeated (same model and board, new
+    index) — the shape of a sweep of short tasks over warm boards."""
+    path.write_text(json.dumps(job_doc))
+    job = spec.load_job(path, inventory=inventory, known_models=zoo.names())
+    cells, boards, monitors = plan(job, inventory)
+    tasks = []
+    for i in range(total):
+        cell = cells[i % len(cells)]
+        tasks.append({**cell, "index": i, "key": f"{cell['key']}#{i // len(cells)}"})
+    return ray.get(sched.submit.remote(job.model_dump(mode="json"), tasks, boards, monitors))
+
+
 def bench_sweep(inventory_path: Path, db: Path, cache: Path, tasks: int) -> dict:
+    cache.mkdir(parents=True, exist_ok=True)
     inventory = spec.load_inventory(inventory_path)
-    boards = [b.name for b in inventory.boards]
-    per_board = tasks // len(boards)
-    text = {
+    doc = {
         "version": 1,
         "name": "sweep",
         "models": ["kws"],
-        "targets": [{"boards": boards}],
-        "variants": {"threads": [1], "activation": ["relu"]},
+        "targets": [{"tags": ["testbed"]}],
+        "variants": {"threads": [1]},
         "measure": {"iterations": 1500, "warmup": 5, "layers": False, "memory": False},
     }
-    # one task per (board, repetition): vary nothing but a harmless label through models
-    text["models"] = [{"zoo": "kws", "name": f"kws{i}"} for i in range(per_board)]
-    job_path = cache / "sweep.yaml"
-    job_path.write_text(json.dumps(text))
-    job = spec.load_job(job_path, inventory=inventory, known_models=zoo.names())
-    task_list, board_list, monitors = plan(job, inventory)
+    n_boards = len(inventory.boards)
     sched = SchedulerActor.remote(str(db), placed=False, resume=False, cache_dir=str(cache / "st"))
-    # warm-up job: one task per board starts each warm engine and caches the model
-    warm = dict(text, name="warm", models=[{"zoo": "kws", "name": "kws0"}])
-    warm["measure"] = dict(text["measure"], iterations=10)
-    warm_path = cache / "warm.yaml"
-    warm_path.write_text(json.dumps(warm))
-    wjob = spec.load_job(warm_path, inventory=inventory, known_models=zoo.names())
-    wt, wb, wm = plan(wjob, inventory)
-    wid = ray.get(sched.submit.remote(wjob.model_dump(mode="json"), wt, wb, wm))
-    _wait(sched, wid)
-    started = time.perf_counter()
-    job_id = ray.get(
-        sched.submit.remote(job.model_dump(mode="json"), task_list, board_list, monitors)
+    # warm-up: one task per board deploys, starts each warm engine and caches the model
+    _wait(
+        sched,
+        _submit_replicated(sched, {**doc, "name": "warm"}, inventory, cache / "w.yaml", n_boards),
     )
+    started = time.perf_counter()
+    job_id = _submit_replicated(sched, doc, inventory, cache / "sweep.yaml", tasks)
     _wait(sched, job_id)
     wall = time.perf_counter() - started
     rows = ray.get(sched.store_call.remote("results", job_id))
@@ -146,8 +153,7 @@ def bench_sweep(inventory_path: Path, db: Path, cache: Path, tasks: int) -> dict
             raise RuntimeError(f"sweep task failed: {row['error']}")
         engine_s += _engine_seconds(ray.get(sched.store_call.remote("markers", row["id"])))
     ray.kill(sched)
-    ideal = engine_s / len(boards)
-    return {"tasks": len(rows), "wall_s": wall, "ideal_s": ideal, "boards": len(boards)}
+    return {"tasks": len(rows), "wall_s": wall, "ideal_s": engine_s / n_boards, "boards": n_boards}
 
 
 def _engine_seconds(markers: dict) -> float:
@@ -172,11 +178,19 @@ def bench_deploy(bed: Testbed, inventory, cache: Path) -> dict:
     alexnet = Path(zoo.export("alexnet", cache_dir=cache / "artifacts").path)
     files = [engine, kws]
     pairs = [(connect(b), b) for b in inventory.boards]
-    deploy.deploy_many([(t, b, files) for t, b in pairs]).raise_for_errors()  # first push
+    open_transports = {b.name: t for t, b in pairs}  # connections reused, as a station does
+
+    def reuse(board):
+        return open_transports[board.name]
+
+    boards = [(b, files) for _, b in pairs]
+    deploy.deploy_many(boards, connector=reuse).raise_for_errors()  # first push
     t = time.perf_counter()
-    again = deploy.deploy_many([(t_, b, files) for t_, b in pairs])
+    again = deploy.deploy_many(boards, connector=reuse)
     redeploy_s = time.perf_counter() - t
     again.raise_for_errors()
+    if any(r.pushed for r in again.values()):
+        raise RuntimeError("an unchanged file was pushed again")
 
     transport, board = pairs[0]
     t = time.perf_counter()
@@ -204,12 +218,14 @@ def bench_deploy(bed: Testbed, inventory, cache: Path) -> dict:
 
 
 def bench_scale(db: Path, cache: Path, boards: int, tasks: int) -> dict:
+    cache.mkdir(parents=True, exist_ok=True)
     doc = {
         "version": 1,
         "boards": [
             {
                 "name": f"fake{i:03d}",
                 "transport": "fake",
+                "tags": ["fake"],
                 "processors": [{"name": "cpu", "device": "cpu"}],
             }
             for i in range(boards)
@@ -218,33 +234,27 @@ def bench_scale(db: Path, cache: Path, boards: int, tasks: int) -> dict:
     inv_path = cache / "fake-inventory.yaml"
     inv_path.write_text(json.dumps(doc))
     inventory = spec.load_inventory(inv_path)
-    per_board = max(1, tasks // boards)
     job_doc = {
         "version": 1,
         "name": "scale",
-        "models": [{"zoo": "kws", "name": f"kws{i}"} for i in range(per_board)],
-        "targets": [{"tags": []}],
+        "models": ["kws"],
+        "targets": [{"tags": ["fake"]}],
         "measure": {"iterations": 1, "warmup": 0, "layers": False, "memory": False},
     }
-    job_path = cache / "scale.yaml"
-    job_path.write_text(json.dumps(job_doc))
-    job = spec.load_job(job_path, inventory=inventory, known_models=zoo.names())
-    task_list, board_list, monitors = plan(job, inventory)
     sched = SchedulerActor.remote(str(db), placed=False, resume=False, cache_dir=str(cache / "st"))
     started = time.perf_counter()
-    job_id = ray.get(
-        sched.submit.remote(job.model_dump(mode="json"), task_list, board_list, monitors)
-    )
+    job_id = _submit_replicated(sched, job_doc, inventory, cache / "scale.yaml", tasks)
     state = _wait(sched, job_id, timeout=1800)
     wall = time.perf_counter() - started
     if state["state"] != "done":
         raise RuntimeError(f"scale job ended {state}")
+    n_tasks = sum(state["counts"].values())
     peak = _head_peak_rss_mb()
     ray.kill(sched)
     return {
-        "tasks": len(task_list),
+        "tasks": n_tasks,
         "wall_s": wall,
-        "tasks_per_s": len(task_list) / wall,
+        "tasks_per_s": n_tasks / wall,
         "rss_mb": peak,
     }
 
@@ -361,7 +371,6 @@ def main() -> int:
         )
     finally:
         bed.down()
-    (root / "sweep").mkdir(exist_ok=True)
     with console.status(f"scale: {scale_tasks} tasks on {scale_boards} fake boards"):
         c = bench_scale(root / "scale.db", root / "scale", scale_boards, scale_tasks)
     rows.append(

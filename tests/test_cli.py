@@ -136,3 +136,29 @@ def test_models_list_and_schema():
     schema = json.loads(farm("schema", "job").stdout)
     assert "properties" in schema and "models" in schema["properties"]
     assert farm("schema", "nonsense").returncode == 2
+
+
+def test_a_users_own_model_runs_the_same_way(tmp_path, env):
+    (tmp_path / "mymodels.py").write_text(
+        "from torch import nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))\n"
+    )
+    job = write(
+        tmp_path / "job.yaml",
+        """\
+        version: 1
+        name: mine
+        models:
+          - {name: mine, module: "mymodels:build", input_shape: [1, 16]}
+        targets: [{boards: [local]}]
+        measure: {iterations: 30, warmup: 2, layer_iterations: 3}
+        """,
+    )
+    proc = farm("submit", str(job), "--quiet", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    data = json.loads(farm("results", "latest", "--format", "json", env=env).stdout)
+    result = data["results"][0]["result"]
+    assert [row["type"] for row in result["layers"]] == ["Linear", "ReLU", "Linear"]
+    assert [row["params"] for row in result["layers"]] == [16 * 32 + 32, 0, 32 * 4 + 4]
+    assert result["layer_pass"]["nonlinear_share"] > 0

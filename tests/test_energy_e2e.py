@@ -38,7 +38,7 @@ from farm.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
-RATE_HZ = 50_000.0  # 20 µs samples: an svhn inference (~0.4 ms) spans ~20 of them
+RATE_HZ = 200_000.0  # 5 µs samples: an svhn inference (~0.4 ms) spans ~80, a conv ~20
 HIDDEN_OFFSET_S = 0.0173  # the monitor's clock vs the host's; farm is never told
 HIDDEN_DRIFT_PPM = 40.0
 LAYER_W = [0.9, 0.2, 0.4, 1.1, 0.3, 0.5, 0.7, 0.6, 0.8, 1.0, 0.25]  # extra W per svhn layer
@@ -156,8 +156,7 @@ def truth(energy_job) -> dict[str, Any]:
     model = PowerModel(**SYNTH_OPTIONS)
     t0 = trace.t0_host_ns
     windows = mk.parse(markers)
-    plain = ~np.isin(windows.inference_iter, windows.layer_iter)  # the latency pass only
-    inference = windows.inference[plain]
+    inference = windows.inference  # the latency pass (the engine marks no layer-pass inference)
     gross = expected_energy_j(model, markers, t0, inference)
     span = model.to_trace_s(inference[:, 1], t0) - model.to_trace_s(inference[:, 0], t0)
     layer_gross = expected_energy_j(model, markers, t0, windows.layer)
@@ -193,31 +192,48 @@ def test_energy_per_inference_matches_the_synthetic_truth(energy_job, truth):
     assert energy["average_power_w"] > SYNTH_OPTIONS["idle_w"]
 
 
+def _pulse_span_s(windows: mk.Windows) -> float:
+    """Board seconds from the first sync burst to the last: what the drift is measured over."""
+    return (int(windows.pulses[-1][0, 0]) - int(windows.pulses[0][0, 0])) / 1e9
+
+
 def test_pulses_recover_the_hidden_offset_and_drift(energy_job, truth):
     alignment = energy_job["metered"]["result"]["energy"]["alignment"]
     assert alignment["method"] == "pulse"
     assert alignment["pulses"] == 2 and alignment["pulses_found"] == 2
     sample = 1.0 / RATE_HZ
-    assert 0 < alignment["uncertainty_s"] <= sample
+    uncertainty = alignment["uncertainty_s"]
+    assert 0 < uncertainty <= sample
+    model, t0, windows = truth["model"], truth["trace"].t0_host_ns, truth["windows"]
     # the fit maps board time ref_ns to trace time offset_s; the truth maps it to:
-    t0 = truth["trace"].t0_host_ns
-    true_at_ref = float(truth["model"].to_trace_s(np.array([alignment["ref_ns"]]), t0)[0])
+    true_at_ref = float(model.to_trace_s(np.array([alignment["ref_ns"]]), t0)[0])
     assert abs(alignment["offset_s"] - true_at_ref) < sample
     # ...which is the hidden offset once the host-clock part is taken away
     host_part = (1 + HIDDEN_DRIFT_PPM * 1e-6) * (alignment["ref_ns"] - t0) / 1e9
     assert abs(alignment["offset_s"] - host_part - HIDDEN_OFFSET_S) < sample
-    assert alignment["drift_ppm"] == pytest.approx(HIDDEN_DRIFT_PPM, abs=10)
+    # the whole task lands within a sample, both bursts and both ends
+    a, ref, b = 1 + alignment["drift_ppm"] * 1e-6, alignment["ref_ns"], alignment["offset_s"]
+    points = np.array([windows.task[0], windows.pulses[0][0, 0], windows.pulses[-1][0, 0],
+                       windows.task[1]])  # fmt: skip
+    fitted = a * (points - ref) / 1e9 + b
+    np.testing.assert_array_less(np.abs(fitted - model.to_trace_s(points, t0)), sample)
+    # drift is two such placements apart over the bursts' span: that bounds its error
+    drift_error_ppm = 2 * uncertainty / _pulse_span_s(windows) * 1e6
+    assert abs(alignment["drift_ppm"] - HIDDEN_DRIFT_PPM) <= drift_error_ppm
+    assert alignment["pulse_correlation"] > 0.9
 
 
-def test_quality_checks_are_recorded(energy_job):
-    quality = energy_job["metered"]["result"]["energy"]["quality"]
+def test_quality_checks_are_recorded(energy_job, truth):
+    energy = energy_job["metered"]["result"]["energy"]
+    quality = energy["quality"]
     assert quality["markers_inside_capture"] and quality["markers_monotonic"]
-    assert quality["dropped_samples"] == 0
+    assert quality["dropped_samples"] == 0 and quality["dropped_fraction"] == 0
     assert quality["achieved_rate_basis"] == "pulse"
-    assert quality["rate_error"] == pytest.approx(HIDDEN_DRIFT_PPM * 1e-6, abs=10e-6)
+    # the monitor's rate is judged against the board's clock, through the pulse fit
+    assert quality["rate_error"] == pytest.approx(energy["alignment"]["drift_ppm"] * 1e-6)
     assert quality["idle_mismatch"] < 0.01
-    assert isinstance(quality["warnings"], list)
-    assert quality["ok"] == (not quality["warnings"])
+    assert quality["min_window_s"] * RATE_HZ >= 10  # svhn inferences span enough samples
+    assert quality["warnings"] == [] and quality["ok"]
 
 
 def test_per_layer_energy_lands_in_the_layer_rows(energy_job, truth):
@@ -225,20 +241,23 @@ def test_per_layer_energy_lands_in_the_layer_rows(energy_job, truth):
     layers = store.layers(row["id"])
     report = {r["index"]: r for r in row["result"]["energy"]["layers"]}
     windows = truth["windows"]
-    assert len(layers) == len(LAYER_W)
+    assert [r["idx"] for r in layers] == list(range(len(LAYER_W)))
+    # an edge is placed within a sample: a layer's energy is good to a fraction of the
+    # energy of one sample at the steps around it, which swamps sub-sample layers
+    edge_mj = max(LAYER_W) / RATE_HZ * 1e3
+    resolved = 0
     for layer in layers:
         i = layer["idx"]
         assert layer["energy_mj"] == pytest.approx(report[i]["net_mj"]["mean"])
         sel = windows.layer_index == i
         want = float(truth["layer_net_mj"][sel].mean())
         samples = float(truth["layer_span_s"][sel].mean()) * RATE_HZ
-        # a window of a few samples is resolved to about a fraction of a sample's energy
-        tolerance = 0.02 if samples >= 10 else 0.25
-        assert layer["energy_mj"] == pytest.approx(want, rel=tolerance), (layer["name"], samples)
-    # the layers with more extra power cost more per second of their own time
-    busiest = max(range(len(LAYER_W)), key=lambda i: LAYER_W[i])
-    per_s = {i: report[i]["net_mj"]["mean"] / report[i]["duration_ms"]["mean"] for i in report}
-    assert max(per_s, key=per_s.get) == busiest
+        if samples >= 10:
+            resolved += 1
+            assert layer["energy_mj"] == pytest.approx(want, rel=0.02), (layer["name"], samples)
+        else:
+            assert abs(layer["energy_mj"] - want) < edge_mj / 2, (layer["name"], samples)
+    assert resolved >= 2  # the convolutions, at least
 
 
 def test_the_raw_trace_is_stored_and_round_trips(energy_job, truth):
@@ -277,7 +296,9 @@ def test_battery_estimate_follows_the_paper_formula(energy_job, truth):
         model, inference_j=gross_j, share=BATTERY["share"]
     )
     # and close to what the true power model implies
-    true_model = BatteryModel(BATTERY["capacity_mah"], BATTERY["voltage_v"], SYNTH_OPTIONS["idle_w"])
+    true_model = BatteryModel(
+        BATTERY["capacity_mah"], BATTERY["voltage_v"], SYNTH_OPTIONS["idle_w"]
+    )
     true_hours = battery_life_hours(
         true_model,
         inference_j=truth["gross_mj"] / 1e3,
@@ -371,9 +392,7 @@ def test_energy_demo_runs_with_farm_submit(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "mJ/inf net (95% CI)" in proc.stdout and "pulse ±" in proc.stdout
-    rows = Store(tmp_path / "farm.db").results(
-        Store(tmp_path / "farm.db").jobs(limit=1)[0]["id"]
-    )
+    rows = Store(tmp_path / "farm.db").results(Store(tmp_path / "farm.db").jobs(limit=1)[0]["id"])
     assert {r["model"] for r in rows} == {"kws", "svhn"}
     for r in rows:
         energy = r["result"]["energy"]

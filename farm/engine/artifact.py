@@ -426,4 +426,16 @@ def _load_program(
         for name, sub in module.named_modules()
         if name and next(sub.children(), None) is None
     ]
+    # Unflattened leaves are all InterpreterModules: name each by the class it was
+    # exported from (Linear, ReLU, ...), so per-layer tables and the non-linear share
+    # read the same as for zoo models.
+    types = {
+        path: cls.rsplit(".", 1)[-1]
+        for node in program.graph.nodes
+        for path, cls in (node.meta.get("nn_module_stack") or {}).values()
+        if isinstance(cls, str)
+    }
+    for name, sub in leaves:
+        if name in types:
+            sub.farm_layer_type = types[name]
     return module, leaves or [("program", module)]

@@ -239,7 +239,7 @@ class _Task:
             infos.append(
                 layers.LayerInfo(
                     name=name,
-                    type=type(mod).__name__,
+                    type=getattr(mod, "farm_layer_type", None) or type(mod).__name__,
                     params=sum(p.numel() for p in mod.parameters()),
                     param_bytes=memory.param_bytes(mod),
                     input_bytes=in_b,

@@ -165,6 +165,21 @@ def _none(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
+def _holds_no_layer(inference: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """Which inference windows hold no layer window (i.e. are not of the hooked layer pass).
+
+    Told apart by time, not by iteration number: the engine numbers the layer
+    pass's iterations from 0 again, so equal numbers do not mean the same inference.
+    """
+    if len(inference) == 0 or len(layer) == 0:
+        return np.ones(len(inference), dtype=bool)
+    begins = np.sort(layer[:, 0])
+    inside = np.searchsorted(begins, inference[:, 1], side="right") - np.searchsorted(
+        begins, inference[:, 0], side="left"
+    )
+    return inside == 0
+
+
 def analyze(
     trace: Trace,
     markers: Mapping[str, Any] | mk.Windows,
@@ -181,7 +196,7 @@ def analyze(
     fit = sync if isinstance(sync, ClockFit) else synchronize(trace, windows, sync)
 
     # inferences of the layer pass carry hooks: keep them out of the per-inference figures
-    plain = ~np.isin(windows.inference_iter, windows.layer_iter)
+    plain = _holds_no_layer(windows.inference, windows.layer)
     inf_s = fit.to_trace_s(windows.inference[plain]).reshape(-1, 2)
     lay_s = fit.to_trace_s(windows.layer).reshape(-1, 2)
     duration = trace.duration_s

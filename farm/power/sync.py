@@ -143,7 +143,7 @@ def _uniform(trace: Trace, t0: float, n: int) -> np.ndarray:
 def locate_burst(
     trace: Trace, fit: ClockFit, burst: np.ndarray, search_s: float
 ) -> dict[str, Any] | None:
-    """Find one pulse burst: the lag (s) to add to ``fit`` at the burst's first edge."""
+    """Find one pulse burst: the lag (s) to add to ``fit`` at the burst's middle."""
     dt = 1.0 / trace.rate_hz
     highs = fit.to_trace_s(_highs(burst))
     if len(highs) == 0:
@@ -179,9 +179,13 @@ def locate_burst(
             best, best_score = shift, score
     window = seg[j : j + m] - seg[j : j + m].mean()
     denom = float(np.linalg.norm(window) * np.linalg.norm(base)) or 1.0
+    # The template is laid out with ``fit``'s rate, which may be off by the drift still
+    # to be found (40 ppm stretch a 0.3-s burst by 12 µs). The one best lag then fits
+    # the burst's middle, where that stretch averages out, not its first edge.
+    centre_ns = (int(burst[0, 0]) + int(burst[-1, 0])) // 2
     return {
-        "board_ns": int(burst[0, 0]),
-        "trace_s": first + best,
+        "board_ns": centre_ns,
+        "trace_s": float(fit.to_trace_s(centre_ns)) + best,
         "lag_s": best,
         "correlation": float(np.dot(window, base) / denom),
     }
