@@ -16,13 +16,18 @@ reports its buffers to tracemalloc), so it includes the 72 MB float32 trace. Pri
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# benchmarks/farm.py sits beside this script: keep this folder off the import path,
+# or `import farm` would import that script instead of the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 RATE = 5000.0
 HOUR_S = 3600.0

@@ -19,9 +19,15 @@ one JSON line.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# benchmarks/farm.py sits beside this script: keep this folder off the import path,
+# or `import farm` would import that script instead of the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import gc
 import json
-import sys
 import tempfile
 import time
 

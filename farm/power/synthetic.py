@@ -53,6 +53,31 @@ class PowerModel:
         return (1.0 + self.drift_ppm * 1e-6) * host / 1e9 + self.offset_s
 
 
+def _unmarked_forwards(windows: mk.Windows) -> np.ndarray:
+    """(k, 2) spans of the layer pass's forwards that no inference window covers.
+
+    The engine marks no inference around its hooked layer pass, yet those
+    forwards draw inference power: from each iteration's first layer begin to
+    its last layer end. (``fake_task_markers`` does mark them: nothing to add.)
+    """
+    if len(windows.layer) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    spans = np.array(
+        [
+            [windows.layer[sel, 0].min(), windows.layer[sel, 1].max()]
+            for sel in (windows.layer_iter == i for i in np.unique(windows.layer_iter))
+        ],
+        dtype=np.int64,
+    )
+    if len(windows.inference) == 0:
+        return spans
+    order = np.argsort(windows.inference[:, 0])
+    begins, ends = windows.inference[order, 0], windows.inference[order, 1]
+    k = np.searchsorted(begins, spans[:, 0], side="right") - 1
+    covered = (k >= 0) & (ends[np.clip(k, 0, None)] >= spans[:, 1])
+    return spans[~covered]
+
+
 def _steps(
     model: PowerModel, windows: mk.Windows, t0_host_ns: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +93,7 @@ def _steps(
         deltas.extend([extra_arr, -extra_arr])
 
     add(windows.inference, model.inference_w)
+    add(_unmarked_forwards(windows), model.inference_w)
     if len(model.layer_w) and len(windows.layer):
         table = np.asarray(model.layer_w, dtype=np.float64)
         add(windows.layer, table[np.clip(windows.layer_index, 0, len(table) - 1)])
