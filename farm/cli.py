@@ -105,9 +105,10 @@ def _store_for(address: str | None, db: Path | None):
     address = cluster.address_from_env(address)
     if address is None:
         return _db(db)
+    scheduler = cluster.attach(address)  # before importing Ray: it sets Ray's environment
     from farm.scheduler.actors import RemoteStore
 
-    return RemoteStore(cluster.attach(address))
+    return RemoteStore(scheduler)
 
 
 # -- submit ----------------------------------------------------------------------
@@ -131,24 +132,24 @@ def submit(
     job = spec.load_job(job_file, inventory=inv, known_models=zoo.names())
     tasks, boards, monitors = plan(job, inv)
     address = cluster.address_from_env(address)
-    import ray
-
     if address is None:
         store = _db(db)
         scheduler = cluster.embedded_scheduler(store.path, cache_dir=_cache_dir())
     else:
         store = None
-        scheduler = cluster.attach(address)
+        scheduler = cluster.attach(address)  # before `import ray`: it sets Ray's environment
+    import ray
+
     job_dict = job.model_dump(mode="json")
     try:
         job_id = ray.get(scheduler.submit.remote(job_dict, tasks, boards, monitors, str(job_file)))
     except ray.exceptions.RayTaskError as exc:
-        raise UserError(str(exc.cause) if exc.cause else str(exc)) from exc
+        raise UserError(_one_line(exc.cause if exc.cause else exc)) from exc
     if detach:
         if address is None:
             err.print("[yellow]--detach needs a running head (--address); waiting here instead[/]")
         else:
-            out.print(job_id)
+            sys.stdout.write(job_id + "\n")
             return
     err.print(f"job [bold]{job_id}[/]: {len(tasks)} tasks")
     final = _follow(scheduler, job_id, len(tasks), quiet=quiet)
@@ -157,6 +158,12 @@ def submit(
     counts = final["counts"]
     bad = counts.get("failed", 0) + counts.get("cancelled", 0)
     raise typer.Exit(1 if bad else 0)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error from the head as one line (a remote traceback is for the head's log)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _follow(scheduler: Any, job_id: str, total: int, *, quiet: bool) -> dict[str, Any]:
@@ -289,7 +296,11 @@ def logs(task: str, db: DbOpt = None, address: AddressOpt = None) -> None:
 
 
 @app.command()
-def cancel(job: str, address: AddressOpt = None) -> None:
+def cancel(
+    job: Annotated[str, typer.Argument(help="job id, or 'latest'")],
+    address: AddressOpt = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the job to end; 0: don't")] = 60,
+) -> None:
     """Cancel a job on a running head: queued tasks are dropped, running ones end as cancelled."""
     from farm.scheduler import cluster
 
@@ -297,8 +308,29 @@ def cancel(job: str, address: AddressOpt = None) -> None:
     if address is None:
         raise UserError("cancel needs a running head: --address or RAY_ADDRESS")
     scheduler = cluster.attach(address)
-    scheduler.cancel.remote(job)
-    err.print(f"cancelling {job}")
+    import ray
+
+    from farm.scheduler.actors import RemoteStore
+    from farm.store import JobState
+
+    store = RemoteStore(scheduler)
+    record = store.job(job)
+    if record is None:
+        raise UserError(f"no job {job!r} on the head at {address}")
+    job_id = record["id"]
+    if JobState(record["state"]).is_terminal():
+        err.print(f"{job_id} already ended: {record['state']}")
+        return
+    ray.get(scheduler.cancel.remote(job_id))  # wait for delivery: this process exits next
+    deadline = time.monotonic() + wait
+    state = record["state"]
+    while time.monotonic() < deadline:
+        state = ray.get(scheduler.progress.remote(job_id))["state"]
+        if JobState(state).is_terminal():
+            break
+        time.sleep(0.25)
+    counts = " ".join(f"{k}={v}" for k, v in sorted(store.counts(job_id).items()))
+    err.print(f"{job_id}: {state} ({counts})")
 
 
 # -- specs, models, inventory -----------------------------------------------------
@@ -342,9 +374,9 @@ def inventory_check(inventory: InventoryOpt = None, address: AddressOpt = None) 
         reports = [station.check_board(b) for b in boards]
         station.close()
     else:
+        scheduler = cluster.attach(address)  # before importing Ray: it sets Ray's environment
         import ray
 
-        scheduler = cluster.attach(address)
         reports = ray.get([scheduler.check_board.remote(b) for b in boards])
     table = Table(
         "board", "reachable", "host key", "python", "torch", "disk free GB", "mem avail MB", "engine",
@@ -381,36 +413,50 @@ def head_start(
     from farm.scheduler import cluster
     from farm.store import default_db_path
 
-    info = cluster.start_head(db=(db or default_db_path()).expanduser(), port=port, host=host)
+    info = cluster.start_head(
+        db=(db or default_db_path()).expanduser(), port=port, host=host, cache_dir=_cache_dir()
+    )
     out.print(f"head running at [bold]{info['address']}[/] (store {info['db']})")
+    if info.get("running"):
+        out.print(f"  resumed: {', '.join(info['running'])}")
     out.print(f"  farm submit JOB --address {info['address']}")
 
 
 @head_app.command("stop")
-def head_stop() -> None:
-    """Stop the Ray processes of this node (the store keeps everything)."""
+def head_stop(
+    address: AddressOpt = None,
+    force: Annotated[bool, typer.Option(help="SIGKILL at once (as in a crash)")] = False,
+) -> None:
+    """Stop a head this machine started, and only it (the store keeps everything)."""
     from farm.scheduler import cluster
 
-    cluster.stop_node()
-    out.print("stopped")
+    record, count = cluster.stop_head(cluster.address_from_env(address), force=force)
+    out.print(f"head {record.address} stopped ({count} processes)")
 
 
 @head_app.command("status")
 def head_status(address: AddressOpt = None) -> None:
-    """Is a head reachable, and what is it doing."""
-    import ray
-
+    """Is a head reachable, and what is it doing: store, running jobs, nodes and stations."""
     from farm.scheduler import cluster
 
     address = cluster.address_from_env(address) or "127.0.0.1:6379"
     scheduler = cluster.attach(address)
+    import ray
+
+    from farm.scheduler.actors import RemoteStore
+
     info = ray.get(scheduler.ping.remote())
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    store = RemoteStore(scheduler)
     out.print(f"head {address}: store {info['db']}, {info['jobs_running']} job(s) running")
-    table = Table("node", "stations", header_style="bold")
-    for n in nodes:
+    for job_id in info.get("running", []):
+        counts = " ".join(f"{k}={v}" for k, v in sorted(store.counts(job_id).items()))
+        out.print(f"  {job_id}: {counts}")
+    table = Table("node", "id", "stations", header_style="bold", title="nodes")
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
         stations = sorted(k.split(":", 1)[1] for k in n["Resources"] if k.startswith("station:"))
-        table.add_row(n["NodeManagerAddress"], ", ".join(stations))
+        table.add_row(n["NodeManagerAddress"], n["NodeID"][:12], ", ".join(stations))
     out.print(table)
 
 
@@ -419,11 +465,23 @@ def station_start(
     address: Annotated[str, typer.Option(help="the head's address, host:port")],
     name: Annotated[str, typer.Option(help="station name boards refer to")],
 ) -> None:
-    """Join this node to a head, serving the boards whose `station:` is NAME."""
+    """Join this machine to a head, serving the boards whose `station:` is NAME."""
     from farm.scheduler import cluster
 
     cluster.start_station(address=address, name=name)
     out.print(f"station {name} joined {address}")
+
+
+@station_app.command("stop")
+def station_stop(
+    name: Annotated[str, typer.Option(help="the station to stop")],
+    force: Annotated[bool, typer.Option(help="SIGKILL at once")] = False,
+) -> None:
+    """Take a station this machine started off its head."""
+    from farm.scheduler import cluster
+
+    count = cluster.stop_station(name, force=force)
+    out.print(f"station {name} stopped ({count} processes)")
 
 
 def main() -> None:

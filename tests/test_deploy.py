@@ -99,6 +99,19 @@ def test_corrupted_or_truncated_entry_is_redone(board0, artifact):
         assert remote.read_bytes() == artifact.read_bytes()
 
 
+def test_a_file_whose_bytes_betray_its_hash_name_never_lands(board0, tmp_path):
+    """Content-addressed names are trusted locally; the board's check catches a liar."""
+    from farm.errors import TransportError
+
+    transport, board = board0
+    liar = tmp_path / f"{'ab' * 32}.farm"
+    liar.write_bytes(b"these bytes do not hash to the name")
+    with pytest.raises(TransportError, match="corrupted"):
+        deploy.deploy(transport, board, [liar])
+    assert not Path(deploy.remote_path(transport, board, liar)).exists()
+    assert not [p for p in Path(board.cache_dir).rglob("*") if ".tmp-" in p.name]
+
+
 def test_prune_keeps_what_is_asked_and_removes_leftovers(board0, engine_zip, artifact):
     transport, board = board0
     deploy.deploy(transport, board, [engine_zip, artifact])

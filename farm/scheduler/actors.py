@@ -219,7 +219,8 @@ class SchedulerActor:
         return getattr(self.store, method)(*args)
 
     def ping(self) -> dict[str, Any]:
-        return {"db": str(self.store.path), "jobs_running": len(self.core.jobs)}
+        running = sorted(self.core.jobs)
+        return {"db": str(self.store.path), "jobs_running": len(running), "running": running}
 
 
 _READ_METHODS = frozenset(

@@ -8,30 +8,136 @@
   that owns the store. Clients reach it with ``--address`` or ``RAY_ADDRESS``.
 - **Station**: ``farm station start --address HEAD --name NAME`` joins a node
   that advertises ``station:NAME``.
+
+Every node farm starts is *its own*: a private Ray temp dir, and a marker in
+the environment of every process of the node (``FARM_RAY_NODE=<id>``; Ray's
+daemons and workers inherit it, while their process titles and groups do not
+say which node they belong to). A small JSON record under
+``$FARM_CACHE/{heads,stations}/`` names both, so ``farm head stop`` kills that
+node's processes and nothing else. ``ray stop`` would kill every Ray on the
+machine, other heads and other users' sessions included.
+
+Two Ray habits need care on a single machine:
+
+- Ray rewrites ``127.0.0.1`` to the machine's outward IP (so that other
+  machines could join). A head asked to listen on the loopback would then be
+  unreachable at the address it printed, so for loopback addresses farm sets
+  ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (Ray's own switch for "this cluster is
+  one machine") in the node and in the client, before Ray is imported.
+- Ray clusters authenticate with a token. farm keeps one in
+  ``$FARM_CACHE/auth_token`` (created by the first ``farm head start``) and
+  hands it to nodes and clients via ``RAY_AUTH_TOKEN_PATH``, unless the user set
+  ``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH``/``RAY_AUTH_MODE`` themselves. A
+  station on another machine needs a copy of that file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from farm.errors import UserError
-from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME, SchedulerActor, station_resource
 
 STATION_SLOTS = 1000  # a station's resource amount: far more boards than one node will hold
+MARKER_ENV = "FARM_RAY_NODE"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+START_TIMEOUT_S = 120.0
+STOP_GRACE_S = 10.0
+
+
+# -- where things are -------------------------------------------------------------
+
+
+def state_root() -> Path:
+    """``$FARM_CACHE``, else ``~/.cache/farm``: node records and the cluster token."""
+    return Path(os.environ.get("FARM_CACHE") or "~/.cache/farm").expanduser()
 
 
 def address_from_env(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"not a Ray address: {address!r} (expected HOST:PORT)")
+    return host, int(port)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host if host not in ("localhost",) else "127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- environment shared by nodes and clients ----------------------------------------
+
+
+def _token_file(*, create: bool) -> Path | None:
+    path = state_root() / "auth_token"
+    if not path.exists() and create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path if path.exists() else None
+
+
+def ray_env(host: str, *, create_token: bool = False) -> dict[str, str]:
+    """The variables a node or client for a head on ``host`` needs (see module doc)."""
+    env: dict[str, str] = {}
+    if host in LOOPBACK:
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    user_set = any(os.environ.get(k) for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"))
+    if "RAY_AUTH_MODE" not in os.environ and not user_set:
+        token = _token_file(create=create_token)
+        if token is not None:
+            env["RAY_AUTH_MODE"] = "token"
+            env["RAY_AUTH_TOKEN_PATH"] = str(token)
+    return env
+
+
+def _prepare_client(address: str) -> None:
+    """Set up this process to talk to ``address``. Must run before ``import ray``:
+    Ray reads these variables once, at import."""
+    host, _ = split_address(address)
+    env = ray_env(host)
+    if "ray" in sys.modules and any(os.environ.get(k) != v for k, v in env.items()):
+        raise UserError(
+            "internal: Ray was imported before the client environment was set; "
+            f"export {' '.join(f'{k}={v}' for k, v in env.items())} and retry"
+        )
+    os.environ.update(env)
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# -- clients ----------------------------------------------------------------------------
+
+
 def init_embedded() -> None:
+    import ray
+
+    from farm.scheduler.actors import NAMESPACE
+
     if not ray.is_initialized():
         ray.init(
             namespace=NAMESPACE,
@@ -43,27 +149,138 @@ def init_embedded() -> None:
 
 def embedded_scheduler(db: Path, *, cache_dir: str, **options: Any) -> Any:
     """A private scheduler actor for this process's job (the embedded default)."""
+    from farm.scheduler.actors import SchedulerActor
+
     init_embedded()
     return SchedulerActor.remote(
         str(db), placed=False, resume=False, cache_dir=cache_dir, options=options or None
     )
 
 
+def connect(address: str) -> None:
+    """Join this process to the Ray cluster at ``address`` as a driver (once)."""
+    if "ray" not in sys.modules:
+        _prepare_client(address)
+    import ray
+
+    from farm.scheduler.actors import NAMESPACE
+
+    if ray.is_initialized():
+        return
+    host, port = split_address(address)
+    # ray.init retries an unreachable address for minutes: say so at once instead
+    if not _reachable(host, port):
+        raise UserError(f"cannot reach a Ray head at {address}: nothing listens there")
+    try:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError) as exc:
+        raise UserError(f"cannot reach a Ray head at {address}: {exc}") from exc
+
+
 def attach(address: str) -> Any:
     """The named scheduler of a running head."""
-    if not ray.is_initialized():
-        try:
-            ray.init(
-                address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False
-            )
-        except (ConnectionError, RuntimeError) as exc:
-            raise UserError(f"cannot reach a Ray head at {address}: {exc}") from exc
+    connect(address)
+    import ray
+
+    from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME
+
     try:
         return ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
     except ValueError as exc:
         raise UserError(
             f"no farm scheduler on the Ray cluster at {address}: run `farm head start` there"
         ) from exc
+
+
+# -- node records ---------------------------------------------------------------------
+
+
+@dataclass
+class NodeRecord:
+    """What farm remembers about a Ray node it started on this machine."""
+
+    kind: str  # "head" | "station"
+    key: str  # the head's port, or the station's name
+    address: str  # the head's address (a station's head)
+    temp_dir: str
+    marker: str
+    started: float
+    db: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return record_path(self.kind, self.key)
+
+    def save(self) -> None:
+        """Temp file + ``os.replace``: a reader never sees half a record."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, self.path)
+
+    @classmethod
+    def load(cls, kind: str, key: str) -> NodeRecord | None:
+        path = record_path(kind, key)
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{path}: unreadable node record ({exc}); delete it") from exc
+
+
+def record_path(kind: str, key: str) -> Path:
+    return state_root() / f"{kind}s" / f"{key}.json"
+
+
+def records(kind: str) -> list[NodeRecord]:
+    folder = state_root() / f"{kind}s"
+    found = (NodeRecord.load(kind, p.stem) for p in sorted(folder.glob("*.json")))
+    return [r for r in found if r is not None]
+
+
+# -- node processes ---------------------------------------------------------------------
+
+
+def node_pids(marker: str) -> list[int]:
+    """Live processes (zombies excluded) whose environment carries ``marker``."""
+    needle = f"{MARKER_ENV}={marker}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()  # empty for a zombie
+        except OSError:  # gone meanwhile, or another user's process
+            continue
+        if needle in environ.split(b"\0"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def kill_node(record: NodeRecord, *, force: bool = False) -> int:
+    """Stop every process of the node and wait until they are gone. ``force``:
+    SIGKILL at once (a crash); else SIGTERM, then SIGKILL after a grace period.
+    Returns how many processes there were."""
+    pids = node_pids(record.marker)
+    count = len(pids)
+    _signal_all(pids, signal.SIGKILL if force else signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while pids:
+        time.sleep(0.1)
+        pids = node_pids(record.marker)
+        if pids and time.monotonic() > deadline:
+            _signal_all(pids, signal.SIGKILL)
+            deadline = time.monotonic() + STOP_GRACE_S
+    record.path.unlink(missing_ok=True)
+    shutil.rmtree(record.temp_dir, ignore_errors=True)
+    return count
 
 
 def _ray_cli() -> str:
@@ -73,44 +290,153 @@ def _ray_cli() -> str:
     return exe
 
 
-def start_head(
-    *, db: Path, port: int, host: str = "127.0.0.1", station: str = "head"
-) -> dict[str, Any]:
-    """``ray start --head`` plus the detached scheduler. Listens on ``host`` only."""
-    resources = json.dumps({station_resource(station): STATION_SLOTS})
+def _start_node(kind: str, key: str, address: str, args: list[str], **extra: Any) -> NodeRecord:
+    """``ray start ARGS`` as a node of its own; returns once Ray says it is up."""
+    host, _ = split_address(address)
+    # a short path: Ray's unix sockets live under it (at most 107 bytes)
+    temp_dir = tempfile.mkdtemp(prefix=f"farm-{kind}-")
+    record = NodeRecord(
+        kind=kind,
+        key=key,
+        address=address,
+        temp_dir=temp_dir,
+        marker=secrets.token_hex(8),
+        started=time.time(),
+        **extra,
+    )
+    env = {**os.environ, **ray_env(host, create_token=kind == "head")}
+    env[MARKER_ENV] = record.marker
     cmd = [
-        _ray_cli(), "start", "--head", f"--port={port}", f"--node-ip-address={host}",
-        f"--resources={resources}", "--include-dashboard=false", "--disable-usage-stats",
+        _ray_cli(), "start", *args, f"--temp-dir={temp_dir}", "--disable-usage-stats",
+        f"--dashboard-agent-listen-port={free_port()}",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UserError(f"ray start --head failed: {proc.stderr.strip().splitlines()[-1:]}")
+    if host in LOOPBACK:
+        cmd.append("--node-ip-address=127.0.0.1")
+    log_path = Path(temp_dir) / "ray-start.log"
+    record.save()  # before starting: a failed start is still cleaned up by `stop`
+    with open(log_path, "wb") as log:
+        try:
+            proc = subprocess.run(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=START_TIMEOUT_S
+            )
+            failed = proc.returncode != 0
+        except subprocess.TimeoutExpired:
+            failed = True
+    if failed:
+        lines = log_path.read_text(errors="replace").strip().splitlines()
+        why = next((ln for ln in reversed(lines) if ln.strip()), "no output")
+        kill_node(record, force=True)
+        raise UserError(f"`ray start` for {kind} {key} failed: {why.strip()}")
+    return record
+
+
+# -- head ---------------------------------------------------------------------------------
+
+
+def start_head(
+    *,
+    db: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    station: str = "head",
+    cache_dir: str | Path = "~/.cache/farm/station",
+) -> dict[str, Any]:
+    """``ray start --head`` plus the detached scheduler that owns ``db`` (and resumes
+    its unfinished jobs). Listens on ``host`` only; the head lives on after this returns."""
     address = f"{host}:{port}"
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
+    existing = NodeRecord.load("head", str(port))
+    if existing is not None and node_pids(existing.marker):
+        raise UserError(f"a farm head already runs on port {port}: `farm head stop` it first")
+    if existing is not None:  # a crashed head left its record: clear it
+        kill_node(existing, force=True)
+    if not _port_free(host, port):
+        raise UserError(f"port {port} on {host} is in use")
+    db = Path(db).expanduser().resolve()
+    resources = json.dumps({f"station:{station}": STATION_SLOTS})
+    args = [
+        "--head", f"--port={port}", f"--resources={resources}",
+        "--include-dashboard=false", f"--ray-client-server-port={free_port()}",
+    ]  # fmt: skip
+    record = _start_node("head", str(port), address, args, db=str(db))
+    try:
+        return _create_scheduler(address, db, station, str(Path(cache_dir).expanduser()))
+    except BaseException:
+        kill_node(record, force=True)
+        raise
+
+
+def _create_scheduler(address: str, db: Path, station: str, cache_dir: str) -> dict[str, Any]:
+    connect(address)
+    import ray
+
+    from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME, SchedulerActor
+
     scheduler = SchedulerActor.options(
         name=SCHEDULER_NAME,
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
-        resources={station_resource(station): 0.001},
-    ).remote(str(db), placed=True, resume=True)
-    info = ray.get(scheduler.ping.remote())
+        resources={f"station:{station}": 0.001},
+    ).remote(str(db), placed=True, resume=True, cache_dir=cache_dir)
+    try:
+        info = ray.get(scheduler.ping.remote(), timeout=START_TIMEOUT_S)
+    except ray.exceptions.RayError as exc:
+        raise UserError(f"the farm scheduler did not start on {address}: {exc}") from exc
     return {"address": address, **info}
 
 
-def start_station(*, address: str, name: str) -> None:
-    resources = json.dumps({station_resource(name): STATION_SLOTS})
-    cmd = [
-        _ray_cli(),
-        "start",
-        f"--address={address}",
-        f"--resources={resources}",
-        "--disable-usage-stats",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UserError(f"ray start --address {address} failed: {proc.stderr.strip()[-300:]}")
+def _port_free(host: str, port: int) -> bool:
+    """Nothing listens there (a port held only by closing connections counts as free)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1" if host == "localhost" else host, port))
+        except OSError:
+            return False
+    return True
 
 
-def stop_node() -> None:
-    subprocess.run([_ray_cli(), "stop", "--force"], capture_output=True, text=True, check=False)
+def find_head(address: str | None) -> NodeRecord:
+    """The record of the head this machine runs at ``address`` (or its only head)."""
+    if address is not None:
+        _, port = split_address(address)
+        record = NodeRecord.load("head", str(port))
+        if record is None:
+            raise UserError(f"this machine started no farm head on port {port}")
+        return record
+    heads = records("head")
+    if len(heads) != 1:
+        listed = ", ".join(r.address for r in heads) or "none"
+        raise UserError(f"which head? give --address (heads started here: {listed})")
+    return heads[0]
+
+
+def stop_head(address: str | None, *, force: bool = False) -> tuple[NodeRecord, int]:
+    record = find_head(address)
+    return record, kill_node(record, force=force)
+
+
+# -- stations -----------------------------------------------------------------------------
+
+
+def start_station(*, address: str, name: str) -> NodeRecord:
+    """Join a node advertising ``station:NAME`` to the head at ``address``."""
+    existing = NodeRecord.load("station", name)
+    if existing is not None and node_pids(existing.marker):
+        raise UserError(f"station {name} already runs here: `farm station stop` it first")
+    if existing is not None:
+        kill_node(existing, force=True)
+    host, port = split_address(address)
+    if not _reachable(host, port):
+        raise UserError(f"cannot reach a Ray head at {address}: nothing listens there")
+    resources = json.dumps({f"station:{name}": STATION_SLOTS})
+    return _start_node(
+        "station", name, address, [f"--address={address}", f"--resources={resources}"]
+    )
+
+
+def stop_station(name: str, *, force: bool = False) -> int:
+    record = NodeRecord.load("station", name)
+    if record is None:
+        raise UserError(f"this machine started no station {name!r}")
+    return kill_node(record, force=force)
