@@ -78,7 +78,7 @@ def split_address(address: str) -> tuple[str, int]:
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind((host if host not in ("localhost",) else "127.0.0.1", 0))
+        s.bind(("127.0.0.1" if host == "localhost" else host, 0))
         return s.getsockname()[1]
 
 
@@ -115,7 +115,7 @@ def _prepare_client(address: str) -> None:
     host, _ = split_address(address)
     env = ray_env(host)
     if "ray" in sys.modules and any(os.environ.get(k) != v for k, v in env.items()):
-        raise UserError(
+        raise UserError(  # else ray.init would retry an unreachable address for minutes
             "internal: Ray was imported before the client environment was set; "
             f"export {' '.join(f'{k}={v}' for k, v in env.items())} and retry"
         )
@@ -159,8 +159,7 @@ def embedded_scheduler(db: Path, *, cache_dir: str, **options: Any) -> Any:
 
 def connect(address: str) -> None:
     """Join this process to the Ray cluster at ``address`` as a driver (once)."""
-    if "ray" not in sys.modules:
-        _prepare_client(address)
+    _prepare_client(address)
     import ray
 
     from farm.scheduler.actors import NAMESPACE
@@ -290,6 +289,23 @@ def _ray_cli() -> str:
     return exe
 
 
+_LOOPBACK_WORKER_NODE = """
+# `ray start` for a second node of a one-machine (loopback) cluster. Ray refuses
+# worker nodes when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and without it rewrites
+# 127.0.0.1 to the outward IP the loopback-only head does not listen on. So run
+# Ray's own CLI with the check passed and loopback addresses left as they are.
+import sys
+import ray._private.ray_constants as constants
+import ray._private.services as services
+from ray.scripts.scripts import main
+constants.ENABLE_RAY_CLUSTER = True
+resolve = services.resolve_ip_for_localhost
+services.resolve_ip_for_localhost = lambda h: h if h in ("127.0.0.1", "::1") else resolve(h)
+sys.argv = ["ray", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
 def _start_node(kind: str, key: str, address: str, args: list[str], **extra: Any) -> NodeRecord:
     """``ray start ARGS`` as a node of its own; returns once Ray says it is up."""
     host, _ = split_address(address)
@@ -306,12 +322,16 @@ def _start_node(kind: str, key: str, address: str, args: list[str], **extra: Any
     )
     env = {**os.environ, **ray_env(host, create_token=kind == "head")}
     env[MARKER_ENV] = record.marker
-    cmd = [
-        _ray_cli(), "start", *args, f"--temp-dir={temp_dir}", "--disable-usage-stats",
+    args = [
+        "start", *args, f"--temp-dir={temp_dir}", "--disable-usage-stats",
         f"--dashboard-agent-listen-port={free_port()}",
     ]  # fmt: skip
     if host in LOOPBACK:
-        cmd.append("--node-ip-address=127.0.0.1")
+        args.append("--node-ip-address=127.0.0.1")
+    if host in LOOPBACK and kind != "head":
+        cmd = [sys.executable, "-c", _LOOPBACK_WORKER_NODE, *args]
+    else:
+        cmd = [_ray_cli(), *args]
     log_path = Path(temp_dir) / "ray-start.log"
     record.save()  # before starting: a failed start is still cleaned up by `stop`
     with open(log_path, "wb") as log:
