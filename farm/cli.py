@@ -95,8 +95,10 @@ def _load_inventory(path: Path | None):
 
 
 def _cache_dir() -> str:
-    """Where a station keeps exported artifacts and the engine zip [env FARM_CACHE]."""
-    return str(Path(os.environ.get("FARM_CACHE") or "~/.cache/farm/station").expanduser())
+    """Where a station keeps exported artifacts and the engine zip: ``$FARM_CACHE/station``."""
+    from farm.scheduler.cluster import state_root
+
+    return str(state_root() / "station")
 
 
 def _store_for(address: str | None, db: Path | None):
