@@ -14,16 +14,7 @@ from typing import Any
 
 import numpy as np
 
-KINDS = (
-    "task_begin",
-    "task_end",
-    "inference_begin",
-    "inference_end",
-    "layer_begin",
-    "layer_end",
-    "pulse_high",
-    "pulse_low",
-)
+from farm.engine.markers import KINDS  # the engine owns the marker format (stdlib only)
 
 
 @dataclass(frozen=True)
