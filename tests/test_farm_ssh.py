@@ -326,3 +326,41 @@ def test_task_logs_record_the_story(ray_session, testbed, tmp_path, scheduler_cl
     assert "station" in lines and "board0" in lines
     assert [e["state"] for e in store.events(task)] == ["queued", "deploying", "running", "done"]
     json.dumps(store.markers(task))  # markers kept with the result
+
+
+def test_process_isolation_runs_a_fresh_engine_per_task(ray_session, testbed, tmp_path, scheduler_cleanup):
+    inv = write_inventory(tmp_path / "inv.yaml", bed_boards(testbed)[:1])
+    job = {
+        "name": "isolated",
+        "models": ["kws", "svhn"],
+        "targets": [{"boards": ["board0"]}],
+        "isolation": "process",
+        "measure": {**FAST, "memory": True},
+    }
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    scheduler_cleanup.append(actor)
+    assert wait(ray_session, actor, job_id)["state"] == "done"
+    envs = [r["result"]["env"] for r in store.results(job_id)]
+    assert len({e["pid"] for e in envs}) == 2  # one process per task
+    assert not any(e["model_cached"] for e in envs)
+    assert all(r["result"]["memory"]["peak_rss_mb"] > 0 for r in store.results(job_id))
+
+
+def test_inventory_check_reports_each_board(testbed, tmp_path):
+    ghost = {"name": "ghost", "transport": "ssh", "host": "127.0.0.1", "port": 9,
+             "known_hosts": str(testbed.known_hosts), "connect_timeout_s": 1,
+             "processors": [{"name": "cpu"}]}  # fmt: skip
+    inv = write_inventory(tmp_path / "inv.yaml", [*bed_boards(testbed)[:2], ghost])
+    env = {**os.environ, "FARM_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "farm.cli", "inventory", "check", "-i", str(inv)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1  # the ghost board is unreachable
+    lines = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if "│" in line}
+    import torch
+
+    for name in ("board0", "board1"):
+        assert "yes" in lines[name] and torch.__version__ in lines[name]
+    assert "no" in lines["ghost"]
+    assert "ghost" in proc.stderr and "Traceback" not in proc.stderr
