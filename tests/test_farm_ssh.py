@@ -328,7 +328,9 @@ def test_task_logs_record_the_story(ray_session, testbed, tmp_path, scheduler_cl
     json.dumps(store.markers(task))  # markers kept with the result
 
 
-def test_process_isolation_runs_a_fresh_engine_per_task(ray_session, testbed, tmp_path, scheduler_cleanup):
+def test_process_isolation_runs_a_fresh_engine_per_task(
+    ray_session, testbed, tmp_path, scheduler_cleanup
+):
     inv = write_inventory(tmp_path / "inv.yaml", bed_boards(testbed)[:1])
     job = {
         "name": "isolated",
