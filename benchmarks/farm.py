@@ -9,8 +9,10 @@
    times / 8). Boards are warmed first (engine started, model cached), as in a
    nightly sweep. Target ≤ 1.15×.
 3. **Deploy** — redeploying the unchanged engine + artifacts to 8 boards
-   (target ≤ 0.5 s), and the first push of the AlexNet artifact against OpenSSH
-   ``scp`` of the same file (target ≥ 0.5× its throughput).
+   (target ≤ 0.5 s; deploy's quick check: files it hashed on the board before are
+   re-checked by SFTP size and mtime; the full re-hash, one ``sha256sum`` per
+   board, is printed beside it), and the first push of the AlexNet artifact
+   against OpenSSH ``scp`` of the same file (target ≥ 0.5× its throughput).
 4. **Scheduler at scale** — 256 boards on the in-process fake transport, 20,000
    zero-length tasks through the real scheduler and station actors: tasks/s
    (target ≥ 200/s) and the head's peak RSS (scheduler + station actors and
@@ -191,6 +193,10 @@ def bench_deploy(bed: Testbed, inventory, cache: Path) -> dict:
     again.raise_for_errors()
     if any(r.pushed for r in again.values()):
         raise RuntimeError("an unchanged file was pushed again")
+    deploy.forget_verified()  # as a new process would: every file hashed on its board
+    t = time.perf_counter()
+    deploy.deploy_many(boards, connector=reuse).raise_for_errors()
+    cold_s = time.perf_counter() - t
 
     transport, board = pairs[0]
     t = time.perf_counter()
@@ -211,6 +217,7 @@ def bench_deploy(bed: Testbed, inventory, cache: Path) -> dict:
         tr.close()
     return {
         "redeploy_s": redeploy_s,
+        "redeploy_cold_s": cold_s,
         "push_mb_s": size / push_s / 2**20,
         "scp_mb_s": size / scp_s / 2**20,
         "size_mb": size / 2**20,
@@ -315,9 +322,9 @@ def main() -> int:
             d = bench_deploy(bed, inventory, root / "deploy")
         rows.append(
             (
-                "redeploy unchanged to 8 boards",
+                "redeploy unchanged to 8 boards (quick check)",
                 f"{d['redeploy_s']:.3f} s",
-                "-",
+                f"every file re-hashed on its board {d['redeploy_cold_s']:.3f} s",
                 f"{d['redeploy_s']:.3f} s",
                 "<= 0.5",
             )
@@ -331,6 +338,13 @@ def main() -> int:
                 f"{share:.2f}x",
                 ">= 0.5",
             )
+        )
+        figures.append(
+            {
+                "name": "redeploy_unchanged_8_boards_full_hash",
+                "value": round(d["redeploy_cold_s"], 3),
+                "unit": "s",
+            }
         )
         figures.append(
             {

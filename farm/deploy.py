@@ -164,6 +164,15 @@ def is_present(transport: Transport, board: Any, files: Iterable[Path]) -> bool:
 # -- deploy --------------------------------------------------------------------------------
 
 
+# Files this process has seen the board hash correctly, with their (size, mtime) then:
+# the quick check. Unchanged since, they are not hashed again (rsync's rule); any write
+# — a truncation, a half-finished copy, garbage — changes size or mtime and sends the
+# file back through the full check. The engine checks an artifact's hash once more
+# when it loads it.
+_verified: dict[tuple[str, str, str], tuple[int, int]] = {}
+_verified_lock = threading.Lock()
+
+
 def deploy(transport: Transport, board: Any, files: Iterable[Path]) -> DeployReport:
     """Make the board's cache hold ``files``; push only what is missing or wrong."""
     started = time.monotonic()
@@ -171,11 +180,17 @@ def deploy(transport: Transport, board: Any, files: Iterable[Path]) -> DeployRep
     wanted: dict[str, tuple[Path, str]] = {}
     for f in files:
         wanted[remote_path(transport, board, f)] = (Path(f), sha256_file(f))
-    found = _remote_hashes(transport, list(wanted))
+    unsure = [
+        r for r, (_, digest) in wanted.items() if not _still_verified(transport, board, r, digest)
+    ]
+    found = _remote_hashes(transport, unsure) if unsure else {}
     todo = []
     for remote, (local, digest) in wanted.items():
-        if found.get(remote) == digest:
+        if remote not in unsure:
             report.skipped.append(remote)
+        elif found.get(remote) == digest:
+            report.skipped.append(remote)
+            _remember(transport, board, remote, digest)
         else:
             if remote in found:
                 report.redone.append(remote)
@@ -185,10 +200,30 @@ def deploy(transport: Transport, board: Any, files: Iterable[Path]) -> DeployRep
         transport.run(["mkdir", "-p", "--", *dirs], timeout=COMMAND_TIMEOUT_S)
         for local, remote, digest in todo:
             _push(transport, local, remote, digest)
+            _remember(transport, board, remote, digest)
             report.pushed.append(remote)
             report.bytes_pushed += local.stat().st_size
     report.seconds = time.monotonic() - started
     return report
+
+
+def forget_verified() -> None:
+    """Drop the quick-check memory: the next deploy hashes every file on the board again."""
+    with _verified_lock:
+        _verified.clear()
+
+
+def _still_verified(transport: Transport, board: Any, remote: str, digest: str) -> bool:
+    with _verified_lock:
+        seen = _verified.get((board.name, remote, digest))
+    return seen is not None and transport.stat(remote) == seen
+
+
+def _remember(transport: Transport, board: Any, remote: str, digest: str) -> None:
+    st = transport.stat(remote)
+    if st is not None:
+        with _verified_lock:
+            _verified[(board.name, remote, digest)] = st
 
 
 def _push(transport: Transport, local: Path, remote: str, digest: str, attempts: int = 2) -> None:
@@ -332,7 +367,8 @@ def deploy_many(
 
 
 def _deploy_one(connector, board, files) -> DeployReport | BaseException:
-    """One board's deploy, its error returned rather than raised."""
+    """One board's deploy, its error returned rather than raised. A connection this
+    call opened is closed after it; one the caller's ``connector`` lent stays open."""
     try:
         transport = connector(board)
     except Exception as e:  # a per-board outcome: the fan-out must go on
@@ -342,4 +378,5 @@ def _deploy_one(connector, board, files) -> DeployReport | BaseException:
     except Exception as e:
         return e
     finally:
-        transport.close()
+        if connector is connect:
+            transport.close()

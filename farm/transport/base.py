@@ -107,6 +107,19 @@ class Transport(abc.ABC):
     def open_process(self, argv: Sequence[str]) -> Channel:
         """Start ``argv`` on the board with pipes for stdin, stdout and stderr."""
 
+    def stat(self, remote: str) -> tuple[int, int] | None:
+        """``(size, mtime in whole seconds)`` of a board file, or None if it is absent.
+
+        The default runs ``stat`` on the board; transports with a cheaper way
+        (SFTP, the local file system) override it."""
+        result = self.run(
+            ["stat", "-c", "%s %Y", "--", self.expand(remote)], timeout=30, check=False
+        )
+        if result.exit_code != 0:
+            return None
+        size, mtime = result.stdout.split()
+        return int(size), int(mtime)
+
     @abc.abstractmethod
     def home(self) -> str:
         """The login user's home directory on the board (where ``~`` points)."""

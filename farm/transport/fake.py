@@ -40,6 +40,7 @@ HOME = "/home/farm"
 class FakeFile:
     sha256: str
     size: int
+    mtime: int = field(default_factory=lambda: int(time.time()))
 
 
 @dataclass
@@ -206,6 +207,12 @@ class FakeTransport(Transport):
         entry = _hash_file(Path(local))
         with self.state.lock:
             self.state.files[target] = entry
+
+    def stat(self, remote: str) -> tuple[int, int] | None:
+        self.open()
+        with self.state.lock:
+            entry = self.state.files.get(self.expand(remote))
+        return None if entry is None else (entry.size, entry.mtime)
 
     def open_process(self, argv: Sequence[str]) -> Channel:
         self.open()

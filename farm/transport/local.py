@@ -65,6 +65,13 @@ class LocalTransport(Transport):
             result = CommandResult(f"put {local} {target}", 1, "", str(e))
             raise CommandFailed(self.name, result) from e
 
+    def stat(self, remote: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.expand(remote))
+        except OSError:
+            return None
+        return st.st_size, int(st.st_mtime)
+
     def open_process(self, argv: Sequence[str]) -> Channel:
         try:
             proc = subprocess.Popen(

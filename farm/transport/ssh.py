@@ -111,6 +111,7 @@ class SSHTransport(Transport):
     def __init__(self, board):
         super().__init__(board)
         self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None  # kept open: each new one forks on the board
         self._lock = threading.Lock()
         self._home: str | None = None
         self.connect_timeout = float(getattr(board, "connect_timeout_s", None) or 10)
@@ -199,9 +200,41 @@ class SSHTransport(Transport):
 
     def close(self) -> None:
         with self._lock:
+            self._sftp = None
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        """One SFTP session per connection, reused: opening one starts a process on the board."""
+        t = self._transport()
+        with self._lock:
+            sftp = self._sftp
+            if (
+                sftp is not None
+                and sftp.get_channel().get_transport() is t
+                and not sftp.get_channel().closed
+            ):  # type: ignore[union-attr]
+                return sftp
+            try:
+                sftp = paramiko.SFTPClient.from_transport(t, window_size=_SFTP_WINDOW)
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                raise _translate(self.name, e, "open SFTP") from e
+            if sftp is None:
+                raise BoardUnreachable(self.name, "SFTP subsystem unavailable")
+            sftp.get_channel().settimeout(max(self.connect_timeout, 30.0))  # type: ignore[union-attr]
+            self._sftp = sftp
+            return sftp
+
+    def stat(self, remote: str) -> tuple[int, int] | None:
+        sftp = self._sftp_client()
+        try:
+            st = sftp.stat(self.expand(remote))
+        except FileNotFoundError:
+            return None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise _translate(self.name, e, f"stat {remote}") from e
+        return int(st.st_size or 0), int(st.st_mtime or 0)
 
     def _session(self) -> paramiko.Channel:
         t = self._transport()
