@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -139,6 +140,11 @@ def init_embedded() -> None:
     from farm.scheduler.actors import NAMESPACE
 
     if not ray.is_initialized():
+        # A private, in-process Ray: its notice that token auth is on (it is, and
+        # stays so) says nothing to a person running `farm submit`.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
         ray.init(
             namespace=NAMESPACE,
             include_dashboard=False,
