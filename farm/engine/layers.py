@@ -186,7 +186,10 @@ def per_iteration_ns(lp: LayerPass, n_layers: int) -> tuple[list[list[int]], lis
     """Per iteration and layer: (wall share, own forward) in ns, hooks included.
 
     The wall share of a layer runs from the previous layer's end (or the start
-    of the forward) to its own end. A layer called twice adds up.
+    of the forward) to its own end; the time after the last layer's end until
+    the forward returns (the graph handing back its output) goes to that last
+    layer. So every nanosecond of the forward belongs to exactly one layer, and
+    the shares describe the whole model. A layer called twice adds up.
     """
     spans, computes = [], []
     bounds = [*lp.starts, len(lp.times)]
@@ -194,15 +197,18 @@ def per_iteration_ns(lp: LayerPass, n_layers: int) -> tuple[list[list[int]], lis
         span, compute = [0] * n_layers, [0] * n_layers
         open_at: dict[int, int] = {}
         last_end = lp.begin_ns[it]
+        last_layer = None
         for k in range(bounds[it], bounds[it + 1]):
             layer, is_end = divmod(lp.codes[k], 2)
             t = lp.times[k]
             if is_end:
                 compute[layer] += t - open_at.pop(layer)
                 span[layer] += t - last_end
-                last_end = t
+                last_end, last_layer = t, layer
             else:
                 open_at[layer] = t
+        if last_layer is not None:
+            span[last_layer] += max(0, lp.begin_ns[it] + lp.whole_ns[it] - last_end)
         spans.append(span)
         computes.append(compute)
     return spans, computes
