@@ -17,9 +17,6 @@ through `farm submit` in a subprocess.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from farmcli import run_farm as farm
 
 from farm import spec, zoo
 from farm.power import BatteryModel, Trace, battery_life_hours, inferences_on_share
@@ -327,19 +325,6 @@ def test_absent_monitor_fails_its_task_with_a_clear_error(energy_job):
 
 
 # -- 2. `farm results` shows it ---------------------------------------------------------
-
-
-def farm(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
-    full = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    full.update({"COLUMNS": "200", **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "farm.cli", *args],
-        cwd=ROOT,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_results_table_json_and_csv_carry_energy(energy_job):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?)$"
@@ -24,6 +24,16 @@ PATTERN_WORDS = {
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=64)]
 """Board, processor, monitor and model names. They appear in task keys
 (``kws/local/cpu/...``) and file names, so no ``/``, ``,``, ``=`` or spaces."""
+
+
+def _supported_version(value: int) -> int:
+    if value != 1:
+        raise ValueError(f"unsupported version {value}: this farm reads version 1")
+    return value
+
+
+Version = Annotated[int, AfterValidator(_supported_version)]
+"""The ``version:`` of an inventory or job file: 1 is the only one there is."""
 
 
 class SpecModel(BaseModel):

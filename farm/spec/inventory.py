@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt, StringConstraints, field_validator, model_validator
 
-from farm.spec.base import DEVICE_PATTERN, Name, Problem, SpecModel, duplicates
+from farm.spec.base import DEVICE_PATTERN, Name, Problem, SpecModel, Version, duplicates
 
 Device = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
 """A torch device string the engine accepts."""
@@ -103,16 +103,9 @@ class Board(SpecModel):
 class Inventory(SpecModel):
     """Every board and monitor farm knows about."""
 
-    version: int
+    version: Version
     monitors: list[Monitor] = Field(default_factory=list)
     boards: list[Board] = Field(min_length=1)
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError(f"unsupported version {value}: this farm reads version 1")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Inventory:

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from farm.spec.base import Name, Problem, SpecModel, duplicates
+from farm.spec.base import Name, Problem, SpecModel, Version, duplicates
 from farm.spec.inventory import Board, Inventory
 
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
@@ -147,7 +147,7 @@ class Target(SpecModel):
 class Job(SpecModel):
     """A measurement job: the model × target × variant matrix and how to run it."""
 
-    version: int
+    version: Version
     name: Name
     priority: int = 0
     isolation: Literal["warm", "process"] = "warm"
@@ -157,13 +157,6 @@ class Job(SpecModel):
     targets: list[Target] = Field(min_length=1)
     variants: Variants = Field(default_factory=Variants)
     measure: Measure = Field(default_factory=Measure)
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError(f"unsupported version {value}: this farm reads version 1")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Job:
