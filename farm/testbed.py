@@ -244,6 +244,11 @@ class Testbed:
             "MaxSessions 64",
             "MaxStartups 64:30:128",
             "LogLevel ERROR",
+            # Each board is its own user directory: sessions get HOME there, so the
+            # login user's shell start-up files (here root's .bashrc, which runs
+            # `pyenv init` and its rehash lock) never run on a board. A session a
+            # fault test kills mid-start-up must not leave locks behind for the rest.
+            f"SetEnv HOME={board.dir}",
             f"Subsystem sftp {SFTP_SERVER}",
         ]
         if board.memory_mb:

@@ -132,7 +132,7 @@ def test_local_channel_lines_timeout_and_kill():
 # -- ssh: commands --------------------------------------------------------------------------
 
 
-def test_ssh_run_round_trip_reuses_one_connection(ssh):
+def test_ssh_run_round_trip_reuses_one_connection(ssh, testbed):
     result = ssh.run(
         ["sh", "-c", 'echo "out $1"; echo err >&2; exit 3', "sh", "a b"], timeout=10, check=False
     )
@@ -143,7 +143,7 @@ def test_ssh_run_round_trip_reuses_one_connection(ssh):
     first = ssh._client.get_transport()
     assert ssh.run(["cat"], timeout=10, stdin=b"x" * 3_000_000).stdout == "x" * 3_000_000
     assert ssh._client.get_transport() is first
-    assert ssh.home() == os.path.expanduser("~")
+    assert ssh.home() == str(testbed.board("board0").dir)  # each board its own home
 
 
 def test_ssh_signal_death_is_reported_as_128_plus_signal(ssh):
