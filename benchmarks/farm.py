@@ -101,11 +101,7 @@ def bench_task_overhead(bed: Testbed, inventory, cache: Path, n: int) -> dict:
         t = time.perf_counter()
         outcome = station.run_task(payload)
         wall = time.perf_counter() - t
-        m = outcome["result"]["markers"]
-        kinds = m["kinds"]
-        t_ns = dict(zip((kinds[k] for k in m["kind"]), m["t_ns"], strict=False))
-        engine_s = (t_ns["task_end"] - t_ns["task_begin"]) / 1e9
-        overhead_s.append(wall - engine_s)
+        overhead_s.append(wall - _engine_seconds(outcome["result"]["markers"]))
     station.close()
     return {
         "ssh_true_ms": statistics.median(ssh_s) * 1e3,

@@ -171,9 +171,8 @@ def _one_line(exc: BaseException) -> str:
 def _follow(scheduler: Any, job_id: str, total: int, *, quiet: bool) -> dict[str, Any]:
     import ray
 
-    from farm.store import JobState
+    from farm.store import JobState, TaskState
 
-    terminal = ("done", "failed", "does-not-fit", "cancelled")
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -188,7 +187,7 @@ def _follow(scheduler: Any, job_id: str, total: int, *, quiet: bool) -> dict[str
         while True:
             p = ray.get(scheduler.progress.remote(job_id))
             counts = p["counts"]
-            finished = sum(counts.get(s, 0) for s in terminal)
+            finished = sum(n for s, n in counts.items() if TaskState(s).is_terminal())
             detail = " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k not in ("done",))
             progress.update(bar, completed=finished, detail=detail)
             if JobState(p["state"]).is_terminal():

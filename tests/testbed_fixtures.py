@@ -8,14 +8,13 @@ board for good (new host key, SIGSTOP) builds its own with ``make_testbed``.
 from __future__ import annotations
 
 import shutil
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from farm.spec import load_inventory
 from farm.testbed import SSHD, BoardClass, Testbed
 
 
@@ -55,11 +54,5 @@ def make_testbed(tmp_path) -> Iterator[Any]:
 
 def board_spec(bed: Testbed, name: str, **changes: Any) -> Any:
     """The test bed's board ``name`` from its inventory, with ``changes`` applied."""
-    try:
-        from farm.spec import load_inventory
-    except ImportError:  # the spec room is not there yet: attribute access is all we need
-        doc = yaml.safe_load(bed.inventory_path.read_text())
-        entry = next(b for b in doc["boards"] if b["name"] == name)
-        return types.SimpleNamespace(**{**entry, **changes})
     board = next(b for b in load_inventory(bed.inventory_path).boards if b.name == name)
     return board.model_copy(update=changes) if changes else board

@@ -280,8 +280,7 @@ class Station:
         return [link.board.python, deploy.remote_path(link.transport, link.board, engine), mode]
 
     def _run_warm(self, link: _Link, transport, engine: Path, request, timeout: float):
-        reply = self._call(link, transport, engine, {"op": "run", "request": request}, timeout)
-        return reply
+        return self._call(link, transport, engine, {"op": "run", "request": request}, timeout)
 
     def _clock_exchange(self, link: _Link, transport, engine: Path) -> tuple[int, int, int]:
         """One request/response clock exchange: (host send ns, board ns, host receive ns)."""
