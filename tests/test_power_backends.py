@@ -123,14 +123,17 @@ def test_rapl_monitor_reads_top_level_zones_with_wraparound(tmp_path):
     fake = FakeRapl(tmp_path, {"package-0": 15.0, "psys": 5.0}, max_uj=3_000_000)
     monitor = open_monitor("rapl", {"root": str(tmp_path), "poll_hz": 200})
     assert monitor.rails == ("package-0", "psys")  # sub-zones are not double counted
+    before = sum(fake.energy.values())
+    monitor.start()  # first read: the counters before any energy flows
     fake.run(0.002)
-    monitor.start()
     time.sleep(0.6)  # 20 W x 0.6 s = 12 J: the 3 J counters wrap several times
-    trace = monitor.stop()
     fake.halt()
+    trace = monitor.stop()  # last read: every joule the fake delivered
+    delivered_j = (sum(fake.energy.values()) - before) / 1e6
     energy = float(
         np.sum(trace.power_w.astype(np.float64) * np.diff(np.r_[trace.times_s, trace.duration_s]))
     )
+    assert energy == pytest.approx(delivered_j, abs=2e-6 * len(trace.power_w))  # µJ rounding
     assert energy / trace.duration_s == pytest.approx(20.0, rel=0.1)
     assert trace.rails == ("package-0", "psys")
 

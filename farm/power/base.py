@@ -86,7 +86,14 @@ class Trace:
         return float(self.times(len(self) - 1)[0]) + self._last_dt()
 
     def _last_dt(self) -> float:
+        """How long the last sample holds. A polled trace knows where its capture ended
+        (``host_stop_ns``: a counter's last sample runs up to the final read); otherwise
+        the last interval repeats the one before, or one nominal period."""
         if self.times_s is not None and len(self) > 1:
+            if self.host_stop_ns is not None:
+                end = (self.host_stop_ns - self.t0_host_ns) / 1e9
+                if end > self.times_s[-1]:
+                    return float(end - self.times_s[-1])
             return float(self.times_s[-1] - self.times_s[-2])
         return 1.0 / self.rate_hz
 

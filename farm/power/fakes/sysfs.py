@@ -50,21 +50,25 @@ class FakeRapl:
 
     def run(self, period_s: float = 0.001) -> None:
         """Advance with wall time on a thread until ``halt``."""
+        self._last = time.monotonic()
 
         def loop() -> None:
-            last = time.monotonic()
             while not self._halt.wait(period_s):
                 now = time.monotonic()
-                self.advance(now - last)
-                last = now
+                self.advance(now - self._last)
+                self._last = now
 
         self._ticker = threading.Thread(target=loop, daemon=True)
         self._ticker.start()
 
     def halt(self) -> None:
+        """Stop the ticker, then bring the counters up to this moment: a late-waking
+        ticker must not leave energy undelivered."""
         self._halt.set()
         if self._ticker:
             self._ticker.join()
+            self.advance(time.monotonic() - self._last)
+            self._ticker = None
 
 
 def fake_ina3221(root: Path, rails: dict[str, tuple[float, float]], legacy: bool = False) -> Path:
