@@ -237,14 +237,33 @@ def status(
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j["created"])),
         )
     out.print(table)
+    from farm import nightly
+
     health = store.board_health()
-    if health:
+    drift = nightly.degraded(store)
+    if health or drift:
         boards = Table(
-            "board", "state", "failures", "last error", header_style="bold", title="boards"
-        )
-        for name, row in sorted(health.items()):
-            boards.add_row(name, row["state"], str(row["failures"]), row["last_error"] or "")
+            "board", "state", "failures", "last error", "performance", header_style="bold",
+            title="boards",
+        )  # fmt: skip
+        for name in sorted(health.keys() | drift.keys()):
+            row = health.get(name) or {"state": "-", "failures": 0, "last_error": None}
+            boards.add_row(
+                name,
+                row["state"],
+                str(row["failures"]),
+                row["last_error"] or "",
+                _drift(drift.get(name)),
+            )
         out.print(boards)
+
+
+def _drift(d: Any) -> str:
+    """A board's standing among its same-tag peers, for `farm status`."""
+    if d is None:
+        return "-"
+    text = f"{100 * (d.ratio - 1):+.1f}% vs peers ({d.score:+.1f} MAD, {d.cells} cells)"
+    return f"[bold red]degraded[/] {text}" if d.degraded else text
 
 
 @app.command()
@@ -258,8 +277,7 @@ def results(
     """A job's results."""
     from farm.report.tables import layers_table, results_table, to_csv, to_json
 
-    if fmt not in ("table", "json", "csv"):
-        raise UserError(f"--format: expected table, json or csv, got {fmt!r}")
+    _check_format(fmt)
     store = _store_for(address, db)
     record = store.job(job)
     if record is None:
@@ -275,6 +293,78 @@ def results(
             for row in rows:
                 if row["state"] == "done":
                     out.print(layers_table(store.layers(row["id"]), title=row["key"]))
+
+
+@app.command()
+def compare(
+    jobs: Annotated[
+        list[str] | None,
+        typer.Argument(help="A B (job ids or 'latest'); or B alone", show_default=False),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="A when only B is given: previous | last-nightly | JOB [default: previous]"
+        ),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(help="smallest change that matters (0.05 = 5%)")
+    ] = 0.05,
+    alpha: Annotated[float, typer.Option(help="significance level after correction")] = 0.05,
+    correction: Annotated[str, typer.Option(help="holm | bh (Benjamini–Hochberg)")] = "holm",
+    fmt: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    db: DbOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Compare two jobs cell by cell; exit 1 when any cell regressed."""
+    from farm import nightly
+    from farm.nightly import render
+
+    _check_format(fmt)
+    result = nightly.compare_jobs(
+        _store_for(address, db),
+        jobs or [],
+        baseline=baseline,
+        threshold=threshold,
+        alpha=alpha,
+        correction=correction,
+    )
+    _emit(
+        fmt, render.comparison_table(result), render.comparison_json, render.comparison_csv, result
+    )
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def trend(
+    name: Annotated[str, typer.Option(help="the jobs' name")] = "nightly",
+    last: Annotated[int, typer.Option(help="how many of the latest nights")] = 30,
+    fmt: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    db: DbOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Each cell's nightly medians and the change points found in them."""
+    from farm import nightly
+    from farm.nightly import render
+
+    _check_format(fmt)
+    series = nightly.trend_jobs(_store_for(address, db), name=name, last=last)
+    title = f"{name}: last {last} nights"
+    _emit(fmt, render.trend_table(series, title), render.trend_json, render.trend_csv, series)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "json", "csv"):
+        raise UserError(f"--format: expected table, json or csv, got {fmt!r}")
+
+
+def _emit(fmt: str, table: Table, to_json: Any, to_csv: Any, value: Any) -> None:
+    if fmt == "json":
+        sys.stdout.write(to_json(value) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(to_csv(value))
+    else:
+        out.print(table)
 
 
 @app.command()

@@ -207,6 +207,7 @@ class Station:
             )
         for line in result.pop("log", []) or []:
             tlog(f"engine: {line}")
+        result["artifact"] = {"sha256": artifact.sha256, "size_bytes": artifact.size_bytes}
         return result, trace
 
     def _link(self, board: Board) -> _Link:
