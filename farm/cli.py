@@ -311,7 +311,7 @@ def compare(
         float, typer.Option(help="smallest change that matters (0.05 = 5%)")
     ] = 0.05,
     alpha: Annotated[float, typer.Option(help="significance level after correction")] = 0.05,
-    correction: Annotated[str, typer.Option(help="holm | bh (Benjamini–Hochberg)")] = "holm",
+    correction: Annotated[str, typer.Option(help="bh (Benjamini–Hochberg) | holm")] = "bh",
     fmt: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
     db: DbOpt = None,
     address: AddressOpt = None,

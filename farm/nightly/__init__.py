@@ -14,7 +14,7 @@ from typing import Any
 
 from farm.errors import UserError
 from farm.nightly import source
-from farm.nightly.compare import ALPHA, THRESHOLD, CellComparison, Comparison, Verdict
+from farm.nightly.compare import ALPHA, CORRECTION, THRESHOLD, CellComparison, Comparison, Verdict
 from farm.nightly.compare import compare as compare_cells
 from farm.nightly.drift import BoardDrift, BoardMedian, K, board_drift
 from farm.nightly.source import NIGHTLY, Cell, Measured
@@ -37,7 +37,7 @@ def compare_jobs(
     baseline: str | None = None,
     threshold: float = THRESHOLD,
     alpha: float = ALPHA,
-    correction: str = "holm",
+    correction: str = CORRECTION,
 ) -> Comparison:
     """``farm compare``: ``jobs`` is ``[A, B]``, ``[B]`` or ``[]`` (B = latest); with fewer
     than two, A is ``baseline``: ``previous`` (the job of B's name before it, the

@@ -4,7 +4,11 @@ For each cell measured in both jobs (matched by model, board, processor and
 variant), latency and energy per inference are compared on their
 per-inference samples: a Mann–Whitney U test, and the Hodges–Lehmann shift
 with its confidence interval (``stats``). The p-values of every test made
-(latency and energy, every cell) are adjusted together (Holm by default).
+(latency and energy, every cell) are adjusted together: Benjamini–Hochberg by
+default, which bounds the expected share of false regressions among those
+flagged (when nothing changed, the chance of any flag at all), and keeps the
+power to see real ones among hundreds of cells that Holm's family-wise bound
+gives away; ``holm`` is there for those who want that bound.
 
 A verdict needs two things. *Significance*: the adjusted p-value is below
 ``alpha``. *Practical size*: the confidence interval reaches the
@@ -34,6 +38,7 @@ from farm.nightly.source import Cell, Measured
 
 THRESHOLD = 0.05
 ALPHA = 0.05
+CORRECTION = "bh"  # Benjamini–Hochberg: see the module docstring
 
 
 class Verdict(str, Enum):
@@ -110,7 +115,7 @@ def compare(
     candidate: str = "B",
     threshold: float = THRESHOLD,
     alpha: float = ALPHA,
-    correction: str = "holm",
+    correction: str = CORRECTION,
     confidence: float = 0.95,
 ) -> Comparison:
     """Compare the measured cells of job A (baseline) with job B (candidate)."""
@@ -140,34 +145,23 @@ def compare(
             continue
         pairs.append((out, ma, mb))
 
-    latency = _changes(
-        [(m.latencies_ms(), n.latencies_ms()) for _, m, n in pairs], True, confidence
-    )
-    energy = _changes([(m.energies_mj(), n.energies_mj()) for _, m, n in pairs], False, confidence)
-    tested = [c for c in latency + energy if c is not None and c.p is not None]
-    for change, p in zip(
-        tested, stats.adjust(np.array([c.p for c in tested]), correction), strict=True
-    ):
-        change.p_adjusted = float(p)
-    for (out, _, _), lat, en in zip(pairs, latency, energy, strict=True):
+    latency = changes([(m.latencies_ms(), n.latencies_ms()) for _, m, n in pairs], True, confidence)
+    energy = changes([(m.energies_mj(), n.energies_mj()) for _, m, n in pairs], False, confidence)
+    verdicts = judge(latency, energy, threshold=threshold, alpha=alpha, correction=correction)
+    for (out, _, _), lat, en, verdict in zip(pairs, latency, energy, verdicts, strict=True):
         out.latency, out.energy = lat, en
-        if lat is None or lat.p is None:
+        if verdict is None:
             out.why = "no latency samples"
-            continue
-        directions = [c.direction(threshold, alpha) for c in (lat, en) if c is not None]
-        if 1 in directions:
-            out.verdict = Verdict.REGRESSION
-        elif -1 in directions:
-            out.verdict = Verdict.IMPROVEMENT
         else:
-            out.verdict = Verdict.UNCHANGED
+            out.verdict = verdict
     return Comparison(baseline, candidate, threshold, alpha, correction, cells)
 
 
-def _changes(
+def changes(
     samples: list[tuple[np.ndarray | None, np.ndarray | None]], log: bool, confidence: float
 ) -> list[Change | None]:
-    """One ``Change`` per pair (None where neither side has samples), tested in one block.
+    """One ``Change`` per (A, B) pair of samples (None where neither side has any), all
+    tested in one block.
 
     Latencies are compared on the log scale (a relative shift); net energies,
     which may sit near zero, on their own scale, relative to A's median.
@@ -200,6 +194,39 @@ def _changes(
         rel = np.expm1(bounds) if log else bounds / change.a
         change.change, change.low, change.high = (float(v) for v in rel)
         change.p = float(result.p[k])
+    return out
+
+
+def judge(
+    latency: list[Change | None],
+    energy: list[Change | None],
+    *,
+    threshold: float = THRESHOLD,
+    alpha: float = ALPHA,
+    correction: str = CORRECTION,
+) -> list[Verdict | None]:
+    """Each cell's verdict from its latency and energy changes (None: no latency test).
+
+    The p-values of every test (both metrics, all cells) are adjusted together
+    and written back into the changes. A cell regressed if either metric did;
+    it improved if one improved and neither regressed.
+    """
+    tested = [c for c in latency + energy if c is not None and c.p is not None]
+    adjusted = stats.adjust(np.array([c.p for c in tested]), correction)
+    for change, p in zip(tested, adjusted, strict=True):
+        change.p_adjusted = float(p)
+    out: list[Verdict | None] = []
+    for lat, en in zip(latency, energy, strict=True):
+        if lat is None or lat.p is None:
+            out.append(None)
+            continue
+        directions = [c.direction(threshold, alpha) for c in (lat, en) if c is not None]
+        if 1 in directions:
+            out.append(Verdict.REGRESSION)
+        elif -1 in directions:
+            out.append(Verdict.IMPROVEMENT)
+        else:
+            out.append(Verdict.UNCHANGED)
     return out
 
 
