@@ -89,11 +89,9 @@ def trend_jobs(store: Any, *, name: str = NIGHTLY, last: int = 30) -> list[Serie
 def degraded(store: Any, *, jobs: int = 20, k: float = K) -> dict[str, BoardDrift]:
     """The drift check over the newest result of every cell in the last ``jobs`` jobs."""
     newest = source.latest_per_cell(store, source.recent_jobs(store, jobs))
-    return board_drift(
-        (
-            BoardMedian(m.cell.board, m.tags, m.cell.peers_key, m.result["latency"]["median_ms"])
-            for m in newest
-            if m.tags is not None and (m.result or {}).get("latency")
-        ),
-        k=k,
-    )
+    medians = []
+    for m in newest:
+        median = ((m.result or {}).get("latency") or {}).get("median_ms")
+        if m.tags is not None and median:
+            medians.append(BoardMedian(m.cell.board, m.tags, m.cell.peers_key, median))
+    return board_drift(medians, k=k)

@@ -66,10 +66,12 @@ class Change:
         """+1 a significant change that may be at least ``threshold`` worse, -1 better, else 0."""
         if self.p_adjusted is None or self.change is None or not self.p_adjusted < alpha:
             return 0
-        worse, better = np.log1p(threshold), -np.log1p(threshold)
-        if self.change > 0 and np.log1p(self.high) >= worse:
+        if self.low is None or self.high is None:
+            return 0
+        reach = np.log1p(threshold)  # symmetric on the log scale: +5% worse, -4.76% better
+        if self.change > 0 and np.log1p(self.high) >= reach:
             return 1
-        if self.change < 0 and np.log1p(max(self.low, -0.999999)) <= better:
+        if self.change < 0 and np.log1p(max(self.low, -0.999999)) <= -reach:
             return -1
         return 0
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtr, ndtri  # type: ignore[import-untyped]
 
 TOLERANCE = 1e-5  # shifts and bounds are exact to this: 0.001% on the log scale, else relative
 
@@ -104,7 +105,7 @@ class _Block:
         ``m`` sorted queries are searched, which beats one search in all rows
         laid end to end.
         """
-        side = "right" if strict else "left"  # x_i > y_j - d  or  x_i >= y_j - d
+        side: Literal["left", "right"] = "right" if strict else "left"  # x > y - d | x >= y - d
         out = np.empty(len(rows))
         for k, r in enumerate(rows):
             out[k] = self.n * self.m - np.searchsorted(self.x[r], self.y[r] - d[k], side).sum()

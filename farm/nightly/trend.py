@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import ruptures
+import ruptures  # type: ignore[import-untyped]
 
 from farm.nightly.source import Cell, Measured
 
