@@ -15,7 +15,8 @@ from scipy import stats as scipy_stats
 from farm import nightly
 from farm.engine.markers import INFERENCE_BEGIN, INFERENCE_END, KINDS, LAYER_BEGIN, LAYER_END
 from farm.nightly import drift, samples, stats, trend
-from farm.power import series
+from farm.power import analyze, series
+from farm.power.synthetic import PowerModel, fake_task_markers, synthesize
 from farm.store import JobState, Store, TaskState
 
 # -- statistics ------------------------------------------------------------------
@@ -109,6 +110,19 @@ def test_energies_round_trip_through_the_report():
     assert samples.energies_mj({"energy": {}}) is None
     with pytest.raises(ValueError, match="unknown series encoding"):
         series.decode(series.encode(values), "f64")
+
+
+def test_the_energy_report_keeps_every_timed_inference():
+    start = 50_000_000_000
+    markers = fake_task_markers(
+        start_ns=start + 1_000_000_000, iterations=40, layers=(4.0, 8.0), layer_iterations=6
+    )
+    duration = (markers["t_ns"][-1] - start) / 1e9 + 1.0
+    trace = synthesize(PowerModel(noise_w=0.02), markers, t0_host_ns=start, duration_s=duration)
+    report = analyze(trace, markers, None)
+    net = samples.energies_mj({"energy": report})
+    assert len(net) == len(samples.latencies_ms(markers)) == 40  # the layer pass left out
+    assert net.mean() == pytest.approx(report["energy_per_inference_mj"]["net"]["mean"], rel=1e-5)
 
 
 # -- a store with nights ---------------------------------------------------------
