@@ -119,7 +119,9 @@ class _Block:
         nm = self.n * self.m
         u = nm - (below + at_or_below) / 2.0
         big_n = self.n + self.m
-        ties = _tie_term(self.x, self.y)
+        # a row has ties if a sample repeats a value or the two share one (tied pairs)
+        tied = (at_or_below > below) | _repeats(self.x) | _repeats(self.y)
+        ties = _tie_term(self.x, self.y, np.flatnonzero(tied))
         sigma = np.sqrt(nm / 12.0 * ((big_n + 1) - ties / (big_n * (big_n - 1))))
         dev = np.maximum(np.abs(u - nm / 2.0) - 0.5, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -139,20 +141,28 @@ class _Block:
         kx, ky = min(self.SKETCH, self.n), min(self.SKETCH, self.m)
         sx = self.x[:, ((np.arange(kx) + 0.5) * self.n / kx).astype(int)]
         sy = self.y[:, ((np.arange(ky) + 0.5) * self.m / ky).astype(int)]
-        sketch = np.sort((sy[:, None, :] - sx[:, :, None]).reshape(self.rows, -1), axis=1)
+        diffs = (sy[:, None, :] - sx[:, :, None]).reshape(self.rows, -1)
         nm, size = self.n * self.m, kx * ky
         margin = 3 * max(kx, ky)  # in sketch positions: its ranks are off by < 2/SKETCH
         every = np.arange(self.rows)
 
-        def at(rank: np.ndarray, offset: int) -> np.ndarray:
-            pos = np.clip(np.round(rank / nm * size).astype(int) + offset, 0, size - 1)
-            return sketch[every, pos]
+        def position(rank: np.ndarray, offset: int) -> np.ndarray:
+            return np.clip(np.round(rank / nm * size).astype(int) + offset, 0, size - 1)
+
+        wanted = [
+            position(ranks[0], -margin),
+            position(ranks[len(ranks) // 2], 0),
+            position(ranks[-1], margin),
+        ]
+        # only these order statistics of the sketch are needed: partition, do not sort
+        diffs.partition(np.unique(np.concatenate(wanted)), axis=1)
+
+        def at(pos: np.ndarray) -> np.ndarray:
+            return diffs[every, pos]
 
         probes = [
             self.y[:, 0] - self.x[:, -1] - self.tol,  # below every difference: count 0
-            at(ranks[0], -margin),
-            at(ranks[len(ranks) // 2], 0),
-            at(ranks[-1], margin),
+            *(at(pos) for pos in wanted),
             self.y[:, -1] - self.x[:, 0],  # the largest difference: count n·m
         ]
         inner = [self.count(p, every, strict=False) for p in probes[1:-1]]
@@ -198,13 +208,16 @@ class _Block:
             last[active] = moved
 
 
-def _tie_term(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Σ (t³ − t) over groups of tied values in each row of the pooled sample."""
-    pooled = np.sort(np.concatenate([x, y], axis=1), axis=1)
-    equal = pooled[:, 1:] == pooled[:, :-1]
-    out = np.zeros(len(pooled))
-    for r in np.flatnonzero(equal.any(axis=1)):  # ties are rare in nanosecond timings
-        _, counts = np.unique(pooled[r], return_counts=True)
+def _repeats(sorted_rows: np.ndarray) -> np.ndarray:
+    return (sorted_rows[:, 1:] == sorted_rows[:, :-1]).any(axis=1)
+
+
+def _tie_term(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Σ (t³ − t) over groups of tied values in the pooled sample of each of ``rows``
+    (0 elsewhere: ties are rare in nanosecond timings)."""
+    out = np.zeros(len(x))
+    for r in rows:
+        _, counts = np.unique(np.concatenate([x[r], y[r]]), return_counts=True)
         out[r] = float(np.sum(counts.astype(np.float64) ** 3 - counts))
     return out
 
