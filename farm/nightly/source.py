@@ -57,13 +57,13 @@ class Measured:
     job_id: str
     created: float
     tags: tuple[str, ...] | None = None  # the board's tags in the job's inventory
-    _store: Any = field(default=None, repr=False, compare=False)
+    store: Any = field(default=None, repr=False, compare=False)  # where the markers are
 
     def latencies_ms(self) -> np.ndarray:
         """Per-inference latencies, read from the stored markers on first use."""
-        if self._store is None or self.state != "done":
+        if self.store is None or self.state != "done":
             return np.zeros(0)
-        return samples.latencies_ms(self._store.markers(self.task_id))
+        return samples.latencies_ms(self.store.markers(self.task_id))
 
     def energies_mj(self) -> np.ndarray | None:
         return samples.energies_mj(self.result)
@@ -109,7 +109,7 @@ def measured(store: Any, job: dict[str, Any]) -> list[Measured]:
             job_id=job["id"],
             created=job["created"],
             tags=tags.get(row["board"]),
-            _store=store,
+            store=store,
         )
         for row in store.results(job["id"])
     ]

@@ -212,11 +212,11 @@ class SchedulerActor:
     def check_board(self, board: dict[str, Any]) -> dict[str, Any]:
         return ray.get(self._station(board.get("station") or "head").check_board.remote(board))
 
-    def store_call(self, method: str, *args: Any) -> Any:
+    def store_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Read the head's store from a client (``farm results --address ...``)."""
         if method.startswith("_") or method not in _READ_METHODS:
             raise ValueError(f"not a read method: {method}")
-        return getattr(self.store, method)(*args)
+        return getattr(self.store, method)(*args, **kwargs)
 
     def ping(self) -> dict[str, Any]:
         running = sorted(self.core.jobs)
@@ -249,4 +249,6 @@ class RemoteStore:
     def __getattr__(self, method: str) -> Any:
         if method not in _READ_METHODS:
             raise AttributeError(method)
-        return lambda *args: ray.get(self._actor.store_call.remote(method, *args))
+        return lambda *args, **kwargs: ray.get(
+            self._actor.store_call.remote(method, *args, **kwargs)
+        )
