@@ -83,4 +83,4 @@ def short(value: Any) -> str:
     if isinstance(value, Mapping):
         return short(value.get("version") or value.get("sha256") or next(iter(value.values()), ""))
     text = str(value)
-    return text if len(text) <= 24 else text[:23] + "…"
+    return text if len(text) <= 40 else text[:39] + "…"

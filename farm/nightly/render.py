@@ -52,6 +52,7 @@ def _what_changed(cell) -> str:
         f"{k} {environment.short(a)}→{environment.short(b)}"
         for k, (a, b) in cell.environment.items()
     ]
+    parts += [f"warning: {environment.short(w)}" for w in cell.warnings]
     flags = f"[bold]{', '.join(cell.changed)} changed[/] " if cell.changed else ""
     return flags + "; ".join(parts) + (f" ({cell.why})" if cell.why else "")
 
