@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import secrets
@@ -38,8 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 import farm
-from farm.errors import FarmError, TransportError, TransportTimeout
+from farm.errors import DeployGroupError, TransportError, TransportTimeout
 from farm.transport import Transport, connect
 
 KINDS = {".zip": "engine", ".farm": "artifacts"}
@@ -289,30 +290,32 @@ print(json.dumps({"python": platform.python_version(), "torch": torch,
 """
 
 
-def probe(transport: Transport, board: Any) -> dict[str, Any]:
+class BoardProbe(BaseModel):
+    """What ``probe`` found on a board (validated as it arrives: the names are the
+    probe script's, so a reader cannot ask for a key the probe never writes)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    python: str
+    torch: str | None
+    machine: str
+    cpus: int | None
+    memory_available_mb: float | None
+    disk_free_mb: float
+
+
+def probe(transport: Transport, board: Any) -> BoardProbe:
     """The board's python and torch versions, CPUs, free memory and free disk at the cache."""
     result = transport.run(
         [board.python, "-c", _PROBE, cache_root(transport, board)], timeout=COMMAND_TIMEOUT_S
     )
     try:
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return BoardProbe.model_validate_json(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError) as e:
-        raise TransportError(board.name, f"probe printed no JSON: {result.stdout!r}") from e
+        raise TransportError(board.name, f"probe printed no valid JSON: {result.stdout!r}") from e
 
 
 # -- many boards ---------------------------------------------------------------------------
-
-
-class DeployGroupError(FarmError):
-    """Some boards of a fan-out failed. ``results`` holds every board's outcome."""
-
-    def __init__(self, results: DeployResults):
-        self.results = results
-        failed = results.failed
-        lines = [f"{name}: {type(e).__name__}: {e}" for name, e in sorted(failed.items())]
-        super().__init__(
-            f"deploy failed on {len(failed)} of {len(results)} boards: " + "; ".join(lines)
-        )
 
 
 class DeployResults(dict[str, "DeployReport | BaseException"]):

@@ -131,7 +131,7 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
         return False
 
 
-# -- clients ----------------------------------------------------------------------------
+# -- joining Ray as a driver ----------------------------------------------------------------------------
 
 
 def init_embedded() -> None:
@@ -153,16 +153,6 @@ def init_embedded() -> None:
         )
 
 
-def embedded_scheduler(db: Path, *, cache_dir: str, **options: Any) -> Any:
-    """A private scheduler actor for this process's job (the embedded default)."""
-    from farm.scheduler.actors import SchedulerActor
-
-    init_embedded()
-    return SchedulerActor.remote(
-        str(db), placed=False, resume=False, cache_dir=cache_dir, options=options or None
-    )
-
-
 def connect(address: str) -> None:
     """Join this process to the Ray cluster at ``address`` as a driver (once)."""
     _prepare_client(address)
@@ -180,21 +170,6 @@ def connect(address: str) -> None:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError) as exc:
         raise UserError(f"cannot reach a Ray head at {address}: {exc}") from exc
-
-
-def attach(address: str) -> Any:
-    """The named scheduler of a running head."""
-    connect(address)
-    import ray
-
-    from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME
-
-    try:
-        return ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
-    except ValueError as exc:
-        raise UserError(
-            f"no farm scheduler on the Ray cluster at {address}: run `farm head start` there"
-        ) from exc
 
 
 # -- node records ---------------------------------------------------------------------
