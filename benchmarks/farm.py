@@ -49,7 +49,7 @@ from farm import deploy, spec, zoo
 from farm.scheduler.actors import SchedulerActor
 from farm.scheduler.messages import TaskPayload
 from farm.scheduler.station import Station
-from farm.testbed import Testbed
+from farm.testing.testbed import Testbed
 from farm.transport import connect
 
 console = Console(stderr=True)

@@ -148,13 +148,6 @@ def _load_inventory(path: Path | None):
     return spec.load_inventory(path)
 
 
-def _cache_dir() -> str:
-    """Where a station keeps exported artifacts and the engine zip: ``$FARM_CACHE/station``."""
-    from farm.scheduler.cluster import state_root
-
-    return str(state_root() / "station")
-
-
 def _address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
@@ -189,7 +182,7 @@ def submit(
 ) -> None:
     """Run a job: every model × target × variant cell, with a progress bar and a results table."""
     from farm import spec, zoo
-    from farm.client import Head
+    from farm.client import Head, station_cache_dir
 
     inv = _load_inventory(inventory)
     job = spec.load_job(job_file, inventory=inv, known_models=zoo.names())
@@ -198,7 +191,7 @@ def submit(
     if address is None:
         from farm.store import default_db_path
 
-        head = Head.embedded(db or default_db_path(), cache_dir=_cache_dir())
+        head = Head.embedded(db or default_db_path(), cache_dir=station_cache_dir())
     else:
         head = Head.attach(address)
     job_id = head.submit(job, plan, source=str(job_file))
@@ -400,16 +393,10 @@ def inventory_check(
     inventory: InventoryOpt = None, fmt: FormatOpt = Format.table, address: AddressOpt = None
 ) -> None:
     """Reach every board: host key, python and torch, free disk and memory, engine deployed."""
-    inv = _load_inventory(inventory)
-    address = _address(address)
-    if address is None:
-        from farm.scheduler.station import Station
+    from farm import client
 
-        station = Station("check", cache_dir=_cache_dir())
-        checks = [station.check_board(b) for b in inv.boards]
-        station.close()
-    else:
-        checks = _attach(address, "inventory check").check_boards(inv.boards)
+    inv = _load_inventory(inventory)
+    checks = client.check_boards(inv.boards, _address(address))
     table = fmt is Format.table
     rows = []
     for c in checks:
@@ -446,16 +433,14 @@ def head_start(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
 ) -> None:
     """Start a Ray head with the farm scheduler (resumes unfinished jobs in the store)."""
-    from farm.scheduler import cluster
+    from farm import client
     from farm.store import default_db_path
 
-    info = cluster.start_head(
-        db=(db or default_db_path()).expanduser(), port=port, host=host, cache_dir=_cache_dir()
-    )
-    out.print(f"head running at [bold]{info['address']}[/] (store {info['db']})")
-    if info.get("running"):
-        out.print(f"  resumed: {', '.join(info['running'])}")
-    out.print(f"  farm submit JOB --address {info['address']}")
+    info = client.start_head(db=(db or default_db_path()).expanduser(), port=port, host=host)
+    out.print(f"head running at [bold]{info.address}[/] (store {info.db})")
+    if info.running:
+        out.print(f"  resumed: {', '.join(info.running)}")
+    out.print(f"  farm submit JOB --address {info.address}")
 
 
 @head_app.command("stop")
@@ -464,9 +449,9 @@ def head_stop(
     force: Annotated[bool, typer.Option(help="SIGKILL at once (as in a crash)")] = False,
 ) -> None:
     """Stop a head this machine started, and only it (the store keeps everything)."""
-    from farm.scheduler import cluster
+    from farm import client
 
-    record, count = cluster.stop_head(_address(address), force=force)
+    record, count = client.stop_head(_address(address), force=force)
     out.print(f"head {record.address} stopped ({count} processes)")
 
 
@@ -494,9 +479,9 @@ def station_start(
     name: Annotated[str, typer.Option(help="station name boards refer to")],
 ) -> None:
     """Join this machine to a head, serving the boards whose `station:` is NAME."""
-    from farm.scheduler import cluster
+    from farm import client
 
-    cluster.start_station(address=address, name=name)
+    client.start_station(address=address, name=name)
     out.print(f"station {name} joined {address}")
 
 
@@ -506,9 +491,9 @@ def station_stop(
     force: Annotated[bool, typer.Option(help="SIGKILL at once")] = False,
 ) -> None:
     """Take a station this machine started off its head."""
-    from farm.scheduler import cluster
+    from farm import client
 
-    count = cluster.stop_station(name, force=force)
+    count = client.stop_station(name, force=force)
     out.print(f"station {name} stopped ({count} processes)")
 
 

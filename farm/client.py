@@ -25,7 +25,7 @@ from farm.store import JobProgress, Store
 from farm.store.read import Reader
 
 if TYPE_CHECKING:
-    from farm.scheduler.actors import HeadInfo
+    from farm.scheduler.cluster import HeadInfo, NodeRecord
     from farm.scheduler.messages import BoardCheck
     from farm.spec import Board, Job, Plan
 
@@ -126,3 +126,51 @@ def reader(address: str | None, db: Path | None) -> Reader:
     if address is None:
         return Store(db)
     return Head.attach(address).reader
+
+
+def station_cache_dir() -> str:
+    """Where a station keeps exported artifacts and the engine zip: ``$FARM_CACHE/station``."""
+    from farm.scheduler.cluster import state_root
+
+    return str(state_root() / "station")
+
+
+def check_boards(boards: Sequence[Board], address: str | None) -> list[BoardCheck]:
+    """Health-check boards: from this machine (no Ray), or from a head's stations."""
+    if address is not None:
+        return Head.attach(address).check_boards(boards)
+    from farm.scheduler.station import Station
+
+    station = Station("check", cache_dir=station_cache_dir())
+    try:
+        return [station.check_board(b) for b in boards]
+    finally:
+        station.close()
+
+
+# -- heads and stations this machine runs (Ray nodes of their own) --------------------------
+
+
+def start_head(*, db: Path, port: int, host: str) -> HeadInfo:
+    """``ray start --head`` plus the detached scheduler that owns ``db``."""
+    from farm.scheduler import cluster
+
+    return cluster.start_head(db=db, port=port, host=host, cache_dir=station_cache_dir())
+
+
+def stop_head(address: str | None, *, force: bool) -> tuple[NodeRecord, int]:
+    from farm.scheduler import cluster
+
+    return cluster.stop_head(address, force=force)
+
+
+def start_station(*, address: str, name: str) -> NodeRecord:
+    from farm.scheduler import cluster
+
+    return cluster.start_station(address=address, name=name)
+
+
+def stop_station(name: str, *, force: bool) -> int:
+    from farm.scheduler import cluster
+
+    return cluster.stop_station(name, force=force)

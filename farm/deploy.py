@@ -24,7 +24,6 @@ Only POSIX tools run on the board (``sha256sum``, ``mkdir``, ``mv``, ``rm``,
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import secrets
@@ -40,6 +39,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 import farm
+from farm.engine import files
 from farm.errors import DeployGroupError, TransportError, TransportTimeout
 from farm.transport import Transport, connect
 
@@ -48,7 +48,6 @@ KINDS = {".zip": "engine", ".farm": "artifacts"}
 
 COMMAND_TIMEOUT_S = 120.0
 _TMP = ".tmp-"
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: no build clock leaks in
 _MAIN = b"from farm.engine.__main__ import main\n\nmain()\n"
 
 
@@ -74,7 +73,8 @@ _CONTENT_ADDRESSED = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path) -> str:
-    """The file's sha256, remembered while its size and mtime stay the same.
+    """The file's sha256 (``farm.engine.files``), remembered while its size and mtime
+    stay the same.
 
     A file already named by its sha256 (an artifact, the engine zip) is taken at its
     word: hashing a 230 MB AlexNet again would cost more than sending it, and the
@@ -89,11 +89,7 @@ def sha256_file(path: Path) -> str:
     with _sha_lock:
         if key in _sha_memo:
             return _sha_memo[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = files.sha256_file(path)
     with _sha_lock:
         _sha_memo[key] = digest
     return digest
@@ -109,15 +105,7 @@ def build_engine_zip(out_dir: str | Path) -> Path:
     sources = {"farm/__init__.py": (package / "__init__.py").read_bytes(), "__main__.py": _MAIN}
     for py in sorted((package / "engine").glob("*.py")):
         sources[f"farm/engine/{py.name}"] = py.read_bytes()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name in sorted(sources):
-            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            info.create_system = 3  # unix, whatever machine builds it
-            zf.writestr(info, sources[name])
-    data = buffer.getvalue()
+    data = files.zip_bytes(sorted(sources.items()), compression=zipfile.ZIP_DEFLATED)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{hashlib.sha256(data).hexdigest()}.zip"

@@ -151,3 +151,16 @@ def test_farm_schema_accepts_every_example_file(kind, folder):
     if kind == "job":  # and it still refuses what the loader refuses
         bad = {"version": 1, "name": "x", "models": [5], "targets": [{"boards": ["b"]}]}
         assert list(validator.iter_errors(bad))
+
+
+def test_the_cli_reaches_the_head_only_through_the_client():
+    import ast
+
+    tree = ast.parse((ROOT / "farm" / "cli.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+    assert not {m for m in imported if m == "ray" or m.startswith(("ray.", "farm.scheduler"))}

@@ -16,7 +16,8 @@ from testbed_fixtures import board_spec
 
 from farm import deploy
 from farm.errors import BoardUnreachable, DeployGroupError, TransportTimeout
-from farm.transport import connect, fake
+from farm.testing import transport as fake
+from farm.transport import connect
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import yaml
 
 from farm.scheduler.cluster import node_pids
 from farm.store import Store
-from farm.testbed import Testbed, free_port
+from farm.testing.testbed import Testbed, free_port
 
 pytestmark = pytest.mark.timeout(240)
 

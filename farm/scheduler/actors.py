@@ -24,12 +24,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from farm.errors import FarmError, HeadError, MonitorUnavailable, UserError
+from farm.scheduler.cluster import HeadInfo
 from farm.scheduler.core import Scheduler
 from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
 from farm.scheduler.station import Station
@@ -183,14 +183,6 @@ class MonitorActor:
         return dict(report), trace.to_bytes()
 
 
-@dataclass(frozen=True)
-class HeadInfo:
-    """What ``ping`` says about a head: its store and the jobs it is running."""
-
-    db: str
-    running: list[str]
-
-
 @ray.remote(num_cpus=0, max_concurrency=64)
 class SchedulerActor:
     """The head. Its methods are the scheduler's (submit, cancel, progress, running,
@@ -280,7 +272,7 @@ class SchedulerActor:
         )
 
     def ping(self) -> HeadInfo:
-        return HeadInfo(db=str(self.store.path), running=sorted(self.core.jobs))
+        return HeadInfo(address=None, db=str(self.store.path), running=sorted(self.core.jobs))
 
     def nodes(self) -> list[dict[str, Any]]:
         """The cluster's live nodes with the stations they serve."""

@@ -359,28 +359,6 @@ def _exit_reason(status: int) -> str:
     return f"status {status}"
 
 
-def _outcome(
-    state: TaskState,
-    tlog: _TaskLog,
-    started: list[float],
-    *,
-    result: EngineResult | None = None,
-    markers: dict | None = None,
-    error: str | None = None,
-    retryable: bool = False,
-    board_fault: bool = False,
-    quarantine: bool = False,
-    trace: bytes | None = None,
-) -> Outcome:
-    return Outcome(
-        state=state,
-        result=result,
-        markers=markers,
-        error=error,
-        retryable=retryable,
-        board_fault=board_fault,
-        quarantine=quarantine,
-        logs=tlog.lines,
-        trace=trace,
-        running_at=started[0] if started else None,
-    )
+def _outcome(state: TaskState, tlog: _TaskLog, started: list[float], **fields: Any) -> Outcome:
+    """The attempt's outcome, with its log lines and when the engine started (if it did)."""
+    return Outcome(state, logs=tlog.lines, running_at=started[0] if started else None, **fields)
