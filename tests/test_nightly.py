@@ -17,7 +17,10 @@ from farm.engine.markers import INFERENCE_BEGIN, INFERENCE_END, KINDS, LAYER_BEG
 from farm.nightly import drift, samples, stats, trend
 from farm.power import analyze, series
 from farm.power.synthetic import PowerModel, fake_task_markers, synthesize
-from farm.store import JobState, Store, TaskState
+from farm.result import EngineResult
+from farm.spec import Measure, ModelRef, PlannedTask
+from farm.states import JobState, TaskState
+from farm.store import Store
 
 # -- statistics ------------------------------------------------------------------
 
@@ -159,21 +162,24 @@ def add_night(store: Store, name: str, cells: dict, *, tags=None, created=None) 
     job_id = f"{name}-{len(store.jobs(limit=1000))}"
     boards = sorted({board for _, board in cells})
     tasks = [
-        {"index": i, "key": f"{model}/{board}/cpu/-", "model": {"name": model}, "board": board,
-         "processor": "cpu", "variant": {"threads": None}}
+        PlannedTask(index=i, key=f"{model}/{board}/cpu/-", model=ModelRef(name=model, zoo=model),
+                    board=board, processor="cpu", variant={"threads": None}, measure=Measure(),
+                    candidates=[board])
         for i, (model, board) in enumerate(cells)
     ]  # fmt: skip
-    spec = {
-        "name": name,
-        "_boards": [{"name": b, "tags": (tags or {}).get(b, ["lab"])} for b in boards],
-    }
-    store.add_job(job_id, name, spec, tasks)
+    specs = [{"name": b, "tags": (tags or {}).get(b, ["lab"])} for b in boards]
+    store.add_job(job_id, name, {"name": name}, tasks, boards=specs)
+    store.set_job_state(job_id, JobState.RUNNING)
     for i, value in enumerate(cells.values()):
-        task_id = f"{job_id}.{i}"
+        task_id, board = f"{job_id}.{i}", tasks[i].board
+        store.transition(task_id, TaskState.DEPLOYING, board=board, attempt=1)
+        store.transition(task_id, TaskState.RUNNING)
         if isinstance(value, str):
-            store.finish(task_id, TaskState(value), board=tasks[i]["board"], error="boom")
+            store.finish(task_id, TaskState(value), board=board, error="boom")
         else:
-            store.finish(task_id, TaskState.DONE, board=tasks[i]["board"], result=value)
+            result = {k: v for k, v in value.items() if k != "markers"}
+            store.finish(task_id, TaskState.DONE, board=board,
+                         result=EngineResult.model_validate(result), markers=value["markers"])  # fmt: skip
     store.set_job_state(job_id, JobState.DONE)
     if created is not None:  # nights a day apart
         store._db.execute("UPDATE jobs SET created=? WHERE id=?", (created, job_id))

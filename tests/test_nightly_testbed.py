@@ -72,7 +72,7 @@ def test_two_nights_one_board_slower(ray_session, testbed, tmp_path, schedulers)
     for inventory in (first, second):
         actor, job_id, _ = submit(ray_session, tmp_path, inventory, JOB)
         schedulers.append(actor)
-        assert wait(ray_session, actor, job_id, timeout=600)["state"] == "done"
+        assert wait(ray_session, actor, job_id, timeout=600).state == "done"
         night_ids.append(job_id)
 
     env = {**os.environ, "FARM_DB": str(tmp_path / "farm.db")}

@@ -5,7 +5,7 @@
 - ``trend_jobs`` / ``cell_trends`` — change points in each cell's nightly medians (``trend``);
 - ``degraded`` / ``board_drift`` — boards slower than their same-tag peers (``drift``).
 
-Store reads live in ``source`` alone.
+Store reads (the store's read API) live in ``source`` alone.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def compare_jobs(
             a = source.previous_job(store, b, name=NIGHTLY)
         else:
             a = source.find_job(store, baseline)
-    if a["id"] == b["id"]:
-        raise UserError(f"compare: both sides are {a['id']}")
+    if a.id == b.id:
+        raise UserError(f"compare: both sides are {a.id}")
     if correction not in ("holm", "bh"):
         raise UserError(f"--correction: expected holm or bh, got {correction!r}")
     if not threshold > 0:
@@ -68,8 +68,8 @@ def compare_jobs(
     return compare_cells(
         source.measured(store, a),
         source.measured(store, b),
-        baseline=a["id"],
-        candidate=b["id"],
+        baseline=a.id,
+        candidate=b.id,
         threshold=threshold,
         alpha=alpha,
         correction=correction,

@@ -28,7 +28,7 @@ nightly run is for), and the differing environment values are listed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ ALPHA = 0.05
 CORRECTION = "bh"  # Benjamini–Hochberg: see the module docstring
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     REGRESSION = "regression"
     IMPROVEMENT = "improvement"
     UNCHANGED = "unchanged"

@@ -1,9 +1,9 @@
 """Every read ``farm.nightly`` makes of the store, in one place.
 
-Comparisons, trends and the drift check see jobs and *measured cells* (a
-task's result with its cell's identity and its board's tags), never SQL or the
-store's row shapes, so moving to the store's typed read API touches only this
-module.
+Comparisons, trends and the drift check see jobs (``JobRecord``) and *measured
+cells* (a task's result with its cell's identity and its board's tags), read
+through the store's read API (``farm.store.Reader``: a store file, or a head
+through ``farm.client``), and nothing else of the store.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from farm.errors import UserError
+from farm.errors import NotFound
 from farm.nightly import samples
+from farm.states import JobState, TaskState
+from farm.store import JobRecord, Reader
 
 NIGHTLY = "nightly"  # the job name a lab's nightly sweep carries (jobs/nightly.yaml)
-_FINISHED = ("done", "failed")  # jobs that ran to the end (a cancelled night is no baseline)
+_FINISHED = (JobState.DONE, JobState.FAILED)  # ran to the end (a cancelled night is no baseline)
 _SCAN = 100_000  # jobs looked at when searching by name: all of them, in practice
 
 
@@ -48,7 +50,7 @@ class Cell:
 
 @dataclass
 class Measured:
-    """A task's outcome as the nightly tools read it."""
+    """A task's outcome as the nightly tools read it (``result`` as the engine's JSON)."""
 
     cell: Cell
     task_id: str
@@ -61,7 +63,7 @@ class Measured:
 
     def latencies_ms(self) -> np.ndarray:
         """Per-inference latencies, read from the stored markers on first use."""
-        if self.store is None or self.state != "done":
+        if self.store is None or self.state != TaskState.DONE.value:
             return np.zeros(0)
         return samples.latencies_ms(self.store.markers(self.task_id))
 
@@ -69,65 +71,61 @@ class Measured:
         return samples.energies_mj(self.result)
 
 
-def find_job(store: Any, ref: str) -> dict[str, Any]:
-    """A job by id or ``latest``; a ``UserError`` (exit 2) naming the reference otherwise."""
+def find_job(store: Reader, ref: str) -> JobRecord:
+    """A job by id or ``latest``; a ``NotFound`` (exit 2) naming the reference otherwise."""
     job = store.job(ref)
     if job is None:
-        raise UserError(f"no job {ref!r} in {getattr(store, 'path', 'the store')}")
+        raise NotFound(f"no job {ref!r}")
     return job
 
 
-def previous_job(store: Any, job: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+def previous_job(store: Reader, job: JobRecord, name: str | None = None) -> JobRecord:
     """The latest finished job named ``name`` (default: ``job``'s own) created before ``job``."""
-    name = name or job["name"]
-    for row in store.jobs(limit=_SCAN, states=_FINISHED):
-        if row["name"] == name and row["id"] != job["id"] and row["created"] < job["created"]:
-            return find_job(store, row["id"])
-    raise UserError(f"no finished job named {name!r} before {job['id']}")
+    name = name or job.name
+    for row in store.jobs(limit=_SCAN, states=_FINISHED, name=name):
+        if row.id != job.id and row.created < job.created:
+            return row
+    raise NotFound(f"no finished job named {name!r} before {job.id}")
 
 
-def jobs_named(store: Any, name: str, last: int) -> list[dict[str, Any]]:
+def jobs_named(store: Reader, name: str, last: int) -> list[JobRecord]:
     """The last ``last`` finished jobs named ``name``, oldest first."""
-    rows = [r for r in store.jobs(limit=_SCAN, states=_FINISHED) if r["name"] == name]
-    return [find_job(store, r["id"]) for r in reversed(rows[:last])]
+    return list(reversed(store.jobs(limit=last, states=_FINISHED, name=name)))
 
 
-def recent_jobs(store: Any, limit: int) -> list[dict[str, Any]]:
+def recent_jobs(store: Reader, limit: int) -> list[JobRecord]:
     """The ``limit`` most recent finished jobs of any name, newest first."""
-    return [find_job(store, r["id"]) for r in store.jobs(limit=limit, states=_FINISHED)]
+    return store.jobs(limit=limit, states=_FINISHED)
 
 
-def measured(store: Any, job: dict[str, Any]) -> list[Measured]:
+def measured(store: Reader, job: JobRecord) -> list[Measured]:
     """Every task of ``job`` as a measured cell (the board is the one that ran it)."""
-    tags = {b["name"]: tuple(b.get("tags") or ()) for b in job["spec"].get("_boards", [])}
-    return [
-        Measured(
-            cell=Cell(row["model"], row["board"], row["processor"], variant_label(row["variant"])),
-            task_id=row["id"],
-            state=row["state"],
-            result=row["result"],
-            job_id=job["id"],
-            created=job["created"],
-            tags=tags.get(row["board"]),
-            store=store,
+    tags = {b["name"]: tuple(b.get("tags") or ()) for b in job.boards}
+    out = []
+    for cell in store.cells(job.id):
+        task = cell.task
+        out.append(
+            Measured(
+                cell=Cell(task.model, task.board, task.processor, variant_label(task.variant)),
+                task_id=task.id,
+                state=task.state.value,
+                result=cell.result.to_json() if cell.result is not None else None,
+                job_id=job.id,
+                created=job.created,
+                tags=tags.get(task.board),
+                store=store,
+            )
         )
-        for row in store.results(job["id"])
-    ]
+    return out
 
 
-def latest_per_cell(store: Any, jobs: Iterable[dict[str, Any]]) -> list[Measured]:
+def latest_per_cell(store: Reader, jobs: Iterable[JobRecord]) -> list[Measured]:
     """The newest done result of every cell across ``jobs``."""
     newest: dict[Cell, Measured] = {}
     for job in jobs:
         for m in measured(store, job):
-            if (
-                m.state == "done"
-                and m.result
-                and m.created >= getattr(newest.get(m.cell), "created", -1)
-            ):
+            if m.state != TaskState.DONE.value or not m.result:
+                continue
+            if m.cell not in newest or m.created >= newest[m.cell].created:
                 newest[m.cell] = m
     return list(newest.values())
-
-
-def board_health(store: Any) -> dict[str, dict[str, Any]]:
-    return store.board_health()
