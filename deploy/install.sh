@@ -12,6 +12,8 @@ if command -v apt-get >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     # openssh-server: the test bed's boards are real sshd daemons on loopback ports.
     $SUDO apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null
+    # systemd: `systemd-analyze verify` checks the units in deploy/systemd/.
+    $SUDO apt-get install -y -qq --no-install-recommends systemd >/dev/null
 fi
 
 PY=${PYTHON:-python3}
