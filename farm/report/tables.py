@@ -184,7 +184,11 @@ def layers_table(layers: list[dict[str, Any]], title: str | None = None) -> Tabl
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    records = [flat(r) for r in rows]
+    return csv_text([flat(r) for r in rows])
+
+
+def csv_text(records: list[dict[str, Any]]) -> str:
+    """Flat records as CSV, the first record's keys as the header."""
     out = io.StringIO()
     if records:
         writer = csv.DictWriter(out, fieldnames=list(records[0]))
