@@ -98,6 +98,7 @@ def figure5(sweep: Sweep) -> Figure:
     places = sweep.places()
     axes = fig.subplots(1, max(len(places), 1), squeeze=False, sharey=True)[0]
     models = sweep.models()
+    highest = 1.0
     for ax, place in zip(axes, places, strict=False):
         cells = [sweep.cell(m, place) for m in models]
         xs = range(len(models))
@@ -109,23 +110,28 @@ def figure5(sweep: Sweep) -> Figure:
         ):
             bars = ax.bar([x + dx for x in xs], values, width=0.4, color=colour, label=label)
             ax.bar_label(bars, [f"{v:,.1f}" if v else "" for v in values], fontsize=8)
-        limit = next((_mb(c, "available_mb") for c in cells if _mb(c, "available_mb")), None)
+        limit = next((_mb(c, "available_mb") for c in cells if _mb(c, "available_mb")), 0.0)
         if limit:
-            ax.axhline(limit, color=LIMIT, linestyle="--", linewidth=1.5)
+            ax.axhline(limit, color=LIMIT, linestyle="--", linewidth=1.5, label="memory limit")
             ax.annotate(
-                f"limit {limit:,.0f} MB", (0.02, limit), xycoords=("axes fraction", "data"),
-                va="bottom", fontsize=9, color=LIMIT,
+                f"limit {limit:,.0f} MB", (0.99, limit), xycoords=("axes fraction", "data"),
+                ha="right", va="bottom", fontsize=9, color=LIMIT,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
             )  # fmt: skip
-        for x, c in zip(xs, cells, strict=True):
+        for x, c, n, r in zip(xs, cells, need, rss, strict=True):
             if c is not None and c.state == "does-not-fit":
-                ax.annotate("does not fit", (x, limit or 1), ha="center", va="bottom", fontsize=8)
+                ax.annotate(
+                    "does not fit", (x, max(n, r) * 2.2), ha="center", fontsize=9, weight="bold"
+                )
+        highest = max(highest, *need, *rss, limit)
         ax.set_yscale("log")
-        ax.set_ylim(top=max([*need, *rss, limit or 0, 1.0]) * 4)  # room for the labels
         ax.set_xticks(list(xs), models, rotation=30, ha="right")
         ax.set_title(place, fontsize=11)
         ax.grid(axis="y", alpha=0.3, which="both")
+    axes[0].set_ylim(top=highest * 6)  # shared: room above every bar and limit for labels
     axes[0].set_ylabel("memory (MB, log scale)")
-    axes[0].legend(loc="upper left", bbox_to_anchor=(0, 0.93), fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9)
     return fig
 
 

@@ -8,6 +8,7 @@ attached to an e-mail. A value's 95% CI is its cell's ``title`` (shown on hover)
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 from pathlib import Path
 
@@ -20,7 +21,7 @@ body { font: 15px/1.45 system-ui, sans-serif; max-width: 1240px; margin: 2em aut
        color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .6em 0; font-size: 13px; }
-caption { text-align: left; font-weight: 600; padding: .3em 0; }
+caption { text-align: left; font-weight: 600; padding: .3em 0; white-space: nowrap; }
 th, td { border: 1px solid #ddd; padding: .25em .55em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -33,8 +34,12 @@ figcaption { color: #444; font-size: 13px; }
 """
 
 
+NUMBER = re.compile(r"[+-]?[\d,.]+(%|×| \*)?")
+
+
 def _numeric(text: str) -> bool:
-    return text[:1].isdigit() or (text[:1] in "+-" and text[1:2].isdigit())
+    """A number (right-aligned), as opposed to text that starts with one."""
+    return NUMBER.fullmatch(text) is not None
 
 
 def _view(v: View) -> str:
