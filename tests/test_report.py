@@ -197,6 +197,7 @@ def test_html_is_self_contained(bench):
         assert banned not in html.lower()
     assert html.count("data:image/png;base64,") == len(figures.SIZES)
     assert re.search(r'<td class="num" title="95% CI [^"]+ ms, n=30">', html)
+    assert '<tr class="line"><td class="num">' in html  # the study's line in Table 5
 
 
 def test_html_renders_in_headless_chromium(bench):
@@ -282,3 +283,32 @@ def test_inventory_paper_field_is_checked(tmp_path):
     with pytest.raises(SpecError) as info:
         spec.parse_inventory(text, file="inv.yaml")
     assert "inv.yaml:5" in str(info.value) and "paper" in str(info.value)
+
+
+def test_provenance_and_reasons_from_whatever_a_result_recorded():
+    """Results carry different environment keys over farm's versions; the report shows the
+    keys that exist and a reason for every missing value, and never fails on a missing key."""
+    env = {
+        "torch": "2.13.0",
+        "threads": 2,
+        "governor": "performance",
+        "loadavg_before": [0.5, 0.25, 0.125],
+        "engine": {"sha256": "abc"},
+    }
+    done = {"id": "j.0", "model": "kws", "board": "b", "processor": "cpu", "variant": {},
+            "state": "done", "error": None, "result": {"env": env, "latency": {"n": 5, "mean_ms": 1.5}}}  # fmt: skip
+    failed = {**done, "id": "j.1", "board": "c", "state": "failed", "result": None,
+              "error": "boom\ntraceback"}  # fmt: skip
+    sweep = cells.Sweep(
+        {"id": "j", "name": "j", "state": "failed"}, [cells.Cell(done), cells.Cell(failed)]
+    )
+    view = study.provenance(sweep)
+    assert "governor" in view.columns and "loadavg_before" in view.columns
+    assert "cpu_model" not in view.columns  # no result recorded it
+    first, second = (dict(zip(view.columns, row, strict=True)) for row in view.rows)
+    assert (first["governor"], first["loadavg_before"], first["engine"]) == (
+        "performance", "0.5/0.25/0.125", "sha256=abc"
+    )  # fmt: skip
+    assert second["governor"] == "-" and second["torch"] == "-"
+    table3 = study.metric_table(sweep, "time")
+    assert table3.rows == [["kws", "1.500", "- (failed: boom)"]]

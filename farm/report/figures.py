@@ -21,7 +21,7 @@ DPI = 100
 SIZES = {"figure4": (1200, 700), "figure5": (1200, 600), "figure6": (1200, 700)}
 """Each figure's size in pixels (width, height)."""
 
-FEATURE, CLASSIFY, LIMIT = "#0072B2", "#E69F00", "#D55E00"  # colour-blind safe (Okabe-Ito)
+FEATURE, CLASSIFY, LIMIT, LOAD = "#0072B2", "#E69F00", "#D55E00", "#009E73"  # Okabe-Ito
 MB = 2**20
 
 
@@ -104,11 +104,17 @@ def figure5(sweep: Sweep) -> Figure:
         xs = range(len(models))
         need = [_mb(c, "required_mb") for c in cells]
         rss = [_mb(c, "peak_rss_mb") for c in cells]
-        for dx, values, colour, label in (
-            (-0.2, need, FEATURE, "required (params + activations)"),
-            (0.2, rss, CLASSIFY, "peak RSS (whole process)"),
-        ):
-            bars = ax.bar([x + dx for x in xs], values, width=0.4, color=colour, label=label)
+        series = [
+            (need, FEATURE, "required (params + activations)"),
+            (rss, CLASSIFY, "peak RSS (whole process)"),
+        ]
+        load = [_mb(c, "load_peak_rss_mb") for c in cells]
+        if any(load):  # results that record the RSS peak while loading the model
+            series.append((load, LOAD, "peak RSS while loading"))
+        width = 0.8 / len(series)
+        for k, (values, colour, label) in enumerate(series):
+            dx = (k - (len(series) - 1) / 2) * width
+            bars = ax.bar([x + dx for x in xs], values, width=width, color=colour, label=label)
             ax.bar_label(bars, [f"{v:,.1f}" if v else "" for v in values], fontsize=8)
         limit = next((_mb(c, "available_mb") for c in cells if _mb(c, "available_mb")), 0.0)
         if limit:
@@ -118,12 +124,11 @@ def figure5(sweep: Sweep) -> Figure:
                 ha="right", va="bottom", fontsize=9, color=LIMIT,
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
             )  # fmt: skip
-        for x, c, n, r in zip(xs, cells, need, rss, strict=True):
+        tallest = [max(v) for v in zip(*(values for values, _, _ in series), strict=True)]
+        for x, c, top in zip(xs, cells, tallest, strict=True):
             if c is not None and c.state == "does-not-fit":
-                ax.annotate(
-                    "does not fit", (x, max(n, r) * 2.2), ha="center", fontsize=9, weight="bold"
-                )
-        highest = max(highest, *need, *rss, limit)
+                ax.annotate("does not fit", (x, top * 2.2), ha="center", fontsize=9, weight="bold")
+        highest = max(highest, *tallest, limit)
         ax.set_yscale("log")
         ax.set_xticks(list(xs), models, rotation=30, ha="right")
         ax.set_title(place, fontsize=11)

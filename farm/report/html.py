@@ -24,6 +24,7 @@ table { border-collapse: collapse; margin: .6em 0; font-size: 13px; }
 caption { text-align: left; font-weight: 600; padding: .3em 0; white-space: nowrap; }
 th, td { border: 1px solid #ddd; padding: .25em .55em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
+tr.line td { border-top: 3px solid #222; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td[title] { text-decoration: underline dotted #888; cursor: help; }
 .note { color: #555; font-size: 13px; margin: .1em 0; }
@@ -52,7 +53,8 @@ def _view(v: View) -> str:
             if (i, j) in v.tips:
                 attrs += f' title="{escape(v.tips[(i, j)])}"'
             cells.append(f"<td{attrs}>{escape(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+        line = ' class="line"' if i == v.line_before else ""
+        body.append(f"<tr{line}>" + "".join(cells) + "</tr>")
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in v.notes)
     return (
         f'<div class="scroll"><table id="{escape(v.key)}"><caption>{escape(v.title)}</caption>'

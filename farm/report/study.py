@@ -35,6 +35,7 @@ class View:
     rows: list[list[str]] = field(default_factory=list)
     tips: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column) -> text
     notes: list[str] = field(default_factory=list)
+    line_before: int | None = None  # HTML draws the study's line above this row (Tables 5, 6)
 
 
 def _fmt(x: float | None, fmt: str = "{:.3f}") -> str:
@@ -144,6 +145,12 @@ def metric_table(sweep: Sweep, metric: str) -> View:
                     )
         view.rows.append(row)
     view.notes.append("Hover a value (HTML) or see the detail table for its 95% CI.")
+    if metric == "battery":
+        view.notes.append(
+            "From the inventory's power.battery (capacity, voltage, one inference every "
+            "period_s) and the measured idle and inference power: idle dominates when "
+            "inferences are rare."
+        )
     return view
 
 
@@ -191,6 +198,7 @@ def layer_table(cell: Cell, number: str) -> View:
         ["#", "layer", "type", "parameters", "time (ms)", "time (%)", "group"],
     )
     cut = split(cell.layers)
+    view.line_before = cut if 0 < cut < len(cell.layers) else None
     for i, r in enumerate(cell.layers):
         group = "feature extraction" if i < cut else "classification"
         view.rows.append(
