@@ -28,15 +28,18 @@ from farm.store import Store
 JOB = """\
 version: 1
 name: {name}
+migrate: false   # every cell from the board it names: a retried task stays put
 models:
   - {{name: kws, zoo: kws, variants: {{activation: [relu, sigmoid, tanh]}}}}
   - svhn
-targets: [{{boards: [local]}}]
+targets: [{{boards: {boards}}}]
 measure: {{iterations: 30, warmup: 2, layer_iterations: 3}}
 """
 
 INVENTORY = """\
 version: 1
+monitors:
+  - {{name: meter, backend: synthetic, options: {{rate_hz: 20000, pre_idle_s: 0.2, post_idle_s: 0.2}}}}
 boards:
   - name: local
     transport: local
@@ -44,6 +47,12 @@ boards:
     processors:
       - {{name: cpu, device: cpu, threads: 1, paper: edison-cpu}}
       - {{name: tiny, device: cpu, threads: 1, memory_mb: 1}}
+  - name: metered
+    transport: local
+    cache_dir: {cache}-metered
+    connect_timeout_s: 60   # a busy test machine starts engines slowly
+    processors: [{{name: cpu, device: cpu, threads: 1}}]
+    power: {{monitor: meter, battery: {{capacity_mah: 2300, voltage_v: 3.8}}}}
 """
 
 
@@ -55,9 +64,9 @@ def bench(tmp_path_factory):
     inv = root / "inv.yaml"
     inv.write_text(INVENTORY.format(cache=root / "board"))
     jobs = []
-    for name in ("before", "after"):
+    for name, boards in (("before", "[local]"), ("after", "[local, metered]")):
         job = root / f"{name}.yaml"
-        job.write_text(JOB.format(name=name))
+        job.write_text(JOB.format(name=name, boards=boards))
         proc = farm("submit", str(job), "-i", str(inv), "--quiet", env=env)
         assert proc.returncode == 0, proc.stderr + proc.stdout
         jobs.append(Store(root / "farm.db").job("latest")["id"])
@@ -89,7 +98,7 @@ def md_table(text: str, title: str) -> list[dict[str, str]]:
 def test_files_hold_every_cell_of_the_store(bench, store):
     job_id = bench["jobs"][1]
     rows = store.results(job_id)
-    assert len(rows) == 8  # kws × 3 activations + svhn, on cpu and tiny
+    assert len(rows) == 12  # kws × 3 activations + svhn, on local's cpu and tiny, and metered
     out = bench["out"]
     names = {p.name for p in out.iterdir()}
     assert {"report.md", "report.html", "cells.csv", "cells.json"} <= names
@@ -108,7 +117,8 @@ def test_files_hold_every_cell_of_the_store(bench, store):
             assert cell["mean_ms"] == row["result"]["latency"]["mean_ms"]
             assert cell["layers"] == store.layers(row["id"])
             assert cell["artifact_sha256"] == row["result"]["env"]["model"]["sha256"]
-        assert cell["paper_processor"] == ("edison-cpu" if row["processor"] == "cpu" else None)
+        stands_for = "edison-cpu" if (row["board"], row["processor"]) == ("local", "cpu") else None
+        assert cell["paper_processor"] == stands_for
 
     csv_lines = (out / "cells.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + len(rows)
@@ -118,35 +128,46 @@ def test_files_hold_every_cell_of_the_store(bench, store):
 def test_tables_show_the_stores_numbers_and_reasons(bench, store):
     text = (bench["out"] / "report.md").read_text()
     rows = {
-        (r["model"], r["processor"], r["variant"].get("activation")): r
+        (r["model"], r["board"], r["processor"], r["variant"].get("activation")): r
         for r in store.results(bench["jobs"][1])
     }
 
     table3 = {r["model"]: r for r in md_table(text, "Table 3:")}
     assert set(table3) == {"kws", "svhn"}
-    assert set(table3["kws"]) == {"model", "local/cpu", "local/tiny"}
-    kws = rows[("kws", "cpu", "relu")]["result"]["latency"]
+    assert set(table3["kws"]) == {"model", "local/cpu", "local/tiny", "metered/cpu"}
+    kws = rows[("kws", "local", "cpu", "relu")]["result"]["latency"]
     assert table3["kws"]["local/cpu"] == f"{kws['mean_ms']:.3f}"
-    tiny = rows[("svhn", "tiny", None)]
+    tiny = rows[("svhn", "local", "tiny", None)]
     assert tiny["state"] == "does-not-fit"
     assert table3["svhn"]["local/tiny"].startswith("- (does not fit: needs ")
     assert table3["svhn"]["local/tiny"].endswith("has 1 MB)")
     table2 = {r["model"]: r for r in md_table(text, "Table 2:")}
     assert table2["kws"]["local/cpu"] == "- (no power monitor on this board)"
+    metered = {(r["model"], r["variant"].get("activation")): r["result"]
+               for r in store.results(bench["jobs"][1]) if r["board"] == "metered"}  # fmt: skip
+    net = metered[("kws", "relu")]["energy"]["energy_per_inference_mj"]["net"]
+    assert table2["kws"]["metered/cpu"] == f"{net['mean']:.3f}"
+    table4 = {r["model"]: r for r in md_table(text, "Table 4:")}
+    hours = metered[("svhn", None)]["energy"]["battery"]["hours"]
+    assert table4["svhn"]["metered/cpu"] == f"{hours:.1f}"
+    assert table4["svhn"]["local/cpu"] == "- (no power monitor on this board)"
 
     ci = md_table(text, "Detail: 95% confidence intervals")
     kws_ci = next(r for r in ci if r["model"] == "kws" and r["activation"] == "relu"
                   and r["board/processor"] == "local/cpu")  # fmt: skip
     assert kws_ci["95% CI low"] == f"{kws['ci95_low_ms']:.3f}"
     assert kws_ci["n"] == "30"
+    energy_ci = next(r for r in ci if r["board/processor"] == "metered/cpu"
+                     and r["metric"] == "energy (mJ)" and r["activation"] == "relu" and r["model"] == "kws")  # fmt: skip
+    assert (energy_ci["95% CI low"], energy_ci["n"]) == (f"{net['ci95'][0]:.3f}", "30")
 
     table7 = {(r["model"], r["board/processor"]): r for r in md_table(text, "Table 7:")}
     for activation in study.ACTIVATIONS:
-        share = rows[("kws", "cpu", activation)]["result"]["layer_pass"]["nonlinear_share"]
+        share = rows[("kws", "local", "cpu", activation)]["result"]["layer_pass"]["nonlinear_share"]
         assert table7[("kws", "local/cpu")][activation] == f"{share:.1%}"
 
     table5 = md_table(text, "Table 5:")  # svhn is the sweep's only CNN
-    svhn_layers = store.layers(rows[("svhn", "cpu", None)]["id"])
+    svhn_layers = store.layers(rows[("svhn", "local", "cpu", None)]["id"])
     assert [r["layer"] for r in table5] == [r["name"] for r in svhn_layers]
     groups = [r["group"] for r in table5]
     first_fc = next(i for i, r in enumerate(svhn_layers) if r["type"] == "Linear")
@@ -155,7 +176,7 @@ def test_tables_show_the_stores_numbers_and_reasons(bench, store):
     )
     table6 = md_table(text, "Table 6:")  # and kws its DNN
     assert [r["type"] for r in table6] == [
-        r["type"] for r in store.layers(rows[("kws", "cpu", "relu")]["id"])
+        r["type"] for r in store.layers(rows[("kws", "local", "cpu", "relu")]["id"])
     ]
 
     beside = md_table(text, "Beside the study")

@@ -97,7 +97,8 @@ class Cell:
         f = flat(self.row)
         if f["energy_net_mj"] is None:
             return None
-        n = ((self.result.get("energy") or {}).get("energy_per_inference_mj") or {}).get("n")
+        per_inference = (self.result.get("energy") or {}).get("energy_per_inference_mj") or {}
+        n = (per_inference.get("net") or {}).get("n")
         return Estimate(
             f["energy_net_mj"], f["energy_net_ci95_lo_mj"], f["energy_net_ci95_hi_mj"], n
         )

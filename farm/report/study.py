@@ -57,8 +57,11 @@ def is_cnn(layers: list[dict[str, Any]]) -> bool:
 
 
 def split(layers: list[dict[str, Any]]) -> int:
-    """Where the study draws its line: the first fully-connected layer. Layers before
-    it extract features (convolution-oriented), it and the rest classify (feed-forward)."""
+    """Where the study draws its line: the first fully-connected layer of a CNN. Layers
+    before it extract features (convolution-oriented), it and the rest classify
+    (feed-forward). A DNN is feed-forward throughout: its line is before its first layer."""
+    if not is_cnn(layers):
+        return 0
     return next((i for i, row in enumerate(layers) if row["type"] == "Linear"), len(layers))
 
 
@@ -144,7 +147,15 @@ def metric_table(sweep: Sweep, metric: str) -> View:
                         + (f", n={est.n}" if est.n else "")
                     )
         view.rows.append(row)
-    view.notes.append("Hover a value (HTML) or see the detail table for its 95% CI.")
+    if view.tips:
+        view.notes.append("Hover a value (HTML) or see the detail table for its 95% CI.")
+    twice = len(sweep.cells) - len({c.key for c in sweep.cells})
+    if twice:
+        view.notes.append(
+            f"{twice} cell(s) ran where another cell of the same model and variant ran "
+            "(a retried task migrated to a sibling board): the table shows the first; the "
+            "detail table lists every cell. Set `migrate: false` in the job to prevent it."
+        )
     if metric == "battery":
         view.notes.append(
             "From the inventory's power.battery (capacity, voltage, one inference every "
