@@ -156,7 +156,7 @@ def metric_table(sweep: Sweep, metric: str) -> View:
             "(a retried task migrated to a sibling board): the table shows the first; the "
             "detail table lists every cell. Set `migrate: false` in the job to prevent it."
         )
-    if metric == "battery":
+    if metric == "battery" and any(estimate(c, metric) for c in sweep.cells):
         view.notes.append(
             "From the inventory's power.battery (capacity, voltage, one inference every "
             "period_s) and the measured idle and inference power: idle dominates when "
