@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from farm.report.cells import Cell, Sweep
-from farm.report.study import pick, split
+from farm.report.study import is_cnn, pick, split
 
 DPI = 100
 SIZES = {"figure4": (1200, 700), "figure5": (1200, 600), "figure6": (1200, 700)}
@@ -50,7 +50,9 @@ def _layer_bars(ax: Axes, cell: Cell, values: list[float], xlabel: str) -> None:
     if 0 < cut < len(layers):
         ax.axhline(cut - 0.5, color="black", linestyle="--", linewidth=1)
     ax.set_xlabel(xlabel)
-    ax.set_title(f"{cell.model} on {cell.place}", fontsize=11)
+    ax.set_title(
+        f"{cell.model} ({'CNN' if is_cnn(layers) else 'DNN'}) on {cell.place}", fontsize=11
+    )
     ax.grid(axis="x", alpha=0.3)
     handles = [
         Patch(color=c, label=lab)
