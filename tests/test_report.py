@@ -14,6 +14,7 @@ import struct
 import subprocess
 import tempfile
 import textwrap
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -23,7 +24,10 @@ from matplotlib.image import imread
 from farm import spec
 from farm.errors import SpecError
 from farm.report import build, cells, figures, findings, paper, study
-from farm.store import Store
+from farm.result import EngineResult
+from farm.states import JobState, TaskState
+from farm.store import Cell as StoredCell
+from farm.store import JobRecord, Store, TaskRecord
 
 JOB = """\
 version: 1
@@ -38,8 +42,6 @@ measure: {{iterations: 30, warmup: 2, layer_iterations: 3}}
 
 INVENTORY = """\
 version: 1
-monitors:
-  - {{name: meter, backend: synthetic, options: {{rate_hz: 20000, pre_idle_s: 0.2, post_idle_s: 0.2}}}}
 boards:
   - name: local
     transport: local
@@ -47,12 +49,6 @@ boards:
     processors:
       - {{name: cpu, device: cpu, threads: 1, paper: edison-cpu}}
       - {{name: tiny, device: cpu, threads: 1, memory_mb: 1}}
-  - name: metered
-    transport: local
-    cache_dir: {cache}-metered
-    connect_timeout_s: 60   # a busy test machine starts engines slowly
-    processors: [{{name: cpu, device: cpu, threads: 1}}]
-    power: {{monitor: meter, battery: {{capacity_mah: 2300, voltage_v: 3.8}}}}
 """
 
 
@@ -64,12 +60,12 @@ def bench(tmp_path_factory):
     inv = root / "inv.yaml"
     inv.write_text(INVENTORY.format(cache=root / "board"))
     jobs = []
-    for name, boards in (("before", "[local]"), ("after", "[local, metered]")):
+    for name, boards in (("before", "[local]"), ("after", "[local]")):
         job = root / f"{name}.yaml"
         job.write_text(JOB.format(name=name, boards=boards))
         proc = farm("submit", str(job), "-i", str(inv), "--quiet", env=env)
         assert proc.returncode == 0, proc.stderr + proc.stdout
-        jobs.append(Store(root / "farm.db").job("latest")["id"])
+        jobs.append(Store(root / "farm.db").job("latest").id)
     out = root / "out"
     proc = farm("report", jobs[1], "--against", jobs[0], "-i", str(inv), "--out", str(out), env=env)
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -79,6 +75,16 @@ def bench(tmp_path_factory):
 @pytest.fixture(scope="module")
 def store(bench):
     return Store(bench["root"] / "farm.db")
+
+
+def results(store: Store, job_id: str) -> list[dict]:
+    """The store's cells of a job as plain data, to check the report's text against."""
+    return [
+        {"id": c.task.id, "model": c.task.model, "board": c.task.board,
+         "processor": c.task.processor, "variant": c.task.variant, "state": c.task.state.value,
+         "result": c.result.model_dump(mode="json") if c.result else None}
+        for c in store.cells(job_id)
+    ]  # fmt: skip
 
 
 def md_table(text: str, title: str) -> list[dict[str, str]]:
@@ -97,8 +103,8 @@ def md_table(text: str, title: str) -> list[dict[str, str]]:
 
 def test_files_hold_every_cell_of_the_store(bench, store):
     job_id = bench["jobs"][1]
-    rows = store.results(job_id)
-    assert len(rows) == 12  # kws × 3 activations + svhn, on local's cpu and tiny, and metered
+    rows = results(store, job_id)
+    assert len(rows) == 8  # kws × 3 activations + svhn, on local's cpu and tiny
     out = bench["out"]
     names = {p.name for p in out.iterdir()}
     assert {"report.md", "report.html", "cells.csv", "cells.json"} <= names
@@ -115,10 +121,9 @@ def test_files_hold_every_cell_of_the_store(bench, store):
         )  # fmt: skip
         if row["state"] == "done":
             assert cell["mean_ms"] == row["result"]["latency"]["mean_ms"]
-            assert cell["layers"] == store.layers(row["id"])
+            assert cell["layers"] == [asdict(r) for r in store.layers(row["id"])]
             assert cell["artifact_sha256"] == row["result"]["env"]["model"]["sha256"]
-        stands_for = "edison-cpu" if (row["board"], row["processor"]) == ("local", "cpu") else None
-        assert cell["paper_processor"] == stands_for
+        assert cell["paper_processor"] == ("edison-cpu" if row["processor"] == "cpu" else None)
 
     csv_lines = (out / "cells.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + len(rows)
@@ -129,12 +134,12 @@ def test_tables_show_the_stores_numbers_and_reasons(bench, store):
     text = (bench["out"] / "report.md").read_text()
     rows = {
         (r["model"], r["board"], r["processor"], r["variant"].get("activation")): r
-        for r in store.results(bench["jobs"][1])
+        for r in results(store, bench["jobs"][1])
     }
 
     table3 = {r["model"]: r for r in md_table(text, "Table 3:")}
     assert set(table3) == {"kws", "svhn"}
-    assert set(table3["kws"]) == {"model", "local/cpu", "local/tiny", "metered/cpu"}
+    assert set(table3["kws"]) == {"model", "local/cpu", "local/tiny"}
     kws = rows[("kws", "local", "cpu", "relu")]["result"]["latency"]
     assert table3["kws"]["local/cpu"] == f"{kws['mean_ms']:.3f}"
     tiny = rows[("svhn", "local", "tiny", None)]
@@ -143,23 +148,12 @@ def test_tables_show_the_stores_numbers_and_reasons(bench, store):
     assert table3["svhn"]["local/tiny"].endswith("has 1 MB)")
     table2 = {r["model"]: r for r in md_table(text, "Table 2:")}
     assert table2["kws"]["local/cpu"] == "- (no power monitor on this board)"
-    metered = {(r["model"], r["variant"].get("activation")): r["result"]
-               for r in store.results(bench["jobs"][1]) if r["board"] == "metered"}  # fmt: skip
-    net = metered[("kws", "relu")]["energy"]["energy_per_inference_mj"]["net"]
-    assert table2["kws"]["metered/cpu"] == f"{net['mean']:.3f}"
-    table4 = {r["model"]: r for r in md_table(text, "Table 4:")}
-    hours = metered[("svhn", None)]["energy"]["battery"]["hours"]
-    assert table4["svhn"]["metered/cpu"] == f"{hours:.1f}"
-    assert table4["svhn"]["local/cpu"] == "- (no power monitor on this board)"
 
     ci = md_table(text, "Detail: 95% confidence intervals")
     kws_ci = next(r for r in ci if r["model"] == "kws" and r["activation"] == "relu"
                   and r["board/processor"] == "local/cpu")  # fmt: skip
     assert kws_ci["95% CI low"] == f"{kws['ci95_low_ms']:.3f}"
     assert kws_ci["n"] == "30"
-    energy_ci = next(r for r in ci if r["board/processor"] == "metered/cpu"
-                     and r["metric"] == "energy (mJ)" and r["activation"] == "relu" and r["model"] == "kws")  # fmt: skip
-    assert (energy_ci["95% CI low"], energy_ci["n"]) == (f"{net['ci95'][0]:.3f}", "30")
 
     table7 = {(r["model"], r["board/processor"]): r for r in md_table(text, "Table 7:")}
     for activation in study.ACTIVATIONS:
@@ -168,15 +162,15 @@ def test_tables_show_the_stores_numbers_and_reasons(bench, store):
 
     table5 = md_table(text, "Table 5:")  # svhn is the sweep's only CNN
     svhn_layers = store.layers(rows[("svhn", "local", "cpu", None)]["id"])
-    assert [r["layer"] for r in table5] == [r["name"] for r in svhn_layers]
+    assert [r["layer"] for r in table5] == [r.name for r in svhn_layers]
     groups = [r["group"] for r in table5]
-    first_fc = next(i for i, r in enumerate(svhn_layers) if r["type"] == "Linear")
+    first_fc = next(i for i, r in enumerate(svhn_layers) if r.type == "Linear")
     assert groups == ["feature extraction"] * first_fc + ["classification"] * (
         len(groups) - first_fc
     )
     table6 = md_table(text, "Table 6:")  # and kws its DNN
     assert [r["type"] for r in table6] == [
-        r["type"] for r in store.layers(rows[("kws", "local", "cpu", "relu")]["id"])
+        r.type for r in store.layers(rows[("kws", "local", "cpu", "relu")]["id"])
     ]
 
     beside = md_table(text, "Beside the study")
@@ -186,7 +180,7 @@ def test_tables_show_the_stores_numbers_and_reasons(bench, store):
     against = md_table(text, "Change from")
     kws_change = next(r for r in against if r["model"] == "kws" and r["activation"] == "relu"
                       and r["board/processor"] == "local/cpu")  # fmt: skip
-    before = store.results(bench["jobs"][0])
+    before = results(store, bench["jobs"][0])
     old = next(r for r in before if r["model"] == "kws" and r["processor"] == "cpu"
                and r["variant"]["activation"] == "relu")["result"]["latency"]["mean_ms"]  # fmt: skip
     change = (kws["mean_ms"] - old) / old
@@ -283,7 +277,7 @@ def test_reference_data_says_where_each_value_comes_from_or_why_not():
         entries = table.get("values", []) + table.get("layers", [])
         assert entries or table["missing"].strip()
         assert all(e.get("where") for e in entries), number
-    report = build.assemble(cells.Sweep({"id": "j", "name": "j"}, []), ref=ref)
+    report = build.assemble(cells.Sweep(JOB_RECORD, []), ref=ref)
     assert [s.title for s in report.sections][:3] == [
         "Summary",
         "Beside the study",
@@ -306,30 +300,58 @@ def test_inventory_paper_field_is_checked(tmp_path):
     assert "inv.yaml:5" in str(info.value) and "paper" in str(info.value)
 
 
+def _stored(board: str, state: TaskState, result: dict | None, error: str | None = None):
+    task = TaskRecord(
+        id=f"j.{board}", job_id="j", index=0, key=board, model="kws", board=board,
+        processor="cpu", variant={}, state=state, attempts=1, error=error, created=0.0,
+        updated=0.0,
+    )  # fmt: skip
+    return StoredCell(task, EngineResult.model_validate(result) if result else None)
+
+
+JOB_RECORD = JobRecord(
+    id="j", name="j", source=None, spec={}, boards=[], priority=0, state=JobState.FAILED,
+    created=0.0, updated=0.0,
+)  # fmt: skip
+
+
 def test_provenance_and_reasons_from_whatever_a_result_recorded():
     """Results carry different environment keys over farm's versions; the report shows the
     keys that exist and a reason for every missing value, and never fails on a missing key."""
-    env = {
-        "torch": "2.13.0",
-        "threads": 2,
-        "governor": "performance",
-        "loadavg_before": [0.5, 0.25, 0.125],
-        "engine": {"sha256": "abc"},
-    }
-    done = {"id": "j.0", "model": "kws", "board": "b", "processor": "cpu", "variant": {},
-            "state": "done", "error": None, "result": {"env": env, "latency": {"n": 5, "mean_ms": 1.5}}}  # fmt: skip
-    failed = {**done, "id": "j.1", "board": "c", "state": "failed", "result": None,
-              "error": "boom\ntraceback"}  # fmt: skip
-    sweep = cells.Sweep(
-        {"id": "j", "name": "j", "state": "failed"}, [cells.Cell(done), cells.Cell(failed)]
-    )
+    env = {"torch": "2.13.0", "threads": 2, "engine": "abc123", "governor": "performance",
+           "loadavg_before": [0.5, 0.25, 0.125]}  # fmt: skip
+    done = _stored(
+        "b", TaskState.DONE,
+        {"status": "ok", "env": env, "latency": {"n": 5, "mean_ms": 1.5, "median_ms": 1.4}},
+    )  # fmt: skip
+    failed = _stored("c", TaskState.FAILED, None, "boom\ntraceback")
+    sweep = cells.Sweep(JOB_RECORD, [cells.Cell(done), cells.Cell(failed)])
     view = study.provenance(sweep)
     assert "governor" in view.columns and "loadavg_before" in view.columns
     assert "cpu_model" not in view.columns  # no result recorded it
     first, second = (dict(zip(view.columns, row, strict=True)) for row in view.rows)
     assert (first["governor"], first["loadavg_before"], first["engine"]) == (
-        "performance", "0.5/0.25/0.125", "sha256=abc"
+        "performance", "0.5/0.25/0.125", "abc123"
     )  # fmt: skip
     assert second["governor"] == "-" and second["torch"] == "-"
     table3 = study.metric_table(sweep, "time")
     assert table3.rows == [["kws", "1.500", "- (failed: boom)"]]
+
+
+def test_energy_and_battery_cells():
+    """Tables 2 and 4 and the CI detail from a result with an energy report (as the
+    station stores it for a board with a monitor)."""
+    energy = {"energy_per_inference_mj": {"net": {"mean": 0.489, "ci95": [0.241, 0.736], "n": 300}},
+              "battery": {"hours": 9.71}}  # fmt: skip
+    latency = {"n": 300, "mean_ms": 0.3, "median_ms": 0.29}
+    metered = _stored("m", TaskState.DONE, {"status": "ok", "latency": latency, "energy": energy})
+    plain = _stored("p", TaskState.DONE, {"status": "ok", "latency": latency})
+    sweep = cells.Sweep(JOB_RECORD, [cells.Cell(metered), cells.Cell(plain)])
+    table2 = study.metric_table(sweep, "energy")
+    assert table2.rows == [["kws", "0.489", "- (no power monitor on this board)"]]
+    assert table2.tips[(0, 1)] == "95% CI 0.241 to 0.736 mJ, n=300"
+    assert study.metric_table(sweep, "battery").rows == [
+        ["kws", "9.7", "- (no power monitor on this board)"]
+    ]
+    detail = [r for r in study.ci_detail(sweep).rows if r[3] == "energy (mJ)"]
+    assert detail == [["kws", "m/cpu", "relu", "energy (mJ)", "0.489", "0.241", "0.736", "300"]]

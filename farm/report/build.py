@@ -48,7 +48,7 @@ def assemble(sweep: Sweep, against: Sweep | None = None, ref: Reference | None =
     summary = Section(
         "Summary",
         [
-            f"Job {sweep.id} ({sweep.job.get('name')}): {len(sweep.cells)} cells "
+            f"Job {sweep.id} ({sweep.job.name}): {len(sweep.cells)} cells "
             f"({', '.join(f'{n} {s}' for s, n in states.most_common())}) of "
             f"{len(sweep.models())} models on {len(sweep.places())} board/processors.",
             "Every number below is measured by farm; the study's (Lane et al. 2015) appear "
@@ -117,7 +117,8 @@ def write(report: Report, sweep: Sweep, out: Path) -> dict[str, Path]:
     paths["cells.json"].write_text(
         json.dumps(
             {
-                "job": {k: sweep.job.get(k) for k in ("id", "name", "state", "created", "updated")},
+                "job": {k: getattr(sweep.job, k) for k in ("id", "name", "created", "updated")}
+                | {"state": str(sweep.job.state)},
                 "cells": [
                     {**rec, "env": c.env, "layers": c.layers}
                     for rec, c in zip(rows, sweep.cells, strict=True)

@@ -9,14 +9,16 @@ files never dig through result JSON themselves.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
+from farm import store
 from farm.report import source
-from farm.report.source import Store
 from farm.report.tables import flat
 from farm.spec.inventory import Inventory
-from farm.store import TaskState
+from farm.states import TaskState
+from farm.store.read import Reader
 
 
 @dataclass(frozen=True)
@@ -33,24 +35,22 @@ class Estimate:
 class Cell:
     """One task of the sweep: where it ran, what it measured, and why not if it did not."""
 
-    row: dict[
-        str, Any
-    ]  # the store's row: id, model, board, processor, variant, state, error, result
-    layers: list[dict[str, Any]] = field(default_factory=list)
+    stored: store.Cell  # the store's record: the task and its validated result
+    layers: list[dict[str, Any]] = field(default_factory=list)  # the store's layer rows
     paper: str | None = None  # the study's processor this board/processor stands for
 
     @property
     def task(self) -> str:
-        return self.row["id"]
+        return self.stored.task.id
 
     @property
     def model(self) -> str:
-        return self.row["model"]
+        return self.stored.task.model
 
     @property
     def place(self) -> str:
         """``board/processor``, plus any variant other than the activation."""
-        base = f"{self.row['board']}/{self.row['processor']}"
+        base = f"{self.stored.task.board}/{self.stored.task.processor}"
         other = {k: v for k, v in self.variant.items() if k != "activation" and v is not None}
         if not other:
             return base
@@ -58,15 +58,19 @@ class Cell:
 
     @property
     def variant(self) -> dict[str, Any]:
-        return self.row.get("variant") or {}
+        return self.stored.task.variant
 
     @property
     def state(self) -> str:
-        return self.row["state"]
+        return self.stored.task.state.value
 
-    @property
+    @cached_property
     def result(self) -> dict[str, Any]:
-        return self.row.get("result") or {}
+        """The result as JSON-shaped data holding only what was recorded: keys a newer
+        engine adds are kept, so the report shows them, and an older result simply
+        lacks them."""
+        result = self.stored.result
+        return result.model_dump(mode="json", exclude_none=True) if result is not None else {}
 
     @property
     def env(self) -> dict[str, Any]:
@@ -79,10 +83,9 @@ class Cell:
         return self.variant.get("activation") or model_meta.get("activation") or "relu"
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
+    def key(self) -> store.CellKey:
         """What matches a cell across two sweeps: model, board, processor, variant."""
-        variant = json.dumps(self.variant, sort_keys=True)
-        return (self.model, self.row["board"], self.row["processor"], variant)
+        return self.stored.key
 
     def time_ms(self) -> Estimate | None:
         lat = self.result.get("latency") or {}
@@ -94,7 +97,7 @@ class Cell:
 
     def energy_mj(self) -> Estimate | None:
         """Net energy per inference (above idle), the study's figure."""
-        f = flat(self.row)
+        f = flat(self.stored)
         if f["energy_net_mj"] is None:
             return None
         per_inference = (self.result.get("energy") or {}).get("energy_per_inference_mj") or {}
@@ -124,7 +127,7 @@ class Cell:
                 return f"does not fit: needs {need:.0f} MB, has {have:.0f} MB"
             return "does not fit"
         if self.state == TaskState.FAILED.value:
-            first = (self.row.get("error") or "").strip().splitlines()
+            first = (self.stored.task.error or "").strip().splitlines()
             return "failed" + (f": {first[0][:80]}" if first else "")
         if self.state != TaskState.DONE.value:
             return self.state
@@ -143,12 +146,12 @@ class Cell:
 class Sweep:
     """A job and its cells, in task order."""
 
-    job: dict[str, Any]
+    job: store.JobRecord
     cells: list[Cell]
 
     @property
     def id(self) -> str:
-        return self.job["id"]
+        return self.job.id
 
     def models(self) -> list[str]:
         return list(dict.fromkeys(c.model for c in self.cells))
@@ -174,17 +177,17 @@ def paper_processors(inventory: Inventory | None) -> dict[tuple[str, str], str]:
     return {(b.name, p.name): p.paper for b in inventory.boards for p in b.processors if p.paper}
 
 
-def load(store: Store, ref: str, inventory: Inventory | None = None) -> Sweep:
+def load(reader: Reader, ref: str, inventory: Inventory | None = None) -> Sweep:
     """The sweep of job ``ref`` (an id or ``latest``), read through ``farm.report.source``."""
-    job = source.job(store, ref)
+    job = source.job(reader, ref)
     paper = paper_processors(inventory)
     cells = [
         Cell(
-            row,
-            source.layers(store, row["id"]) if row.get("result") else [],
-            paper.get((row["board"], row["processor"])),
+            stored,
+            [asdict(r) for r in source.layers(reader, stored.task.id)] if stored.result else [],
+            paper.get((stored.task.board, stored.task.processor)),
         )
-        for row in source.rows(store, job["id"])
+        for stored in source.cells(reader, job.id)
     ]
     return Sweep(job, cells)
 
@@ -196,7 +199,7 @@ def records(sweep: Sweep) -> list[dict[str, Any]]:
         env = c.env
         out.append(
             {
-                **flat(c.row),
+                **flat(c.stored),
                 "activation": c.activation,
                 "paper_processor": c.paper,
                 "load_peak_rss_mb": c.memory("load_peak_rss_mb"),

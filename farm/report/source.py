@@ -1,38 +1,30 @@
 """Every read the report makes of the store, in one place.
 
-The report never queries SQLite itself: it asks for a job, the job's rows (one
-per task, with its result) and a task's layer rows. When the store grows its
-typed read API, only this module changes.
+The report asks the store's typed read API (``farm.store.read.Reader``: a local
+store, or a head's through ``farm.client``) for a job, the job's cells and a
+task's layer rows, and nothing else.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-from farm.errors import UserError
-
-
-class Store(Protocol):
-    """What the report reads: a local ``farm.store.Store`` or a head's remote store."""
-
-    def job(self, job_id: str) -> dict[str, Any] | None: ...
-    def results(self, job_id: str) -> list[dict[str, Any]]: ...
-    def layers(self, task_id: str) -> list[dict[str, Any]]: ...
+from farm.errors import NotFound
+from farm.store import Cell, JobRecord, LayerRecord
+from farm.store.read import Reader
 
 
-def job(store: Store, ref: str) -> dict[str, Any]:
+def job(store: Reader, ref: str) -> JobRecord:
     """The job ``ref`` names (an id, or ``latest``); a one-line error when there is none."""
     found = store.job(ref)
     if found is None:
-        raise UserError(f"{getattr(store, 'path', 'the head')}: no job {ref!r}")
+        raise NotFound(f"no job {ref!r}")
     return found
 
 
-def rows(store: Store, job_id: str) -> list[dict[str, Any]]:
-    """One row per task of the job, in task order, with its result (or None)."""
-    return store.results(job_id)
+def cells(store: Reader, job_id: str) -> list[Cell]:
+    """One cell per task of the job, in task order, with its result (or None)."""
+    return store.cells(job_id)
 
 
-def layers(store: Store, task_id: str) -> list[dict[str, Any]]:
+def layers(store: Reader, task_id: str) -> list[LayerRecord]:
     """The task's per-layer rows, in execution order."""
     return store.layers(task_id)

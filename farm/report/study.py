@@ -213,7 +213,7 @@ def layer_table(cell: Cell, number: str) -> View:
     for i, r in enumerate(cell.layers):
         group = "feature extraction" if i < cut else "classification"
         view.rows.append(
-            [str(r["idx"]), r["name"], r["type"], f"{r.get('params') or 0:,}",
+            [str(r["index"]), r["name"], r["type"], f"{r.get('params') or 0:,}",
              _fmt(r.get("time_ms"), "{:.4f}"), _fmt(r.get("share"), "{:.1%}"), group]
         )  # fmt: skip
     for group, (t, p) in shares(cell.layers).items():
@@ -322,8 +322,8 @@ def provenance(sweep: Sweep) -> View:
         values = [f(c) for _, f in fixed] + [c.env.get(k) for k in present]
         view.rows.append([c.model, c.place, c.activation, c.state, *[_short(v) for v in values]])
     view.notes.append(
-        f"Job {sweep.id} ({sweep.job.get('name')}), created {_date(sweep.job.get('created'))}, "
-        f"state {sweep.job.get('state')}. The full environment of each result is in cells.json."
+        f"Job {sweep.id} ({sweep.job.name}), created {_date(sweep.job.created)}, "
+        f"state {sweep.job.state}. The full environment of each result is in cells.json."
     )
     return view
 
@@ -345,4 +345,4 @@ def _date(ts: float | None) -> str:
 
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
