@@ -393,6 +393,34 @@ def results(
 
 
 @app.command()
+def report(
+    job: Annotated[str, typer.Argument(help="job id, or 'latest'")] = "latest",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="write report.md/.html, cells.csv/.json, PNGs here")
+    ] = None,
+    against: Annotated[
+        str | None, typer.Option("--against", help="another job id: the change per cell")
+    ] = None,
+    inventory: InventoryOpt = None,
+    db: DbOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """The study's tables and figures from a sweep, beside the study's own."""
+    from farm.report import build, cells
+    from farm.report.markdown import to_terminal
+
+    store = _reader(address, db)
+    inv = _load_inventory(inventory)  # says which of the study's processors a board stands for
+    sweep = cells.load(store, job, inv)
+    doc = build.assemble(sweep, cells.load(store, against, inv) if against else None)
+    if out_dir is None:
+        to_terminal(doc, out)
+        return
+    paths = build.write(doc, sweep, out_dir)
+    out.print(f"report of {sweep.id}: {paths['report.html']} ({len(paths)} files in {out_dir})")
+
+
+@app.command()
 def logs(
     task: str, fmt: FormatOpt = Format.table, db: DbOpt = None, address: AddressOpt = None
 ) -> None:
