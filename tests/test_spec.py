@@ -690,7 +690,7 @@ def test_anchors_and_merge_keys_still_work(inventory):
 def test_inventory_defaults_follow_the_contract():
     inv = spec.parse_inventory("version: 1\nboards: [{name: b, processors: [{name: cpu}]}]\n")
     board = inv.boards[0]
-    assert board.transport == "local" and board.port == 22 and board.user is None
+    assert board.transport == "local" and board.port is None and board.user is None
     assert board.known_hosts == "~/.ssh/known_hosts"  # `~` is expanded where it is used
     assert board.cache_dir == "~/.cache/farm" and board.python == "python3"
     assert board.station == "head" and board.connect_timeout_s == 10
@@ -727,7 +727,7 @@ def test_models_are_frozen(inventory):
     with pytest.raises(Exception, match="frozen"):
         inventory.boards[0].name = "other"  # type: ignore[misc]
     changed = inventory.boards[0].model_copy(update={"port": 2222})
-    assert changed.port == 2222 and inventory.boards[0].port == 22
+    assert changed.port == 2222 and inventory.boards[0].port is None
 
 
 def test_program_paths_resolve_against_the_job_file(tmp_path):
