@@ -46,6 +46,7 @@ from farm.errors import (
 from farm.spec.inventory import Hop, hop_shorthand
 
 _KEEPALIVE_S = 15
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 0)  # Linux only
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -77,17 +78,65 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
-class _Connection(fabric.Connection):
-    """A fabric ``Connection`` with farm's host-key policy, and a bounded gateway open.
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges what it reads at once.
 
-    fabric opens a jump host's ``direct-tcpip`` channel with paramiko's default
-    timeout (an hour); a hung jump host must fail within the board's connect
-    timeout instead.
+    Linux delays an ACK (up to 40 ms) while it hopes to piggyback it on a reply.
+    A jump host forwards the board's packets as they come, one small write each,
+    and its Nagle holds the next one until the last is acknowledged: without
+    this, a command through a jump host that writes to stderr and then exits
+    waited ~40 ms. ``TCP_QUICKACK`` does not stick, so it is set before each read.
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        return super().recv(bufsize, flags)
+
+
+def _dial(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to the first hop (each address ``host`` resolves to, in turn)."""
+    last: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = (
+            _QuickAckSocket(family, kind, proto)
+            if _TCP_QUICKACK
+            else socket.socket(family, kind, proto)
+        )
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as e:
+            sock.close()
+            last = e
+            continue
+        # without it, every new channel waits ~40 ms on a delayed ACK (Nagle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise last or OSError(f"{host} resolves to no address")
+
+
+class _Connection(fabric.Connection):
+    """A fabric ``Connection`` with farm's host-key policy and socket, and a bounded gateway.
+
+    The first hop's TCP connection is farm's :func:`_dial`; fabric opens a jump
+    host's ``direct-tcpip`` channel with paramiko's default timeout (an hour),
+    and a hung jump host must fail within the board's connect timeout instead.
     """
 
     farm_label = ""  # set by _make: these are real attributes, not fabric config keys
     farm_timeout = 10.0
     farm_known_hosts = Path()
+
+    def open(self):
+        if self.is_connected or self.gateway:
+            return super().open()
+        sock = _dial(self.host, int(self.port), self.farm_timeout)
+        self.connect_kwargs["sock"] = sock
+        try:
+            return super().open()
+        except BaseException:
+            sock.close()
+            raise
 
     def open_gateway(self):
         if isinstance(self.gateway, _Connection):
@@ -139,7 +188,8 @@ def _make(
 
     ``role`` ("hop 1 of 2", or "" for the board) goes into its label, which every
     error about this connection carries."""
-    identity = endpoint.identity_file
+    # a hop that names no key of its own uses the board's, as it uses its known_hosts
+    identity = endpoint.identity_file or board.identity_file
     connect_kwargs: dict[str, Any] = {
         "key_filename": [os.path.expanduser(identity)] if identity else [],
         "password": None,
@@ -231,11 +281,7 @@ def _open_one(board: str, conn: _Connection, timeout: float) -> None:
                 board, f"connect to {label}: no answer within {timeout:g} s ({e})"
             ) from e
         raise translate(board, e, f"connect to {label}") from e
-    t = conn.transport
-    t.set_keepalive(_KEEPALIVE_S)
-    if isinstance(t.sock, socket.socket):  # the first hop's TCP socket (later ones ride channels)
-        # without it, every new channel waits ~40 ms on a delayed ACK (Nagle)
-        t.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.transport.set_keepalive(_KEEPALIVE_S)
 
 
 def close_chain(conns: list[_Connection]) -> None:
