@@ -11,7 +11,10 @@ if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     # openssh-server: the test bed's boards are real sshd daemons on loopback ports.
-    $SUDO apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null
+    # iproute2 (`ip`) and util-linux (`nsenter`): the test bed's boards behind a jump host live
+    # in a network namespace of their own.
+    $SUDO apt-get install -y -qq --no-install-recommends openssh-server openssh-client \
+        iproute2 util-linux >/dev/null
 fi
 
 PY=${PYTHON:-python3}

@@ -44,8 +44,6 @@ from farm.errors import (
 from farm.transport.base import Channel, Transport, register, shell_command
 from farm.transport.ssh_connect import close_chain, fingerprint, open_chain, translate
 
-__all__ = ["SSHChannel", "SSHTransport", "fingerprint"]
-
 _STDERR_TAIL_BYTES = 8192
 _POLL_S = 0.2
 # The remote shell prints its pid (the session's process group, sshd calls
@@ -87,6 +85,10 @@ class SSHTransport(Transport):
             if t is None:  # open() returned without a transport: treat as dropped
                 raise BoardUnreachable(self.name, "connection closed during setup")
             return t
+
+    def host_key(self) -> str:
+        key = self._transport().get_remote_server_key()
+        return f"{key.get_name()} {fingerprint(key)}"
 
     def close(self) -> None:
         with self._lock:
