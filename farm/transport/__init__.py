@@ -1,7 +1,7 @@
 """Reaching boards: ``connect(board)`` picks the transport the board names.
 
 Importing this package registers the built-in transports: ``local`` (this
-machine), ``ssh`` (paramiko) and ``fake`` (in-process boards for benchmarks of
+machine), ``ssh`` (fabric: ssh_config, jump hosts) and ``fake`` (in-process boards for benchmarks of
 the scheduler). See :mod:`farm.transport.base` for the interface.
 """
 
