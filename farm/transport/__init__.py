@@ -1,8 +1,9 @@
 """Reaching boards: ``connect(board)`` picks the transport the board names.
 
 Importing this package registers the built-in transports: ``local`` (this
-machine), ``ssh`` (fabric: ssh_config, jump hosts) and ``fake`` (in-process boards for benchmarks of
-the scheduler). See :mod:`farm.transport.base` for the interface.
+machine), ``ssh`` (fabric: ssh_config, jump hosts, strict host keys) and
+``fake`` (in-process boards for benchmarks of the scheduler). See
+:mod:`farm.transport.base` for the interface.
 """
 
 from farm.transport import fake, local, ssh
