@@ -150,7 +150,7 @@ class _Connection(fabric.Connection):
         return super().open_gateway()
 
 
-def resolve_known_hosts(path: str | None) -> Path:
+def _known_hosts(path: str | None) -> Path:
     return Path(os.path.expanduser(path or "~/.ssh/known_hosts"))
 
 
@@ -189,7 +189,7 @@ def _make(
     ``role`` ("hop 1 of 2", or "" for the board) goes into its label, which every
     error about this connection carries."""
     # a hop that names no key of its own uses the board's, as it uses its known_hosts
-    identity = endpoint.identity_file or board.identity_file
+    identity = endpoint.identity_file or getattr(board, "identity_file", None)
     connect_kwargs: dict[str, Any] = {
         "key_filename": [os.path.expanduser(identity)] if identity else [],
         "password": None,
@@ -211,7 +211,7 @@ def _make(
     conn.connect_timeout = None
     keys = [os.path.expanduser(k) for k in conn.connect_kwargs.get("key_filename") or []]
     conn.connect_kwargs.update(key_filename=keys, allow_agent=not keys, look_for_keys=not keys)
-    known = resolve_known_hosts(getattr(endpoint, "known_hosts", None) or board.known_hosts)
+    known = _known_hosts(getattr(endpoint, "known_hosts", None) or board.known_hosts)
     trust = getattr(endpoint, "trust_on_first_use", None)
     if trust is None:
         trust = bool(getattr(board, "trust_on_first_use", False))
