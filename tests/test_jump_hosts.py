@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -183,3 +185,33 @@ def test_the_ssh_transport_connects_with_fabric(lab):
         assert t._transport() is t._chain[-1].transport  # one connection for everything
     finally:
         t.close()
+
+
+def test_the_users_ssh_config_is_read_by_default(lab, tmp_path):
+    """No ``ssh_config:`` in the inventory: the alias resolves through ``~/.ssh/config``."""
+    doc = {k: v for k, v in lab.alias_spec("behind1").items() if k != "ssh_config"}
+    code = (
+        "import json, sys\n"
+        "from farm.spec import Board\n"
+        "from farm.transport import connect\n"
+        "t = connect(Board.model_validate(json.loads(sys.argv[1])))\n"
+        "print(t.run(['sh', '-c', 'echo $SSH_CONNECTION'], timeout=30).stdout)\n"
+    )
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+
+    def reach():
+        return subprocess.run(
+            [sys.executable, "-c", code, json.dumps(doc)],
+            env={**os.environ, "HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    unknown = reach()  # an alias nobody defines
+    assert unknown.returncode == 1 and "BoardUnreachable" in unknown.stderr
+    (home / ".ssh" / "config").write_text(lab.ssh_config.read_text())
+    known = reach()
+    assert known.returncode == 0, known.stderr
+    assert known.stdout.split()[2:] == [BEHIND_ADDR, str(lab.board("behind1").port)]
