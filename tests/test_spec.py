@@ -533,6 +533,14 @@ INVENTORY_ERRORS = [
         "must be > 0",
     ),
     (
+        "bad-jump-host",
+        "version: 1\nboards:\n  - name: a\n    transport: ssh\n    host: b\n"
+        "    proxy_jump: [gw:22, 'u@gw:ssh']\n    processors: [{name: c}]\n",
+        6,
+        "boards[0].proxy_jump",
+        "not a jump host: 'u@gw:ssh' (expected [user@]host[:port])",
+    ),
+    (
         "bool-is-not-int",
         "version: 1\nboards:\n  - name: a\n    port: true\n    processors: [{name: c}]\n",
         4,
@@ -685,6 +693,24 @@ def test_anchors_and_merge_keys_still_work(inventory):
 
 
 # -- the models ---------------------------------------------------------------------------
+
+
+def test_jump_hosts_are_written_as_openssh_writes_them():
+    inv = spec.parse_inventory(
+        "version: 1\nboards:\n"
+        "  - {name: a, transport: ssh, host: b, proxy_jump: 'u@gw:2222,gw2', processors: [{name: c}]}\n"
+        "  - name: z\n    transport: ssh\n    host: b\n    processors: [{name: c}]\n"
+        "    proxy_jump: ['[fe80::1]:22', {host: gw, known_hosts: /k, trust_on_first_use: true}]\n"
+    )
+    a, z = inv.boards
+    assert [(h.user, h.host, h.port) for h in a.proxy_jump] == [
+        ("u", "gw", 2222),
+        (None, "gw2", None),
+    ]
+    assert [(h.host, h.port) for h in z.proxy_jump] == [("fe80::1", 22), ("gw", None)]
+    assert (z.proxy_jump[1].known_hosts, z.proxy_jump[1].trust_on_first_use) == ("/k", True)
+    assert z.proxy_jump[0].known_hosts is None  # unset: the board's
+    assert a.ssh_config is None and inv.boards[0].port is None
 
 
 def test_inventory_defaults_follow_the_contract():
