@@ -215,3 +215,21 @@ def test_the_users_ssh_config_is_read_by_default(lab, tmp_path):
     known = reach()
     assert known.returncode == 0, known.stderr
     assert known.stdout.split()[2:] == [BEHIND_ADDR, str(lab.board("behind1").port)]
+
+
+def test_an_ssh_config_proxy_command_is_run(lab, tmp_path):
+    """``ProxyCommand ssh -W %h:%p gateway``: OpenSSH carries farm's connection."""
+    board = lab.board("behind2")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host viacmd\n    HostName {board.address}\n    Port {board.port}\n"
+        f"    IdentityFile {lab.client_key}\n"
+        f"    ProxyCommand ssh -F {lab.ssh_config} -W %h:%p gateway\n"
+    )
+    doc = {**lab.alias_spec("behind2"), "host": "viacmd", "ssh_config": str(config)}
+    t = connect(Board.model_validate(doc))
+    try:
+        assert where(t).split()[2:] == [BEHIND_ADDR, str(board.port)]
+        assert isinstance(t._chain[-1].gateway, str) and len(t._chain) == 1
+    finally:
+        t.close()

@@ -12,7 +12,8 @@ the way OpenSSH would reach it:
   config's ``ProxyJump`` (``none`` means direct). Hops are opened in order, each
   through the one before (``direct-tcpip``), as ``ssh -J a,b board`` does. Each
   hop's own ssh_config entry applies to it, but not its own ``ProxyJump``: list
-  every hop instead.
+  every hop instead. A config's ``ProxyCommand`` (without a ``ProxyJump``) is run
+  by fabric, and the board's host key is still farm's to check.
 
 fabric's ``Connection`` adds unknown host keys (``AutoAddPolicy``) and reads no
 known_hosts file; every connection here, hops included, gets farm's policy and
@@ -181,7 +182,7 @@ def _make(
     config: fabric.Config,
     endpoint: Any,
     role: str,
-    gateway: _Connection | None,
+    gateway: _Connection | str | None,
     timeout: float,
 ) -> _Connection:
     """One connection (a hop or the board) with its host key rules set, not yet open.
@@ -234,10 +235,14 @@ def chain(board: Any, timeout: float) -> list[_Connection]:
     config = _config(board)
     jumps = hops(board, config)
     conns: list[_Connection] = []
-    gateway = None
+    gateway: _Connection | str | None = None
     for i, hop in enumerate(jumps, 1):
         gateway = _make(board, config, hop, f"hop {i} of {len(jumps)}", gateway, timeout)
         conns.append(gateway)
+    if gateway is None and getattr(board, "proxy_jump", None) is None:
+        command = config.base_ssh_config.lookup(board.host).get("proxycommand")
+        if command and command.strip().lower() != "none":
+            gateway = command  # fabric runs it, as OpenSSH would, and talks SSH over its pipes
     conns.append(_make(board, config, board, "", gateway, timeout))
     return conns
 
