@@ -106,7 +106,7 @@ def bootstrap(
     """Run every step on one board; a failed step is reported, never raised."""
     report = BoardReport(board.name)
     try:
-        transport, step = _connect(board, trust_host_key)
+        transport, step, host_key = _connect(board, trust_host_key)
     except TransportError as e:
         report.steps.append(Step("connect", FAILED, str(e)))
         report.steps += [Step(n, SKIPPED) for n in ("python", "torch", "cache", "engine", "facts")]
@@ -120,7 +120,6 @@ def bootstrap(
         )
         report.steps.append(_cache(transport, board))
         report.steps.append(_engine(transport, board, engine))
-        host_key = step.detail if trust_host_key else None
         facts = _facts(transport, board, facts_dir, host_key) if python.status == OK else None
         report.steps.append(facts or Step("facts", SKIPPED))
     finally:
@@ -129,13 +128,15 @@ def bootstrap(
 
 
 def _guard(name: str, task) -> Step:
+    """Run a step's task; a farm error (the board's, a command's) becomes its failure."""
     try:
         return task()
     except FarmError as e:
         return Step(name, FAILED, str(e))
 
 
-def _connect(board: Any, trust_host_key: bool) -> tuple[Transport, Step]:
+def _connect(board: Any, trust_host_key: bool) -> tuple[Transport, Step, str | None]:
+    """The connection, its step, and the host key to record (only with ``trust_host_key``)."""
     known = Path(os.path.expanduser(getattr(board, "known_hosts", None) or "~/.ssh/known_hosts"))
     before = known.read_bytes() if known.exists() else b""
     if trust_host_key and board.transport == "ssh":
@@ -143,9 +144,9 @@ def _connect(board: Any, trust_host_key: bool) -> tuple[Transport, Step]:
     transport = connect(board)
     key = transport.host_key()
     if not trust_host_key or key is None:
-        return transport, Step("connect", OK, "host key verified" if key else "")
+        return transport, Step("connect", OK, "host key verified" if key else ""), None
     recorded = (known.read_bytes() if known.exists() else b"") != before
-    return transport, Step("connect", CHANGED if recorded else OK, key)
+    return transport, Step("connect", CHANGED if recorded else OK, key), key
 
 
 def _python(transport: Transport, board: Any) -> Step:
