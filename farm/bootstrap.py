@@ -12,7 +12,7 @@ reports nothing changed and changes nothing:
 4. ``cache``    the cache directory exists;
 5. ``engine``   the engine is deployed (content-addressed: pushed once);
 6. ``facts``    the board's CPU model, cores, memory and frequency governor
-   (from :func:`farm.deploy.probe`), kept in ``<facts_dir>/<board>.json``.
+   (from :func:`farm.deploy.probe`), kept in ``$FARM_CACHE/boards/<board>.json``.
 
 Nothing secret is stored: facts, and at most a public key's fingerprint.
 """
@@ -31,6 +31,7 @@ from rich.table import Table
 
 from farm import deploy
 from farm.errors import FarmError, TransportError, UserError
+from farm.scheduler.cluster import state_root
 from farm.transport import Transport, connect
 
 MIN_PYTHON = (3, 10)
@@ -72,9 +73,13 @@ def head_torch() -> str | None:
 
 
 def bootstrap_many(
-    inventory: Any, names: list[str], *, cache_dir: Path, facts_dir: Path, trust_host_key: bool
+    inventory: Any, names: list[str], *, trust_host_key: bool, state: Path | None = None
 ) -> list[BoardReport]:
-    """Bootstrap the boards called ``names`` (every board when empty), one after another."""
+    """Bootstrap the boards called ``names`` (every board when empty), one after another.
+
+    ``state`` is farm's state directory (``$FARM_CACHE``): the engine is built where
+    a station builds it, and facts go to ``<state>/boards``.
+    """
     unknown = [n for n in names if inventory.board(n) is None]
     if unknown:
         known = ", ".join(b.name for b in inventory.boards)
@@ -82,9 +87,10 @@ def bootstrap_many(
             f"no board called {', '.join(map(repr, unknown))}; the inventory has {known}"
         )
     boards = [inventory.board(n) for n in names] if names else list(inventory.boards)
-    engine = deploy.build_engine_zip(cache_dir / "engine")
+    root = state or state_root()
+    engine = deploy.build_engine_zip(root / "station" / "engine")
     return [
-        bootstrap(b, engine=engine, facts_dir=facts_dir, trust_host_key=trust_host_key)
+        bootstrap(b, engine=engine, facts_dir=root / "boards", trust_host_key=trust_host_key)
         for b in boards
     ]
 
@@ -208,8 +214,8 @@ def _engine(transport: Transport, board: Any, engine: Path) -> Step:
 
 def _facts(transport: Transport, board: Any, facts_dir: Path, host_key: str | None) -> Step:
     def task() -> Step:
-        probed = deploy.probe(transport, board)
-        facts: dict[str, Any] = {k: probed.get(k) for k in FACTS}
+        probed = deploy.probe(transport, board).model_dump()
+        facts: dict[str, Any] = {k: probed[k] for k in FACTS}
         if facts["memory_total_mb"] is not None:
             facts["memory_total_mb"] = round(facts["memory_total_mb"])
         path = facts_dir / f"{board.name}.json"

@@ -12,7 +12,7 @@ import yaml
 from farmcli import run_farm
 
 from farm import bootstrap, spec
-from farm.testbed import GATEWAY
+from farm.testing.testbed import GATEWAY
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:

@@ -19,7 +19,7 @@ import pytest
 from farm import deploy
 from farm.errors import BoardUnreachable, HostKeyMismatch, UnknownHostKey
 from farm.spec import Board
-from farm.testbed import BEHIND_ADDR, GATEWAY_ADDR
+from farm.testing.testbed import BEHIND_ADDR, GATEWAY_ADDR
 from farm.transport import connect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ FABRIC_LAYER = {"farm/transport/ssh.py", "farm/transport/ssh_connect.py"}
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """One board here and three behind the gateway (module-wide: the tests only read)."""
-    from farm.testbed import Testbed
+    from farm.testing.testbed import Testbed
 
     bed = Testbed(tmp_path_factory.mktemp("lab"), n=1, behind=3)
     try:

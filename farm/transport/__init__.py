@@ -2,11 +2,14 @@
 
 Importing this package registers the built-in transports: ``local`` (this
 machine), ``ssh`` (fabric: ssh_config, jump hosts, strict host keys) and
-``fake`` (in-process boards for benchmarks of the scheduler). See
+``fake`` (in-process boards for benchmarks of the scheduler; it lives with the
+other fakes in :mod:`farm.testing.transport`, and is registered here so that any
+station can reach a fake board). See
 :mod:`farm.transport.base` for the interface.
 """
 
-from farm.transport import fake, local, ssh
+from farm.testing import transport as fake  # registers ``fake``
+from farm.transport import local, ssh
 from farm.transport.base import Channel, Transport, connect, register, registered, shell_command
 
 __all__ = [

@@ -42,6 +42,8 @@ from typing import Any
 
 import yaml
 
+from farm.scheduler.cluster import free_port
+
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 STATE_FILE = "testbed.json"
@@ -88,13 +90,6 @@ class TestBoard:
     @property
     def cache_dir(self) -> Path:
         return self.dir / "cache"
-
-
-def free_port(address: str = BOARD_ADDR) -> int:
-    """A port the kernel says is free right now on ``address``."""
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
 
 
 def _keygen(path: Path, comment: str) -> None:
