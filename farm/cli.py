@@ -41,10 +41,12 @@ head_app = typer.Typer(no_args_is_help=True, help="Run a Ray head that owns the 
 station_app = typer.Typer(no_args_is_help=True, help="Join this machine to a head as a station.")
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 inventory_app = typer.Typer(no_args_is_help=True, help="Boards and monitors.")
+board_app = typer.Typer(no_args_is_help=True, help="Make boards ready.")
 app.add_typer(head_app, name="head")
 app.add_typer(station_app, name="station")
 app.add_typer(models_app, name="models")
 app.add_typer(inventory_app, name="inventory")
+app.add_typer(board_app, name="board")
 
 
 def _width() -> int | None:
@@ -531,6 +533,24 @@ def inventory_check(
         if c.error:
             err.print(f"[red]{c.board}[/]: {c.error}", highlight=False)
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+
+
+@board_app.command("bootstrap")
+def board_bootstrap(
+    boards: Annotated[list[str] | None, typer.Argument(help="boards (default: all)")] = None,
+    inventory: InventoryOpt = None,
+    trust_host_key: Annotated[
+        bool, typer.Option(help="record an unknown host key (TOFU, once) and its fingerprint")
+    ] = False,
+) -> None:
+    """Make fresh boards ready: python, torch, cache, engine, facts. Safe to run again."""
+    from farm import bootstrap
+
+    reports = bootstrap.bootstrap_many(
+        _load_inventory(inventory), boards or [], trust_host_key=trust_host_key
+    )
+    out.print(bootstrap.table(reports))
+    raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 
 
 # -- head and stations ---------------------------------------------------------------
