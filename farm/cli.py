@@ -463,7 +463,7 @@ def head_status(address: AddressOpt = None, fmt: FormatOpt = Format.table) -> No
     address = _address(address) or "127.0.0.1:6379"
     head = Head.attach(address)
     info = head.info()
-    nodes = [[n["address"], n["id"][:12], ", ".join(n["stations"])] for n in head.nodes()]
+    nodes = [[n.address, n.id[:12], ", ".join(n.stations)] for n in head.nodes()]
     if fmt is not Format.table:
         _emit(["node", "id", "stations"], nodes, fmt)
         return

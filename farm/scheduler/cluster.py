@@ -69,6 +69,15 @@ class HeadInfo:
     running: list[str]
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    """A live Ray node of a head's cluster and the stations it serves."""
+
+    address: str
+    id: str
+    stations: list[str]
+
+
 # -- where things are -------------------------------------------------------------
 
 
