@@ -51,7 +51,7 @@ from typing import Any
 
 import psutil
 
-from farm.errors import UserError
+from farm.errors import HeadError, UserError
 
 STATION_SLOTS = 1000  # a station's resource amount: far more boards than one node will hold
 MARKER_ENV = "FARM_RAY_NODE"
@@ -156,6 +156,7 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
 
 
 def init_embedded() -> None:
+    """Start a private Ray inside this process (once)."""
     import ray
 
     from farm.scheduler.actors import NAMESPACE
@@ -166,12 +167,15 @@ def init_embedded() -> None:
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR
         )
-        ray.init(
-            namespace=NAMESPACE,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        try:
+            ray.init(
+                namespace=NAMESPACE,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except Exception as exc:  # Ray raises bare Exception when its node does not come up
+            raise HeadError(f"could not start Ray in this process: {exc}") from exc
 
 
 def connect(address: str) -> None:
