@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from farm.errors import FarmError, NotFound, UserError
+from farm.errors import FarmError, HeadError, NotFound, UserError
 from farm.states import TaskState
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ def _follow(head: Head, job_id: str, total: int, *, quiet: bool) -> JobProgress:
         while True:
             p = head.progress(job_id)
             if p is None:
-                raise NotFound(f"the head lost job {job_id}")
+                raise HeadError(f"the head lost job {job_id}")
             detail = _counts({k: v for k, v in p.counts.items() if k is not TaskState.DONE})
             progress.update(bar, completed=p.finished, detail=detail)
             if p.state.is_terminal():
