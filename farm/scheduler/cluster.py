@@ -1,4 +1,7 @@
-"""Finding or starting the Ray side of farm.
+"""Starting the Ray side of farm: Ray in this process, head and station nodes.
+
+Clients do not come here: ``farm.client`` (``Head.embedded`` / ``Head.attach``)
+is the door, and it calls ``init_embedded`` / ``connect`` below.
 
 - **Embedded** (no address): Ray starts inside this process's session, the
   scheduler actor is private to it and stations need no placement. This is what
