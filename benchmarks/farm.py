@@ -271,10 +271,16 @@ def bench_scale(db: Path, cache: Path, boards: int, tasks: int) -> dict:
 
 
 def _head_peak_rss_mb() -> float:
-    """Peak RSS of the farm actors and Ray's head processes (raylet, GCS), summed."""
+    """Peak RSS of the farm actors and Ray's head processes (raylet, GCS), summed.
+
+    Only this run's own processes (Ray's daemons and workers descend from this
+    driver): another Ray on the machine, another user's or a test's, is not ours."""
     total = 0.0
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        cmd = " ".join(proc.info.get("cmdline") or [])
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
         if any(s in cmd for s in ("SchedulerActor", "StationActor", "gcs_server", "raylet")):
             try:
                 with open(f"/proc/{proc.pid}/status") as f:

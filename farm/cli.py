@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from farm.errors import FarmError, NotFound, UserError
+from farm.errors import FarmError, HeadError, NotFound, UserError
 from farm.states import TaskState
 
 if TYPE_CHECKING:
@@ -225,7 +225,7 @@ def _follow(head: Head, job_id: str, total: int, *, quiet: bool) -> JobProgress:
         while True:
             p = head.progress(job_id)
             if p is None:
-                raise NotFound(f"the head lost job {job_id}")
+                raise HeadError(f"the head lost job {job_id}")
             detail = _counts({k: v for k, v in p.counts.items() if k is not TaskState.DONE})
             progress.update(bar, completed=p.finished, detail=detail)
             if p.state.is_terminal():
@@ -593,7 +593,7 @@ def head_status(address: AddressOpt = None, fmt: FormatOpt = Format.table) -> No
     address = _address(address) or "127.0.0.1:6379"
     head = Head.attach(address)
     info = head.info()
-    nodes = [[n["address"], n["id"][:12], ", ".join(n["stations"])] for n in head.nodes()]
+    nodes = [[n.address, n.id[:12], ", ".join(n.stations)] for n in head.nodes()]
     if fmt is not Format.table:
         _emit(["node", "id", "stations"], nodes, fmt)
         return

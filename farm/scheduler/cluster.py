@@ -1,4 +1,7 @@
-"""Finding or starting the Ray side of farm.
+"""Starting the Ray side of farm: Ray in this process, head and station nodes.
+
+Clients do not come here: ``farm.client`` (``Head.embedded`` / ``Head.attach``)
+is the door, and it calls ``init_embedded`` / ``connect`` below.
 
 - **Embedded** (no address): Ray starts inside this process's session, the
   scheduler actor is private to it and stations need no placement. This is what
@@ -51,7 +54,7 @@ from typing import Any
 
 import psutil
 
-from farm.errors import UserError
+from farm.errors import HeadError, UserError
 
 STATION_SLOTS = 1000  # a station's resource amount: far more boards than one node will hold
 MARKER_ENV = "FARM_RAY_NODE"
@@ -67,6 +70,15 @@ class HeadInfo:
     address: str | None
     db: str
     running: list[str]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A live Ray node of a head's cluster and the stations it serves."""
+
+    address: str
+    id: str
+    stations: list[str]
 
 
 # -- where things are -------------------------------------------------------------
@@ -147,6 +159,7 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
 
 
 def init_embedded() -> None:
+    """Start a private Ray inside this process (once)."""
     import ray
 
     from farm.scheduler.actors import NAMESPACE
@@ -157,12 +170,15 @@ def init_embedded() -> None:
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR
         )
-        ray.init(
-            namespace=NAMESPACE,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        try:
+            ray.init(
+                namespace=NAMESPACE,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except Exception as exc:  # Ray raises bare Exception when its node does not come up
+            raise HeadError(f"could not start Ray in this process: {exc}") from exc
 
 
 def connect(address: str) -> None:
