@@ -313,10 +313,10 @@ def test_battery_estimate_follows_the_paper_formula(energy_job, truth):
 def test_absent_monitor_fails_its_task_with_a_clear_error(energy_job):
     absent = energy_job["absent"]
     assert absent["state"] == "failed"
-    assert absent["attempts"] == 1  # not retried: another try cannot conjure the library
+    assert absent["attempts"] == 1  # not retried: another try cannot conjure the device
     error = absent["error"]
     assert error.startswith("MonitorUnavailable: ")
-    assert MONSOON in error and "Monsoon package" in error
+    assert MONSOON in error and "no Monsoon with that serial on USB" in error
     assert "Traceback" not in error and "Ray" not in error
     assert energy_job["metered"]["state"] == "done"
     assert energy_job["progress"]["state"] == "failed"  # the job says some task failed
