@@ -532,3 +532,25 @@ def test_batch_scales_the_input_and_the_activations():
     assert four["memory"]["peak_activation_bytes"] > 3 * one["memory"]["peak_activation_bytes"]
     with pytest.raises(RequestError):
         parse_request({"artifact": "x", "batch": 0})
+
+
+def test_a_program_is_timed_as_exported_and_its_layer_pass_is_a_named_variant(tmp_path):
+    import io
+
+    from farm.engine import artifact
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(model, (torch.randn(1, 16),)), buffer)
+    manifest = {"format": artifact.FORMAT, "kind": artifact.KIND_PROGRAM, "name": "mlp",
+                "source": "tests", "params": sum(p.numel() for p in model.parameters()),
+                "activation": None, "input_shape": [1, 16], "dtype": "float32"}  # fmt: skip
+    path = tmp_path / "mlp.farm"
+    artifact.write(path, manifest, {artifact.PROGRAM: buffer.getvalue()})
+    request = {"artifact": str(path), "iterations": 20, "warmup": 2, "layer_iterations": 4}
+    r = run_task(parse_request(request), ModelCache(capacity=0))
+    assert r["status"] == "ok", r["error"]
+    assert r["model_form"] == "exported"
+    assert r["layer_pass"]["model_form"] == "unflattened"
+    assert [row["type"] for row in r["layers"]] == ["Linear", "ReLU", "Linear", "Graph"]

@@ -23,6 +23,7 @@ gets one result object back, and the board's engine keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -79,8 +80,10 @@ class ModelCache:
         while self._models and len(self._models) >= max(self.capacity, 1):
             self._models.popitem(last=False)  # make room before loading the next one
         model = self.loader(path)
-        model.module.to(device)
-        model.module.eval()
+        for module in _distinct(model.module, getattr(model, "layer_root", None)):
+            module.to(device)
+            with contextlib.suppress(NotImplementedError):  # an exported module refuses
+                module.eval()  # eval(): it keeps the mode it was exported in
         if self.capacity > 0:
             self._models[key] = model
         return model, True
@@ -90,6 +93,10 @@ class ModelCache:
 
     def __len__(self) -> int:
         return len(self._models)
+
+
+def _distinct(*modules: Any) -> list[Any]:
+    return list({id(m): m for m in modules if m is not None}.values())
 
 
 class DoesNotFit(Exception):
@@ -177,6 +184,7 @@ class _Task:
         self._check_fit(memory.param_bytes(module), 0, device, avail_before, fresh)
 
         run_once = forward_fn(module, example)
+        layer_root = getattr(model, "layer_root", module)
         with torch.inference_mode():
             cold = time_inferences(run_once, 1, sync)
         self.markers.add(cold.mono_begin[0], COLD_BEGIN)
@@ -184,7 +192,7 @@ class _Task:
         if req.memory:  # what loading took; from here on the high-water mark is inference's
             self.mem["load_peak_rss_mb"] = memory.peak_rss_mb()
             self.mem["hwm_reset"] = memory.reset_peak_rss()
-        probe = memory.probe(module, example, leaf_layers)
+        probe = memory.probe(layer_root, example, leaf_layers)
         self._check_fit(memory.param_bytes(module), probe.peak_activation_bytes, device,
                         avail_before, fresh)  # fmt: skip
 
@@ -199,7 +207,9 @@ class _Task:
         self.env["gc_paused_while_timing"] = True
 
         if req.layers and leaf_layers:
-            self._layer_pass(run_once, leaf_layers, probe, device, sync)
+            layer_run = run_once if layer_root is module else forward_fn(layer_root, example)
+            self._layer_pass(layer_run, leaf_layers, probe, device, sync)
+            self.result["layer_pass"]["model_form"] = getattr(model, "layer_form", "eager")
 
         if req.sync_pulse is not None:
             pulse.drive(req.sync_pulse, self.markers)
