@@ -391,8 +391,10 @@ def test_module_path_models_round_trip_with_their_layers(
     for name, layer in loaded.layers:
         layer.register_forward_hook(lambda *_, name=name: fired.append(name))
     x = loaded.example_input()
+    assert (loaded.form, loaded.layer_form) == ("exported", "unflattened")
     with torch.no_grad():
-        assert torch.allclose(loaded.module(x), original(x), atol=1e-6)
+        assert torch.allclose(loaded.module(x), original(x), atol=1e-6)  # what is timed
+        assert torch.allclose(loaded.layer_root(x), original(x), atol=1e-6)  # what is hooked
     assert fired == leaves
 
 
