@@ -3,7 +3,9 @@
 (a) Latency. The engine's reported median (a real ``run_task``, latency pass
     only, the model kept warm in its cache) against the median of a plain
     ``perf_counter`` loop over the same module and input, at the same threads,
-    garbage collector paused in both. Blocks of the two alternate in one process
+    garbage collector paused in both. Besides the zoo, two users' models (a
+    transformer encoder and a residual CNN) as exported programs: the engine times
+    the exported program's own module, and so does the plain loop. Blocks of the two alternate in one process
     (which goes first alternates too), so drift and neighbours hit both alike.
     Figure ``median_vs_plain_<model>``: |engine / plain − 1| in %, target ≤ 1.
 
@@ -36,6 +38,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import gc
+import io
 import json
 import os
 import tempfile
@@ -53,8 +56,10 @@ from farm.engine.layers import GRAPH_ROW, fast_mean
 from farm.engine.request import parse_request
 from farm.engine.runner import ModelCache, run_task
 
-# model -> (inferences per block, blocks) for (a)
-LATENCY_PLAN = {"kws": (1000, 12), "svhn": (300, 10), "alexnet": (10, 8)}
+# model -> (inferences per block, blocks) for (a); the last two are users' models given
+# as exported programs (model_form "exported"): the plain loop runs the same form
+LATENCY_PLAN = {"kws": (1000, 12), "svhn": (300, 10), "alexnet": (10, 8),
+                "user_transformer": (300, 10), "user_resnet": (300, 10)}  # fmt: skip
 # model -> (engine tasks = reference rounds, forwards of each prefix per round) for (b)
 SHARE_PLAN = {"kws": (7, 60), "svhn": (7, 30), "deepear": (7, 40), "alexnet": (3, 3)}
 LAYER_ITERATIONS = 20  # the job's default (farm.spec: measure.layer_iterations)
@@ -100,6 +105,44 @@ def latency(path: str, n: int, blocks: int) -> dict:
     e, p = stats.median(engine_medians), stats.median(plain)
     return {"n": n, "blocks": blocks, "engine_ms": e, "plain_ms": p,
             "error_pct": 100 * abs(e / p - 1), "threads": torch.get_num_threads()}  # fmt: skip
+
+
+class _Residual(nn.Module):
+    """A user's small residual CNN: functional ReLUs and a skip addition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv1 = nn.Conv2d(16, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def _user_models() -> dict[str, tuple[nn.Module, list[int]]]:
+    layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, batch_first=True)
+    return {
+        "user_transformer": (nn.TransformerEncoder(layer, num_layers=2), [1, 16, 64]),
+        "user_resnet": (_Residual(), [1, 3, 32, 32]),
+    }
+
+
+def _program_artifact(name: str, module: nn.Module, shape: list[int], folder: str) -> str:
+    """A ``program`` artifact of ``module``, as ``farm.zoo.export`` writes a ``program:``."""
+    torch.manual_seed(0)
+    module.eval()
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(module, (torch.randn(shape),)), buffer)
+    manifest = {"format": artifact.FORMAT, "kind": artifact.KIND_PROGRAM, "name": name,
+                "source": "benchmarks/harness.py", "activation": None, "input_shape": shape,
+                "dtype": "float32", "params": sum(p.numel() for p in module.parameters())}  # fmt: skip
+    path = str(Path(folder) / f"{name}.farm")
+    artifact.write(path, manifest, {artifact.PROGRAM: buffer.getvalue()})
+    return path
 
 
 def _prefixes(module: artifact.GraphModule) -> list[nn.Module]:
@@ -187,7 +230,13 @@ def main() -> int:
             missed.append(name)
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {m: str(zoo.export(m, cache_dir=tmp).path) for m in {*LATENCY_PLAN, *SHARE_PLAN}}
+        users = _user_models()
+        paths = {m: str(zoo.export(m, cache_dir=tmp).path)
+                 for m in {*LATENCY_PLAN, *SHARE_PLAN} - set(users)}  # fmt: skip
+        for name, (module, shape) in users.items():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                paths[name] = _program_artifact(name, module, shape, tmp)
         lat = {m: latency(paths[m], *plan) for m, plan in LATENCY_PLAN.items()}
         sh = {m: shares(paths[m], *plan) for m, plan in SHARE_PLAN.items()}
     load_after = os.getloadavg()
