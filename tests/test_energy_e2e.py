@@ -7,7 +7,7 @@ One job runs once for the module (`energy_job`) on two test-bed boards:
   host's) through a monitor clock with a hidden offset and drift. Because the
   synthetic power is piecewise constant, the true energy of every window is
   known exactly (``expected_energy_j``): the tests hold farm's figures to it.
-- ``board1`` names a Monsoon, whose library is not installed: its task must
+- ``board1`` names a Monsoon that is not plugged in (no device with its serial): its task must
   fail with a clear ``MonitorUnavailable`` while the rest of the job runs.
 
 Then the CLI reads the same store (`farm results`), and the demo files run
