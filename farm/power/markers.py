@@ -28,6 +28,7 @@ class Windows:
     layer_index: np.ndarray
     layer_iter: np.ndarray  # iteration of each layer window (the layer pass)
     layer_names: list[str]
+    layer_types: list[str]  # Conv2d, Linear, ... where the engine said (else empty)
     pulses: list[np.ndarray]  # one (k, 2) array of [t_ns, level] edges per pulse burst
     all_t_ns: np.ndarray
     monotonic: bool
@@ -125,6 +126,7 @@ def parse(markers: Mapping[str, Any]) -> Windows:
         layer_index=lay_keys[:, 1] if len(lay_keys) else np.zeros(0, np.int64),
         layer_iter=lay_keys[:, 0] if len(lay_keys) else np.zeros(0, np.int64),
         layer_names=list(markers.get("layer_names", [])),
+        layer_types=list(markers.get("layer_types", [])),
         pulses=_bursts(edges, iteration[is_pulse]),
         all_t_ns=t,
         monotonic=bool(np.all(np.diff(t) >= 0)),
