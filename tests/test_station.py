@@ -83,16 +83,16 @@ def test_the_result_record_keeps_what_newer_engines_add():
         "version": ENGINE_RESULT_VERSION,
         "status": "ok",
         "latency": {"n": 2, "mean_ms": 1.0, "median_ms": 1.0},
-        "memory": {"peak_rss_mb": 10.0, "loader_peak_rss_mb": 30.0},
+        "memory": {"peak_rss_mb": 10.0, "load_peak_rss_mb": 30.0},
         "env": {"threads": 2, "governor": "performance", "loadavg_before": [0.1, 0.2, 0.3]},
-        "layer_pass": {"layer_sum_ok": True},
+        "layer_pass": {"layer_sum_outside_5pct": True},
         "warnings": ["cpu steal 3%"],
         "markers": {"t_ns": []},
         "log": ["hello"],
     }
     result = parse_engine_result(raw)
     assert result.env.threads == 2 and result.env.governor == "performance"
-    assert result.memory.loader_peak_rss_mb == 30.0 and result.layer_pass.layer_sum_ok
+    assert result.memory.load_peak_rss_mb == 30.0 and result.layer_pass.layer_sum_outside_5pct
     assert result.warnings == ["cpu steal 3%"]
     stored = result.to_json()
     assert "markers" not in stored and "log" not in stored
