@@ -138,7 +138,7 @@ def ranks(values: list[float]) -> list[int]:
 
 
 def agree_with_reference(rows: list[dict], reference: dict[str, float]) -> None:
-    """Same modules, ranked alike (Spearman's rho), the busiest ones the same."""
+    """Same modules, ranked alike (Spearman's rho), the busy ones busy by both."""
     ours = module_shares(rows)
     assert set(ours) == set(reference)
     names = sorted(reference)
@@ -146,8 +146,13 @@ def agree_with_reference(rows: list[dict], reference: dict[str, float]) -> None:
     n = len(names)
     rho = 1 - 6 * sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) / (n * (n * n - 1))
     assert rho > 0.5, (rho, ours, reference)
-    top_ref = sorted(reference, key=reference.__getitem__, reverse=True)[:3]
-    assert max(ours, key=ours.__getitem__) in top_ref, (ours, reference)
+    # the modules that did most of the work by the reference did most of it by ours too
+    busy, held = [], 0.0
+    for m in sorted(reference, key=reference.__getitem__, reverse=True):
+        if held < 0.8:
+            busy.append(m)
+            held += reference[m]
+    assert sum(ours[m] for m in busy) > 0.5, (busy, ours, reference)
 
 
 def test_rows_add_up_and_the_graph_keeps_its_own_row(user_models):

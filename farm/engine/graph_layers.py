@@ -298,13 +298,17 @@ def summarize(
     """Rows (the graph's entry/exit last, ``kind`` and ``module`` added) and the summary."""
     n_work = len(plan.work)
     intervals, graph_ns = node_intervals(lp, n_work)
-    tick = max(0.0, layers.fast_mean(lp.whole_ns) - layers.fast_mean(lp.bare_ns)) / (n_work + 1)
     typical = layers.typical_iterations(lp.whole_ns)
 
     def mean(values: list[int]) -> float:
         return sum(values[i] for i in typical) / len(typical)
 
-    node_ns = [max(0.0, mean([iv[k] for iv in intervals]) - tick) for k in range(n_work)]
+    raw = [mean([iv[k] for iv in intervals]) for k in range(n_work)]
+    # every interval holds one tick, so none can cost more than the cheapest interval:
+    # on a loaded machine the ticked-minus-plain difference can overshoot that bound.
+    tick = max(0.0, layers.fast_mean(lp.whole_ns) - layers.fast_mean(lp.bare_ns)) / (n_work + 1)
+    tick = min([tick, *raw])
+    node_ns = [max(0.0, t - tick) for t in raw]
     times = [0.0] * len(plan.rows)
     for k, r in enumerate(plan.row_of):
         times[r] += node_ns[k]
