@@ -11,17 +11,21 @@ Schema changes bump ``SCHEMA_VERSION`` and add a step to ``_MIGRATIONS``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -154,6 +158,27 @@ CREATE TABLE IF NOT EXISTS boards (
 """
 
 
+@dataclass(frozen=True)
+class StateEvent:
+    """One committed state change, as the store publishes it to its subscribers.
+
+    ``kind`` is ``task`` (``name`` a task id), ``board`` (a board name) or ``job``
+    (a job id). ``data`` carries what a terminal task's result says about its
+    deploy (``{"bytes": ..., "seconds": ...}``), when it says so."""
+
+    kind: str
+    name: str
+    state: str
+    at: float
+    board: str | None = None
+    detail: str | None = None
+    error: str | None = None
+    data: dict[str, Any] | None = None
+
+
+Subscriber = Callable[[StateEvent], None]
+
+
 def new_job_id(name: str) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     return f"{name}-{stamp}-{secrets.token_hex(2)}"
@@ -175,6 +200,7 @@ class Store:
         self.path = Path(path).expanduser() if path else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._subscribers: list[Subscriber] = []
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -218,6 +244,19 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call ``subscriber(event)`` after each committed state change, on the writer's
+        thread. A subscriber that raises is logged and kept: it must not undo a write."""
+        self._subscribers.append(subscriber)
+
+    def _publish(self, *events: StateEvent) -> None:
+        for subscriber in self._subscribers:
+            for event in events:
+                try:
+                    subscriber(event)
+                except Exception:
+                    log.exception("state-event subscriber %r failed on %s", subscriber, event)
 
     # -- jobs and tasks -----------------------------------------------------------
 
@@ -263,12 +302,17 @@ class Store:
                     "INSERT INTO task_events(task_id, state, at, board) VALUES (?,?,?,?)",
                     (task_id, TaskState.QUEUED.value, now, t["board"]),
                 )
+        queued = TaskState.QUEUED.value
+        self._publish(
+            StateEvent("job", job_id, JobState.QUEUED.value, now),
+            *(StateEvent("task", f"{job_id}.{t['index']}", queued, now, t["board"]) for t in tasks),
+        )
 
     def set_job_state(self, job_id: str, state: JobState) -> None:
+        now = time.time()
         with self._tx() as db:
-            db.execute(
-                "UPDATE jobs SET state=?, updated=? WHERE id=?", (state.value, time.time(), job_id)
-            )
+            db.execute("UPDATE jobs SET state=?, updated=? WHERE id=?", (state.value, now, job_id))
+        self._publish(StateEvent("job", job_id, state.value, now))
 
     def transition(
         self,
@@ -285,6 +329,7 @@ class Store:
         at = at or time.time()
         with self._tx() as db:
             self._transition(db, task_id, state, board, detail, error, attempts, at)
+        self._publish(StateEvent("task", task_id, state.value, at, board, detail, error))
 
     @staticmethod
     def _transition(db, task_id, state, board, detail, error, attempts, at) -> None:
@@ -320,6 +365,8 @@ class Store:
         """Record a task's terminal state, its result, layer rows, markers, trace and logs
         atomically. A result already stored for the task is replaced, never duplicated."""
         now = time.time()
+        deploy = (result or {}).get("deploy")
+        event = StateEvent("task", task_id, state.value, now, board, None, error, deploy)
         with self._tx() as db:
             self._transition(db, task_id, state, board, None, error, None, now)
             db.executemany(
@@ -380,11 +427,13 @@ class Store:
                 db.execute(
                     "INSERT OR REPLACE INTO traces(task_id, data) VALUES (?,?)", (task_id, trace)
                 )
+        self._publish(event)
 
     def requeue_in_flight(self, job_ids: Iterable[str] | None = None) -> int:
         """After a head restart: every task that was deploying or running goes back to
         the queue (its finished siblings keep their results). Returns how many."""
         now = time.time()
+        detail = "requeued after head restart"
         with self._tx() as db:
             sql = f"SELECT id FROM tasks WHERE state IN ({','.join('?' * len(IN_FLIGHT))})"
             args: list[Any] = list(IN_FLIGHT)
@@ -399,11 +448,12 @@ class Store:
                     row["id"],
                     TaskState.QUEUED,
                     None,
-                    "requeued after head restart",
+                    detail,
                     None,
                     None,
                     now,
                 )
+        self._publish(*(StateEvent("task", r["id"], "queued", now, None, detail) for r in rows))
         return len(rows)
 
     def log(self, task_id: str, line: str, at: float | None = None) -> None:
@@ -425,6 +475,7 @@ class Store:
                 " VALUES (?,?,?,?,?)",
                 (name, state, failures, error, time.time()),
             )
+        self._publish(StateEvent("board", name, state, time.time(), name, None, error))
 
     # -- reading ------------------------------------------------------------------
 

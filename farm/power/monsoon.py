@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from farm.errors import MonitorUnavailable
-from farm.power.base import Monitor, Trace, register
+from farm.power.base import Live, Monitor, Trace, register
 
 RATE_HZ = 5000.0
 STALL_S = 1.0  # no samples for this long while capturing: the device stopped
@@ -73,11 +73,12 @@ class MonsoonMonitor(Monitor):
             raise MonitorUnavailable(f"monsoon {serial or '(any)'}: {exc}") from exc
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
+        self._power: list[np.ndarray] = []
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("capture already running")
-        self._power: list[np.ndarray] = []
+        self._power = []
         self._index: list[np.ndarray] = []
         self._hazards: list[str] = []
         self._next = 0  # next nominal sample index
@@ -150,6 +151,16 @@ class MonsoonMonitor(Monitor):
         self._power.append((current[:n] * volts[:n] / 1e3).astype(np.float32))
         self._next += n
         return True
+
+    def live(self) -> Live | None:
+        chunks = self._power if self._thread is not None else []
+        if not chunks:
+            return None
+        return Live(
+            power_w=float(chunks[-1].mean()),
+            samples=self._next - self._dropped,
+            dropped=self._dropped,
+        )
 
     def stop(self, markers: Mapping[str, Any] | None = None) -> Trace:
         if self._thread is None:

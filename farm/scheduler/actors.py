@@ -119,6 +119,13 @@ class MonitorActor:
             raise ValueError(f"not a monitor call: {method}")
         return getattr(self._open(), method)(*args)
 
+    def stats(self) -> dict[str, Any] | None:
+        """Live power and sample counts for the head's exporter; None while unavailable."""
+        try:
+            return self._open().stats()
+        except FarmError:
+            return None
+
     def finish(self, board: str, markers: dict, exchanges: list) -> tuple[dict[str, Any], bytes]:
         """Stop, analyse next to the samples, and return the report and compressed trace."""
         service = self._open()

@@ -185,9 +185,10 @@ class Station:
         engine = self._engine_zip()
         artifact = self._artifact(task)
         started = time.time()
-        pushed = self._deploy(link, transport, [engine, Path(artifact.path)])
-        if pushed:
-            tlog(f"deployed {', '.join(pushed)} in {time.time() - started:.2f}s")
+        deployed = deploy.deploy(transport, link.board, [engine, Path(artifact.path)])
+        if deployed.pushed:
+            pushed = ", ".join(Path(p).name for p in deployed.pushed)
+            tlog(f"deployed {pushed} in {time.time() - started:.2f}s")
         self._report(task_id, TaskState.RUNNING.value, time.time(), None)
         request = self._request(link, task, artifact, task_id)
         monitor = self._monitor(board.power.monitor) if board.power and self._monitor else None
@@ -207,6 +208,7 @@ class Station:
             )
         for line in result.pop("log", []) or []:
             tlog(f"engine: {line}")
+        result["deploy"] = {"bytes": deployed.bytes_pushed, "seconds": deployed.seconds}
         return result, trace
 
     def _link(self, board: Board) -> _Link:
@@ -240,11 +242,6 @@ class Station:
                     _ModelRef(model), activation=activation, cache_dir=self.cache_dir / "artifacts"
                 )
             return self._artifacts[key]
-
-    def _deploy(self, link: _Link, transport, files: list[Path]) -> list[str]:
-        """Push what the board lacks; files deploy verified before cost one SFTP stat each."""
-        report = deploy.deploy(transport, link.board, files)
-        return [Path(p).name for p in report.pushed]
 
     def _request(self, link: _Link, task, artifact, task_id) -> dict[str, Any]:
         board = link.board
