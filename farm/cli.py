@@ -31,7 +31,9 @@ head_app = typer.Typer(no_args_is_help=True, help="Run a Ray head that owns the 
 station_app = typer.Typer(no_args_is_help=True, help="Join this machine to a head as a station.")
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 inventory_app = typer.Typer(no_args_is_help=True, help="Boards and monitors.")
+metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics of the store.")
 app.add_typer(head_app, name="head")
+app.add_typer(metrics_app, name="metrics")
 app.add_typer(station_app, name="station")
 app.add_typer(models_app, name="models")
 app.add_typer(inventory_app, name="inventory")
@@ -45,6 +47,10 @@ DbOpt = Annotated[
 AddressOpt = Annotated[
     str | None,
     typer.Option("--address", help="Ray head address [env RAY_ADDRESS]", show_default=False),
+]
+MetricsAddressOpt = Annotated[
+    str,
+    typer.Option("--metrics-address", help="serve Prometheus /metrics at HOST:PORT, or `off`"),
 ]
 InventoryOpt = Annotated[
     Path | None,
@@ -124,6 +130,10 @@ def submit(
     address: AddressOpt = None,
     detach: Annotated[bool, typer.Option(help="print the job id and return at once")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    pushgateway: Annotated[
+        str | None,
+        typer.Option(help="push the job's measurements to this Prometheus pushgateway URL"),
+    ] = None,
 ) -> None:
     """Run a job: every model × target × variant cell, with a progress bar and a results table."""
     from farm import spec, zoo
@@ -157,9 +167,27 @@ def submit(
     final = _follow(scheduler, job_id, len(tasks), quiet=quiet)
     reader = store if store is not None else _store_for(address, db)
     _print_results(reader, job_id)
+    if pushgateway is not None:
+        _push(pushgateway, store, job_id, job.name)
     counts = final["counts"]
     bad = counts.get("failed", 0) + counts.get("cancelled", 0)
     raise typer.Exit(1 if bad else 0)
+
+
+def _push(url: str, store: Any, job_id: str, job_name: str) -> None:
+    """An embedded run's measurements to a pushgateway (a head is scraped instead)."""
+    if store is None:
+        err.print("[yellow]--pushgateway: a head serves its own /metrics; nothing pushed[/]")
+        return
+    from farm.metrics.push import push_job
+    from farm.metrics.source import StoreSource
+
+    source = StoreSource(store.path)
+    try:
+        push_job(url, source, job_id, job_name)
+    finally:
+        source.close()
+    err.print(f"pushed {job_name} to {url}")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -409,15 +437,22 @@ def head_start(
     db: DbOpt = None,
     port: Annotated[int, typer.Option(help="Ray GCS port")] = 6379,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    metrics_address: MetricsAddressOpt = "127.0.0.1:9500",
 ) -> None:
     """Start a Ray head with the farm scheduler (resumes unfinished jobs in the store)."""
     from farm.scheduler import cluster
     from farm.store import default_db_path
 
     info = cluster.start_head(
-        db=(db or default_db_path()).expanduser(), port=port, host=host, cache_dir=_cache_dir()
+        db=(db or default_db_path()).expanduser(),
+        port=port,
+        host=host,
+        cache_dir=_cache_dir(),
+        metrics_address=metrics_address,
     )
     out.print(f"head running at [bold]{info['address']}[/] (store {info['db']})")
+    if metrics_address != "off":
+        out.print(f"  metrics: http://{metrics_address}/metrics")
     if info.get("running"):
         out.print(f"  resumed: {', '.join(info['running'])}")
     out.print(f"  farm submit JOB --address {info['address']}")
@@ -483,6 +518,32 @@ def station_stop(
 
     count = cluster.stop_station(name, force=force)
     out.print(f"station {name} stopped ({count} processes)")
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+@app.command()
+def exporter(db: DbOpt = None, metrics_address: MetricsAddressOpt = "127.0.0.1:9500") -> None:
+    """Serve the store's metrics to Prometheus without a head (until interrupted)."""
+    from farm.metrics.exporter import serve_store
+    from farm.store import default_db_path
+
+    serve_store(db or default_db_path(), metrics_address, ready=err.print)
+
+
+@metrics_app.command("backfill")
+def metrics_backfill(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the OpenMetrics file")],
+    db: DbOpt = None,
+) -> None:
+    """Write the store's history as OpenMetrics for `promtool tsdb create-blocks-from openmetrics`."""
+    from farm.metrics.backfill import backfill
+    from farm.store import default_db_path
+
+    path, n = backfill(db or default_db_path(), out_dir)
+    out.print(f"{n} results written to {path}")
+    out.print(f"  promtool tsdb create-blocks-from openmetrics {path} PROMETHEUS_DATA_DIR")
 
 
 def main() -> None:

@@ -373,61 +373,65 @@ class Store:
                 "INSERT INTO logs(task_id, at, line) VALUES (?,?,?)",
                 [(task_id, at, line) for at, line in logs],
             )
-            if result is None:
-                return
-            result = dict(result)
-            markers = result.pop("markers", None)
-            layers = result.get("layers") or []
-            latency = result.get("latency") or {}
-            memory = result.get("memory") or {}
-            energy = result.get("energy") or {}
-            db.execute(
-                "INSERT OR REPLACE INTO results(task_id, status, board, mean_ms, median_ms, p99_ms,"
-                " required_mb, peak_rss_mb, energy_mj, data, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            if result is not None:
+                self._write_result(db, task_id, board, result, trace, now)
+        self._publish(event)
+
+    @staticmethod
+    def _write_result(db, task_id, board, result, trace, now) -> None:
+        """The result's row, its layer rows, markers and trace (inside ``finish``'s transaction)."""
+        result = dict(result)
+        markers = result.pop("markers", None)
+        layers = result.get("layers") or []
+        latency = result.get("latency") or {}
+        memory = result.get("memory") or {}
+        energy = result.get("energy") or {}
+        db.execute(
+            "INSERT OR REPLACE INTO results(task_id, status, board, mean_ms, median_ms, p99_ms,"
+            " required_mb, peak_rss_mb, energy_mj, data, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                task_id,
+                result.get("status", "ok"),
+                board,
+                latency.get("mean_ms"),
+                latency.get("median_ms"),
+                latency.get("p99_ms"),
+                memory.get("required_mb"),
+                memory.get("peak_rss_mb"),
+                ((energy.get("energy_per_inference_mj") or {}).get("net") or {}).get("mean"),
+                json.dumps(result),
+                now,
+            ),
+        )
+        db.execute("DELETE FROM layers WHERE task_id=?", (task_id,))
+        db.executemany(
+            "INSERT INTO layers(task_id, idx, name, type, params, time_ms, share, nonlinear,"
+            " resident_bytes, energy_mj) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
                 (
                     task_id,
-                    result.get("status", "ok"),
-                    board,
-                    latency.get("mean_ms"),
-                    latency.get("median_ms"),
-                    latency.get("p99_ms"),
-                    memory.get("required_mb"),
-                    memory.get("peak_rss_mb"),
-                    ((energy.get("energy_per_inference_mj") or {}).get("net") or {}).get("mean"),
-                    json.dumps(result),
-                    now,
-                ),
-            )
-            db.execute("DELETE FROM layers WHERE task_id=?", (task_id,))
-            db.executemany(
-                "INSERT INTO layers(task_id, idx, name, type, params, time_ms, share, nonlinear,"
-                " resident_bytes, energy_mj) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        task_id,
-                        row.get("index", i),
-                        row.get("name", ""),
-                        row.get("type", ""),
-                        row.get("params"),
-                        row.get("time_ms"),
-                        row.get("share"),
-                        int(bool(row.get("nonlinear"))),
-                        row.get("resident_bytes"),
-                        row.get("energy_mj"),
-                    )
-                    for i, row in enumerate(layers)
-                ],
-            )
-            if markers is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO markers(task_id, data) VALUES (?,?)",
-                    (task_id, pack(markers)),
+                    row.get("index", i),
+                    row.get("name", ""),
+                    row.get("type", ""),
+                    row.get("params"),
+                    row.get("time_ms"),
+                    row.get("share"),
+                    int(bool(row.get("nonlinear"))),
+                    row.get("resident_bytes"),
+                    row.get("energy_mj"),
                 )
-            if trace is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO traces(task_id, data) VALUES (?,?)", (task_id, trace)
-                )
-        self._publish(event)
+                for i, row in enumerate(layers)
+            ],
+        )
+        if markers is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO markers(task_id, data) VALUES (?,?)",
+                (task_id, pack(markers)),
+            )
+        if trace is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO traces(task_id, data) VALUES (?,?)", (task_id, trace)
+            )
 
     def requeue_in_flight(self, job_ids: Iterable[str] | None = None) -> int:
         """After a head restart: every task that was deploying or running goes back to

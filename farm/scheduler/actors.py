@@ -144,7 +144,10 @@ class SchedulerActor:
         cache_dir: str = "~/.cache/farm/station",
         resume: bool = True,
         options: dict[str, Any] | None = None,
+        metrics_address: str = "off",
     ):
+        from farm.metrics.exporter import HeadMetrics
+
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self._placed = placed
         self._cache_dir = cache_dir
@@ -152,6 +155,7 @@ class SchedulerActor:
         self._monitors: dict[str, Any] = {}
         self._me = ray.get_runtime_context().current_actor
         self.store = Store(db_path)
+        metrics = HeadMetrics(self.store, metrics_address, monitors=lambda: list(self._monitors))
         self.core = Scheduler(
             self.store,
             self._dispatch,
@@ -159,6 +163,7 @@ class SchedulerActor:
             resume=resume,
             **(options or {}),
         )
+        metrics.serve(self.core)
 
     # stations are created lazily, where their resource lives
     def _station(self, name: str) -> Any:
