@@ -11,7 +11,10 @@ if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     # openssh-server: the test bed's boards are real sshd daemons on loopback ports.
-    $SUDO apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null
+    # prometheus (with promtool) and prometheus-pushgateway: the monitoring tests start
+    # their own on loopback ports; the packages' services are not needed (none started here).
+    $SUDO apt-get install -y -qq --no-install-recommends openssh-server openssh-client \
+        prometheus prometheus-pushgateway >/dev/null
 fi
 
 PY=${PYTHON:-python3}

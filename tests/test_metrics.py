@@ -8,6 +8,7 @@ measurement families read what a sweep leaves behind.
 from __future__ import annotations
 
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -223,3 +224,25 @@ def test_backfill_makes_promtool_blocks(store: Store, db_path, tmp_path) -> None
 def test_source_refuses_a_missing_store(tmp_path) -> None:
     with pytest.raises(UserError, match="no farm store"):
         StoreSource(tmp_path / "nope.db")
+
+
+def test_polled_monitor_reports_live_power_without_copying_its_capture(tmp_path) -> None:
+    from farm.power import MonitorService
+    from farm.power.base import open_monitor
+    from farm.power.fakes.sysfs import FakeRapl
+
+    fake = FakeRapl(tmp_path, {"package-0": 12.0})
+    service = MonitorService(open_monitor("rapl", {"root": str(tmp_path), "poll_hz": 200}),
+                             name="bench", pre_idle_s=0, post_idle_s=0)  # fmt: skip
+    assert service.stats()["power_w"] is None  # not recording: no live reading
+    service.start("b0")
+    for _ in range(40):  # the counter advances 10 ms at a time, as RAPL's does
+        fake.advance(0.01)
+        time.sleep(0.01)
+    stats = service.stats()
+    assert stats["board"] == "b0" and stats["samples"] > 5
+    assert stats["power_w"] is not None and stats["power_w"] > 0
+    trace = service.stop("b0")
+    after = service.stats()
+    assert after["board"] is None and after["power_w"] is None
+    assert after["samples"] == len(trace) >= stats["samples"]  # a counter never goes back

@@ -72,6 +72,12 @@ class FarmMetrics:
         )
         self._kinds = _transport_error_kinds()
         self._started: dict[str, float] = {}  # attempt start of each in-flight task
+        # every label value exists from the start, at 0: a rate over "no failure yet"
+        # is 0, not an absent series (the label sets are small and known)
+        for state in TaskState:
+            self.transitions.labels(state.value)
+        for kind in sorted(self._kinds):
+            self.transport_errors.labels(kind)
 
     def on_event(self, event: StateEvent) -> None:
         if event.kind != "task":
