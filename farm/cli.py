@@ -524,7 +524,7 @@ def station_stop(
 
 
 @app.command()
-def exporter(db: DbOpt = None, metrics_address: MetricsAddressOpt = "127.0.0.1:9500") -> None:
+def exporter(db: DbOpt = None, metrics_address: MetricsAddressOpt = "127.0.0.1:9501") -> None:
     """Serve the store's metrics to Prometheus without a head (until interrupted)."""
     from farm.metrics.exporter import serve_store
     from farm.store import default_db_path

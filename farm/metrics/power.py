@@ -64,7 +64,7 @@ def ray_monitor_stats(names: Callable[[], list[str]]) -> Callable[[], list[dict[
 
         from farm.scheduler.actors import NAMESPACE
 
-        refs = []
+        refs: list[Any] = []
         for name in names():
             try:
                 actor = ray.get_actor(f"farm-monitor-{name}", namespace=NAMESPACE)
