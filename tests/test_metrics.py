@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -246,3 +247,25 @@ def test_polled_monitor_reports_live_power_without_copying_its_capture(tmp_path)
     after = service.stats()
     assert after["board"] is None and after["power_w"] is None
     assert after["samples"] == len(trace) >= stats["samples"]  # a counter never goes back
+
+
+def test_monsoon_live_reading_and_drop_count_come_from_the_running_capture() -> None:
+    from farm.power.base import open_monitor
+    from farm.power.fakes import monsoon as fake_monsoon
+
+    hw = fake_monsoon.FakeHardware(drop_every=400, current_ma=lambda t: np.full(len(t), 800.0))
+    with fake_monsoon.install(hw):
+        monitor = open_monitor("monsoon", {"vout": 4.0, "chunk": 250})
+        assert monitor.live() is None
+        monitor.start()
+        deadline = time.monotonic() + 30
+        while (
+            monitor.live() is None or monitor.live().dropped == 0
+        ) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        live = monitor.live()
+        trace = monitor.stop()
+        monitor.close()
+    assert live is not None and live.power_w == pytest.approx(0.8 * 4.0)  # mA × V
+    assert 0 < live.dropped <= trace.dropped and 0 < live.samples <= len(trace)
+    assert monitor.live() is None  # stopped
