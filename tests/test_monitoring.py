@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import time
 import urllib.parse
@@ -36,6 +37,7 @@ DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 RULES = ROOT / "deploy" / "prometheus" / "farm-rules.yml"
 RAPL_WATTS = 7.5
 SWEEP_CELLS = 3  # kws on board0, board1, board2
+SCRAPED_S = 120  # a scrape has 1 s to answer; on a loaded machine some miss it
 
 
 def http_json(url: str, timeout: float = 10) -> Any:
@@ -81,7 +83,11 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
             "rule_files": [str(RULES)],
             "scrape_configs": [
                 {"job_name": "farm-head", "static_configs": [{"targets": [target]}]}
@@ -102,6 +108,14 @@ class Prometheus:
 
     def query(self, expr: str, **params: Any) -> list[dict[str, Any]]:
         return self.api("query", query=expr, **params)["result"]
+
+    def targets(self) -> str:
+        """What Prometheus says of its scrapes (for a failure message)."""
+        active = self.api("targets")["activeTargets"]
+        return "; ".join(
+            f"{t['scrapeUrl']} {t['health']} {t['lastError']!r} {t['lastScrapeDuration']:.2f}s"
+            for t in active
+        )
 
     def query_range(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
         return self.api("query_range", query=expr, start=start, end=end, step=1)["result"]
@@ -147,15 +161,18 @@ def swept(testbed: Testbed, metered_inventory: Path, tmp_path_factory) -> Iterat
     try:
         farm.start_head()
         prom = Prometheus(farm.root, metrics)
-        wait_for(lambda: prom.query('up{job="farm-head"} == 1'), 60, "the first scrape")
+        wait_for(lambda: prom.query('up{job="farm-head"} == 1'), SCRAPED_S, "the first scrape")
         started = time.time()
         job = job_file(farm.root, "nightly", iterations=300)
         farm.ok("submit", str(job), "-i", str(metered_inventory), "--address", farm.address)
-        wait_for(
-            lambda: len(prom.query("farm_cell_last_measured_timestamp_seconds")) == SWEEP_CELLS,
-            60,
-            "Prometheus to scrape every cell's result",
-        )
+        try:
+            wait_for(
+                lambda: len(prom.query("farm_cell_last_measured_timestamp_seconds")) == SWEEP_CELLS,
+                SCRAPED_S,
+                "Prometheus to scrape every cell's result",
+            )
+        except pytest.fail.Exception as exc:
+            raise AssertionError(f"{exc}; targets: {prom.targets()}") from None
         yield {"farm": farm, "prom": prom, "metrics": metrics, "start": started}
     finally:
         if prom is not None:
@@ -224,7 +241,11 @@ def test_live_power_reads_the_monitor_while_it_samples(swept: dict[str, Any]) ->
     assert series[0]["metric"]["channel"] == "package"
     watts = [float(v) for _, v in series[0]["values"]]
     assert len(watts) >= 3  # seen at several scrapes while board0 was measured
-    assert all(v == pytest.approx(RAPL_WATTS, rel=0.2) for v in watts), watts
+    # The fake's counter advances on a ticker thread of this process in wall-time steps;
+    # a busy machine delays a step, so one 0.1 s window can read low and the next high.
+    # Their median is the power the fake delivers; none is off by a factor.
+    assert statistics.median(watts) == pytest.approx(RAPL_WATTS, rel=0.1), watts
+    assert all(0 < v < 3 * RAPL_WATTS for v in watts), watts
     samples = prom.query('farm_monitor_samples_total{monitor="bench-rapl"}')
     assert float(samples[0]["value"][1]) > 100
     # the measurements of board0 carry its energy, from the same monitor

@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-STATS_TIMEOUT_S = 2.0
+STATS_TIMEOUT_S = 0.5  # well inside a 1 s scrape timeout: a slow monitor misses one scrape
 
 
 class LivePowerCollector(Collector):
@@ -59,25 +59,29 @@ def ray_monitor_stats(names: Callable[[], list[str]]) -> Callable[[], list[dict[
     """``stats`` for a head: ask the named monitor actors (``farm-monitor-NAME``) that
     exist; a monitor not yet used by any task has no actor and no series."""
 
+    actors: dict[str, Any] = {}  # found once; a named actor lookup is a GCS round trip
+
     def stats() -> list[dict[str, Any]]:
         import ray
 
         from farm.scheduler.actors import NAMESPACE
 
-        refs: list[Any] = []
         for name in names():
-            try:
-                actor = ray.get_actor(f"farm-monitor-{name}", namespace=NAMESPACE)
-            except ValueError:
-                continue
-            refs.append(actor.stats.remote())
-        if not refs:
+            if name not in actors:
+                try:
+                    actors[name] = ray.get_actor(f"farm-monitor-{name}", namespace=NAMESPACE)
+                except ValueError:
+                    continue
+        asked = {actor.stats.remote(): name for name, actor in actors.items()}
+        if not asked:
             return []
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=STATS_TIMEOUT_S)
+        ready, _ = ray.wait(list(asked), num_returns=len(asked), timeout=STATS_TIMEOUT_S)
         found = []
         for ref in ready:  # a monitor that is slow or gone is left out of this scrape
             try:
                 found.append(ray.get(ref))
+            except ray.exceptions.RayActorError:
+                actors.pop(asked[ref], None)  # gone: look it up again next time
             except ray.exceptions.RayError:
                 continue
         return [s for s in found if s is not None]
