@@ -23,28 +23,33 @@ from farm.metrics.exporter import parse_address, register_store_families, serve
 from farm.metrics.fleet import FarmMetrics, FleetCollector
 from farm.metrics.power import LivePowerCollector
 from farm.metrics.source import StoreSource
-from farm.store import JobState, Store, TaskState
+from farm.result import EngineResult
+from farm.spec import Measure, ModelRef, PlannedTask
+from farm.states import BoardHealth, JobState, TaskState
+from farm.store import Store
 
 
-def _task(i: int, board: str, activation: str = "relu") -> dict:
-    return {
-        "index": i,
-        "key": f"kws/{board}/cpu/{activation}",
-        "model": {"name": "kws"},
-        "board": board,
-        "processor": "cpu",
-        "variant": {"activation": activation, "threads": None},
-    }
+def _task(i: int, board: str, activation: str = "relu") -> PlannedTask:
+    return PlannedTask(
+        index=i,
+        key=f"kws/{board}/cpu/{activation}",
+        model=ModelRef(name="kws", zoo="kws"),
+        board=board,
+        processor="cpu",
+        variant={"activation": activation, "threads": None},
+        measure=Measure(),
+        candidates=[board],
+    )
 
 
-def _result(mean_ms: float, energy_mj: float | None = None) -> dict:
+def _result(mean_ms: float, energy_mj: float | None = None) -> EngineResult:
     result = {
         "status": "ok",
-        "latency": {"n": 50, "mean_ms": mean_ms, "median_ms": mean_ms * 0.9, "p90_ms": mean_ms * 1.2,
-                    "p99_ms": None},
+        "latency": {"n": 50, "mean_ms": mean_ms, "median_ms": mean_ms * 0.9,
+                    "p90_ms": mean_ms * 1.2, "p99_ms": None},
         "memory": {"required_mb": 2.0, "peak_rss_mb": 300.0, "available_mb": 1024.0},
-        "layers": [{"index": 0, "name": "fc1", "share": 0.75}, {"index": 1, "name": "fc2", "share": 0.25}],
-        "deploy": {"bytes": 4096, "seconds": 0.2},
+        "layers": [{"index": 0, "name": "fc1", "type": "Linear", "share": 0.75},
+                   {"index": 1, "name": "fc2", "type": "Linear", "share": 0.25}],
     }  # fmt: skip
     if energy_mj is not None:
         result["energy"] = {
@@ -53,12 +58,12 @@ def _result(mean_ms: float, energy_mj: float | None = None) -> dict:
             "alignment": {"uncertainty_s": 2e-4},
             "battery": {"hours": 10.0},
         }
-    return result
+    return EngineResult.model_validate(result)
 
 
 def _run(store: Store, task_id: str, board: str, state: TaskState, **kw) -> None:
-    store.transition(task_id, TaskState.DEPLOYING, board=board, at=100.0, attempts=1)
-    store.transition(task_id, TaskState.RUNNING, board=board, at=101.0)
+    store.transition(task_id, TaskState.DEPLOYING, board=board, at=100.0, attempt=1)
+    store.transition(task_id, TaskState.RUNNING, board=board, at=100.5)
     store.finish(task_id, state, board=board, **kw)
 
 
@@ -89,20 +94,22 @@ def test_counters_move_on_state_events(store: Store) -> None:
     store.subscribe(FarmMetrics(registry).on_event)
     store.add_job("j1", "nightly", {}, [_task(0, "b0"), _task(1, "b1")])
     _run(store, "j1.0", "b0", TaskState.DONE, result=_result(2.0))
-    store.transition("j1.1", TaskState.DEPLOYING, board="b1", at=100.0)
+    store.transition("j1.1", TaskState.DEPLOYING, board="b1", at=100.0, attempt=1)
     store.transition("j1.1", TaskState.QUEUED, board="b1",
                      detail="attempt 1 failed: BoardUnreachable: board b1: refused; retry in 1.0s")  # fmt: skip
-    store.transition("j1.1", TaskState.DEPLOYING, board="b1", at=110.0)
+    store.transition("j1.1", TaskState.DEPLOYING, board="b1", at=110.0, attempt=2)
     store.finish("j1.1", TaskState.FAILED, board="b1", error="HostKeyMismatch: board b1: changed")
     got = _samples(registry)
     assert got[("farm_task_transitions_total", (("state", "queued"),))] == 3
     assert got[("farm_task_transitions_total", (("state", "deploying"),))] == 3
     assert got[("farm_task_transitions_total", (("state", "done"),))] == 1
     assert got[("farm_task_transitions_total", (("state", "failed"),))] == 1
+    assert got[("farm_task_transitions_total", (("state", "cancelled"),))] == 0  # there, at 0
     assert got[("farm_transport_errors_total", (("kind", "BoardUnreachable"),))] == 1
     assert got[("farm_transport_errors_total", (("kind", "HostKeyMismatch"),))] == 1
-    assert got[("farm_deploy_bytes_total", ())] == 4096
-    assert got[("farm_deploy_duration_seconds_count", ())] == 1
+    assert got[("farm_transport_errors_total", (("kind", "TransportTimeout"),))] == 0
+    assert got[("farm_deploy_duration_seconds_count", ())] == 1  # deploying at 100, running 100.5
+    assert got[("farm_deploy_duration_seconds_sum", ())] == pytest.approx(0.5)
     assert got[("farm_task_duration_seconds_count", (("state", "done"),))] == 1
     assert got[("farm_task_duration_seconds_count", (("state", "failed"),))] == 1
     # the done attempt started at 100 (deploying) and ended now: its whole run is observed
@@ -112,8 +119,8 @@ def test_counters_move_on_state_events(store: Store) -> None:
 def test_measurement_families_hold_the_latest_result_per_cell(store: Store, db_path) -> None:
     store.add_job("j1", "nightly", {}, [_task(0, "b0"), _task(1, "b1", "tanh")])
     _run(store, "j1.0", "b0", TaskState.DONE, result=_result(2.0, energy_mj=3.0))
-    _run(store, "j1.1", "b1", TaskState.DOES_NOT_FIT, result={"status": "does_not_fit",
-         "memory": {"required_mb": 4096.0, "available_mb": 1024.0}})  # fmt: skip
+    unfit = {"status": "does_not_fit", "memory": {"required_mb": 4096.0, "available_mb": 1024.0}}
+    _run(store, "j1.1", "b1", TaskState.DOES_NOT_FIT, result=EngineResult.model_validate(unfit))
     store.add_job("j2", "nightly", {}, [_task(0, "b0")])
     _run(store, "j2.0", "b0", TaskState.DONE, result=_result(4.0))  # newer: replaces j1.0's
     registry = CollectorRegistry()
@@ -147,10 +154,12 @@ def test_measurement_families_hold_the_latest_result_per_cell(store: Store, db_p
 
 
 def test_fleet_gauges_read_queue_boards_and_jobs(store: Store, db_path) -> None:
-    store.add_job("hi", "urgent", {}, [_task(0, "b0"), _task(1, "b1")], priority=5)
+    boards = [{"name": "b0"}, {"name": "b1"}]
+    store.add_job("hi", "urgent", {}, [_task(0, "b0"), _task(1, "b1")], boards=boards, priority=5)
     store.add_job("lo", "nightly", {}, [_task(0, "b0")])
+    store.set_job_state("lo", JobState.RUNNING)
     store.set_job_state("lo", JobState.DONE)
-    store.set_board_health("b1", "quarantined", 3, "refused")
+    store.set_board_health("b1", BoardHealth.QUARANTINED, 3, "refused")
     registry = CollectorRegistry()
     registry.register(FleetCollector(StoreSource(db_path), loop_lag=lambda: 0.25))
     got = _samples(registry)
@@ -230,7 +239,7 @@ def test_source_refuses_a_missing_store(tmp_path) -> None:
 def test_polled_monitor_reports_live_power_without_copying_its_capture(tmp_path) -> None:
     from farm.power import MonitorService
     from farm.power.base import open_monitor
-    from farm.power.fakes.sysfs import FakeRapl
+    from farm.testing.sysfs import FakeRapl
 
     fake = FakeRapl(tmp_path, {"package-0": 12.0})
     service = MonitorService(open_monitor("rapl", {"root": str(tmp_path), "poll_hz": 200}),
@@ -251,7 +260,7 @@ def test_polled_monitor_reports_live_power_without_copying_its_capture(tmp_path)
 
 def test_monsoon_live_reading_and_drop_count_come_from_the_running_capture() -> None:
     from farm.power.base import open_monitor
-    from farm.power.fakes import monsoon as fake_monsoon
+    from farm.testing import monsoon as fake_monsoon
 
     hw = fake_monsoon.FakeHardware(drop_every=400, current_ma=lambda t: np.full(len(t), 800.0))
     with fake_monsoon.install(hw):

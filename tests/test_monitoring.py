@@ -27,8 +27,8 @@ import pytest
 import yaml
 from test_head import Farm, job_file, wait_for
 
-from farm.power.fakes.sysfs import FakeRapl
-from farm.testbed import Testbed, free_port
+from farm.testing.sysfs import FakeRapl
+from farm.testing.testbed import Testbed, free_port
 
 pytestmark = pytest.mark.timeout(300)
 

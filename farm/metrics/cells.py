@@ -18,7 +18,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamil
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from farm.metrics.source import Cell, StoreSource
+from farm.metrics.source import StoreSource
+from farm.result import EngineResult, Latency
+from farm.store import Cell
 
 MB = 1 << 20
 CELL_LABELS = ("model", "board", "processor", "variant")
@@ -40,22 +42,21 @@ def _mb(value: Any) -> float | None:
     return None if value is None else value * MB
 
 
-def _values(result: dict[str, Any]) -> dict[str, float | None]:
+def _values(result: EngineResult) -> dict[str, float | None]:
     """A result's one-number-per-cell figures, in base units."""
-    latency = result.get("latency") or {}
-    memory = result.get("memory") or {}
-    energy = result.get("energy") or {}
-    net = (energy.get("energy_per_inference_mj") or {}).get("net") or {}
-    hours = (energy.get("battery") or {}).get("hours")
+    latency, memory, energy = result.latency, result.memory, result.energy
+    hours = (energy.battery or {}).get("hours") if energy else None
     return {
-        "latency_mean_seconds": _ms(latency.get("mean_ms")),
-        "energy_per_inference_joules": _ms(net.get("mean")),
-        "power_watts": energy.get("average_power_w"),
+        "latency_mean_seconds": _ms(latency.mean_ms) if latency else None,
+        "energy_per_inference_joules": _ms(energy.energy_per_inference_mj.net.mean)
+        if energy
+        else None,
+        "power_watts": energy.average_power_w if energy else None,
         "battery_life_seconds": None if hours is None else hours * 3600.0,
-        "memory_required_bytes": _mb(memory.get("required_mb")),
-        "memory_peak_rss_bytes": _mb(memory.get("peak_rss_mb")),
-        "memory_limit_bytes": _mb(memory.get("available_mb")),
-        "alignment_uncertainty_seconds": (energy.get("alignment") or {}).get("uncertainty_s"),
+        "memory_required_bytes": _mb(memory.required_mb),
+        "memory_peak_rss_bytes": _mb(memory.peak_rss_mb),
+        "memory_limit_bytes": _mb(memory.available_mb),
+        "alignment_uncertainty_seconds": energy.alignment.get("uncertainty_s") if energy else None,
     }
 
 
@@ -93,33 +94,37 @@ def cell_families(cells: Iterable[Cell], *, stamped: bool = False) -> list[Metri
         labels=CELL_LABELS,
     )
     for cell in cells:
-        labels = [cell.model, cell.board, cell.processor, variant_label(cell.variant)]
-        ts = cell.at if stamped else None
-        result = cell.result
+        task, result = cell.task, cell.result
+        if result is None:
+            continue
+        labels = [task.model, task.board, task.processor, variant_label(task.variant)]
+        at = cell.result_at or 0.0
+        ts = at if stamped else None
         for key, value in _values(result).items():
             if value is not None:
                 gauges[key].add_metric(labels, value, timestamp=ts)
-        latency = result.get("latency") or {}
-        if latency.get("n") and latency.get("mean_ms") is not None:
-            _add_summary(quantiles, labels, latency, ts)
-        for row in result.get("layers") or []:
-            if row.get("share") is not None:
-                layers.add_metric([*labels, row["name"]], row["share"], timestamp=ts)
-        measured.add_metric(labels, cell.at, timestamp=ts)
+        if result.latency is not None and result.latency.n:
+            _add_summary(quantiles, labels, result.latency, ts)
+        for row in result.layers:
+            if row.share is not None:
+                layers.add_metric([*labels, row.name], row.share, timestamp=ts)
+        measured.add_metric(labels, at, timestamp=ts)
     return [*gauges.values(), quantiles, layers, measured]
 
 
 def _add_summary(
-    family: SummaryMetricFamily, labels: list[str], latency: dict[str, Any], ts: float | None
+    family: SummaryMetricFamily, labels: list[str], latency: Latency, ts: float | None
 ) -> None:
     """A result's latency statistics as a summary: its quantiles (p99 only with enough
     samples, as the engine reports it), ``_count`` inferences and their ``_sum``."""
     keys = dict(zip(CELL_LABELS, labels, strict=True))
     for quantile, field in QUANTILES:
-        if latency.get(field) is not None:
-            value = latency[field] / 1e3
-            family.samples.append(Sample(family.name, {**keys, "quantile": quantile}, value, ts))
-    family.add_metric(labels, latency["n"], latency["n"] * latency["mean_ms"] / 1e3, ts)
+        value = getattr(latency, field)
+        if value is not None:
+            family.samples.append(
+                Sample(family.name, {**keys, "quantile": quantile}, value / 1e3, ts)
+            )
+    family.add_metric(labels, latency.n, latency.n * latency.mean_ms / 1e3, ts)
 
 
 class MeasurementCollector(Collector):
@@ -135,6 +140,6 @@ class MeasurementCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         version = self._source.version()
         if version != self._version:
-            self._families = cell_families(self._source.latest_cells())
+            self._families = cell_families(self._source.newest_cells())
             self._version = version
         yield from self._families

@@ -90,8 +90,8 @@ class HeadMetrics:
 
         def channel_of(board: str) -> str:
             state = core.boards.get(board)
-            power = (state.spec.get("power") if state is not None else None) or {}
-            return str(power.get("channel") or "main")
+            spec = state.spec if state is not None else None
+            return spec.power.channel if spec is not None and spec.power is not None else "main"
 
         self.registry.register(LivePowerCollector(ray_monitor_stats(self._monitors), channel_of))
         self.server = serve(self.registry, *self._where)

@@ -20,7 +20,8 @@ from prometheus_client.registry import Collector
 import farm
 from farm.errors import TransportError
 from farm.metrics.source import StoreSource
-from farm.store import StateEvent, TaskState
+from farm.states import TaskState
+from farm.store import Event, TaskEvent
 
 TASK_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 DEPLOY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -57,12 +58,9 @@ class FarmMetrics:
         )
         self.deploy_seconds = Histogram(
             "farm_deploy_duration_seconds",
-            "Time to deploy the engine and artifact to a board (a task's deploy step)",
+            "A task's deploy step: from deploying to running (connect, export, push, verify)",
             buckets=DEPLOY_BUCKETS,
             registry=registry,
-        )
-        self.deploy_bytes = Counter(
-            "farm_deploy_bytes", "Bytes pushed to boards by deploys", registry=registry
         )
         self.transport_errors = Counter(
             "farm_transport_errors",
@@ -79,23 +77,22 @@ class FarmMetrics:
         for kind in sorted(self._kinds):
             self.transport_errors.labels(kind)
 
-    def on_event(self, event: StateEvent) -> None:
-        if event.kind != "task":
+    def on_event(self, event: Event) -> None:
+        if not isinstance(event, TaskEvent):
             return
-        self.transitions.labels(event.state).inc()
-        state = TaskState(event.state)
+        state = TaskState(event.to_state)
+        self.transitions.labels(state.value).inc()
         if state is TaskState.DEPLOYING:
-            self._started[event.name] = event.at
+            self._started[event.task_id] = event.at
             return
+        started = self._started.get(event.task_id)
         if state is TaskState.RUNNING:
+            if started is not None:  # deploying → running: the deploy step
+                self.deploy_seconds.observe(max(0.0, event.at - started))
             return
-        started = self._started.pop(event.name, None)  # back to the queue, or the end
+        self._started.pop(event.task_id, None)  # back to the queue, or the end
         if state.is_terminal() and started is not None:
-            self.task_seconds.labels(event.state).observe(max(0.0, event.at - started))
-        if event.data:
-            self.deploy_bytes.inc(event.data.get("bytes") or 0)
-            if event.data.get("seconds") is not None:
-                self.deploy_seconds.observe(event.data["seconds"])
+            self.task_seconds.labels(state.value).observe(max(0.0, event.at - started))
         kind = self._error_kind(event.error or event.detail or "")
         if kind is not None:
             self.transport_errors.labels(kind).inc()
@@ -118,7 +115,7 @@ class FleetCollector(Collector):
         queue = GaugeMetricFamily(
             "farm_queue_depth", "Queued tasks, by priority band", labels=["band"]
         )
-        for band, n in self._source.queue_depth().items():
+        for band, n in self._source.queue_bands().items():
             queue.add_metric([band], n)
         yield queue
         boards = GaugeMetricFamily(

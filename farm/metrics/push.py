@@ -24,7 +24,7 @@ class _JobCells(Collector):
         self._job_id = job_id
 
     def collect(self):
-        return iter(cell_families(self._source.latest_cells(self._job_id)))
+        return iter(cell_families(self._source.newest_cells(self._job_id)))
 
 
 def push_job(url: str, source: StoreSource, job_id: str, job_name: str) -> None:

@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from farm.scheduler.cluster import free_port
+
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 STATE_FILE = "testbed.json"
@@ -68,13 +70,6 @@ class TestBoard:
     @property
     def cache_dir(self) -> Path:
         return self.dir / "cache"
-
-
-def free_port() -> int:
-    """A port the kernel says is free right now on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _keygen(path: Path, comment: str) -> None:
