@@ -40,31 +40,33 @@ P99_TARGET_S = 2.0  # a fifth of Prometheus's default scrape_timeout (10 s)
 
 
 def _fill(db: Path) -> int:
-    from farm.store import Store, TaskState
+    from farm.result import EngineResult
+    from farm.spec import Measure, ModelRef, PlannedTask
+    from farm.states import TaskState
+    from farm.store import Store
 
     store = Store(db)
+    cells = [
+        (b, m, p, v) for b in range(BOARDS) for m in MODELS for p in PROCESSORS for v in VARIANTS
+    ]
     tasks = [
-        {
-            "index": i,
-            "key": f"{m}/b{b:03d}/{p}/{v}",
-            "model": {"name": m},
-            "board": f"b{b:03d}",
-            "processor": p,
-            "variant": {"activation": v},
-        }
-        for i, (b, m, p, v) in enumerate(
-            (b, m, p, v)
-            for b in range(BOARDS)
-            for m in MODELS
-            for p in PROCESSORS
-            for v in VARIANTS
+        PlannedTask(
+            index=i,
+            key=f"{m}/b{b:03d}/{p}/{v}",
+            model=ModelRef(name=m, zoo=m),
+            board=f"b{b:03d}",
+            processor=p,
+            variant={"activation": v},
+            measure=Measure(),
+            candidates=[f"b{b:03d}"],
         )
+        for i, (b, m, p, v) in enumerate(cells)
     ]
     store.add_job("bench", "nightly", {}, tasks)
     for t in tasks:
-        layers = MODELS[t["model"]["name"]]
-        mean = 1.0 + t["index"] % 97 / 10
-        result = {
+        layers = MODELS[t.model.name]
+        mean = 1.0 + t.index % 97 / 10
+        result = EngineResult.model_validate({
             "status": "ok",
             "latency": {"n": 1000, "mean_ms": mean, "median_ms": mean * 0.98,
                         "p90_ms": mean * 1.1, "p99_ms": mean * 1.3},
@@ -72,9 +74,13 @@ def _fill(db: Path) -> int:
             "energy": {"energy_per_inference_mj": {"net": {"mean": mean * 1.7}},
                        "average_power_w": 2.1, "alignment": {"uncertainty_s": 2e-4},
                        "battery": {"hours": 31.0}},
-            "layers": [{"index": k, "name": f"layer{k}", "share": 1 / layers} for k in range(layers)],
-        }  # fmt: skip
-        store.finish(f"bench.{t['index']}", TaskState.DONE, board=t["board"], result=result)
+            "layers": [{"index": k, "name": f"layer{k}", "type": "Linear", "share": 1 / layers}
+                       for k in range(layers)],
+        })  # fmt: skip
+        task_id = f"bench.{t.index}"
+        store.transition(task_id, TaskState.DEPLOYING, board=t.board, attempt=1)
+        store.transition(task_id, TaskState.RUNNING)
+        store.finish(task_id, TaskState.DONE, board=t.board, result=result)
     store.close()
     return len(tasks)
 
