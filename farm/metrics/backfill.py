@@ -16,16 +16,17 @@ from prometheus_client.registry import Collector
 
 from farm.metrics.cells import cell_families
 from farm.metrics.source import StoreSource
+from farm.store import Cell
 
 FILE_NAME = "farm-history.om"
 
 
 class _History(Collector):
-    def __init__(self, source: StoreSource):
-        self._source = source
+    def __init__(self, cells: list[Cell]):
+        self._cells = cells
 
     def collect(self):
-        for family in cell_families(self._source.history(), stamped=True):
+        for family in cell_families(self._cells, stamped=True):
             # one series' points together, oldest first (OpenMetrics asks both)
             family.samples.sort(key=lambda s: (sorted(s.labels.items()), s.timestamp))
             yield family
@@ -35,12 +36,12 @@ def backfill(db: Path, out: Path) -> tuple[Path, int]:
     """Write ``out/farm-history.om``; returns its path and how many results it holds."""
     source = StoreSource(db)
     try:
-        results = sum(1 for _ in source.history())
+        cells = source.history()
         registry = CollectorRegistry()
-        registry.register(_History(source))
+        registry.register(_History(cells))
         out.mkdir(parents=True, exist_ok=True)
         path = out / FILE_NAME
         path.write_bytes(generate_latest(registry))
     finally:
         source.close()
-    return path, results
+    return path, len(cells)
