@@ -11,9 +11,12 @@ if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     # openssh-server: the test bed's boards are real sshd daemons on loopback ports.
+    # systemd: `systemd-analyze verify` checks the units in deploy/systemd/.
+    # chromium: the report tests render report.html headless and screenshot it.
     # prometheus (with promtool) and prometheus-pushgateway: the monitoring tests start
-    # their own on loopback ports; the packages' services are not needed (none started here).
-    $SUDO apt-get install -y -qq --no-install-recommends openssh-server openssh-client \
+    # their own on loopback ports; the packages' services are not needed.
+    $SUDO apt-get install -y -qq --no-install-recommends \
+        openssh-server openssh-client systemd chromium \
         prometheus prometheus-pushgateway >/dev/null
 fi
 

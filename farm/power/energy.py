@@ -22,7 +22,7 @@ import numpy as np
 
 from farm.engine.stats import t_critical_95  # one Student t for latency and energy
 from farm.power import markers as mk
-from farm.power import quality
+from farm.power import quality, series
 from farm.power.base import CHUNK_SAMPLES, Trace
 from farm.power.sync import ClockFit, Exchange, synchronize
 
@@ -41,6 +41,7 @@ class EnergyReport(TypedDict):
 
     inferences: int
     energy_per_inference_mj: dict[str, Stat]  # "gross", "net"
+    per_inference_mj: dict[str, str]  # "encoding", "net": every timed inference, see series
     layers: list[dict[str, Any]]
     average_power_w: float | None
     busy_power_w: float | None
@@ -157,21 +158,6 @@ def _none(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _holds_no_layer(inference: np.ndarray, layer: np.ndarray) -> np.ndarray:
-    """Which inference windows hold no layer window (i.e. are not of the hooked layer pass).
-
-    Told apart by time, not by iteration number: the engine numbers the layer
-    pass's iterations from 0 again, so equal numbers do not mean the same inference.
-    """
-    if len(inference) == 0 or len(layer) == 0:
-        return np.ones(len(inference), dtype=bool)
-    begins = np.sort(layer[:, 0])
-    inside = np.searchsorted(begins, inference[:, 1], side="right") - np.searchsorted(
-        begins, inference[:, 0], side="left"
-    )
-    return inside == 0
-
-
 def analyze(
     trace: Trace,
     markers: Mapping[str, Any] | mk.Windows,
@@ -187,9 +173,7 @@ def analyze(
     windows = markers if isinstance(markers, mk.Windows) else mk.parse(markers)
     fit = sync if isinstance(sync, ClockFit) else synchronize(trace, windows, sync)
 
-    # inferences of the layer pass carry hooks: keep them out of the per-inference figures
-    plain = _holds_no_layer(windows.inference, windows.layer)
-    inf_s = fit.to_trace_s(windows.inference[plain]).reshape(-1, 2)
+    inf_s = fit.to_trace_s(windows.timed_inferences()).reshape(-1, 2)
     lay_s = fit.to_trace_s(windows.layer).reshape(-1, 2)
     duration = trace.duration_s
     if windows.task is not None:
@@ -252,6 +236,7 @@ def analyze(
     return {
         "inferences": n_inf,
         "energy_per_inference_mj": {"gross": _mj(gross), "net": _mj(net)},
+        "per_inference_mj": {"encoding": series.ENCODING, "net": series.encode(net * 1e3)},
         "layers": layers,
         "average_power_w": _none(e_task / (task_s[1] - task_s[0]))
         if task_s[1] > task_s[0]

@@ -32,6 +32,21 @@ class Windows:
     all_t_ns: np.ndarray
     monotonic: bool
 
+    def timed_inferences(self) -> np.ndarray:
+        """The latency pass's inference windows, (n, 2): those that hold no layer window.
+
+        The hooked layer pass also marks its inferences, and numbers them from 0
+        again, so they are told apart by time: a window with a layer inside it
+        carries hooks and stays out of per-inference figures.
+        """
+        if len(self.inference) == 0 or len(self.layer) == 0:
+            return self.inference
+        begins = np.sort(self.layer[:, 0])
+        inside = np.searchsorted(begins, self.inference[:, 1], side="right") - np.searchsorted(
+            begins, self.inference[:, 0], side="left"
+        )
+        return self.inference[inside == 0]
+
 
 def _column(markers: Mapping[str, Any], key: str, n: int, default: int) -> np.ndarray:
     values = markers.get(key)

@@ -17,6 +17,11 @@ from farm.spec.base import DEVICE_PATTERN, Name, Problem, SpecModel, Version, du
 Device = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
 """A torch device string the engine accepts."""
 
+PaperProcessor = Literal[
+    "tegra-k1-cpu", "tegra-k1-gpu", "snapdragon-800-cpu", "snapdragon-800-dsp", "edison-cpu"
+]
+"""The processors of Lane et al. 2015; ``farm report`` sets a cell beside the study's."""
+
 
 class Monitor(SpecModel):
     """A power monitor (a Monsoon, RAPL, NVML, ...) plugged into a station."""
@@ -54,6 +59,7 @@ class Processor(SpecModel):
     threads: PositiveInt | None = None
     affinity: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
     memory_mb: PositiveInt | None = None
+    paper: PaperProcessor | None = None  # the study's processor this one stands for
 
     @field_validator("affinity")
     @classmethod
