@@ -157,13 +157,6 @@ def overview() -> dashboard.Dashboard:
                 ),
             )
         )
-        .with_panel(
-            _series(
-                "Deployed bytes per second",
-                "Bps",
-                _query("sum(rate(farm_deploy_bytes_total[$__rate_interval]))", "deploy"),
-            )
-        )
     )
 
 
