@@ -42,7 +42,9 @@ station_app = typer.Typer(no_args_is_help=True, help="Join this machine to a hea
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 inventory_app = typer.Typer(no_args_is_help=True, help="Boards and monitors.")
 board_app = typer.Typer(no_args_is_help=True, help="Make boards ready.")
+metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics of the store.")
 app.add_typer(head_app, name="head")
+app.add_typer(metrics_app, name="metrics")
 app.add_typer(station_app, name="station")
 app.add_typer(models_app, name="models")
 app.add_typer(inventory_app, name="inventory")
@@ -107,6 +109,10 @@ DbOpt = Annotated[
 AddressOpt = Annotated[
     str | None,
     typer.Option("--address", help="Ray head address [env RAY_ADDRESS]", show_default=False),
+]
+MetricsAddressOpt = Annotated[
+    str,
+    typer.Option("--metrics-address", help="serve Prometheus /metrics at HOST:PORT, or `off`"),
 ]
 InventoryOpt = Annotated[
     Path | None,
@@ -181,6 +187,10 @@ def submit(
     address: AddressOpt = None,
     detach: Annotated[bool, typer.Option(help="print the job id and return at once")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    pushgateway: Annotated[
+        str | None,
+        typer.Option(help="push the job's measurements to this Prometheus pushgateway URL"),
+    ] = None,
 ) -> None:
     """Run a job: every model × target × variant cell, with a progress bar and a results table."""
     from farm import spec, zoo
@@ -206,8 +216,27 @@ def submit(
     err.print(f"job [bold]{job_id}[/]: {len(plan.tasks)} tasks")
     final = _follow(head, job_id, len(plan.tasks), quiet=quiet)
     _print_results(head.reader, job_id)
+    if pushgateway is not None:
+        _push(pushgateway, address, db, job_id, job.name)
     bad = final.counts.get(TaskState.FAILED, 0) + final.counts.get(TaskState.CANCELLED, 0)
     raise typer.Exit(1 if bad else 0)
+
+
+def _push(url: str, address: str | None, db: Path | None, job_id: str, name: str) -> None:
+    """An embedded run's measurements to a pushgateway (a head is scraped instead)."""
+    if address is not None:
+        err.print("[yellow]--pushgateway: a head serves its own /metrics; nothing pushed[/]")
+        return
+    from farm.metrics.push import push_job
+    from farm.metrics.source import StoreSource
+    from farm.store import default_db_path
+
+    source = StoreSource(db or default_db_path())
+    try:
+        push_job(url, source, job_id, name)
+    finally:
+        source.close()
+    err.print(f"pushed {name} to {url}")
 
 
 def _follow(head: Head, job_id: str, total: int, *, quiet: bool) -> JobProgress:
@@ -561,13 +590,21 @@ def head_start(
     db: DbOpt = None,
     port: Annotated[int, typer.Option(help="Ray GCS port")] = 6379,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    metrics_address: MetricsAddressOpt = "127.0.0.1:9500",
 ) -> None:
     """Start a Ray head with the farm scheduler (resumes unfinished jobs in the store)."""
     from farm import client
     from farm.store import default_db_path
 
-    info = client.start_head(db=(db or default_db_path()).expanduser(), port=port, host=host)
+    info = client.start_head(
+        db=(db or default_db_path()).expanduser(),
+        port=port,
+        host=host,
+        metrics_address=metrics_address,
+    )
     out.print(f"head running at [bold]{info.address}[/] (store {info.db})")
+    if metrics_address != "off":
+        out.print(f"  metrics: http://{metrics_address}/metrics")
     if info.running:
         out.print(f"  resumed: {', '.join(info.running)}")
     out.print(f"  farm submit JOB --address {info.address}")
@@ -625,6 +662,32 @@ def station_stop(
 
     count = client.stop_station(name, force=force)
     out.print(f"station {name} stopped ({count} processes)")
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+@app.command()
+def exporter(db: DbOpt = None, metrics_address: MetricsAddressOpt = "127.0.0.1:9501") -> None:
+    """Serve the store's metrics to Prometheus without a head (until interrupted)."""
+    from farm.metrics.exporter import serve_store
+    from farm.store import default_db_path
+
+    serve_store(db or default_db_path(), metrics_address, ready=err.print)
+
+
+@metrics_app.command("backfill")
+def metrics_backfill(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the OpenMetrics file")],
+    db: DbOpt = None,
+) -> None:
+    """Write the store's history as OpenMetrics for `promtool tsdb create-blocks-from openmetrics`."""
+    from farm.metrics.backfill import backfill
+    from farm.store import default_db_path
+
+    path, n = backfill(db or default_db_path(), out_dir)
+    out.print(f"{n} results written to {path}")
+    out.print(f"  promtool tsdb create-blocks-from openmetrics {path} PROMETHEUS_DATA_DIR")
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:

@@ -151,11 +151,14 @@ def check_boards(boards: Sequence[Board], address: str | None) -> list[BoardChec
 # -- heads and stations this machine runs (Ray nodes of their own) --------------------------
 
 
-def start_head(*, db: Path, port: int, host: str) -> HeadInfo:
-    """``ray start --head`` plus the detached scheduler that owns ``db``."""
+def start_head(*, db: Path, port: int, host: str, metrics_address: str = "off") -> HeadInfo:
+    """``ray start --head`` plus the detached scheduler that owns ``db`` (and serves
+    ``/metrics`` at ``metrics_address`` unless it is ``off``)."""
     from farm.scheduler import cluster
 
-    return cluster.start_head(db=db, port=port, host=host, cache_dir=station_cache_dir())
+    return cluster.start_head(
+        db=db, port=port, host=host, cache_dir=station_cache_dir(), metrics_address=metrics_address
+    )
 
 
 def stop_head(address: str | None, *, force: bool) -> tuple[NodeRecord, int]:

@@ -175,6 +175,13 @@ class MonitorActor:
     def abort(self, board: str) -> None:
         self._open().abort(board)
 
+    def stats(self) -> dict[str, Any] | None:
+        """Live power and sample counts for the head's exporter; None while unavailable."""
+        try:
+            return self._open().stats()
+        except FarmError:
+            return None
+
     def finish(self, board: str, markers: dict, exchanges: list) -> tuple[dict[str, Any], bytes]:
         """Stop, analyse next to the samples, and return the report and compressed trace."""
         service = self._open()
@@ -196,7 +203,10 @@ class SchedulerActor:
         cache_dir: str = "~/.cache/farm/station",
         resume: bool = True,
         options: dict[str, Any] | None = None,
+        metrics_address: str = "off",
     ):
+        from farm.metrics.exporter import HeadMetrics
+
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self._placed = placed
         self._cache_dir = cache_dir
@@ -204,6 +214,7 @@ class SchedulerActor:
         self._monitors: dict[str, Monitor] = {}
         self._me = ray.get_runtime_context().current_actor
         self.store = Store(db_path)
+        metrics = HeadMetrics(self.store, metrics_address, monitors=lambda: list(self._monitors))
         self.core = Scheduler(
             self.store,
             self._dispatch,
@@ -211,6 +222,7 @@ class SchedulerActor:
             resume=resume,
             **(options or {}),
         )
+        metrics.serve(self.core)
 
     # stations are created lazily, where their resource lives
     def _station(self, name: str) -> Any:

@@ -55,6 +55,7 @@ from typing import Any
 import psutil
 
 from farm.errors import HeadError, UserError
+from farm.metrics.exporter import parse_address
 
 STATION_SLOTS = 1000  # a station's resource amount: far more boards than one node will hold
 MARKER_ENV = "FARM_RAY_NODE"
@@ -369,9 +370,11 @@ def start_head(
     host: str = "127.0.0.1",
     station: str = "head",
     cache_dir: str | Path = "~/.cache/farm/station",
+    metrics_address: str = "off",
 ) -> HeadInfo:
     """``ray start --head`` plus the detached scheduler that owns ``db`` (and resumes
-    its unfinished jobs). Listens on ``host`` only; the head lives on after this returns."""
+    its unfinished jobs), serving ``/metrics`` at ``metrics_address`` (or ``off``).
+    Listens on ``host`` only; the head lives on after this returns."""
     address = f"{host}:{port}"
     existing = NodeRecord.load("head", str(port))
     if existing is not None and node_pids(existing.marker):
@@ -380,6 +383,9 @@ def start_head(
         kill_node(existing, force=True)
     if not _port_free(host, port):
         raise UserError(f"port {port} on {host} is in use")
+    metrics = parse_address(metrics_address)
+    if metrics is not None and not _port_free(*metrics):
+        raise UserError(f"--metrics-address {metrics_address}: the port is in use")
     db = Path(db).expanduser().resolve()
     resources = json.dumps({f"station:{station}": STATION_SLOTS})
     args = [
@@ -388,13 +394,16 @@ def start_head(
     ]  # fmt: skip
     record = _start_node("head", str(port), address, args, db=str(db))
     try:
-        return _create_scheduler(address, db, station, str(Path(cache_dir).expanduser()))
+        cache = str(Path(cache_dir).expanduser())
+        return _create_scheduler(address, db, station, cache, metrics_address)
     except BaseException:
         kill_node(record, force=True)
         raise
 
 
-def _create_scheduler(address: str, db: Path, station: str, cache_dir: str) -> HeadInfo:
+def _create_scheduler(
+    address: str, db: Path, station: str, cache_dir: str, metrics_address: str
+) -> HeadInfo:
     connect(address)
     from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME, SchedulerActor, wait
 
@@ -404,7 +413,9 @@ def _create_scheduler(address: str, db: Path, station: str, cache_dir: str) -> H
         lifetime="detached",
         get_if_exists=True,
         resources={f"station:{station}": 0.001},
-    ).remote(str(db), placed=True, resume=True, cache_dir=cache_dir)
+    ).remote(
+        str(db), placed=True, resume=True, cache_dir=cache_dir, metrics_address=metrics_address
+    )
     info = wait(
         scheduler.ping.remote(),
         f"the farm scheduler did not start on {address}",

@@ -145,6 +145,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._last_health = 0.0
         self._health_pending: set[str] = set()
+        self._beat = (time.monotonic(), 0.0)  # (when the loop last waited, for how long)
         for name, row in store.board_health().items():
             self.boards[name] = BoardState(
                 name=name,
@@ -193,6 +194,12 @@ class Scheduler:
     def progress(self, job_id: str) -> JobProgress | None:
         return self.store.progress(job_id)
 
+    def loop_lag_s(self) -> float:
+        """How far the loop is behind the wake-up it promised itself when it last waited:
+        0 while it keeps up; grows while one batch of events holds it."""
+        since, timeout = self._beat
+        return max(0.0, time.monotonic() - since - timeout)
+
     def idle(self) -> bool:
         return not self.jobs and self._inbox.empty()
 
@@ -207,6 +214,7 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             timeout = self._next_wakeup()
+            self._beat = (time.monotonic(), timeout)
             try:
                 kind, payload = self._inbox.get(timeout=timeout)
             except queue.Empty:
