@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 import farm
 from farm.errors import TransportError
 from farm.metrics.source import StoreSource
+from farm.nightly import BoardDrift, degraded
 from farm.states import TaskState
 from farm.store import Event, TaskEvent
 
@@ -110,6 +111,15 @@ class FleetCollector(Collector):
     def __init__(self, source: StoreSource, loop_lag: Callable[[], float] | None = None):
         self._source = source
         self._loop_lag = loop_lag
+        self._drift: tuple[int, dict[str, BoardDrift]] | None = None  # (results version, drift)
+
+    def _board_drift(self) -> dict[str, BoardDrift]:
+        """The performance health check (``farm.nightly.degraded``), redone only when a
+        result has been stored since the last scrape."""
+        version = self._source.version()
+        if self._drift is None or self._drift[0] != version:
+            self._drift = (version, degraded(self._source))
+        return self._drift[1]
 
     def collect(self) -> Iterator[Metric]:
         queue = GaugeMetricFamily(
@@ -126,6 +136,21 @@ class FleetCollector(Collector):
         for board, state in sorted(self._source.board_states().items()):
             boards.add_metric([board, state], 1)
         yield boards
+        ratio = GaugeMetricFamily(
+            "farm_board_performance_ratio",
+            "A board's median latency over its same-tag peers' (1 = like its peers)",
+            labels=["board"],
+        )
+        bad = GaugeMetricFamily(
+            "farm_board_degraded",
+            "1 when a board's median latency drifts more than k MADs from its same-tag peers",
+            labels=["board"],
+        )
+        for board, drift in sorted(self._board_drift().items()):
+            ratio.add_metric([board], drift.ratio)
+            bad.add_metric([board], 1 if drift.degraded else 0)
+        yield ratio
+        yield bad
         jobs = GaugeMetricFamily("farm_jobs", "Jobs in the store, by state", labels=["state"])
         for state, n in sorted(self._source.job_counts().items()):
             jobs.add_metric([state], n)
