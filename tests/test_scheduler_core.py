@@ -155,33 +155,65 @@ def test_no_migration_and_retries_exhausted_fail_with_cause(make):
     assert task["attempts"] == 2 and "frozen" in task["error"]
 
 
-def test_quarantine_then_fail_fast_then_health_check_restores(make):
-    healthy = threading.Event()
+def _quarantining(broken: threading.Event):
+    def behaviour(payload):
+        if broken.is_set():
+            return {"state": "failed", "error": "TransportTimeout: b0: slow", "retryable": True,
+                    "board_fault": True, "logs": []}  # fmt: skip
+        return ok(payload)
 
-    def broken(payload):
-        return {"state": "failed", "error": "BoardUnreachable: b0: refused", "retryable": True,
-                "board_fault": True, "logs": []}  # fmt: skip
+    return behaviour
 
+
+def _health(healthy: threading.Event):
     def check(station, board):
         f: Future = Future()
         f.set_result({"ok": healthy.is_set()})
         return f
 
-    sched, _ = make(broken, quarantine_after=2, health_check=check, health_interval_s=0.05)
-    job = sched.submit({"name": "j", "retries": 5}, _tasks(1, "b0"), _boards("b0"))
-    assert wait_job(sched, job)["state"] == "failed"
-    assert sched.store.board_health()["b0"]["state"] == "quarantined"
-    assert "no healthy board" in sched.store.task(f"{job}.0")["error"]
-    # a new job on the quarantined board fails fast instead of waiting forever
-    t0 = time.time()
-    job2 = sched.submit({"name": "j2"}, _tasks(1, "b0"), _boards("b0"))
-    assert wait_job(sched, job2)["state"] == "failed"
-    assert time.time() - t0 < 2
+    return check
+
+
+def test_tasks_of_a_quarantined_board_wait_for_its_health_check(make):
+    broken, healthy = threading.Event(), threading.Event()
+    broken.set()
+    sched, stations = make(
+        _quarantining(broken),
+        quarantine_after=1,
+        health_check=_health(healthy),
+        health_interval_s=0.05,
+    )
+    job = sched.submit({"name": "j", "retries": 0, "deadline_s": 60}, _tasks(3), _boards("b0"))
+    deadline = time.time() + 10
+    while sched.store.board_health().get("b0", {}).get("state") != "quarantined":
+        assert time.time() < deadline, "b0 was never quarantined"
+        time.sleep(0.02)
+    time.sleep(0.3)  # several health checks fail meanwhile: the others keep waiting
+    assert sched.store.counts(job) == {"failed": 1, "queued": 2}
+    waiting = " ".join(x["line"] for x in sched.store.logs(f"{job}.1"))
+    assert "waiting up to" in waiting and "b0" in waiting
+    broken.clear()
     healthy.set()
-    deadline = time.time() + 5
-    while sched.store.board_health()["b0"]["state"] != "healthy" and time.time() < deadline:
-        time.sleep(0.05)
+    assert wait_job(sched, job)["state"] == "failed"  # task 0 failed; 1 and 2 ran
+    assert sched.store.counts(job) == {"failed": 1, "done": 2}
     assert sched.store.board_health()["b0"]["state"] == "healthy"
+
+
+def test_a_task_still_waiting_at_the_jobs_deadline_fails_saying_why(make):
+    broken, never = threading.Event(), threading.Event()
+    broken.set()
+    sched, _ = make(
+        _quarantining(broken),
+        quarantine_after=1,
+        health_check=_health(never),
+        health_interval_s=0.05,
+    )
+    t0 = time.time()
+    job = sched.submit({"name": "j", "retries": 0, "deadline_s": 1.0}, _tasks(2), _boards("b0"))
+    assert wait_job(sched, job)["state"] == "failed"
+    assert time.time() - t0 >= 1.0
+    error = sched.store.task(f"{job}.1")["error"]
+    assert "no healthy board" in error and "deadline" in error
 
 
 def test_cancel_drops_queued_tasks(make):

@@ -19,8 +19,10 @@ of its board, ordered by (-priority, job order, index). On a retryable transport
 error it goes back after an exponential backoff, moved to the least-loaded
 healthy board of its target when the job allows migration. A board is
 quarantined after ``quarantine_after`` consecutive failures; a periodic health
-check brings it back. A task none of whose candidate boards is usable fails at
-once with a message that says so.
+check brings it back. A task none of whose candidate boards is usable waits for
+that health check, within the job's deadline (``deadline_s`` from submission):
+one bad spell — a timeout on a busy board — is not proof that a board is broken.
+Past the deadline it fails with a message that says so.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class JobRun:
     spec: dict[str, Any]
     seq: int
     remaining: set[str]
+    deadline: float = float("inf")  # tasks waiting for a quarantined board fail after it
     cancelled: bool = False
 
 
@@ -112,6 +115,7 @@ class Scheduler:
         self.jobs: dict[str, JobRun] = {}
         self.tasks: dict[str, TaskRun] = {}
         self._delayed: list[tuple[float, str]] = []  # (ready_at, task id)
+        self._waiting: set[str] = set()  # tasks whose every candidate board is quarantined
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._job_seq = itertools.count()
         self._stop = threading.Event()
@@ -190,6 +194,7 @@ class Scheduler:
                         break
                     self._handle(kind, payload)
                 self._release_delayed()
+                self._expire_waiting()
                 self._maybe_health_check()
                 self._dispatch_ready()
             except Exception:  # the loop must survive a bad event; say so loudly
@@ -199,7 +204,7 @@ class Scheduler:
         wake = 1.0
         if self._delayed:
             wake = min(wake, max(0.0, self._delayed[0][0] - time.time()))
-        return wake
+        return wake  # waiting tasks' deadlines are checked at least once a second
 
     def _handle(self, kind: str, payload: Any) -> None:
         if kind == "submit":
@@ -230,7 +235,14 @@ class Scheduler:
 
     def _on_submit(self, job_id: str, job: dict[str, Any], boards: list[dict[str, Any]]) -> None:
         self._learn_boards(boards)
-        run = JobRun(id=job_id, spec=job, seq=next(self._job_seq), remaining=set())
+        record = self.store.job(job_id) or {}
+        run = JobRun(
+            id=job_id,
+            spec=job,
+            seq=next(self._job_seq),
+            remaining=set(),
+            deadline=(record.get("created") or time.time()) + float(job.get("deadline_s", 3600)),
+        )
         self.jobs[job_id] = run
         self.store.set_job_state(job_id, JobState.RUNNING)
         for task in self.store.tasks(job_id, states=[TaskState.QUEUED.value]):
@@ -272,20 +284,57 @@ class Scheduler:
         return board is not None and board.healthy
 
     def _place(self, run: TaskRun) -> None:
-        """Put a queued task in the queue of a usable board, or fail it fast."""
+        """Put a queued task in the queue of a usable board, or let it wait for one."""
         if not self._usable(run.board):
             movable = self.jobs[run.job_id].spec.get("migrate", True)
             options = [b for b in run.candidates if self._usable(b)] if movable else []
             if not options:
-                self._finish_without_result(
-                    run,
-                    TaskState.FAILED,
-                    f"no healthy board for this task: {', '.join(run.candidates)} "
-                    + ("unknown or quarantined" if movable else "quarantined (migration off)"),
-                )
+                self._wait_for_board(run, movable)
                 return
             run.board = min(options, key=lambda b: len(self.boards[b].queue))
+        self._waiting.discard(run.id)
         heapq.heappush(self.boards[run.board].queue, run.sort_key())
+
+    def _wait_for_board(self, run: TaskRun, movable: bool) -> None:
+        """Every board the task may use is quarantined (or unknown): wait for a health
+        check to bring one back until the job's deadline, then fail saying why."""
+        boards = run.candidates if movable else [run.board]
+        known = [b for b in boards if b in self.boards]
+        job = self.jobs[run.job_id]
+        if known and time.time() < job.deadline:
+            if run.id not in self._waiting:
+                self._waiting.add(run.id)
+                left = job.deadline - time.time()
+                self.store.log(
+                    run.id,
+                    f"waiting up to {left:.0f} s (the job's deadline) for a health check to"
+                    f" bring back {', '.join(known)} (quarantined)",
+                    time.time(),
+                )
+            return
+        self._waiting.discard(run.id)
+        why = "quarantined (migration off)" if not movable else "unknown or quarantined"
+        if known:
+            why += ", still at the job's deadline"
+        self._finish_without_result(
+            run, TaskState.FAILED, f"no healthy board for this task: {', '.join(boards)} {why}"
+        )
+
+    def _expire_waiting(self) -> None:
+        now = time.time()
+        for task_id in list(self._waiting):
+            run = self.tasks.get(task_id)
+            if run is None:
+                self._waiting.discard(task_id)
+            elif now >= self.jobs[run.job_id].deadline:
+                self._place(run)
+
+    def _wake_waiting(self, board: str) -> None:
+        """``board`` is back: the tasks that were waiting for it go to a queue."""
+        for task_id in list(self._waiting):
+            run = self.tasks.get(task_id)
+            if run is not None and board in (*run.candidates, run.board):
+                self._place(run)
 
     def _dispatch_ready(self) -> None:
         for name, board in self.boards.items():
@@ -375,6 +424,7 @@ class Scheduler:
 
     def _forget(self, run: TaskRun) -> None:
         self.tasks.pop(run.id, None)
+        self._waiting.discard(run.id)
         job = self.jobs.get(run.job_id)
         if job is not None:
             job.remaining.discard(run.id)
@@ -412,6 +462,7 @@ class Scheduler:
             board.failures = 0
             board.healthy = True
             self.store.set_board_health(board.spec["name"], "healthy", 0, None)
+            self._wake_waiting(board.spec["name"])
 
     def _board_failed(self, board: BoardState, error: str, *, now: bool = False) -> None:
         board.failures += 1
@@ -430,7 +481,7 @@ class Scheduler:
             )
 
     def _evacuate(self, board: BoardState) -> None:
-        """Move (or fail fast) the tasks waiting on a board just quarantined."""
+        """Move the tasks queued on a board just quarantined (or let them wait)."""
         waiting, board.queue = board.queue, []
         for *_, task_id in waiting:
             run = self.tasks.get(task_id)
