@@ -5,7 +5,8 @@
     │   ├── SpecError            a YAML file is wrong: names file, line and field
     │   └── MonitorUnavailable   a power monitor named in the inventory is not there
     ├── TransportError           reaching a board failed (raised by farm.transport)
-    │   ├── BoardUnreachable     connect refused, DNS, auth, connection dropped
+    │   ├── BoardUnreachable     connect refused, DNS, a host name that cannot be, auth, dropped
+    │   ├── BoardBusy            another farm holds the board's lease for too long
     │   ├── HostKeyError         the board's host key cannot be trusted
     │   │   ├── UnknownHostKey   not in known_hosts, and trust-on-first-use is off
     │   │   └── HostKeyMismatch  known_hosts holds a different key: refuse
@@ -59,11 +60,21 @@ class TransportError(FarmError):
 
     def __init__(self, board: str, message: str):
         self.board = board
+        self.message = message  # without the board's name: for lines that name it already
         super().__init__(f"{board}: {message}")
+
+
+def without_board(exc: BaseException) -> str:
+    """An error's text for a line that names its board already (said once, not twice)."""
+    return exc.message if isinstance(exc, TransportError) else str(exc)
 
 
 class BoardUnreachable(TransportError):
     pass
+
+
+class BoardBusy(TransportError):
+    """Another farm measures on the board (it holds the board's lease): not a fault."""
 
 
 class HostKeyError(TransportError):

@@ -37,7 +37,9 @@ from farm.errors import (
     HostKeyError,
     TransportError,
     TransportTimeout,
+    without_board,
 )
+from farm.scheduler.lease import LOCK_FILE, TTL_S, BoardLease, holder
 from farm.spec import Board
 from farm.store import TaskState
 from farm.transport import connect
@@ -166,10 +168,10 @@ class Station:
                 report["ok"] = True
             except HostKeyError as exc:
                 link.drop()
-                report.update(reachable=True, host_key=str(exc), error=str(exc))
+                report.update(reachable=True, host_key="refused", error=without_board(exc))
             except TransportError as exc:
                 link.drop()
-                report.update(reachable=False, error=str(exc))
+                report.update(reachable=False, error=without_board(exc))
         return report
 
     def close(self) -> None:
@@ -188,23 +190,46 @@ class Station:
         pushed = self._deploy(link, transport, [engine, Path(artifact.path)])
         if pushed:
             tlog(f"deployed {', '.join(pushed)} in {time.time() - started:.2f}s")
-        self._report(task_id, TaskState.RUNNING.value, time.time(), None)
         request = self._request(link, task, artifact, task_id)
         monitor = self._monitor(board.power.monitor) if board.power and self._monitor else None
-        timeout = float(task.get("measure", {}).get("timeout_s", 900))
+        measure = task.get("measure", {})
+        timeout = float(measure.get("timeout_s", 900))
+        startup = float(measure.get("startup_timeout_s") or board.startup_timeout_s)
         if payload.get("isolation") == "process":
-            runner = lambda: self._run_process(link, transport, engine, request, timeout)  # noqa: E731
+            # a fresh process pays the start-up (a torch import) inside its own run
+            runner = lambda: self._run_process(link, transport, engine, request, startup + timeout)  # noqa: E731
         else:
             runner = lambda: self._run_warm(link, transport, engine, request, timeout)  # noqa: E731
-        if monitor is None:
-            result = runner()
-            trace = None
-        else:
-            from farm.scheduler.energy import measure_with_monitor
+        lease = BoardLease(
+            transport,
+            [
+                *self._engine_argv(link, engine, "lease"),
+                f"{deploy.cache_root(transport, board)}/{LOCK_FILE}",
+                f"--holder={json.dumps(holder(task_id, payload.get('job_id')))}",
+                f"--ttl={TTL_S:g}",
+            ],
+            board=board.name,
+            startup_s=startup,
+            wait_s=timeout,
+            log=tlog,
+        )
+        with lease:
+            self._report(task_id, TaskState.RUNNING.value, time.time(), None)
+            if payload.get("isolation") != "process":
+                self._start_engine(link, transport, engine, startup)
+            if monitor is None:
+                result = runner()
+                trace = None
+            else:
+                from farm.scheduler.energy import measure_with_monitor
 
-            result, trace = measure_with_monitor(
-                monitor, board, runner, lambda: self._clock_exchange(link, transport, engine), tlog
-            )
+                result, trace = measure_with_monitor(
+                    monitor,
+                    board,
+                    runner,
+                    lambda: self._clock_exchange(link, transport, engine),
+                    tlog,
+                )
         for line in result.pop("log", []) or []:
             tlog(f"engine: {line}")
         return result, trace
@@ -279,8 +304,21 @@ class Station:
     def _clock_exchange(self, link: _Link, transport, engine: Path) -> tuple[int, int, int]:
         """One request/response clock exchange: (host send ns, board ns, host receive ns)."""
         sent = time.monotonic_ns()
-        reply = self._call(link, transport, engine, {"op": "clock"}, 10.0)
+        reply = self._call(link, transport, engine, {"op": "clock"}, link.board.command_timeout_s)
         return sent, int(reply["t_ns"]), time.monotonic_ns()
+
+    def _start_engine(self, link: _Link, transport, engine: Path, startup_s: float) -> None:
+        """Start the warm engine if it is not running, and wait for its first answer
+        (it imports torch: minutes on a slow board) within the start-up limit only."""
+        if link.engine is not None and link.engine.alive:
+            return
+        try:
+            self._call(link, transport, engine, {"op": "clock"}, startup_s)
+        except TransportTimeout as exc:
+            raise TransportTimeout(
+                link.board.name,
+                f"engine did not start within {startup_s:g} s (startup_timeout_s)",
+            ) from exc
 
     def _call(self, link: _Link, transport, engine: Path, message: dict, timeout: float):
         if link.engine is None or not link.engine.alive:

@@ -10,6 +10,8 @@ shaped like a real one at the transport interface:
 - ``<python> <engine.zip> run`` and ``... serve`` answer every request at once
   with a well-formed result of zero-duration inferences (``status: ok``), or
   ``status: error`` when the artifact was never deployed to the board;
+- ``<python> <engine.zip> lease PATH ...`` holds the board's lease (a lock per
+  fake board) and speaks the lease protocol of ``farm.engine.lease``;
 - ``<python> -c CODE`` (the deploy probe) runs for real on this machine;
 - any other command exits 127, as a shell would for an unknown command.
 
@@ -52,6 +54,7 @@ class FakeBoard:
     down: bool = False
     engine_requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    lease: threading.Lock = field(default_factory=threading.Lock)
 
 
 _boards: dict[str, FakeBoard] = {}
@@ -217,6 +220,8 @@ class FakeTransport(Transport):
     def open_process(self, argv: Sequence[str]) -> Channel:
         self.open()
         argv = [str(a) for a in argv]
+        if len(argv) >= 4 and argv[2] == "lease" and argv[1] in self.state.files:
+            return FakeLeaseChannel(self)
         if not self._is_engine(argv, "serve"):
             raise BoardUnreachable(self.name, f"fake board runs only the engine, not {argv}")
         return FakeEngineChannel(self)
@@ -303,3 +308,43 @@ class FakeEngineChannel(Channel):
     def kill(self) -> None:
         self._open = False
         self.exit_status = -9
+
+
+class FakeLeaseChannel(Channel):
+    """The board-side lease holder: the fake board's lock, held until ``close``."""
+
+    def __init__(self, transport: FakeTransport):
+        self.transport = transport
+        self._said = False
+        self._held = False
+
+    def send_line(self, line: str) -> None:  # a renewal: nothing to do in-process
+        pass
+
+    def read_line(self, timeout: float) -> str:
+        lock = self.transport.state.lease
+        if not self._said:  # the first answer comes at once, as the real one does
+            self._said = True
+            self._held = lock.acquire(blocking=False)
+            return json.dumps({"held": {}} if self._held else {"busy": None})
+        if not lock.acquire(timeout=timeout):
+            raise TransportTimeout(self.transport.name, f"no answer within {timeout:g} s")
+        self._held = True
+        return json.dumps({"held": {}})
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    @property
+    def stderr_tail(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        if self._held:
+            self._held = False
+            self.transport.state.lease.release()
+        self.exit_status = 0
+
+    def kill(self) -> None:
+        self.close()
