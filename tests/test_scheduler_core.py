@@ -177,7 +177,7 @@ def _health(healthy: threading.Event):
 def test_tasks_of_a_quarantined_board_wait_for_its_health_check(make):
     broken, healthy = threading.Event(), threading.Event()
     broken.set()
-    sched, stations = make(
+    sched, _ = make(
         _quarantining(broken),
         quarantine_after=1,
         health_check=_health(healthy),
