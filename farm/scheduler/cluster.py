@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.errors import UserError
+from farm.procs import descendants, started
 
 STATION_SLOTS = 1000  # a station's resource amount: far more boards than one node will hold
 MARKER_ENV = "FARM_RAY_NODE"
@@ -248,7 +249,10 @@ def records(kind: str) -> list[NodeRecord]:
 
 
 def node_pids(marker: str) -> list[int]:
-    """Live processes (zombies excluded) whose environment carries ``marker``."""
+    """Live processes (zombies excluded) whose environment carries ``marker``, and
+    their descendants: Ray's dashboard and runtime-env agents retitle themselves,
+    which overwrites the environment block ``/proc`` shows, so only their parent
+    (the raylet) says they belong to the node."""
     needle = f"{MARKER_ENV}={marker}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
@@ -260,7 +264,8 @@ def node_pids(marker: str) -> list[int]:
             continue
         if needle in environ.split(b"\0"):
             pids.append(int(entry.name))
-    return pids
+    below = [p for p in descendants(*pids) if p != os.getpid() and started(p) is not None]
+    return sorted({*pids, *below})
 
 
 def _signal_all(pids: list[int], sig: signal.Signals) -> None:
@@ -273,16 +278,19 @@ def kill_node(record: NodeRecord, *, force: bool = False) -> int:
     """Stop every process of the node and wait until they are gone. ``force``:
     SIGKILL at once (a crash); else SIGTERM, then SIGKILL after a grace period.
     Returns how many processes there were."""
-    pids = node_pids(record.marker)
-    count = len(pids)
-    _signal_all(pids, signal.SIGKILL if force else signal.SIGTERM)
+    # the tree is read before anything dies: an agent orphaned by its raylet leaves it
+    seen = {p: started(p) for p in node_pids(record.marker)}
+    _signal_all(list(seen), signal.SIGKILL if force else signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
+    pids = list(seen)
     while pids:
         time.sleep(0.1)
-        pids = node_pids(record.marker)
+        seen.update({p: started(p) for p in node_pids(record.marker) if p not in seen})
+        pids = [p for p, t in seen.items() if t is not None and started(p) == t]
         if pids and time.monotonic() > deadline:
             _signal_all(pids, signal.SIGKILL)
             deadline = time.monotonic() + STOP_GRACE_S
+    count = len(seen)
     record.path.unlink(missing_ok=True)
     shutil.rmtree(record.temp_dir, ignore_errors=True)
     return count
