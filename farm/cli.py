@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -37,7 +38,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(inventory_app, name="inventory")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
 
 DbOpt = Annotated[
     Path | None, typer.Option("--db", help="SQLite results file [env FARM_DB]", show_default=False)
@@ -202,7 +203,7 @@ def _print_results(store: Any, job_id: str) -> None:
     out.print(results_table(rows, title=f"{job_id}"))
     for row in rows:
         if row["state"] == "failed":
-            err.print(f"[red]{row['id']}[/] {row['key']}: {row['error']}")
+            err.print(f"[red]{row['id']}[/] {escape(row['key'])}: {escape(row['error'])}")
 
 
 # -- reading results ---------------------------------------------------------------
@@ -397,7 +398,7 @@ def inventory_check(inventory: InventoryOpt = None, address: AddressOpt = None) 
     out.print(table)
     for r in reports:
         if r.get("error"):
-            err.print(f"[red]{r['board']}[/]: {r['error']}")
+            err.print(f"[red]{escape(r['board'])}[/]: {escape(r['error'])}", highlight=False)
     raise typer.Exit(0 if all(r.get("ok") for r in reports) else 1)
 
 
@@ -489,11 +490,8 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
-    except UserError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
-        sys.exit(exc.exit_code)
-    except FarmError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+    except FarmError as exc:  # UserError (exit 2) included
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

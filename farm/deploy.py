@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import farm
-from farm.errors import FarmError, TransportError, TransportTimeout
+from farm.errors import FarmError, TransportError, TransportTimeout, without_board
 from farm.transport import Transport, connect
 
 KINDS = {".zip": "engine", ".farm": "artifacts"}
@@ -309,7 +309,9 @@ class DeployGroupError(FarmError):
     def __init__(self, results: DeployResults):
         self.results = results
         failed = results.failed
-        lines = [f"{name}: {type(e).__name__}: {e}" for name, e in sorted(failed.items())]
+        lines = [
+            f"{name}: {type(e).__name__}: {without_board(e)}" for name, e in sorted(failed.items())
+        ]
         super().__init__(
             f"deploy failed on {len(failed)} of {len(results)} boards: " + "; ".join(lines)
         )

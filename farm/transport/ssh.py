@@ -104,6 +104,12 @@ def _translate(board: str, exc: BaseException, doing: str) -> TransportError:
     return BoardUnreachable(board, f"{doing}: {text}")
 
 
+def _invalid(exc: ValueError) -> str:
+    if isinstance(exc, UnicodeError):
+        return f"not a valid host name ({exc.__cause__ or exc})" if "idna" in str(exc) else str(exc)
+    return f"invalid value in the board's entry ({exc})"
+
+
 @register("ssh")
 class SSHTransport(Transport):
     """One board over SSH. Thread-safe: channels of one connection run side by side."""
@@ -141,13 +147,13 @@ class SSHTransport(Transport):
     def _connect(self) -> paramiko.SSHClient:
         board = self.board
         host, port = board.host, int(board.port or 22)
-        where = f"connect to {host}:{port}"
+        where = f"connect to {host if host.isprintable() else repr(host)}:{port}"
         client = paramiko.SSHClient()
         known = self.known_hosts
         try:
             if known.exists():
                 client.load_host_keys(str(known))
-        except (OSError, paramiko.SSHException) as e:
+        except (OSError, ValueError, paramiko.SSHException) as e:  # ValueError: a NUL in the path
             raise BoardUnreachable(self.name, f"cannot read known_hosts {known}: {e}") from e
         client.set_missing_host_key_policy(
             _HostKeyPolicy(self.name, known, bool(getattr(board, "trust_on_first_use", False)))
@@ -182,8 +188,11 @@ class SSHTransport(Transport):
                 " Refusing to connect; if the board was reinstalled, remove the old"
                 f" line from {known}",
             ) from e
-        except (paramiko.SSHException, OSError, EOFError) as e:
+        except (paramiko.SSHException, OSError, EOFError, ValueError) as e:
             client.close()
+            if isinstance(e, ValueError):  # IDNA refused the name (a..b, a label over 63
+                # characters), or a path holds a NUL: the board cannot be reached as written
+                raise BoardUnreachable(self.name, f"{where}: {_invalid(e)}") from e
             if time.monotonic() - started >= 0.9 * timeout:
                 # a silent board surfaces as whichever paramiko step ran out of time
                 # first ("No existing session", a bad fd, ...): the clock says what it was
