@@ -175,6 +175,7 @@ class Store:
         self.path = Path(path).expanduser() if path else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._batch = False  # inside batch(): each change is a savepoint of its transaction
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -186,8 +187,38 @@ class Store:
     # -- plumbing -----------------------------------------------------------------
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every change made inside, from this thread, in one transaction (the scheduler's
+        round): one commit instead of one per change. A change that fails undoes only
+        itself; other threads' changes wait for the commit."""
+        with self._lock:
+            if self._batch:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._batch = True
+            try:
+                yield
+            except BaseException:
+                self._batch = False
+                self._db.execute("ROLLBACK")
+                raise
+            self._batch = False
+            self._db.execute("COMMIT")
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._batch:
+                self._db.execute("SAVEPOINT change")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK TO change")
+                    self._db.execute("RELEASE change")
+                    raise
+                self._db.execute("RELEASE change")
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db

@@ -274,3 +274,17 @@ def test_restart_resumes_without_losing_or_duplicating(db_path):
     finally:
         gate.set()
         sched2.stop()
+
+
+def test_a_board_refused_for_its_host_key_fails_its_tasks_at_once(make):
+    def mismatch(payload):
+        return {"state": "failed", "error": "HostKeyMismatch: b0: changed", "retryable": True,
+                "board_fault": True, "quarantine": True, "logs": []}  # fmt: skip
+
+    sched, stations = make(mismatch, health_check=_health(threading.Event()))
+    t0 = time.time()
+    job = sched.submit({"name": "j", "retries": 0, "deadline_s": 600}, _tasks(3), _boards("b0"))
+    assert wait_job(sched, job)["state"] == "failed"
+    assert time.time() - t0 < 10  # no waiting for a health check that cannot pass
+    assert len(stations.log) == 1
+    assert "HostKeyMismatch" in sched.store.task(f"{job}.2")["error"]
