@@ -288,3 +288,33 @@ def test_a_board_refused_for_its_host_key_fails_its_tasks_at_once(make):
     assert time.time() - t0 < 10  # no waiting for a health check that cannot pass
     assert len(stations.log) == 1
     assert "HostKeyMismatch" in sched.store.task(f"{job}.2")["error"]
+
+
+def test_cancel_asks_the_station_to_stop_the_running_engine(db_path):
+    gate, aborted = threading.Event(), []
+
+    def gated(payload):
+        gate.wait(30)  # the engine runs until its station stops it
+        return {"state": "failed", "error": "EngineError: killed", "logs": []}
+
+    def abort(station, task_ids):
+        aborted.append((station, list(task_ids)))
+        gate.set()
+
+    stations = FakeStations(gated)
+    sched = Scheduler(Store(db_path), stations.dispatch, abort=abort)
+    try:
+        job = sched.submit({"name": "j"}, _tasks(3), _boards("b0"))
+        deadline = time.time() + 10
+        while not stations.pool._threads and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        t0 = time.time()
+        sched.cancel(job)
+        assert wait_job(sched, job)["state"] == "cancelled"
+        assert time.time() - t0 < 10
+        assert aborted == [("head", [f"{job}.0"])]
+        assert sched.store.counts(job) == {"cancelled": 3}
+    finally:
+        gate.set()
+        sched.stop()

@@ -91,6 +91,9 @@ class StationActor:
     def check_board(self, board: dict[str, Any]) -> dict[str, Any]:
         return self.station.check_board(board)
 
+    def abort(self, task_ids: list[str]) -> int:
+        return self.station.abort(task_ids)
+
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class MonitorActor:
@@ -149,6 +152,7 @@ class SchedulerActor:
             self.store,
             self._dispatch,
             health_check=self._health,
+            abort=self._abort,
             resume=resume,
             **(options or {}),
         )
@@ -166,6 +170,9 @@ class SchedulerActor:
 
     def _health(self, station: str, board: dict[str, Any]) -> Future:
         return self._station(station).check_board.remote(board).future()
+
+    def _abort(self, station: str, task_ids: list[str]) -> None:
+        self._station(station).abort.remote(task_ids)
 
     # -- remote API -----------------------------------------------------------------
 

@@ -107,11 +107,13 @@ class Scheduler:
         backoff_max_s: float = 30.0,
         health_check: Callable[[str, dict[str, Any]], Future[dict[str, Any]]] | None = None,
         health_interval_s: float = 30.0,
+        abort: Callable[[str, list[str]], object] | None = None,
         resume: bool = True,
     ):
         self.store = store
         self._dispatch = dispatch
         self._health_check = health_check
+        self._abort = abort  # abort(station, task ids): stop those tasks' engines now
         self.quarantine_after = quarantine_after
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -496,11 +498,19 @@ class Scheduler:
         if job is None:
             return
         job.cancelled = True
+        running: dict[str, list[str]] = {}
         for task_id in list(job.remaining):
             run = self.tasks[task_id]
-            if self.boards[run.board].busy != task_id:  # queued: cancel now
+            board = self.boards[run.board]
+            if board.busy != task_id:  # queued: cancel now
                 self._finish_without_result(run, TaskState.CANCELLED, "cancelled")
-        # in-flight tasks finish as cancelled when their outcome arrives
+            else:
+                running.setdefault(board.station, []).append(task_id)
+        # in-flight tasks finish as cancelled when their outcome arrives: sooner when their
+        # station stops their engines
+        for station, task_ids in running.items():
+            if self._abort is not None:
+                self._abort(station, task_ids)
 
     # -- board health ---------------------------------------------------------------
 

@@ -67,6 +67,7 @@ class _Link:
         self.transport: Any = None
         self.engine: Any = None  # warm engine channel
         self.request_id = 0
+        self.task: str | None = None  # the task running on the board now
 
     def drop(self) -> None:
         """Forget the connection and engine after an error: the next task starts clean."""
@@ -110,6 +111,7 @@ class Station:
         tlog(f"station {self.name}: attempt {payload.get('attempt', 1)} on {board.name}")
         link = self._link(board)
         with link.lock:
+            link.task = task_id
             try:
                 result, trace = self._run(link, task_id, task, payload, tlog)
             except TransportError as exc:
@@ -137,6 +139,8 @@ class Station:
                 link.drop()
                 tlog(f"unexpected error: {exc!r}")
                 return _outcome(TaskState.FAILED, tlog, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                link.task = None
         status = result.get("status")
         if status == "does_not_fit":
             mem = result.get("memory") or {}
@@ -151,6 +155,18 @@ class Station:
                 TaskState.FAILED, tlog, result=result, error=f"engine: {result.get('error')}"
             )
         return _outcome(TaskState.DONE, tlog, result=result, trace=trace)
+
+    def abort(self, task_ids: list[str]) -> int:
+        """Stop the engines running ``task_ids`` now (their job was cancelled): each task's
+        run ends in an error its scheduler records as cancelled. Returns how many."""
+        with self._links_lock:
+            links = [link for link in self._links.values() if link.task in task_ids]
+        for link in links:
+            engine = link.engine
+            if engine is not None:
+                log.info("%s: stopping the engine of cancelled task %s", link.board.name, link.task)
+                engine.kill()
+        return len(links)
 
     def check_board(self, board_spec: dict[str, Any]) -> dict[str, Any]:
         """Reachability, host key, versions, free disk and memory, engine deployed."""
