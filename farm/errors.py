@@ -3,6 +3,7 @@
     FarmError                    anything farm raises on purpose (exit 1)
     ├── UserError                bad input from a person: exit 2, nothing started
     │   ├── SpecError            a YAML file is wrong: names file, line and field
+    │   ├── StoreRefused         the store file cannot be trusted (left as it was)
     │   └── MonitorUnavailable   a power monitor named in the inventory is not there
     ├── TransportError           reaching a board failed (raised by farm.transport)
     │   ├── BoardUnreachable     connect refused, DNS, a host name that cannot be, auth, dropped
@@ -47,6 +48,10 @@ class SpecError(UserError):
         what = f"{field}: {message}" if field else message
         # one line, always: a key or value from the document may hold newlines
         super().__init__(f"{where}: {what}".replace("\r", "\\r").replace("\n", "\\n"))
+
+
+class StoreRefused(UserError):
+    """The store is a directory, not a farm store, damaged, or from a newer farm."""
 
 
 class MonitorUnavailable(UserError):

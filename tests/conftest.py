@@ -27,5 +27,14 @@ def ray_session():
 
 
 @pytest.fixture
+def scheduler_cleanup(ray_session):
+    """A list to put scheduler actors in: each is killed after the test."""
+    actors = []
+    yield actors
+    for actor in actors:
+        ray_session.kill(actor)
+
+
+@pytest.fixture
 def db_path(tmp_path):
     return tmp_path / "farm.db"

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from test_farm_ssh import FAST, submit, wait
 
 from farm.testbed import EDISON
+
+pytestmark = pytest.mark.timeout(1500)  # a slow board starts its engine in minutes
 
 SYNTHETIC = {"name": "meter", "backend": "synthetic", "station": "head",
              "options": {"rate_hz": 20000, "pre_idle_s": 0.2, "post_idle_s": 0.2}}  # fmt: skip
