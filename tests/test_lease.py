@@ -9,7 +9,6 @@ no two measurements ever overlapped on a board.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
 import subprocess
@@ -29,14 +28,18 @@ from farm.transport import connect
 LOCAL = Board.model_validate({"name": "here", "processors": [{"name": "cpu"}]})
 
 
-def _lease(path, task: str, *, wait_s: float = 30, ttl: float = 60, log=None) -> BoardLease:
-    argv = [sys.executable, "-m", "farm.engine", "lease", str(path)]
-    argv += [f"--holder={json.dumps(holder(task, 'job-x'))}", f"--ttl={ttl:g}"]
+def _process(path, ttl: float = 60):
+    """A board-side lease process for the lock file ``path``, on this machine."""
+    argv = [sys.executable, "-m", "farm.engine", "lease", str(path), f"--ttl={ttl:g}"]
+    return connect(LOCAL).open_process(argv)
+
+
+def _lease(channel, task: str, *, wait_s: float = 30, log=None) -> BoardLease:
     return BoardLease(
-        connect(LOCAL),
-        argv,
+        channel,
+        60,
+        who=holder(task, "job-x"),
         board="here",
-        startup_s=60,
         wait_s=wait_s,
         log=log or (lambda line: None),
     )
@@ -44,24 +47,40 @@ def _lease(path, task: str, *, wait_s: float = 30, ttl: float = 60, log=None) ->
 
 def test_a_second_holder_is_told_who_holds_the_board(tmp_path):
     lines: list[str] = []
+    mine, theirs = _process(tmp_path / "lease"), _process(tmp_path / "lease")
     with (
-        _lease(tmp_path / "lease", "task-a"),
+        _lease(mine, "task-a"),
         pytest.raises(BoardBusy) as caught,
-        _lease(tmp_path / "lease", "task-b", wait_s=0.5, log=lines.append),
+        _lease(theirs, "task-b", wait_s=0.5, log=lines.append),
     ):
         pytest.fail("two holders at once")
     assert "task-a" in str(caught.value) and f"pid {os.getpid()}" in str(caught.value)
     assert lines and "here is in use by host" in lines[0] and "task-a" in lines[0]
-    with _lease(tmp_path / "lease", "task-c", wait_s=5):  # released: free at once
+    assert not theirs.alive  # a lease given up on is killed: it must not take the lock later
+    with _lease(_process(tmp_path / "lease"), "task-c", wait_s=5):  # released: free at once
         pass
+    mine.close()
+
+
+def test_one_process_takes_and_releases_the_lock_for_task_after_task(tmp_path):
+    mine, theirs = _process(tmp_path / "lease"), _process(tmp_path / "lease")
+    for n in range(3):
+        with _lease(mine, f"task-{n}"):
+            pass
+        with _lease(theirs, f"other-{n}", wait_s=5):  # free between our tasks
+            pass
+    assert mine.alive and theirs.alive
+    mine.close()
+    theirs.close()
 
 
 def test_the_lock_frees_itself_when_its_holder_is_killed(tmp_path):
-    first = _lease(tmp_path / "lease", "task-a").__enter__()
+    first = _process(tmp_path / "lease")
+    _lease(first, "task-a").__enter__()
     got: list[float] = []
 
     def second():
-        with _lease(tmp_path / "lease", "task-b", wait_s=60):
+        with _lease(_process(tmp_path / "lease"), "task-b", wait_s=60):
             got.append(time.monotonic())
 
     waiter = threading.Thread(target=second)
@@ -69,7 +88,7 @@ def test_the_lock_frees_itself_when_its_holder_is_killed(tmp_path):
     time.sleep(0.5)
     assert not got  # still held
     killed = time.monotonic()
-    os.kill(first._channel.proc.pid, signal.SIGKILL)  # the holder dies without a word
+    os.kill(first.proc.pid, signal.SIGKILL)  # the holder dies without a word
     waiter.join(30)
     assert got and got[0] >= killed
 
@@ -82,8 +101,10 @@ def test_a_holder_that_stops_renewing_loses_the_lock(tmp_path):
         stdout=subprocess.PIPE,
     )
     try:
+        hung.stdin.write(b'{"op": "acquire", "holder": {}}\n')
+        hung.stdin.flush()
         assert b"held" in hung.stdout.readline()
-        with _lease(tmp_path / "lease", "task-b", wait_s=30):
+        with _lease(_process(tmp_path / "lease"), "task-b", wait_s=30):
             assert hung.wait(timeout=30) == 0  # it let go by itself
     finally:
         hung.kill()

@@ -35,9 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--request", help="read the request from this file instead of stdin")
     serve = sub.add_parser("serve", help="warm engine: JSON lines on stdin and stdout")
     serve.add_argument("--cache-size", type=int, default=2, help="models kept loaded (LRU)")
-    lease = sub.add_parser("lease", help="hold the board's lock while stdin is open")
+    lease = sub.add_parser("lease", help="take and release the board's lock on request")
     lease.add_argument("path", help="the lock file, in the board's cache directory")
-    lease.add_argument("--holder", default="{}", help="who asks (JSON), told to whoever waits")
     lease.add_argument("--ttl", type=float, default=60.0, help="seconds without renewal to let go")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     return p
@@ -53,9 +52,9 @@ def cli(argv: list[str] | None = None) -> int:
     )
     out = _protocol_stdout()
     if args.command == "lease":  # stdlib only: no torch import on this path
-        from farm.engine.lease import hold
+        from farm.engine.lease import serve
 
-        return hold(args.path, json.loads(args.holder), args.ttl, out)
+        return serve(args.path, args.ttl, out)
     # imported after the descriptors are set: torch's import must not reach stdout
     from farm.engine.request import RequestError, parse_request
     from farm.engine.runner import ModelCache, run_task

@@ -1,16 +1,17 @@
 """The board lease, station side: hold the board's lock for the length of a task.
 
 The lock itself lives on the board (``farm.engine.lease``): an ``flock`` in the
-board's cache directory, taken by a small engine process this module starts and
-keeps talking to. So the lease holds across processes and hosts — a second head,
-or a laptop's embedded ``farm submit`` pointed at the same board, waits for it
-and is told who holds it — and it frees itself when its holder dies (the
-process's stdin ends with the SSH session, or stops being renewed).
+board's cache directory, taken and released on request by a small engine
+process the station keeps per board, beside the warm engine (one process, not
+one per task: starting Python on a board costs more than a task's overhead).
+So the lease holds across processes and hosts — a second head, or a laptop's
+embedded ``farm submit`` pointed at the same board, waits for it and is told who
+holds it — and it frees itself when its holder dies (the process's stdin ends
+with the SSH session, or renewals stop).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -47,37 +48,37 @@ def describe(who: dict[str, Any] | None) -> str:
 class BoardLease:
     """``with BoardLease(...):`` the task runs while this farm holds the board.
 
-    ``argv`` starts the board-side holder (``python3 engine.zip lease PATH ...``);
-    ``startup_s`` bounds its first answer, ``wait_s`` how long another holder is
-    waited for before :class:`BoardBusy`; ``log`` hears who holds the board.
+    ``channel`` is the board's lease process (started by the caller, kept between
+    tasks); ``wait_s`` bounds the wait for another holder (then :class:`BoardBusy`),
+    ``reply_s`` each answer of the process; ``log`` hears who holds the board. On
+    any error the channel is killed: the caller starts a new one next time.
     """
 
     def __init__(
         self,
-        transport: Any,
-        argv: list[str],
+        channel: Any,
+        reply_s: float,
         *,
+        who: dict[str, Any],
         board: str,
-        startup_s: float,
         wait_s: float,
         log: Callable[[str], None],
     ):
-        self.transport = transport
-        self.argv = argv
+        self.channel = channel
+        self.who = who
         self.board = board
-        self.startup_s = startup_s
         self.wait_s = wait_s
+        self.reply_s = reply_s
         self.log = log
-        self._channel: Any = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
     def __enter__(self) -> BoardLease:
-        self._channel = self.transport.open_process(self.argv)
         try:
-            self._acquire()
+            self.channel.send_line(json.dumps({"op": "acquire", "holder": self.who}))
+            self._until("held", self.reply_s)
         except BaseException:
-            self._channel.kill()
+            self.channel.kill()
             raise
         self._renewer = threading.Thread(target=self._renew, name="farm-lease", daemon=True)
         self._renewer.start()
@@ -87,39 +88,41 @@ class BoardLease:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join(timeout=5)
-        # stdin ends: the board lets go at once (a dropped connection has let go already)
-        with contextlib.suppress(TransportError):
-            self._channel.close()
+        try:
+            self.channel.send_line(json.dumps({"op": "release"}))
+            self._until("released", self.reply_s)
+        except (TransportError, EngineError):
+            self.channel.kill()  # the lock dies with the process, or died with the connection
 
-    def _acquire(self) -> None:
-        deadline: float | None = None  # the wait for another holder starts when one is seen
+    def _until(self, word: str, reply_s: float) -> None:
+        """Read answers until ``word``; a ``busy`` answer starts the wait for the holder."""
+        deadline: float | None = None
         who: dict[str, Any] | None = None
         while True:
-            timeout = self.startup_s if deadline is None else max(0.0, deadline - time.monotonic())
+            timeout = reply_s if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                line = self._channel.read_line(timeout)
+                line = self.channel.read_line(timeout)
             except TransportTimeout as exc:
                 if deadline is None:
-                    raise TransportTimeout(
-                        self.board, f"lease: no answer within {self.startup_s:g} s"
-                    ) from exc
+                    raise
                 raise BoardBusy(
                     self.board, f"in use by {describe(who)} for over {self.wait_s:g} s"
                 ) from exc
             if not line:
-                tail = (getattr(self._channel, "stderr_tail", "") or "").strip().splitlines()
+                tail = (getattr(self.channel, "stderr_tail", "") or "").strip().splitlines()
                 raise EngineError(f"lease process ended: {tail[-1] if tail else 'no output'}")
             message = json.loads(line)
-            if "held" in message:
+            if word in message:
                 return
-            who = message.get("busy")
-            self.log(f"{self.board} is in use by {describe(who)}: waiting")
-            if deadline is None:
-                deadline = time.monotonic() + self.wait_s
+            if "busy" in message:
+                who = message["busy"]
+                self.log(f"{self.board} is in use by {describe(who)}: waiting")
+                if deadline is None:
+                    deadline = time.monotonic() + self.wait_s
 
     def _renew(self) -> None:
         while not self._stop.wait(TTL_S / 4):
             try:
-                self._channel.send_line("renew")
+                self.channel.send_line(json.dumps({"op": "renew"}))
             except TransportError:
                 return  # the connection dropped: the task's own calls will say so

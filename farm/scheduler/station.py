@@ -66,18 +66,20 @@ class _Link:
         self.lock = threading.Lock()
         self.transport: Any = None
         self.engine: Any = None  # warm engine channel
+        self.leaser: Any = None  # the board-side lease process, kept between tasks
         self.request_id = 0
         self.task: str | None = None  # the task running on the board now
 
     def drop(self) -> None:
         """Forget the connection and engine after an error: the next task starts clean."""
-        for closer in (self.engine, self.transport):
+        for closer in (self.engine, self.leaser, self.transport):
             if closer is not None:
                 try:
                     closer.close()
                 except Exception:  # already broken: closing is best effort
                     log.debug("%s: close failed", self.board.name, exc_info=True)
         self.engine = None
+        self.leaser = None
         self.transport = None
 
 
@@ -217,17 +219,11 @@ class Station:
         else:
             runner = lambda: self._run_warm(link, transport, engine, request, timeout)  # noqa: E731
         lease = BoardLease(
-            transport,
-            [
-                *self._engine_argv(link, engine, "lease"),
-                f"{deploy.cache_root(transport, board)}/{LOCK_FILE}",
-                f"--holder={json.dumps(holder(task_id, payload.get('job_id')))}",
-                f"--ttl={TTL_S:g}",
-            ],
+            *self._leaser(link, transport, engine, startup),
             board=board.name,
-            startup_s=startup,
             wait_s=timeout,
             log=tlog,
+            who=holder(task_id, payload.get("job_id")),
         )
         with lease:
             self._report(task_id, TaskState.RUNNING.value, time.time(), None)
@@ -322,6 +318,16 @@ class Station:
         sent = time.monotonic_ns()
         reply = self._call(link, transport, engine, {"op": "clock"}, link.board.command_timeout_s)
         return sent, int(reply["t_ns"]), time.monotonic_ns()
+
+    def _leaser(self, link: _Link, transport, engine: Path, startup_s: float) -> tuple[Any, float]:
+        """The board's lease process (started if need be), and how long its next answer
+        may take: a fresh one starts Python first."""
+        if link.leaser is not None and link.leaser.alive:
+            return link.leaser, link.board.command_timeout_s
+        path = f"{deploy.cache_root(transport, link.board)}/{LOCK_FILE}"
+        argv = [*self._engine_argv(link, engine, "lease"), path, f"--ttl={TTL_S:g}"]
+        link.leaser = transport.open_process(argv)
+        return link.leaser, startup_s
 
     def _start_engine(self, link: _Link, transport, engine: Path, startup_s: float) -> None:
         """Start the warm engine if it is not running, and wait for its first answer

@@ -311,30 +311,37 @@ class FakeEngineChannel(Channel):
 
 
 class FakeLeaseChannel(Channel):
-    """The board-side lease holder: the fake board's lock, held until ``close``."""
+    """The board-side lease process: the fake board's lock, taken and released on request."""
 
     def __init__(self, transport: FakeTransport):
         self.transport = transport
-        self._said = False
-        self._held = False
+        self._answers: collections.deque[str] = collections.deque()
+        self._held = self._waiting = False
+        self._open = True
 
-    def send_line(self, line: str) -> None:  # a renewal: nothing to do in-process
-        pass
+    def send_line(self, line: str) -> None:
+        op = json.loads(line).get("op")
+        lock = self.transport.state.lease
+        if op == "acquire":
+            self._held = lock.acquire(blocking=False)
+            self._waiting = not self._held
+            self._answers.append(json.dumps({"held": {}} if self._held else {"busy": None}))
+        elif op == "release" and self._held:
+            self._held = False
+            lock.release()
+            self._answers.append(json.dumps({"released": True}))
 
     def read_line(self, timeout: float) -> str:
-        lock = self.transport.state.lease
-        if not self._said:  # the first answer comes at once, as the real one does
-            self._said = True
-            self._held = lock.acquire(blocking=False)
-            return json.dumps({"held": {}} if self._held else {"busy": None})
-        if not lock.acquire(timeout=timeout):
-            raise TransportTimeout(self.transport.name, f"no answer within {timeout:g} s")
-        self._held = True
-        return json.dumps({"held": {}})
+        if self._answers:
+            return self._answers.popleft()
+        if self._waiting and self.transport.state.lease.acquire(timeout=timeout):
+            self._waiting, self._held = False, True
+            return json.dumps({"held": {}})
+        raise TransportTimeout(self.transport.name, f"no answer within {timeout:g} s")
 
     @property
     def alive(self) -> bool:
-        return True
+        return self._open
 
     @property
     def stderr_tail(self) -> str:
@@ -344,6 +351,7 @@ class FakeLeaseChannel(Channel):
         if self._held:
             self._held = False
             self.transport.state.lease.release()
+        self._open = False
         self.exit_status = 0
 
     def kill(self) -> None:
