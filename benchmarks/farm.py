@@ -48,9 +48,9 @@ from rich.table import Table
 from farm import deploy, spec, zoo
 from farm.procs import descendants
 from farm.scheduler.actors import SchedulerActor
-from farm.scheduler.plan import plan
+from farm.scheduler.messages import TaskPayload
 from farm.scheduler.station import Station
-from farm.testbed import Testbed
+from farm.testing.testbed import Testbed
 from farm.transport import connect
 
 console = Console(stderr=True)
@@ -80,29 +80,24 @@ def bench_task_overhead(bed: Testbed, inventory, cache: Path, n: int) -> dict:
     subprocess.run([*base, "-O", "exit", target], capture_output=True)
 
     station = Station("bench", cache_dir=cache / "station")
-    task = {
-        "index": 0,
-        "key": "kws/bench",
-        "model": {"name": "kws", "zoo": "kws", "options": {}},
-        "board": board.name,
-        "processor": "cpu",
-        "variant": {"threads": 1},
-        "measure": {
-            "iterations": 1,
-            "warmup": 0,
-            "layers": False,
-            "memory": False,
-            "timeout_s": 60,
-        },
-    }
-    payload = {"task_id": "bench.0", "task": task, "board": board.model_dump(mode="json")}
+    task = spec.PlannedTask(
+        index=0,
+        key="kws/bench",
+        model=spec.ModelRef(name="kws", zoo="kws"),
+        board=board.name,
+        processor="cpu",
+        variant={"threads": 1},
+        measure=spec.Measure(iterations=1, warmup=0, layers=False, memory=False, timeout_s=60),
+        candidates=[board.name],
+    )
+    payload = TaskPayload(task_id="bench.0", job_id="bench", task=task, board=board, attempt=1)
     station.run_task(payload)  # warm: engine started, model cached, files deployed
     overhead_s = []
     for _ in range(n):
         t = time.perf_counter()
         outcome = station.run_task(payload)
         wall = time.perf_counter() - t
-        overhead_s.append(wall - _engine_seconds(outcome["result"]["markers"]))
+        overhead_s.append(wall - _engine_seconds(outcome.markers))
     station.close()
     return {
         "ssh_true_ms": statistics.median(ssh_s) * 1e3,
@@ -115,12 +110,13 @@ def _submit_replicated(sched, job_doc: dict, inventory, path: Path, total: int) 
     index) — the shape of a sweep of short tasks over warm boards."""
     path.write_text(json.dumps(job_doc))
     job = spec.load_job(path, inventory=inventory, known_models=zoo.names())
-    cells, boards, monitors = plan(job, inventory)
+    plan = spec.plan(job, inventory)
+    cells = plan.tasks
     tasks = []
     for i in range(total):
         cell = cells[i % len(cells)]
-        tasks.append({**cell, "index": i, "key": f"{cell['key']}#{i // len(cells)}"})
-    return ray.get(sched.submit.remote(job.model_dump(mode="json"), tasks, boards, monitors))
+        tasks.append(cell.model_copy(update={"index": i, "key": f"{cell.key}#{i // len(cells)}"}))
+    return ray.get(sched.submit.remote(job, tasks, plan.boards, plan.monitors))
 
 
 def bench_sweep(inventory_path: Path, db: Path, cache: Path, tasks: int) -> dict:
@@ -145,12 +141,12 @@ def bench_sweep(inventory_path: Path, db: Path, cache: Path, tasks: int) -> dict
     job_id = _submit_replicated(sched, doc, inventory, cache / "sweep.yaml", tasks)
     _wait(sched, job_id)
     wall = time.perf_counter() - started
-    rows = ray.get(sched.store_call.remote("results", job_id))
+    rows = ray.get(sched.tasks.remote(job_id))
     engine_s = 0.0
     for row in rows:
-        if row["state"] != "done":
-            raise RuntimeError(f"sweep task failed: {row['error']}")
-        engine_s += _engine_seconds(ray.get(sched.store_call.remote("markers", row["id"])))
+        if row.state != "done":
+            raise RuntimeError(f"sweep task failed: {row.error}")
+        engine_s += _engine_seconds(ray.get(sched.markers.remote(row.id)))
     ray.kill(sched)
     return {"tasks": len(rows), "wall_s": wall, "ideal_s": engine_s / n_boards, "boards": n_boards}
 
@@ -161,11 +157,11 @@ def _engine_seconds(markers: dict) -> float:
     return (t["task_end"] - t["task_begin"]) / 1e9
 
 
-def _wait(sched, job_id: str, timeout: float = 900) -> dict:
+def _wait(sched, job_id: str, timeout: float = 900):
     deadline = time.time() + timeout
     while time.time() < deadline:
         p = ray.get(sched.progress.remote(job_id))
-        if p["state"] in ("done", "failed", "cancelled"):
+        if p.state.is_terminal():
             return p
         time.sleep(0.1)
     raise TimeoutError(job_id)
@@ -250,9 +246,9 @@ def bench_scale(db: Path, cache: Path, boards: int, tasks: int) -> dict:
     job_id = _submit_replicated(sched, job_doc, inventory, cache / "scale.yaml", tasks)
     state = _wait(sched, job_id, timeout=1800)
     wall = time.perf_counter() - started
-    if state["state"] != "done":
+    if state.state != "done":
         raise RuntimeError(f"scale job ended {state}")
-    n_tasks = sum(state["counts"].values())
+    n_tasks = sum(state.counts.values())
     peak = _head_peak_rss_mb()
     ray.kill(sched)
     return {

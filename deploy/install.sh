@@ -17,5 +17,6 @@ fi
 PY=${PYTHON:-python3}
 # torch first, pinned: any other version pulls gigabytes of CUDA packages.
 $PY -m pip install -q "torch==2.13.0"
-$PY -m pip install -q -e ".[test]"
+# everything else at the versions farm is tested with (Ray bounded: see the file)
+$PY -m pip install -q -c deploy/constraints.txt -e ".[test]"
 echo "farm installed: $(command -v farm)"

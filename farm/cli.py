@@ -7,12 +7,16 @@ and field; nothing started).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sys
 import time
+from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,7 +24,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from farm.errors import FarmError, UserError
+from farm.errors import FarmError, NotFound, UserError
+from farm.states import TaskState
+
+if TYPE_CHECKING:
+    from farm.client import Head
+    from farm.store import JobProgress
+    from farm.store.read import Reader
 
 app = typer.Typer(
     add_completion=False,
@@ -37,8 +47,58 @@ app.add_typer(station_app, name="station")
 app.add_typer(models_app, name="models")
 app.add_typer(inventory_app, name="inventory")
 
-out = Console()
+
+def _width() -> int | None:
+    """A terminal's own width; in a pipe or a log, wide enough never to cut a cell
+    (rich would wrap to 80 columns and cut words and numbers)."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return None
+    return 100_000
+
+
+out = Console(width=_width())
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", help="table | json | csv")]
+
+
+def _emit(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: Format, *, title: str | None = None
+) -> None:
+    """A listing as a rich table, a JSON list of objects, or CSV with a header."""
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(_records(columns, rows), indent=2) + "\n")
+    elif fmt is Format.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        sys.stdout.write(buffer.getvalue())
+    else:
+        table = Table(*columns, header_style="bold", title=title)
+        for r in rows:
+            table.add_row(*("-" if v is None else str(v) for v in r))
+        out.print(table)
+
+
+def _records(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(columns, r, strict=True)) for r in rows]
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+def _counts(counts: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+
 
 DbOpt = Annotated[
     Path | None, typer.Option("--db", help="SQLite results file [env FARM_DB]", show_default=False)
@@ -55,12 +115,6 @@ InventoryOpt = Annotated[
         help="inventory YAML [env FARM_INVENTORY; default inventory/local.yaml]",
     ),
 ]
-
-
-def _db(db: Path | None):
-    from farm.store import Store
-
-    return Store(db)
 
 
 def _inventory_path(path: Path | None) -> Path | None:
@@ -95,23 +149,24 @@ def _load_inventory(path: Path | None):
     return spec.load_inventory(path)
 
 
-def _cache_dir() -> str:
-    """Where a station keeps exported artifacts and the engine zip: ``$FARM_CACHE/station``."""
-    from farm.scheduler.cluster import state_root
-
-    return str(state_root() / "station")
+def _address(address: str | None) -> str | None:
+    return address or os.environ.get("RAY_ADDRESS") or None
 
 
-def _store_for(address: str | None, db: Path | None):
-    from farm.scheduler import cluster
+def _reader(address: str | None, db: Path | None) -> Reader:
+    """The results, from the store file (no Ray) or, with an address, the head."""
+    from farm import client
 
-    address = cluster.address_from_env(address)
+    return client.reader(_address(address), db)
+
+
+def _attach(address: str | None, verb: str) -> Head:
+    from farm.client import Head
+
+    address = _address(address)
     if address is None:
-        return _db(db)
-    scheduler = cluster.attach(address)  # before importing Ray: it sets Ray's environment
-    from farm.scheduler.actors import RemoteStore
-
-    return RemoteStore(scheduler)
+        raise UserError(f"{verb} needs a running head: --address or RAY_ADDRESS")
+    return Head.attach(address)
 
 
 # -- submit ----------------------------------------------------------------------
@@ -128,52 +183,33 @@ def submit(
 ) -> None:
     """Run a job: every model × target × variant cell, with a progress bar and a results table."""
     from farm import spec, zoo
-    from farm.scheduler import cluster
-    from farm.scheduler.plan import plan
+    from farm.client import Head, station_cache_dir
 
     inv = _load_inventory(inventory)
     job = spec.load_job(job_file, inventory=inv, known_models=zoo.names())
-    tasks, boards, monitors = plan(job, inv)
-    address = cluster.address_from_env(address)
+    plan = spec.plan(job, inv)
+    address = _address(address)
     if address is None:
-        store = _db(db)
-        scheduler = cluster.embedded_scheduler(store.path, cache_dir=_cache_dir())
-    else:
-        store = None
-        scheduler = cluster.attach(address)  # before `import ray`: it sets Ray's environment
-    import ray
+        from farm.store import default_db_path
 
-    job_dict = job.model_dump(mode="json")
-    try:
-        job_id = ray.get(scheduler.submit.remote(job_dict, tasks, boards, monitors, str(job_file)))
-    except ray.exceptions.RayTaskError as exc:
-        raise UserError(_one_line(exc.cause if exc.cause else exc)) from exc
+        head = Head.embedded(db or default_db_path(), cache_dir=station_cache_dir())
+    else:
+        head = Head.attach(address)
+    job_id = head.submit(job, plan, source=str(job_file))
     if detach:
         if address is None:
             err.print("[yellow]--detach needs a running head (--address); waiting here instead[/]")
         else:
             sys.stdout.write(job_id + "\n")
             return
-    err.print(f"job [bold]{job_id}[/]: {len(tasks)} tasks")
-    final = _follow(scheduler, job_id, len(tasks), quiet=quiet)
-    reader = store if store is not None else _store_for(address, db)
-    _print_results(reader, job_id)
-    counts = final["counts"]
-    bad = counts.get("failed", 0) + counts.get("cancelled", 0)
+    err.print(f"job [bold]{job_id}[/]: {len(plan.tasks)} tasks")
+    final = _follow(head, job_id, len(plan.tasks), quiet=quiet)
+    _print_results(head.reader, job_id)
+    bad = final.counts.get(TaskState.FAILED, 0) + final.counts.get(TaskState.CANCELLED, 0)
     raise typer.Exit(1 if bad else 0)
 
 
-def _one_line(exc: BaseException) -> str:
-    """An error from the head as one line (a remote traceback is for the head's log)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-def _follow(scheduler: Any, job_id: str, total: int, *, quiet: bool) -> dict[str, Any]:
-    import ray
-
-    from farm.store import JobState, TaskState
-
+def _follow(head: Head, job_id: str, total: int, *, quiet: bool) -> JobProgress:
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -186,24 +222,26 @@ def _follow(scheduler: Any, job_id: str, total: int, *, quiet: bool) -> dict[str
     ) as progress:
         bar = progress.add_task("measuring", total=total, detail="")
         while True:
-            p = ray.get(scheduler.progress.remote(job_id))
-            counts = p["counts"]
-            finished = sum(n for s, n in counts.items() if TaskState(s).is_terminal())
-            detail = " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k not in ("done",))
-            progress.update(bar, completed=finished, detail=detail)
-            if JobState(p["state"]).is_terminal():
+            p = head.progress(job_id)
+            if p is None:
+                raise NotFound(f"the head lost job {job_id}")
+            detail = _counts({k: v for k, v in p.counts.items() if k is not TaskState.DONE})
+            progress.update(bar, completed=p.finished, detail=detail)
+            if p.state.is_terminal():
                 return p
             time.sleep(0.25)
 
 
-def _print_results(store: Any, job_id: str) -> None:
+def _print_results(reader: Reader, job_id: str) -> None:
     from farm.report.tables import results_table
 
-    rows = store.results(job_id)
-    out.print(results_table(rows, title=f"{job_id}"))
-    for row in rows:
-        if row["state"] == "failed":
-            err.print(f"[red]{row['id']}[/] {escape(row['key'])}: {escape(row['error'])}")
+    cells = reader.cells(job_id)
+    out.print(results_table(cells, title=f"{job_id}"))
+    for cell in cells:
+        if cell.task.state is TaskState.FAILED:
+            err.print(
+                f"[red]{cell.task.id}[/] {escape(cell.task.key)}: {escape(cell.task.error or '')}"
+            )
 
 
 # -- reading results ---------------------------------------------------------------
@@ -212,46 +250,45 @@ def _print_results(store: Any, job_id: str) -> None:
 @app.command()
 def status(
     job: Annotated[str | None, typer.Argument(help="job id, or 'latest'")] = None,
+    fmt: FormatOpt = Format.table,
     db: DbOpt = None,
     address: AddressOpt = None,
 ) -> None:
-    """Jobs and their task counts; board health."""
-    store = _store_for(address, db)
+    """Jobs and their task counts; board health. With a job: its tasks."""
+    store = _reader(address, db)
     if job is not None:
         record = store.job(job)
         if record is None:
-            raise UserError(f"no job {job!r}")
-        table = Table("task", "key", "state", "attempts", "board", "error", header_style="bold")
-        for t in store.tasks(record["id"]):
-            table.add_row(
-                t["id"], t["key"], t["state"], str(t["attempts"]), t["board"], t["error"] or ""
-            )
-        out.print(table)
+            raise NotFound(f"no job {job!r}")
+        rows = [
+            [t.id, t.key, t.state, t.attempts, t.board, t.error] for t in store.tasks(record.id)
+        ]
+        _emit(["task", "key", "state", "attempts", "board", "error"], rows, fmt)
         return
-    table = Table("job", "state", "tasks", "created", header_style="bold", title="jobs")
-    for j in store.jobs(limit=20):
-        counts = store.counts(j["id"])
-        table.add_row(
-            j["id"],
-            j["state"],
-            " ".join(f"{k}={v}" for k, v in sorted(counts.items())),
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j["created"])),
-        )
-    out.print(table)
-    health = store.board_health()
-    if health:
-        boards = Table(
-            "board", "state", "failures", "last error", header_style="bold", title="boards"
-        )
-        for name, row in sorted(health.items()):
-            boards.add_row(name, row["state"], str(row["failures"]), row["last_error"] or "")
-        out.print(boards)
+    jobs = [
+        [j.id, j.state, _counts(store.counts(j.id)), _when(j.created)] for j in store.jobs(limit=20)
+    ]
+    health = store.board_health().values()
+    boards = [[b.name, b.state, b.failures, b.last_error] for b in health]
+    job_columns, board_columns = (
+        ["job", "state", "tasks", "created"],
+        ["board", "state", "failures", "last error"],
+    )
+    if fmt is Format.json:  # one document with both listings
+        doc = {"jobs": _records(job_columns, jobs), "boards": _records(board_columns, boards)}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    elif fmt is Format.csv:  # CSV holds one table: the jobs (boards: the table or JSON)
+        _emit(job_columns, jobs, fmt)
+    else:
+        _emit(job_columns, jobs, fmt, title="jobs")
+        if boards:
+            _emit(board_columns, boards, fmt, title="boards")
 
 
 @app.command()
 def results(
     job: Annotated[str, typer.Argument(help="job id, or 'latest'")] = "latest",
-    fmt: Annotated[str, typer.Option("--format", help="table | json | csv")] = "table",
+    fmt: FormatOpt = Format.table,
     layers: Annotated[bool, typer.Option(help="also print per-layer tables")] = False,
     db: DbOpt = None,
     address: AddressOpt = None,
@@ -259,37 +296,41 @@ def results(
     """A job's results."""
     from farm.report.tables import layers_table, results_table, to_csv, to_json
 
-    if fmt not in ("table", "json", "csv"):
-        raise UserError(f"--format: expected table, json or csv, got {fmt!r}")
-    store = _store_for(address, db)
+    store = _reader(address, db)
     record = store.job(job)
     if record is None:
-        raise UserError(f"no job {job!r}")
-    rows = store.results(record["id"])
-    if fmt == "json":
-        sys.stdout.write(to_json(record, rows) + "\n")
-    elif fmt == "csv":
-        sys.stdout.write(to_csv(rows))
+        raise NotFound(f"no job {job!r}")
+    cells = store.cells(record.id)
+    if fmt is Format.json:
+        sys.stdout.write(to_json(record, cells) + "\n")
+    elif fmt is Format.csv:
+        sys.stdout.write(to_csv(cells))
     else:
-        out.print(results_table(rows, title=f"{record['id']} ({record['state']})"))
+        out.print(results_table(cells, title=f"{record.id} ({record.state})"))
         if layers:
-            for row in rows:
-                if row["state"] == "done":
-                    out.print(layers_table(store.layers(row["id"]), title=row["key"]))
+            for cell in cells:
+                if cell.task.state is TaskState.DONE:
+                    out.print(layers_table(store.layers(cell.task.id), title=cell.task.key))
 
 
 @app.command()
-def logs(task: str, db: DbOpt = None, address: AddressOpt = None) -> None:
-    """A task's state history and log lines."""
-    store = _store_for(address, db)
+def logs(
+    task: str, fmt: FormatOpt = Format.table, db: DbOpt = None, address: AddressOpt = None
+) -> None:
+    """A task's state history and log lines, in time order."""
+    store = _reader(address, db)
     if store.task(task) is None:
-        raise UserError(f"no task {task!r} (task ids look like JOB.N; see `farm status JOB`)")
+        raise NotFound(f"no task {task!r} (task ids look like JOB.N; see `farm status JOB`)")
     lines = [
-        (e["at"], f"[{e['state']}] {e['board'] or ''} {e['detail'] or ''}")
+        (e.at, f"[{e.to_state}] {e.board or ''} {e.detail or ''}".rstrip())
         for e in store.events(task)
     ]
-    lines += [(x["at"], x["line"]) for x in store.logs(task)]
-    for at, line in sorted(lines, key=lambda x: x[0]):
+    lines += [(x.at, x.line) for x in store.logs(task)]
+    lines.sort(key=lambda x: x[0])
+    if fmt is not Format.table:
+        _emit(["at", "line"], lines, fmt)
+        return
+    for at, line in lines:
         out.print(
             f"{time.strftime('%H:%M:%S', time.localtime(at))}.{int(at % 1 * 1000):03d} {line}",
             markup=False,
@@ -304,35 +345,23 @@ def cancel(
     wait: Annotated[float, typer.Option(help="seconds to wait for the job to end; 0: don't")] = 60,
 ) -> None:
     """Cancel a job on a running head: queued tasks are dropped, running ones end as cancelled."""
-    from farm.scheduler import cluster
-
-    address = cluster.address_from_env(address)
-    if address is None:
-        raise UserError("cancel needs a running head: --address or RAY_ADDRESS")
-    scheduler = cluster.attach(address)
-    import ray
-
-    from farm.scheduler.actors import RemoteStore
-    from farm.store import JobState
-
-    store = RemoteStore(scheduler)
-    record = store.job(job)
+    head = _attach(address, "cancel")
+    record = head.reader.job(job)
     if record is None:
-        raise UserError(f"no job {job!r} on the head at {address}")
-    job_id = record["id"]
-    if JobState(record["state"]).is_terminal():
-        err.print(f"{job_id} already ended: {record['state']}")
+        raise NotFound(f"no job {job!r} on the head at {head.address}")
+    if record.state.is_terminal():
+        err.print(f"{record.id} already ended: {record.state}")
         return
-    ray.get(scheduler.cancel.remote(job_id))  # wait for delivery: this process exits next
+    head.cancel(record.id)  # waits for delivery: this process exits next
     deadline = time.monotonic() + wait
-    state = record["state"]
+    state = record.state
     while time.monotonic() < deadline:
-        state = ray.get(scheduler.progress.remote(job_id))["state"]
-        if JobState(state).is_terminal():
+        progress = head.progress(record.id)
+        state = progress.state if progress is not None else state
+        if state.is_terminal():
             break
         time.sleep(0.25)
-    counts = " ".join(f"{k}={v}" for k, v in sorted(store.counts(job_id).items()))
-    err.print(f"{job_id}: {state} ({counts})")
+    err.print(f"{record.id}: {state} ({_counts(head.reader.counts(record.id))})")
 
 
 # -- specs, models, inventory -----------------------------------------------------
@@ -349,57 +378,52 @@ def schema(kind: Annotated[str, typer.Argument(help="inventory | job")]) -> None
 
 
 @models_app.command("list")
-def models_list() -> None:
+def models_list(fmt: FormatOpt = Format.table) -> None:
     """The zoo: the paper's models, their inputs and parameter counts."""
     from farm import zoo
 
-    table = Table("name", "input", "params", "source", header_style="bold")
+    rows = []
     for name in zoo.names():
         info = zoo.get(name)
         params = sum(p.numel() for p in info.build().parameters())
-        table.add_row(name, "×".join(map(str, info.input_shape)), f"{params:,}", info.source)
-    out.print(table)
+        shown = f"{params:,}" if fmt is Format.table else params
+        rows.append([name, "×".join(map(str, info.input_shape)), shown, info.source])
+    _emit(["name", "input", "params", "source"], rows, fmt)
 
 
 @inventory_app.command("check")
-def inventory_check(inventory: InventoryOpt = None, address: AddressOpt = None) -> None:
+def inventory_check(
+    inventory: InventoryOpt = None, fmt: FormatOpt = Format.table, address: AddressOpt = None
+) -> None:
     """Reach every board: host key, python and torch, free disk and memory, engine deployed."""
+    from farm import client
+
     inv = _load_inventory(inventory)
-    from farm.scheduler import cluster
-
-    address = cluster.address_from_env(address)
-    boards = [b.model_dump(mode="json") for b in inv.boards]
-    if address is None:
-        from farm.scheduler.station import Station
-
-        station = Station("check", cache_dir=_cache_dir())
-        reports = [station.check_board(b) for b in boards]
-        station.close()
-    else:
-        scheduler = cluster.attach(address)  # before importing Ray: it sets Ray's environment
-        import ray
-
-        reports = ray.get([scheduler.check_board.remote(b) for b in boards])
-    table = Table(
-        "board", "reachable", "host key", "python", "torch", "disk free GB", "mem avail MB", "engine",
-        header_style="bold",
+    checks = client.check_boards(inv.boards, _address(address))
+    table = fmt is Format.table
+    rows = []
+    for c in checks:
+        p = c.probe
+        rows.append([
+            c.board,
+            ("[green]yes[/]" if c.reachable else "[red]no[/]") if table else c.reachable,
+            c.host_key,
+            p.python if p else None,
+            p.torch if p else None,
+            (f"{p.disk_free_mb / 1024:.1f}" if table else p.disk_free_mb / 1024) if p else None,
+            (f"{p.memory_available_mb:.0f}" if table else p.memory_available_mb)
+            if p and p.memory_available_mb is not None else None,
+            ("yes" if c.engine_deployed else "no") if table else c.engine_deployed,
+        ])  # fmt: skip
+    _emit(
+        ["board", "reachable", "host key", "python", "torch", "disk free GB", "mem avail MB",
+         "engine"],
+        rows, fmt,
     )  # fmt: skip
-    for r in reports:
-        table.add_row(
-            r["board"],
-            "[green]yes[/]" if r.get("reachable") else "[red]no[/]",
-            str(r.get("host_key", "-")),
-            str(r.get("python", "-")),
-            str(r.get("torch", "-")),
-            f"{r['disk_free_gb']:.1f}" if r.get("disk_free_gb") is not None else "-",
-            f"{r['mem_available_mb']:.0f}" if r.get("mem_available_mb") is not None else "-",
-            "yes" if r.get("engine_deployed") else "no",
-        )
-    out.print(table)
-    for r in reports:
-        if r.get("error"):
-            err.print(f"[red]{escape(r['board'])}[/]: {escape(r['error'])}", highlight=False)
-    raise typer.Exit(0 if all(r.get("ok") for r in reports) else 1)
+    for c in checks:
+        if c.error:
+            err.print(f"[red]{escape(c.board)}[/]: {escape(c.error)}", highlight=False)
+    raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
 
 # -- head and stations ---------------------------------------------------------------
@@ -412,16 +436,14 @@ def head_start(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
 ) -> None:
     """Start a Ray head with the farm scheduler (resumes unfinished jobs in the store)."""
-    from farm.scheduler import cluster
+    from farm import client
     from farm.store import default_db_path
 
-    info = cluster.start_head(
-        db=(db or default_db_path()).expanduser(), port=port, host=host, cache_dir=_cache_dir()
-    )
-    out.print(f"head running at [bold]{info['address']}[/] (store {info['db']})")
-    if info.get("running"):
-        out.print(f"  resumed: {', '.join(info['running'])}")
-    out.print(f"  farm submit JOB --address {info['address']}")
+    info = client.start_head(db=(db or default_db_path()).expanduser(), port=port, host=host)
+    out.print(f"head running at [bold]{info.address}[/] (store {info.db})")
+    if info.running:
+        out.print(f"  resumed: {', '.join(info.running)}")
+    out.print(f"  farm submit JOB --address {info.address}")
 
 
 @head_app.command("stop")
@@ -430,36 +452,28 @@ def head_stop(
     force: Annotated[bool, typer.Option(help="SIGKILL at once (as in a crash)")] = False,
 ) -> None:
     """Stop a head this machine started, and only it (the store keeps everything)."""
-    from farm.scheduler import cluster
+    from farm import client
 
-    record, count = cluster.stop_head(cluster.address_from_env(address), force=force)
+    record, count = client.stop_head(_address(address), force=force)
     out.print(f"head {record.address} stopped ({count} processes)")
 
 
 @head_app.command("status")
-def head_status(address: AddressOpt = None) -> None:
+def head_status(address: AddressOpt = None, fmt: FormatOpt = Format.table) -> None:
     """Is a head reachable, and what is it doing: store, running jobs, nodes and stations."""
-    from farm.scheduler import cluster
+    from farm.client import Head
 
-    address = cluster.address_from_env(address) or "127.0.0.1:6379"
-    scheduler = cluster.attach(address)
-    import ray
-
-    from farm.scheduler.actors import RemoteStore
-
-    info = ray.get(scheduler.ping.remote())
-    store = RemoteStore(scheduler)
-    out.print(f"head {address}: store {info['db']}, {info['jobs_running']} job(s) running")
-    for job_id in info.get("running", []):
-        counts = " ".join(f"{k}={v}" for k, v in sorted(store.counts(job_id).items()))
-        out.print(f"  {job_id}: {counts}")
-    table = Table("node", "id", "stations", header_style="bold", title="nodes")
-    for n in ray.nodes():
-        if not n.get("Alive"):
-            continue
-        stations = sorted(k.split(":", 1)[1] for k in n["Resources"] if k.startswith("station:"))
-        table.add_row(n["NodeManagerAddress"], n["NodeID"][:12], ", ".join(stations))
-    out.print(table)
+    address = _address(address) or "127.0.0.1:6379"
+    head = Head.attach(address)
+    info = head.info()
+    nodes = [[n["address"], n["id"][:12], ", ".join(n["stations"])] for n in head.nodes()]
+    if fmt is not Format.table:
+        _emit(["node", "id", "stations"], nodes, fmt)
+        return
+    out.print(f"head {address}: store {info.db}, {len(info.running)} job(s) running")
+    for job_id in info.running:
+        out.print(f"  {job_id}: {_counts(head.reader.counts(job_id))}")
+    _emit(["node", "id", "stations"], nodes, fmt, title="nodes")
 
 
 @station_app.command("start")
@@ -468,9 +482,9 @@ def station_start(
     name: Annotated[str, typer.Option(help="station name boards refer to")],
 ) -> None:
     """Join this machine to a head, serving the boards whose `station:` is NAME."""
-    from farm.scheduler import cluster
+    from farm import client
 
-    cluster.start_station(address=address, name=name)
+    client.start_station(address=address, name=name)
     out.print(f"station {name} joined {address}")
 
 
@@ -480,10 +494,21 @@ def station_stop(
     force: Annotated[bool, typer.Option(help="SIGKILL at once")] = False,
 ) -> None:
     """Take a station this machine started off its head."""
-    from farm.scheduler import cluster
+    from farm import client
 
-    count = cluster.stop_station(name, force=force)
+    count = client.stop_station(name, force=force)
     out.print(f"station {name} stopped ({count} processes)")
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The exceptions a command line mistake raises. typer 0.29 vendors click, and its
+    errors derive from ``typer.TyperException``; older typer raises click's own."""
+    kinds: list[type[Exception]] = [typer.TyperException]
+    try:
+        import click
+    except ImportError:
+        return tuple(kinds)
+    return (*kinds, click.ClickException)
 
 
 def main() -> None:
@@ -498,13 +523,16 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except _usage_errors() as exc:
+        message = exc.format_message()  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `farm` alone: the help is the answer
+            err.print(message, markup=False, highlight=False)
+        else:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            line = " ".join(message.split())
+            err.print(f"[red]usage:[/] {line}{hint}", highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

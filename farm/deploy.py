@@ -24,8 +24,6 @@ Only POSIX tools run on the board (``sha256sum``, ``mkdir``, ``mv``, ``rm``,
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 import re
 import secrets
@@ -38,8 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 import farm
-from farm.errors import FarmError, TransportError, TransportTimeout, without_board
+from farm.engine import files
+from farm.errors import DeployGroupError, TransportError, TransportTimeout
 from farm.transport import Transport, connect
 
 KINDS = {".zip": "engine", ".farm": "artifacts"}
@@ -47,7 +48,6 @@ KINDS = {".zip": "engine", ".farm": "artifacts"}
 
 COMMAND_TIMEOUT_S = 120.0
 _TMP = ".tmp-"
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: no build clock leaks in
 _MAIN = b"from farm.engine.__main__ import main\n\nmain()\n"
 
 
@@ -73,7 +73,8 @@ _CONTENT_ADDRESSED = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path) -> str:
-    """The file's sha256, remembered while its size and mtime stay the same.
+    """The file's sha256 (``farm.engine.files``), remembered while its size and mtime
+    stay the same.
 
     A file already named by its sha256 (an artifact, the engine zip) is taken at its
     word: hashing a 230 MB AlexNet again would cost more than sending it, and the
@@ -88,11 +89,7 @@ def sha256_file(path: Path) -> str:
     with _sha_lock:
         if key in _sha_memo:
             return _sha_memo[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = files.sha256_file(path)
     with _sha_lock:
         _sha_memo[key] = digest
     return digest
@@ -108,15 +105,7 @@ def build_engine_zip(out_dir: str | Path) -> Path:
     sources = {"farm/__init__.py": (package / "__init__.py").read_bytes(), "__main__.py": _MAIN}
     for py in sorted((package / "engine").glob("*.py")):
         sources[f"farm/engine/{py.name}"] = py.read_bytes()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name in sorted(sources):
-            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            info.create_system = 3  # unix, whatever machine builds it
-            zf.writestr(info, sources[name])
-    data = buffer.getvalue()
+    data = files.zip_bytes(sorted(sources.items()), compression=zipfile.ZIP_DEFLATED)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{hashlib.sha256(data).hexdigest()}.zip"
@@ -289,32 +278,32 @@ print(json.dumps({"python": platform.python_version(), "torch": torch,
 """
 
 
-def probe(transport: Transport, board: Any) -> dict[str, Any]:
+class BoardProbe(BaseModel):
+    """What ``probe`` found on a board (validated as it arrives: the names are the
+    probe script's, so a reader cannot ask for a key the probe never writes)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    python: str
+    torch: str | None
+    machine: str
+    cpus: int | None
+    memory_available_mb: float | None
+    disk_free_mb: float
+
+
+def probe(transport: Transport, board: Any) -> BoardProbe:
     """The board's python and torch versions, CPUs, free memory and free disk at the cache."""
     result = transport.run(
         [board.python, "-c", _PROBE, cache_root(transport, board)], timeout=COMMAND_TIMEOUT_S
     )
     try:
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return BoardProbe.model_validate_json(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError) as e:
-        raise TransportError(board.name, f"probe printed no JSON: {result.stdout!r}") from e
+        raise TransportError(board.name, f"probe printed no valid JSON: {result.stdout!r}") from e
 
 
 # -- many boards ---------------------------------------------------------------------------
-
-
-class DeployGroupError(FarmError):
-    """Some boards of a fan-out failed. ``results`` holds every board's outcome."""
-
-    def __init__(self, results: DeployResults):
-        self.results = results
-        failed = results.failed
-        lines = [
-            f"{name}: {type(e).__name__}: {without_board(e)}" for name, e in sorted(failed.items())
-        ]
-        super().__init__(
-            f"deploy failed on {len(failed)} of {len(results)} boards: " + "; ".join(lines)
-        )
 
 
 class DeployResults(dict[str, "DeployReport | BaseException"]):

@@ -3,8 +3,13 @@
     FarmError                    anything farm raises on purpose (exit 1)
     ├── UserError                bad input from a person: exit 2, nothing started
     │   ├── SpecError            a YAML file is wrong: names file, line and field
-    │   ├── StoreRefused         the store file cannot be trusted (left as it was)
-    │   └── MonitorUnavailable   a power monitor named in the inventory is not there
+    │   └── NotFound             no job or task by the id a person gave
+    ├── HeadError                the head cannot be reached, or a call to it broke
+    ├── StoreError               the results database refused a write or a file
+    │   ├── IllegalTransition    a state change the graph in farm.states forbids
+    │   ├── UnknownTask          a write names a task the store does not hold
+    │   └── StoreRefused         the file cannot be trusted, left as it was (exit 2):
+    │       └── SchemaTooNew     a directory, not a farm store, damaged, or from a newer farm
     ├── TransportError           reaching a board failed (raised by farm.transport)
     │   ├── BoardUnreachable     connect refused, DNS, a host name that cannot be, auth, dropped
     │   ├── BoardBusy            another farm holds the board's lease for too long
@@ -13,10 +18,19 @@
     │   │   └── HostKeyMismatch  known_hosts holds a different key: refuse
     │   ├── CommandFailed        a remote command exited non-zero (carries the result)
     │   └── TransportTimeout     connect, command or task took longer than allowed
+    ├── DeployGroupError         some boards of a fan-out deploy failed (per-board map)
+    ├── MonitorError             a power monitor could not record
+    │   ├── MonitorUnavailable   the monitor named in the inventory is not there
+    │   └── MonitorBusy          it is recording another board
     └── EngineError              the engine on the board reported an error
+        └── BadOutcome           its result JSON is not the versioned shape farm reads
 
-Callers never see paramiko, invoke or Ray exceptions: the transport and the
-scheduler translate them here, raising ``from`` the original cause.
+``TransportError.retryable`` says whether the same task may simply run again
+(a lost connection: yes; a command that failed or a host key refused: no); the
+station reads it when it tells the scheduler what an outcome means.
+
+Callers never see paramiko, invoke, sqlite or Ray exceptions: the transport,
+the store and the client translate them here, raising ``from`` the original cause.
 """
 
 from __future__ import annotations
@@ -50,12 +64,53 @@ class SpecError(UserError):
         super().__init__(f"{where}: {what}".replace("\r", "\\r").replace("\n", "\\n"))
 
 
-class StoreRefused(UserError):
-    """The store is a directory, not a farm store, damaged, or from a newer farm."""
+class NotFound(UserError):
+    """No job or task by the id a person gave."""
 
 
-class MonitorUnavailable(UserError):
-    """A power monitor the inventory names cannot be opened."""
+class HeadError(FarmError):
+    """The head could not be reached, or a call to it failed outside farm's own errors."""
+
+
+class StoreError(FarmError):
+    """The results database refused a write, or cannot be read by this farm."""
+
+
+class IllegalTransition(StoreError):
+    """A state change the graph in ``farm.states`` forbids. Nothing was written."""
+
+    def __init__(self, what: str, current: str, target: str):
+        self.what = what
+        self.current = current
+        self.target = target
+        super().__init__(f"{what}: illegal move {current} → {target}")
+
+
+class UnknownTask(StoreError):
+    """A write names a task (or job) the store does not hold."""
+
+
+class StoreRefused(StoreError):
+    """The store file cannot be trusted (a directory, not a farm store, damaged, from
+    a newer farm); refused before anything wrote to it. A person's to mend: exit 2."""
+
+    exit_code = 2
+
+
+class SchemaTooNew(StoreRefused):
+    """The database was written by a newer farm; this one will not guess its shape."""
+
+
+class MonitorError(FarmError):
+    """A power monitor could not record. Raised mid-run: not a person's input error."""
+
+
+class MonitorUnavailable(MonitorError):
+    """A power monitor the inventory names cannot be opened (now, or any more)."""
+
+
+class MonitorBusy(MonitorError):
+    """The monitor is already recording another board (a monitor serves one at a time)."""
 
 
 class TransportError(FarmError):
@@ -121,5 +176,24 @@ class TransportTimeout(TransportError):
     pass
 
 
+class DeployGroupError(FarmError):
+    """Some boards of a fan-out failed. ``results`` holds every board's outcome
+    (``farm.deploy.DeployResults``: ``{board: DeployReport | the error}``)."""
+
+    def __init__(self, results):
+        self.results = results
+        failed = results.failed
+        lines = [
+            f"{name}: {type(e).__name__}: {without_board(e)}" for name, e in sorted(failed.items())
+        ]
+        super().__init__(
+            f"deploy failed on {len(failed)} of {len(results)} boards: " + "; ".join(lines)
+        )
+
+
 class EngineError(FarmError):
     """The engine on a board reported a failure (the message is the engine's)."""
+
+
+class BadOutcome(EngineError):
+    """The engine's result JSON failed validation on arrival (wrong version or shape)."""

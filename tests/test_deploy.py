@@ -15,8 +15,9 @@ import pytest
 from testbed_fixtures import board_spec
 
 from farm import deploy
-from farm.errors import BoardUnreachable, TransportTimeout
-from farm.transport import connect, fake
+from farm.errors import BoardUnreachable, DeployGroupError, TransportTimeout
+from farm.testing import transport as fake
+from farm.transport import connect
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +145,9 @@ def test_deployed_engine_serves_over_ssh(board0, engine_zip):
 def test_probe_reports_the_board(board0):
     transport, board = board0
     info = deploy.probe(transport, board)
-    assert info["python"] == ".".join(map(str, sys.version_info[:3]))
-    assert info["torch"] and info["cpus"] == os.cpu_count() and info["disk_free_mb"] > 0
+    assert info.python == ".".join(map(str, sys.version_info[:3]))
+    assert info.torch and info.cpus == os.cpu_count() and info.disk_free_mb > 0
+    assert info.memory_available_mb > 0
 
 
 # -- many boards ----------------------------------------------------------------------------
@@ -164,7 +166,7 @@ def test_deploy_many_with_one_board_down(testbed, engine_zip, artifact):
     for name in ("board0", "board1"):
         assert len(results[name].pushed) + len(results[name].skipped) == 2
     assert "board2" in str(results.error)
-    with pytest.raises(deploy.DeployGroupError):
+    with pytest.raises(DeployGroupError):
         results.raise_for_errors()
     for b in boards:  # board2 is back: everything deploys; then clean the caches
         with connect(b) as t:

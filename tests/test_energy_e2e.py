@@ -31,8 +31,7 @@ from farm.power import BatteryModel, Trace, battery_life_hours, inferences_on_sh
 from farm.power import markers as mk
 from farm.power.synthetic import PowerModel, expected_energy_j, synthesize
 from farm.scheduler.actors import NAMESPACE, SchedulerActor
-from farm.scheduler.plan import plan
-from farm.store import Store
+from farm.store import Cell, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,20 +111,18 @@ def energy_job(ray_session, testbed, tmp_path_factory) -> dict[str, Any]:
     )
     inventory = spec.load_inventory(inventory_path)
     job = spec.load_job(job_path, inventory=inventory, known_models=zoo.names())
-    tasks, boards, monitor_specs = plan(job, inventory)
+    plan = spec.plan(job, inventory)
     _wait_gone(ray, "farm-station-head")
     db = root / "farm.db"
     actor = SchedulerActor.remote(
         str(db), placed=False, resume=False, cache_dir=str(root / "station")
     )
     try:
-        job_id = ray.get(
-            actor.submit.remote(job.model_dump(mode="json"), tasks, boards, monitor_specs)
-        )
+        job_id = ray.get(actor.submit.remote(job, plan.tasks, plan.boards, plan.monitors))
         deadline = time.time() + 150
         while True:
             progress = ray.get(actor.progress.remote(job_id))
-            if progress["state"] in ("done", "failed", "cancelled"):
+            if progress.state.is_terminal():
                 break
             if time.time() > deadline:
                 raise AssertionError(f"job did not finish: {progress}")
@@ -133,7 +130,7 @@ def energy_job(ray_session, testbed, tmp_path_factory) -> dict[str, Any]:
     finally:
         ray.kill(actor)
     store = Store(db)
-    rows = {r["board"]: r for r in store.results(job_id)}
+    rows = {c.task.board: _row(c) for c in store.cells(job_id)}
     return {
         "db": db,
         "store": store,
@@ -142,6 +139,14 @@ def energy_job(ray_session, testbed, tmp_path_factory) -> dict[str, Any]:
         "metered": rows[board0["name"]],
         "absent": rows[board1["name"]],
     }
+
+
+def _row(cell: Cell) -> dict[str, Any]:
+    """A cell with its result as the JSON document it is stored as: the energy
+    report is the power room's document, checked here key by key."""
+    result = cell.result.to_json() if cell.result is not None else None
+    return {"id": cell.task.id, "state": cell.task.state, "error": cell.task.error,
+            "attempts": cell.task.attempts, "result": result}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -239,23 +244,23 @@ def test_per_layer_energy_lands_in_the_layer_rows(energy_job, truth):
     layers = store.layers(row["id"])
     report = {r["index"]: r for r in row["result"]["energy"]["layers"]}
     windows = truth["windows"]
-    assert [r["idx"] for r in layers] == list(range(len(LAYER_W)))
+    assert [r.index for r in layers] == list(range(len(LAYER_W)))
     # an edge is placed within a sample: a layer's energy is good to a fraction of the
     # energy of one sample at the power steps around it (up to the inference's extra
     # power plus the layer's at a forward's ends), which swamps sub-sample layers
     edge_mj = (SYNTH_OPTIONS["inference_w"] + max(LAYER_W)) / RATE_HZ * 1e3
     resolved = 0
     for layer in layers:
-        i = layer["idx"]
-        assert layer["energy_mj"] == pytest.approx(report[i]["net_mj"]["mean"])
+        i = layer.index
+        assert layer.energy_mj == pytest.approx(report[i]["net_mj"]["mean"])
         sel = windows.layer_index == i
         want = float(truth["layer_net_mj"][sel].mean())
         samples = float(truth["layer_span_s"][sel].mean()) * RATE_HZ
         if samples >= 10:
             resolved += 1
-            assert layer["energy_mj"] == pytest.approx(want, rel=0.02), (layer["name"], samples)
+            assert layer.energy_mj == pytest.approx(want, rel=0.02), (layer.name, samples)
         else:
-            assert abs(layer["energy_mj"] - want) < edge_mj / 2, (layer["name"], samples)
+            assert abs(layer.energy_mj - want) < edge_mj / 2, (layer.name, samples)
     assert resolved >= 2  # the convolutions, at least
 
 
@@ -319,8 +324,8 @@ def test_absent_monitor_fails_its_task_with_a_clear_error(energy_job):
     assert MONSOON in error and "Monsoon package" in error
     assert "Traceback" not in error and "Ray" not in error
     assert energy_job["metered"]["state"] == "done"
-    assert energy_job["progress"]["state"] == "failed"  # the job says some task failed
-    logs = [x["line"] for x in energy_job["store"].logs(absent["id"])]
+    assert energy_job["progress"].state == "failed"  # the job says some task failed
+    logs = [x.line for x in energy_job["store"].logs(absent["id"])]
     assert any(MONSOON in line for line in logs)
 
 
@@ -378,10 +383,11 @@ def test_energy_demo_runs_with_farm_submit(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "mJ/inf net (95% CI)" in proc.stdout and "pulse ±" in proc.stdout
-    rows = Store(tmp_path / "farm.db").results(Store(tmp_path / "farm.db").jobs(limit=1)[0]["id"])
-    assert {r["model"] for r in rows} == {"kws", "svhn"}
-    for r in rows:
-        energy = r["result"]["energy"]
-        assert energy["energy_per_inference_mj"]["net"]["mean"] > 0
-        assert energy["alignment"]["method"] == "pulse"
-        assert energy["battery"]["hours"] > 0
+    store = Store(tmp_path / "farm.db")
+    cells = store.cells(store.jobs(limit=1)[0].id)
+    assert {c.task.model for c in cells} == {"kws", "svhn"}
+    for c in cells:
+        energy = c.result.energy
+        assert energy.energy_per_inference_mj.net.mean > 0
+        assert energy.alignment["method"] == "pulse"
+        assert energy.battery["hours"] > 0

@@ -23,9 +23,8 @@ import yaml
 
 from farm import spec, zoo
 from farm.scheduler.actors import SchedulerActor
-from farm.scheduler.plan import plan
 from farm.store import Store
-from farm.testbed import EDISON
+from farm.testing.testbed import EDISON
 
 FAST = {"iterations": 20, "warmup": 1, "layers": False, "memory": False, "timeout_s": 60}
 
@@ -76,15 +75,15 @@ def submit_to(ray, actor, tmp_path, inventory_path: Path, job: dict) -> str:
     job_path.write_text(yaml.safe_dump({"version": 1, **job}, sort_keys=False))
     inventory = spec.load_inventory(inventory_path)
     loaded = spec.load_job(job_path, inventory=inventory, known_models=zoo.names())
-    tasks, boards, monitors = plan(loaded, inventory)
-    return ray.get(actor.submit.remote(loaded.model_dump(mode="json"), tasks, boards, monitors))
+    plan = spec.plan(loaded, inventory)
+    return ray.get(actor.submit.remote(loaded, plan.tasks, plan.boards, plan.monitors))
 
 
-def wait(ray, actor, job_id, timeout=180) -> dict:
+def wait(ray, actor, job_id, timeout=180):
     deadline = time.time() + timeout
     while time.time() < deadline:
         p = ray.get(actor.progress.remote(job_id))
-        if p["state"] in ("done", "failed", "cancelled"):
+        if p.state.is_terminal():
             return p
         time.sleep(0.1)
     raise AssertionError(f"{job_id} did not finish: {ray.get(actor.progress.remote(job_id))}")
@@ -112,19 +111,19 @@ def test_sweep_over_ssh_boards_one_measurement_per_board(
     }
     actor, job_id, store = submit(ray_session, tmp_path, inv, job)
     scheduler_cleanup.append(actor)
-    assert wait(ray_session, actor, job_id)["state"] == "done"
-    rows = store.results(job_id)
-    assert len(rows) == 2 * 3 * 2 and all(r["state"] == "done" for r in rows)
-    for r in rows:
-        assert r["result"]["env"]["threads"] == r["variant"]["threads"]
-        assert r["result"]["latency"]["n"] == 20
+    assert wait(ray_session, actor, job_id).state == "done"
+    cells = store.cells(job_id)
+    assert len(cells) == 2 * 3 * 2 and all(c.task.state == "done" for c in cells)
+    for c in cells:
+        assert c.result.env.threads == c.task.variant["threads"]
+        assert c.result.latency.n == 20
     # per board, running intervals never overlap
-    for board in {r["board"] for r in rows}:
+    for board in {c.task.board for c in cells}:
         spans = []
-        for r in rows:
-            if r["board"] != board:
+        for c in cells:
+            if c.task.board != board:
                 continue
-            ev = {e["state"]: e["at"] for e in store.events(r["id"])}
+            ev = {e.to_state: e.at for e in store.events(c.task.id)}
             spans.append((ev["running"], ev["done"]))
         spans.sort()
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
@@ -150,17 +149,17 @@ def test_sshd_killed_mid_task_moves_the_task_and_keeps_results(
     victim = "board1"
 
     def running_on_victim():
-        return any(t["board"] == victim and t["state"] == "running" for t in store.tasks(job_id))
+        return any(t.board == victim and t.state == "running" for t in store.tasks(job_id))
 
     wait_for(running_on_victim, timeout=patience(board_class), what="a task running on board1")
     bed.kill(victim)
-    assert wait(ray_session, actor, job_id, timeout=patience(board_class))["state"] == "done"
-    rows = store.results(job_id)
-    assert all(r["state"] == "done" for r in rows)
-    assert victim not in {r["board"] for r in rows if r["attempts"] > 1}
-    moved = [r for r in rows if r["attempts"] > 1]
+    assert wait(ray_session, actor, job_id, timeout=patience(board_class)).state == "done"
+    tasks = store.tasks(job_id)
+    assert all(t.state == "done" for t in tasks)
+    assert victim not in {t.board for t in tasks if t.attempts > 1}
+    moved = [t for t in tasks if t.attempts > 1]
     assert moved, "the interrupted task should have been retried"
-    details = [e["detail"] or "" for r in moved for e in store.events(r["id"])]
+    details = [e.detail or "" for t in moved for e in store.events(t.id)]
     assert any("BoardUnreachable" in d or "TransportTimeout" in d for d in details), details
 
 
@@ -186,21 +185,19 @@ def test_frozen_board_times_out_and_the_sweep_finishes_elsewhere(
     actor, job_id, store = submit(ray_session, tmp_path, inv, job, quarantine_after=1)
     scheduler_cleanup.append(actor)
     wait_for(
-        lambda: any(
-            t["board"] == "board0" and t["state"] == "running" for t in store.tasks(job_id)
-        ),
+        lambda: any(t.board == "board0" and t.state == "running" for t in store.tasks(job_id)),
         timeout=patience(board_class),
         what="a task running on board0",
     )
     bed.stop("board0")
     try:
-        assert wait(ray_session, actor, job_id, timeout=patience(board_class))["state"] == "done"
+        assert wait(ray_session, actor, job_id, timeout=patience(board_class)).state == "done"
     finally:
         bed.cont("board0")
-    rows = store.results(job_id)
-    assert all(r["state"] == "done" and r["board"] == "board1" for r in rows if r["attempts"] > 1)
+    tasks = store.tasks(job_id)
+    assert all(t.state == "done" and t.board == "board1" for t in tasks if t.attempts > 1)
     health = store.board_health()["board0"]
-    assert health["state"] == "quarantined" and "Timeout" in health["last_error"]
+    assert health.state == "quarantined" and "Timeout" in health.last_error
 
 
 @ON_EACH_BOARD_CLASS
@@ -221,15 +218,15 @@ def test_changed_host_key_is_refused_and_quarantined(
     }
     actor, job_id, store = submit(ray_session, tmp_path, inv, job)
     scheduler_cleanup.append(actor)
-    assert wait(ray_session, actor, job_id, timeout=patience(board_class))["state"] == "failed"
-    rows = {(r["model"], r["board"]): r for r in store.results(job_id)}
-    assert rows[("kws", "board1")]["state"] == "done"
-    assert rows[("svhn", "board1")]["state"] == "done"
-    bad = rows[("kws", "board0")]
-    assert bad["state"] == "failed"
-    events = " ".join(e["detail"] or "" for e in store.events(bad["id"])) + (bad["error"] or "")
+    assert wait(ray_session, actor, job_id, timeout=patience(board_class)).state == "failed"
+    tasks = {(t.model, t.board): t for t in store.tasks(job_id)}
+    assert tasks[("kws", "board1")].state == "done"
+    assert tasks[("svhn", "board1")].state == "done"
+    bad = tasks[("kws", "board0")]
+    assert bad.state == "failed"
+    events = " ".join(e.detail or "" for e in store.events(bad.id)) + (bad.error or "")
     assert "HostKeyMismatch" in events
-    assert store.board_health()["board0"]["state"] == "quarantined"
+    assert store.board_health()["board0"].state == "quarantined"
 
 
 def test_hostile_inventory_strings_reach_the_board_as_data(
@@ -247,7 +244,7 @@ def test_hostile_inventory_strings_reach_the_board_as_data(
     }
     actor, job_id, _ = submit(ray_session, tmp_path, inv, job)
     scheduler_cleanup.append(actor)
-    assert wait(ray_session, actor, job_id)["state"] == "done"
+    assert wait(ray_session, actor, job_id).state == "done"
     assert not pwned.exists()
     assert Path(hostile, "engine").is_dir()  # the odd directory name was used literally
 
@@ -277,20 +274,20 @@ def test_engine_killed_like_the_oom_killer_is_recorded_and_the_board_recovers(
     actor, job_id, store = submit(ray_session, tmp_path, inv, job)
     scheduler_cleanup.append(actor)
     wait_for(
-        lambda: store.tasks(job_id)[0]["state"] == "running" and _engine_pids(cache),
+        lambda: store.tasks(job_id)[0].state == "running" and _engine_pids(cache),
         timeout=patience(board_class),
         what="the engine running",
     )
     time.sleep(1.0)
     for pid in _engine_pids(cache):
         os.kill(pid, signal.SIGKILL)
-    assert wait(ray_session, actor, job_id, timeout=patience(board_class))["state"] == "failed"
-    (big,) = store.results(job_id)
-    assert "SIGKILL" in big["error"] and "out of memory" in big["error"]
+    assert wait(ray_session, actor, job_id, timeout=patience(board_class)).state == "failed"
+    (big,) = store.tasks(job_id)
+    assert "SIGKILL" in big.error and "out of memory" in big.error
     # the next (short) job on the same station and board: a fresh engine serves it
     after = {**job, "name": "after", "models": [{"zoo": "kws", "name": "after"}], "measure": FAST}
     after_id = submit_to(ray_session, actor, tmp_path, inv, after)
-    assert wait(ray_session, actor, after_id, timeout=patience(board_class))["state"] == "done"
+    assert wait(ray_session, actor, after_id, timeout=patience(board_class)).state == "done"
 
 
 def test_declared_memory_gives_does_not_fit_not_a_crash(
@@ -307,12 +304,12 @@ def test_declared_memory_gives_does_not_fit_not_a_crash(
     }
     actor, job_id, store = submit(ray_session, tmp_path, inv, job)
     scheduler_cleanup.append(actor)
-    assert wait(ray_session, actor, job_id)["state"] == "done"  # does-not-fit is a result
-    rows = {r["model"]: r for r in store.results(job_id)}
-    assert rows["alexnet"]["state"] == "does-not-fit"
-    mem = rows["alexnet"]["result"]["memory"]
-    assert mem["required_mb"] > 230 and mem["available_mb"] == 64
-    assert rows["kws"]["state"] == "done"
+    assert wait(ray_session, actor, job_id).state == "done"  # does-not-fit is a result
+    cells = {c.task.model: c for c in store.cells(job_id)}
+    assert cells["alexnet"].task.state == "does-not-fit"
+    mem = cells["alexnet"].result.memory
+    assert mem.required_mb > 230 and mem.available_mb == 64
+    assert cells["kws"].task.state == "done"
 
 
 def test_targets_matching_no_healthy_board_fail_at_the_deadline(
@@ -339,9 +336,9 @@ def test_targets_matching_no_healthy_board_fail_at_the_deadline(
     started = time.time()
     actor, job_id, store = submit(ray_session, tmp_path, inv, job, quarantine_after=1)
     scheduler_cleanup.append(actor)
-    assert wait(ray_session, actor, job_id, timeout=60)["state"] == "failed"
+    assert wait(ray_session, actor, job_id, timeout=60).state == "failed"
     assert time.time() - started < 30
-    errors = [r["error"] for r in store.results(job_id)]
+    errors = [t.error for t in store.tasks(job_id)]
     assert any("BoardUnreachable" in e for e in errors)
     assert any("no healthy board" in e for e in errors)
 
@@ -352,10 +349,10 @@ def test_task_logs_record_the_story(ray_session, testbed, tmp_path, scheduler_cl
     actor, job_id, store = submit(ray_session, tmp_path, inv, job)
     scheduler_cleanup.append(actor)
     wait(ray_session, actor, job_id)
-    task = store.results(job_id)[0]["id"]
-    lines = " | ".join(x["line"] for x in store.logs(task))
+    task = store.tasks(job_id)[0].id
+    lines = " | ".join(x.line for x in store.logs(task))
     assert "station" in lines and "board0" in lines
-    assert [e["state"] for e in store.events(task)] == ["queued", "deploying", "running", "done"]
+    assert [e.to_state for e in store.events(task)] == ["queued", "deploying", "running", "done"]
     json.dumps(store.markers(task))  # markers kept with the result
 
 
@@ -372,11 +369,11 @@ def test_process_isolation_runs_a_fresh_engine_per_task(
     }
     actor, job_id, store = submit(ray_session, tmp_path, inv, job)
     scheduler_cleanup.append(actor)
-    assert wait(ray_session, actor, job_id)["state"] == "done"
-    envs = [r["result"]["env"] for r in store.results(job_id)]
-    assert len({e["pid"] for e in envs}) == 2  # one process per task
-    assert not any(e["model_cached"] for e in envs)
-    assert all(r["result"]["memory"]["peak_rss_mb"] > 0 for r in store.results(job_id))
+    assert wait(ray_session, actor, job_id).state == "done"
+    envs = [c.result.env for c in store.cells(job_id)]
+    assert len({e.pid for e in envs}) == 2  # one process per task
+    assert not any(e.model_cached for e in envs)
+    assert all(c.result.memory.peak_rss_mb > 0 for c in store.cells(job_id))
 
 
 def test_inventory_check_reports_each_board(testbed, tmp_path):
@@ -397,3 +394,13 @@ def test_inventory_check_reports_each_board(testbed, tmp_path):
         assert "yes" in lines[name] and torch.__version__ in lines[name]
     assert "no" in lines["ghost"]
     assert "ghost" in proc.stderr and "Traceback" not in proc.stderr
+    # free disk and memory come from the probe (these columns once always showed "-")
+    proc = subprocess.run(
+        [sys.executable, "-m", "farm.cli", "inventory", "check", "-i", str(inv), "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    rows = {r["board"]: r for r in json.loads(proc.stdout)}
+    for name in ("board0", "board1"):
+        assert rows[name]["disk free GB"] > 0 and rows[name]["mem avail MB"] > 0
+        assert rows[name]["reachable"] is True and rows[name]["engine"] in (True, False)
+    assert rows["ghost"]["reachable"] is False and rows["ghost"]["disk free GB"] is None

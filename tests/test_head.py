@@ -26,7 +26,7 @@ import yaml
 
 from farm.scheduler.cluster import node_pids
 from farm.store import Store
-from farm.testbed import Testbed, free_port
+from farm.testing.testbed import Testbed, free_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -198,10 +198,10 @@ def test_submit_address_prints_results_read_through_head(head: Farm, testbed: Te
     job_id = next(ln.split()[1] for ln in proc.stderr.splitlines() if ln.startswith("job "))
     job_id = job_id.rstrip(":")
     store = head.store()
-    assert store.job(job_id)["state"] == "done"
-    rows = store.results(job_id)
-    assert {r["board"] for r in rows} == {"board0", "board1", "board2"}
-    assert all(r["state"] == "done" and r["result"]["latency"]["n"] == 50 for r in rows)
+    assert store.job(job_id).state == "done"
+    cells = store.cells(job_id)
+    assert {c.task.board for c in cells} == {"board0", "board1", "board2"}
+    assert all(c.task.state == "done" and c.result.latency.n == 50 for c in cells)
     assert job_id in proc.stdout and proc.stdout.count("done") >= 3  # the results table
 
 
@@ -216,7 +216,7 @@ def test_detach_with_ray_address(head: Farm, testbed: Testbed) -> None:
     assert job_id.startswith("detached-") and "\n" not in job_id
     store = head.store()
     assert store.job(job_id) is not None  # persisted before submit returned
-    wait_for(lambda: store.job(job_id)["state"] == "done", 60, "the detached job")
+    wait_for(lambda: store.job(job_id).state == "done", 60, "the detached job")
     assert time.monotonic() - started < 60
     # reading it back through the head, by RAY_ADDRESS alone
     out = head.ok("results", job_id, "--format", "json", env={"RAY_ADDRESS": head.address})
@@ -271,7 +271,7 @@ def test_cancel_drops_queued_tasks(head: Farm, testbed: Testbed) -> None:
     wait_for(lambda: store.counts(job_id).get("running"), 60, "a task to run")
     proc = head.ok("cancel", job_id, "--address", head.address)
     assert "cancelled" in proc.stderr
-    assert store.job(job_id)["state"] == "cancelled"
+    assert store.job(job_id).state == "cancelled"
     counts = store.counts(job_id)
     assert set(counts) <= {"done", "cancelled"} and counts.get("cancelled", 0) >= 4, counts
     # cancelling again says so, and an unknown job is an input error
@@ -303,23 +303,23 @@ def test_head_killed_mid_sweep_resumes(head: Farm, testbed: Testbed) -> None:
     head.ok("head", "stop", "--force", "--address", head.address)
     assert not node_pids(old["marker"])  # every process of that head is gone
 
-    before = {r["id"]: r for r in store.results(job_id) if r["result"] is not None}
+    before = {c.task.id: c for c in store.cells(job_id) if c.result is not None}
     created = _result_created(head.db, list(before))
-    in_flight = [t["id"] for t in store.tasks(job_id, states=["deploying", "running"])]
+    in_flight = [t.id for t in store.tasks(job_id, states=["deploying", "running"])]
     assert len(before) >= 2 and in_flight and len(before) < 12
 
     head.ok("head", "start", "--port", str(head.port), "--db", str(head.db))
-    wait_for(lambda: store.job(job_id)["state"] == "done", 120, "the resumed sweep")
+    wait_for(lambda: store.job(job_id).state == "done", 120, "the resumed sweep")
 
     tasks = store.tasks(job_id)
-    assert len(tasks) == 12 and all(t["state"] == "done" for t in tasks)
-    after = {r["id"]: r for r in store.results(job_id)}
-    for task_id, row in before.items():  # kept, not measured again
-        assert after[task_id]["result"] == row["result"]
-        assert store.task(task_id)["attempts"] == 1
+    assert len(tasks) == 12 and all(t.state == "done" for t in tasks)
+    after = {c.task.id: c for c in store.cells(job_id)}
+    for task_id, cell in before.items():  # kept, not measured again
+        assert after[task_id].result == cell.result
+        assert store.task(task_id).attempts == 1
     assert _result_created(head.db, list(before)) == created
     for task_id in in_flight:
-        details = [e["detail"] for e in store.events(task_id)]
+        details = [e.detail for e in store.events(task_id)]
         assert "requeued after head restart" in details, details
     assert _result_rows(head.db, job_id) == 12  # one row per task, no duplicates
 

@@ -143,14 +143,14 @@ def test_two_embedded_farms_never_measure_on_one_board_at_once(testbed, tmp_path
     spans: dict[str, list[tuple[int, int, str]]] = {}
     for n in (1, 2):
         store = Store(tmp_path / f"farm{n}.db")
-        rows = store.results(store.job("latest")["id"])
-        assert len(rows) == 8 and all(r["state"] == "done" for r in rows)
-        for r in rows:
-            m = store.markers(r["id"])
+        tasks = store.tasks(store.job("latest").id)
+        assert len(tasks) == 8 and all(t.state == "done" for t in tasks)
+        for t in tasks:
+            m = store.markers(t.id)
             kinds = [m["kinds"][k] for k in m["kind"]]
             begin = m["t_ns"][kinds.index("task_begin")]
             end = m["t_ns"][kinds.index("task_end")]
-            spans.setdefault(r["board"], []).append((begin, end, f"farm{n}"))
+            spans.setdefault(t.board, []).append((begin, end, f"farm{n}"))
     for board, found in spans.items():
         found.sort()
         assert {f for *_, f in found} == {"farm1", "farm2"}  # both farms measured there

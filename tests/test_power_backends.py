@@ -11,10 +11,10 @@ import pytest
 
 from farm.errors import MonitorUnavailable
 from farm.power import open_monitor
-from farm.power.fakes import monsoon as fake_monsoon
-from farm.power.fakes import pynvml as fake_pynvml
-from farm.power.fakes.sysfs import FakeRapl, fake_ina3221
 from farm.power.rapl import RaplZone
+from farm.testing import monsoon as fake_monsoon
+from farm.testing import pynvml as fake_pynvml
+from farm.testing.sysfs import FakeRapl, fake_ina3221
 
 # -- absent hardware ----------------------------------------------------------------
 

@@ -8,25 +8,42 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
+from farm.errors import IllegalTransition
+from farm.result import EngineResult
 from farm.scheduler.core import Scheduler
+from farm.scheduler.messages import BoardCheck, Outcome
+from farm.spec import Board, Job, Measure, ModelRef, PlannedTask
+from farm.states import BoardHealth, JobState, TaskState
 from farm.store import Store
 
 
 def _boards(*names):
-    return [{"name": n, "station": "head", "transport": "local"} for n in names]
-
-
-def _tasks(n, board="b0", candidates=None, model="kws"):
     return [
-        {
-            "index": i,
-            "key": f"{model}/{board}/cpu/{i}",
-            "model": {"name": model},
-            "board": board,
-            "processor": "cpu",
-            "variant": {},
-            "candidates": candidates or [board],
-        }
+        Board.model_validate(
+            {"name": n, "station": "head", "transport": "local", "processors": [{"name": "cpu"}]},
+            strict=False,
+        )
+        for n in names
+    ]
+
+
+def _job(name, **settings):
+    doc = {"version": 1, "name": name, "models": ["kws"], "targets": [{"boards": ["b0"]}]}
+    return Job.model_validate({**doc, **settings}, strict=False)
+
+
+def _tasks(n, board="b0", candidates=None, model="kws", start=0):
+    return [
+        PlannedTask(
+            index=start + i,
+            key=f"{model}/{board}/cpu/{start + i}",
+            model=ModelRef(name=model, zoo=model),
+            board=board,
+            processor="cpu",
+            variant={},
+            measure=Measure(),
+            candidates=candidates or [board],
+        )
         for i in range(n)
     ]
 
@@ -45,24 +62,33 @@ class FakeStations:
             start = time.monotonic()
             outcome = self.behaviour(payload)
             with self.lock:
-                self.log.append(
-                    (payload["task_id"], payload["board"]["name"], start, time.monotonic())
-                )
+                self.log.append((payload.task_id, payload.board.name, start, time.monotonic()))
             return outcome
 
         return self.pool.submit(run)
 
 
+RESULT = EngineResult(status="ok", latency={"n": 1, "mean_ms": 1.0, "median_ms": 1.0})
+
+
 def ok(payload):
+    started = time.time()
     time.sleep(0.01)
-    return {"state": "done", "result": {"status": "ok", "latency": {"mean_ms": 1.0}}, "logs": []}
+    return Outcome(TaskState.DONE, result=RESULT, running_at=started)
+
+
+def failed(error, *, retryable, board_fault=True, logs=()):
+    return Outcome(
+        TaskState.FAILED, error=error, retryable=retryable, board_fault=board_fault,
+        logs=list(logs),
+    )  # fmt: skip
 
 
 def wait_job(sched, job_id, timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:
         p = sched.progress(job_id)
-        if p["state"] in ("done", "failed", "cancelled"):
+        if p.state.is_terminal():
             return p
         time.sleep(0.02)
     raise AssertionError(f"job {job_id} did not finish: {sched.progress(job_id)}")
@@ -85,12 +111,8 @@ def make(db_path):
 
 def test_one_measurement_per_board_at_a_time(make):
     sched, stations = make()
-    job = sched.submit(
-        {"name": "j"},
-        _tasks(6, "b0") + [dict(t, index=t["index"] + 6) for t in _tasks(6, "b1")],
-        _boards("b0", "b1"),
-    )
-    assert wait_job(sched, job)["state"] == "done"
+    job = sched.submit(_job("j"), _tasks(6, "b0") + _tasks(6, "b1", start=6), _boards("b0", "b1"))
+    assert wait_job(sched, job).state is JobState.DONE
     for board in ("b0", "b1"):
         spans = sorted((s, e) for _, b, s, e in stations.log if b == board)
         assert len(spans) == 6
@@ -109,9 +131,9 @@ def test_priority_then_fifo(make):
         return ok(payload)
 
     sched, stations = make(gated)
-    low = sched.submit({"name": "low", "priority": 0}, _tasks(3), _boards("b0"))
+    low = sched.submit(_job("low", priority=0), _tasks(3), _boards("b0"))
     time.sleep(0.1)  # low.0 is now running; the rest wait
-    high = sched.submit({"name": "high", "priority": 5}, _tasks(2), _boards("b0"))
+    high = sched.submit(_job("high", priority=5), _tasks(2), _boards("b0"))
     time.sleep(0.1)
     gate.set()
     wait_job(sched, low)
@@ -122,44 +144,59 @@ def test_priority_then_fifo(make):
 
 def test_retry_with_backoff_moves_to_another_board(make):
     def flaky(payload):
-        if payload["board"]["name"] == "b0":
-            return {"state": "failed", "error": "BoardUnreachable: b0: gone", "retryable": True,
-                    "board_fault": True, "logs": []}  # fmt: skip
+        if payload.board.name == "b0":
+            return failed("BoardUnreachable: b0: gone", retryable=True)
         return ok(payload)
 
     sched, _ = make(flaky, quarantine_after=100)
-    job = sched.submit(
-        {"name": "j", "retries": 2}, _tasks(2, "b0", ["b0", "b1"]), _boards("b0", "b1")
-    )
-    assert wait_job(sched, job)["state"] == "done"
-    rows = sched.store.results(job)
-    assert {r["board"] for r in rows} == {"b1"}
-    assert all(r["attempts"] == 2 for r in rows)
+    job = sched.submit(_job("j", retries=2), _tasks(2, "b0", ["b0", "b1"]), _boards("b0", "b1"))
+    assert wait_job(sched, job).state is JobState.DONE
+    tasks = sched.store.tasks(job)
+    assert {t.board for t in tasks} == {"b1"}
+    assert all(t.attempts == 2 for t in tasks)
     events = sched.store.events(f"{job}.0")
-    assert "retry in" in events[2]["detail"]
+    assert "retry in" in events[2].detail
+    assert [(e.to_state, e.attempt) for e in events] == [
+        ("queued", 0), ("deploying", 1), ("queued", 1), ("deploying", 2), ("running", 2),
+        ("done", 2),
+    ]  # fmt: skip
+
+
+def test_a_failure_that_is_not_retryable_is_not_retried(make):
+    """A command that failed on the board is not a lost connection: running the task
+    again would fail the same way (the station passes ``CommandFailed.retryable``)."""
+    runs = []
+
+    def command_failed(payload):
+        runs.append(payload.attempt)
+        return failed("CommandFailed: b0: `sha256sum` exited 1: disk I/O error", retryable=False)
+
+    sched, _ = make(command_failed, quarantine_after=100)
+    job = sched.submit(_job("j", retries=3), _tasks(1, "b0", ["b0", "b1"]), _boards("b0", "b1"))
+    assert wait_job(sched, job).state is JobState.FAILED
+    assert runs == [1]
+    assert "CommandFailed" in sched.store.task(f"{job}.0").error
 
 
 def test_no_migration_and_retries_exhausted_fail_with_cause(make):
     def broken(payload):
-        return {"state": "failed", "error": "TransportTimeout: b0: frozen", "retryable": True,
-                "board_fault": True, "logs": [[time.time(), "station: gave up"]]}  # fmt: skip
+        return failed(
+            "TransportTimeout: b0: frozen", retryable=True, logs=[(time.time(), "station: gave up")]
+        )
 
     sched, _ = make(broken, quarantine_after=100)
     job = sched.submit(
-        {"name": "j", "retries": 1, "migrate": False},
-        _tasks(1, "b0", ["b0", "b1"]),
-        _boards("b0", "b1"),
+        _job("j", retries=1, migrate=False), _tasks(1, "b0", ["b0", "b1"]), _boards("b0", "b1")
     )
-    assert wait_job(sched, job)["state"] == "failed"
+    assert wait_job(sched, job).state is JobState.FAILED
     task = sched.store.task(f"{job}.0")
-    assert task["attempts"] == 2 and "frozen" in task["error"]
+    assert task.attempts == 2 and "frozen" in task.error
 
 
 def _quarantining(broken: threading.Event):
     def behaviour(payload):
         if broken.is_set():
-            return {"state": "failed", "error": "TransportTimeout: b0: slow", "retryable": True,
-                    "board_fault": True, "logs": []}  # fmt: skip
+            return failed("TransportTimeout: b0: slow", retryable=True)
         return ok(payload)
 
     return behaviour
@@ -168,7 +205,7 @@ def _quarantining(broken: threading.Event):
 def _health(healthy: threading.Event):
     def check(station, board):
         f: Future = Future()
-        f.set_result({"ok": healthy.is_set()})
+        f.set_result(BoardCheck(board.name, ok=healthy.is_set()))
         return f
 
     return check
@@ -183,20 +220,22 @@ def test_tasks_of_a_quarantined_board_wait_for_its_health_check(make):
         health_check=_health(healthy),
         health_interval_s=0.05,
     )
-    job = sched.submit({"name": "j", "retries": 0, "deadline_s": 60}, _tasks(3), _boards("b0"))
+    job = sched.submit(_job("j", retries=0, deadline_s=60), _tasks(3), _boards("b0"))
     deadline = time.time() + 10
-    while sched.store.board_health().get("b0", {}).get("state") != "quarantined":
+    while sched.store.board_health().get("b0") is None or (
+        sched.store.board_health()["b0"].state is not BoardHealth.QUARANTINED
+    ):
         assert time.time() < deadline, "b0 was never quarantined"
         time.sleep(0.02)
     time.sleep(0.3)  # several health checks fail meanwhile: the others keep waiting
-    assert sched.store.counts(job) == {"failed": 1, "queued": 2}
-    waiting = " ".join(x["line"] for x in sched.store.logs(f"{job}.1"))
+    assert sched.store.counts(job) == {TaskState.FAILED: 1, TaskState.QUEUED: 2}
+    waiting = " ".join(x.line for x in sched.store.logs(f"{job}.1"))
     assert "waiting up to" in waiting and "b0" in waiting
     broken.clear()
     healthy.set()
-    assert wait_job(sched, job)["state"] == "failed"  # task 0 failed; 1 and 2 ran
-    assert sched.store.counts(job) == {"failed": 1, "done": 2}
-    assert sched.store.board_health()["b0"]["state"] == "healthy"
+    assert wait_job(sched, job).state is JobState.FAILED  # task 0 failed; 1 and 2 ran
+    assert sched.store.counts(job) == {TaskState.FAILED: 1, TaskState.DONE: 2}
+    assert sched.store.board_health()["b0"].state is BoardHealth.HEALTHY
 
 
 def test_a_task_still_waiting_at_the_jobs_deadline_fails_saying_why(make):
@@ -209,11 +248,58 @@ def test_a_task_still_waiting_at_the_jobs_deadline_fails_saying_why(make):
         health_interval_s=0.05,
     )
     t0 = time.time()
-    job = sched.submit({"name": "j", "retries": 0, "deadline_s": 1.0}, _tasks(2), _boards("b0"))
-    assert wait_job(sched, job)["state"] == "failed"
+    job = sched.submit(_job("j", retries=0, deadline_s=1.0), _tasks(2), _boards("b0"))
+    assert wait_job(sched, job).state is JobState.FAILED
     assert time.time() - t0 >= 1.0
-    error = sched.store.task(f"{job}.1")["error"]
+    error = sched.store.task(f"{job}.1").error
     assert "no healthy board" in error and "deadline" in error
+
+
+def test_a_board_refused_for_its_host_key_fails_its_tasks_at_once(make):
+    def mismatch(payload):
+        return Outcome(
+            TaskState.FAILED, error="HostKeyMismatch: b0: changed", retryable=False,
+            board_fault=True, quarantine=True,
+        )  # fmt: skip
+
+    sched, stations = make(mismatch, health_check=_health(threading.Event()))
+    t0 = time.time()
+    job = sched.submit(_job("j", retries=0, deadline_s=600), _tasks(3), _boards("b0"))
+    assert wait_job(sched, job).state is JobState.FAILED
+    assert time.time() - t0 < 10  # no waiting for a health check that cannot pass
+    assert len(stations.log) == 1
+    assert "HostKeyMismatch" in sched.store.task(f"{job}.2").error
+
+
+def test_cancel_asks_the_station_to_stop_the_running_engine(db_path):
+    gate, aborted = threading.Event(), []
+
+    def gated(payload):
+        started = time.time()
+        gate.wait(30)  # the engine runs until its station stops it
+        return Outcome(TaskState.FAILED, error="EngineError: killed", running_at=started)
+
+    def abort(station, task_ids):
+        aborted.append((station, list(task_ids)))
+        gate.set()
+
+    stations = FakeStations(gated)
+    sched = Scheduler(Store(db_path), stations.dispatch, abort=abort)
+    try:
+        job = sched.submit(_job("j"), _tasks(3), _boards("b0"))
+        deadline = time.time() + 10
+        while sched.store.counts(job).get(TaskState.DEPLOYING) is None:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        t0 = time.time()
+        sched.cancel(job)
+        assert wait_job(sched, job).state is JobState.CANCELLED
+        assert time.time() - t0 < 10
+        assert aborted == [("head", [f"{job}.0"])]
+        assert sched.store.counts(job) == {TaskState.CANCELLED: 3}
+    finally:
+        gate.set()
+        sched.stop()
 
 
 def test_cancel_drops_queued_tasks(make):
@@ -224,13 +310,13 @@ def test_cancel_drops_queued_tasks(make):
         return ok(payload)
 
     sched, stations = make(gated)
-    job = sched.submit({"name": "j"}, _tasks(5), _boards("b0"))
+    job = sched.submit(_job("j"), _tasks(5), _boards("b0"))
     time.sleep(0.1)
     sched.cancel(job)
     time.sleep(0.1)
     gate.set()
-    assert wait_job(sched, job)["state"] == "cancelled"
-    assert sched.store.counts(job) == {"cancelled": 5}
+    assert wait_job(sched, job).state is JobState.CANCELLED
+    assert sched.store.counts(job) == {TaskState.CANCELLED: 5}
     assert len(stations.log) == 1
 
 
@@ -239,82 +325,74 @@ def test_restart_resumes_without_losing_or_duplicating(db_path):
     calls = []
 
     def first(payload):
-        calls.append(payload["task_id"])
+        calls.append(payload.task_id)
         if len(calls) > 2:
             gate.wait(10)  # the head "dies" while these are in flight
         return ok(payload)
 
     stations = FakeStations(first)
     sched = Scheduler(Store(db_path), stations.dispatch)
-    job = sched.submit(
-        {"name": "j"},
-        _tasks(4, "b0") + [dict(t, index=t["index"] + 4) for t in _tasks(4, "b1")],
-        _boards("b0", "b1"),
-    )
+    job = sched.submit(_job("j"), _tasks(4, "b0") + _tasks(4, "b1", start=4), _boards("b0", "b1"))
     deadline = time.time() + 10
-    while sched.store.counts(job).get("done", 0) < 2 and time.time() < deadline:
+    while sched.store.counts(job).get(TaskState.DONE, 0) < 2 and time.time() < deadline:
         time.sleep(0.02)
     sched.stop()  # loop gone: in-flight outcomes are never recorded
-    done_before = {r["id"]: r["result"] for r in sched.store.results(job) if r["state"] == "done"}
+    done_before = {
+        c.task.id: c.result for c in sched.store.cells(job) if c.task.state is TaskState.DONE
+    }
     assert len(done_before) >= 2
 
     stations2 = FakeStations(ok)
     sched2 = Scheduler(Store(db_path), stations2.dispatch)  # the restarted head
     try:
-        assert wait_job(sched2, job)["state"] == "done"
+        assert wait_job(sched2, job).state is JobState.DONE
         rerun = {t for t, *_ in stations2.log}
         assert not rerun & set(done_before)  # finished results kept, not re-measured
-        rows = sched2.store.results(job)
-        assert len(rows) == 8 and all(r["state"] == "done" for r in rows)
+        cells = sched2.store.cells(job)
+        assert len(cells) == 8 and all(c.task.state is TaskState.DONE for c in cells)
+        assert all(done_before[c.task.id] == c.result for c in cells if c.task.id in done_before)
         assert any(
-            e["detail"] == "requeued after head restart"
-            for r in rows
-            for e in sched2.store.events(r["id"])
+            e.detail == "requeued after head restart"
+            for c in cells
+            for e in sched2.store.events(c.task.id)
         )
     finally:
         gate.set()
         sched2.stop()
 
 
-def test_a_board_refused_for_its_host_key_fails_its_tasks_at_once(make):
-    def mismatch(payload):
-        return {"state": "failed", "error": "HostKeyMismatch: b0: changed", "retryable": True,
-                "board_fault": True, "quarantine": True, "logs": []}  # fmt: skip
+def test_a_late_running_report_cannot_move_a_finished_or_later_attempt(make):
+    """The station's "running" report travels apart from its outcome. One that
+    arrives late (after the outcome, or for an earlier attempt) changes nothing,
+    and an outcome whose report never came still records that the task ran."""
 
-    sched, stations = make(mismatch, health_check=_health(threading.Event()))
-    t0 = time.time()
-    job = sched.submit({"name": "j", "retries": 0, "deadline_s": 600}, _tasks(3), _boards("b0"))
-    assert wait_job(sched, job)["state"] == "failed"
-    assert time.time() - t0 < 10  # no waiting for a health check that cannot pass
-    assert len(stations.log) == 1
-    assert "HostKeyMismatch" in sched.store.task(f"{job}.2")["error"]
+    def silent(payload):  # never reports running; the outcome says when it started
+        return ok(payload)
+
+    sched, _ = make(silent)
+    job = sched.submit(_job("j"), _tasks(1), _boards("b0"))
+    assert wait_job(sched, job).state is JobState.DONE
+    task_id = f"{job}.0"
+    sched.running(task_id, 1, time.time())  # late: the task is done
+    sched.running(task_id, 7, time.time())  # an attempt that never was
+    time.sleep(0.2)
+    assert [e.to_state for e in sched.store.events(task_id)] == [
+        "queued", "deploying", "running", "done",
+    ]  # fmt: skip
+    with pytest.raises(IllegalTransition):  # and the writer itself refuses it
+        sched.store.transition(task_id, TaskState.RUNNING)
 
 
-def test_cancel_asks_the_station_to_stop_the_running_engine(db_path):
-    gate, aborted = threading.Event(), []
-
-    def gated(payload):
-        gate.wait(30)  # the engine runs until its station stops it
-        return {"state": "failed", "error": "EngineError: killed", "logs": []}
-
-    def abort(station, task_ids):
-        aborted.append((station, list(task_ids)))
-        gate.set()
-
-    stations = FakeStations(gated)
-    sched = Scheduler(Store(db_path), stations.dispatch, abort=abort)
-    try:
-        job = sched.submit({"name": "j"}, _tasks(3), _boards("b0"))
-        deadline = time.time() + 10
-        while not stations.pool._threads and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.1)
-        t0 = time.time()
-        sched.cancel(job)
-        assert wait_job(sched, job)["state"] == "cancelled"
-        assert time.time() - t0 < 10
-        assert aborted == [("head", [f"{job}.0"])]
-        assert sched.store.counts(job) == {"cancelled": 3}
-    finally:
-        gate.set()
-        sched.stop()
+def test_the_scheduler_hears_every_move_through_the_store(make):
+    heard = []
+    sched, _ = make()
+    sched.store.subscribe(heard.append)
+    job = sched.submit(_job("j"), _tasks(2), _boards("b0"))
+    assert wait_job(sched, job).state is JobState.DONE
+    task_moves = [(e.task_id, e.to_state) for e in heard if hasattr(e, "task_id")]
+    for i in range(2):
+        assert [s for t, s in task_moves if t == f"{job}.{i}"] == [
+            "queued", "deploying", "running", "done",
+        ]  # fmt: skip
+    job_moves = [e.to_state for e in heard if hasattr(e, "name")]
+    assert job_moves == ["queued", "running", "done"]

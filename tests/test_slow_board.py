@@ -14,7 +14,7 @@ import pytest
 import yaml
 from test_farm_ssh import FAST, submit, wait
 
-from farm.testbed import EDISON
+from farm.testing.testbed import EDISON
 
 pytestmark = pytest.mark.timeout(1500)  # a slow board starts its engine in minutes
 
@@ -58,14 +58,14 @@ def test_a_job_completes_on_an_edison_class_board(
     }
     actor, job_id, store = submit(ray_session, tmp_path, inv, job, quarantine_after=1)
     scheduler_cleanup.append(actor)
-    assert wait(ray_session, actor, job_id, timeout=900)["state"] == "done"
-    rows = store.results(job_id)
-    assert {r["model"] for r in rows} == {"kws", "svhn"}
-    for r in rows:
-        result = r["result"]
-        assert result["latency"]["n"] == 30 and result["env"]["threads"] == 1
-        assert result["energy"]["energy_per_inference_mj"]["net"]["mean"] > 0
-    assert store.board_health().get("edison", {"state": "healthy"})["state"] == "healthy"
+    assert wait(ray_session, actor, job_id, timeout=900).state == "done"
+    cells = store.cells(job_id)
+    assert {c.task.model for c in cells} == {"kws", "svhn"}
+    for c in cells:
+        assert c.result.latency.n == 30 and c.result.env.threads == 1
+        assert c.result.energy.energy_per_inference_mj.net.mean > 0
+    health = store.board_health().get("edison")
+    assert health is None or health.state == "healthy"
 
 
 def test_a_start_up_over_the_jobs_limit_fails_saying_so(
@@ -82,6 +82,6 @@ def test_a_start_up_over_the_jobs_limit_fails_saying_so(
     }
     actor, job_id, store = submit(ray_session, tmp_path, inv, job)
     scheduler_cleanup.append(actor)
-    assert wait(ray_session, actor, job_id)["state"] == "failed"
-    error = store.results(job_id)[0]["error"]
+    assert wait(ray_session, actor, job_id).state == "failed"
+    error = store.tasks(job_id)[0].error
     assert "engine did not start within 2 s (startup_timeout_s)" in error

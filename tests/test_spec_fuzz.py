@@ -278,7 +278,9 @@ def test_hostile_hosts_ports_and_paths_end_in_a_per_board_error(
     """Whatever a board's host, port and paths, loading it either refuses the file with
     a SpecError or yields a board that checking and measuring report as one line about
     that board (BoardUnreachable and friends): never an exception, never a traceback."""
+    from farm.scheduler.messages import TaskPayload
     from farm.scheduler.station import Station
+    from farm.spec import Measure, ModelRef, PlannedTask
 
     board = {"name": "hostile", "transport": "ssh", "host": host, "port": port, **paths,
              "connect_timeout_s": 0.5, "processors": [{"name": "cpu"}]}  # fmt: skip
@@ -290,20 +292,22 @@ def test_hostile_hosts_ports_and_paths_end_in_a_per_board_error(
         return
     station = Station("fuzz", cache_dir=tmp_path_factory.mktemp("station"))
     try:
-        spec_dict = inv.boards[0].model_dump(mode="json")
-        report = station.check_board(spec_dict)
-        assert report["board"] == "hostile" and not report["ok"]
-        assert "\n" not in report["error"] and not report["error"].startswith("hostile:")
-        payload = {"task_id": "t.0", "task": {"model": {"name": "kws", "zoo": "kws"},
-                   "processor": "cpu"}, "board": spec_dict}  # fmt: skip
-        outcome = station.run_task(payload)
-        assert outcome["state"] == "failed" and outcome["board_fault"], outcome
-        assert outcome["error"].split(":")[0] in {
+        board = inv.boards[0]
+        check = station.check_board(board)
+        assert check.board == "hostile" and not check.ok
+        assert "\n" not in check.error and not check.error.startswith("hostile:")
+        task = PlannedTask(
+            index=0, key="k", model=ModelRef(name="kws", zoo="kws"), board="hostile",
+            processor="cpu", variant={}, measure=Measure(), candidates=["hostile"],
+        )  # fmt: skip
+        outcome = station.run_task(TaskPayload("t.0", "t", task, board, attempt=1))
+        assert outcome.state == "failed" and outcome.board_fault, outcome
+        assert outcome.error.split(":")[0] in {
             "BoardUnreachable",
             "TransportTimeout",
             "UnknownHostKey",
-        }, outcome["error"]
-        assert outcome["error"].count("hostile") == 1 + host.count("hostile"), outcome["error"]
+        }, outcome.error
+        assert outcome.error.count("hostile") == 1 + host.count("hostile"), outcome.error
     finally:
         station.close()
     assert not Path("/tmp/farm-pwned").exists()

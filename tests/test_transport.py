@@ -22,8 +22,9 @@ from farm.errors import (
     UnknownHostKey,
     UserError,
 )
-from farm.testbed import BoardClass
-from farm.transport import Transport, connect, fake, register, registered, shell_command
+from farm.testing import transport as fake
+from farm.testing.testbed import BoardClass
+from farm.transport import Transport, connect, register, registered, shell_command
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO = "import sys\nfor line in sys.stdin:\n    print(line.strip().upper(), flush=True)\n"

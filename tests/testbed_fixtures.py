@@ -1,4 +1,4 @@
-"""pytest plugin: real OpenSSH boards on loopback (see ``farm.testbed``).
+"""pytest plugin: real OpenSSH boards on loopback (see ``farm.testing.testbed``).
 
 ``testbed`` is shared by the whole session (3 boards); a test that breaks a
 board for good (new host key, SIGSTOP) builds its own with ``make_testbed``.
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from farm.spec import load_inventory
-from farm.testbed import SSHD, BoardClass, Testbed
+from farm.testing.testbed import SSHD, BoardClass, Testbed
 
 
 def _require_sshd() -> None:

@@ -26,7 +26,6 @@ zoo. The zoo imports it to *write* artifacts, so the format lives in this one fi
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import pickle
@@ -41,6 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from farm.engine.files import sha256_file, zip_bytes
+
 FORMAT = "farm-artifact/1"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
@@ -53,7 +54,6 @@ INPUT_SEED = 0
 
 _SHA_NAME = re.compile(r"^([0-9a-f]{64})\.farm$")
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}
 
 _CONV_ARGS = (
@@ -287,21 +287,7 @@ def write(path: str | Path, manifest: Mapping[str, Any], members: Mapping[str, b
     with fixed timestamps and permissions (weights do not compress, and stored members
     keep the bytes independent of the zlib version)."""
     entries = [(MANIFEST, manifest_bytes(manifest)), *sorted(members.items())]
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, data in entries:
-            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
-            info.compress_type = zipfile.ZIP_STORED
-            info.create_system = 3
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    Path(path).write_bytes(zip_bytes(entries, compression=zipfile.ZIP_STORED))
 
 
 @dataclass

@@ -98,6 +98,10 @@ class DoesNotFit(Exception):
 _OOM = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
 
 
+RESULT_VERSION = 1
+"""The shape of the result object; the head refuses a version it does not read."""
+
+
 def run_task(request: Request, cache: ModelCache | None = None) -> dict:
     """Run one measurement task and return the result object of docs/internals.md."""
     task = _Task(request, ModelCache(capacity=0) if cache is None else cache)
@@ -126,6 +130,7 @@ class _Task:
         self.mem: dict[str, Any] = {}
         self.env: dict[str, Any] = {}
         self.result: dict[str, Any] = {
+            "version": RESULT_VERSION,
             "task_id": request.task_id,
             "status": None,
             "error": None,

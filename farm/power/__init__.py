@@ -9,8 +9,9 @@ Importing the package registers every backend; hardware libraries are only
 imported when a backend is opened, so a missing one costs nothing until asked for.
 """
 
+from farm.errors import MonitorBusy
 from farm.power import hwmon, monsoon, nvml, rapl, replay, synthetic  # noqa: F401  (register)
-from farm.power.base import Monitor, MonitorBusy, Trace, backends, open_monitor, register
+from farm.power.base import Monitor, Trace, backends, open_monitor, register
 from farm.power.battery import BatteryModel, battery_life_hours, inferences_on_share
 from farm.power.energy import EnergyReport, analyze, energy_at
 from farm.power.service import MonitorService

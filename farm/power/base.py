@@ -22,13 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from farm.errors import FarmError, MonitorUnavailable
+from farm.errors import MonitorUnavailable
 
 CHUNK_SAMPLES = 1 << 20
-
-
-class MonitorBusy(FarmError):
-    """The monitor is already recording another board (a monitor serves one at a time)."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from farm.engine.stats import t_critical_95  # one Student t for latency and energy
 from farm.power import markers as mk
 from farm.power import quality
 from farm.power.base import CHUNK_SAMPLES, Trace
@@ -135,15 +136,6 @@ def _times_at(trace: Trace, k: np.ndarray) -> np.ndarray:
     return k.astype(np.float64) / trace.rate_hz
 
 
-def _t_quantile(df: int) -> float:
-    """Two-sided 95% Student t quantile (Cornish-Fisher beyond the exact small cases)."""
-    exact = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
-    if df in exact:
-        return exact[df]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
 def stat(values: np.ndarray) -> Stat:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -153,7 +145,7 @@ def stat(values: np.ndarray) -> Stat:
     if len(v) < 2:
         return {"mean": mean, "std": None, "ci95": None, "n": 1}
     std = float(v.std(ddof=1))
-    half = _t_quantile(len(v) - 1) * std / math.sqrt(len(v))
+    half = t_critical_95(len(v) - 1) * std / math.sqrt(len(v))
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": len(v)}
 
 

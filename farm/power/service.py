@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from farm.errors import MonitorUnavailable
-from farm.power.base import Monitor, MonitorBusy, Trace, open_monitor
+from farm.errors import MonitorBusy, MonitorUnavailable
+from farm.power.base import Monitor, Trace, open_monitor
 from farm.power.energy import EnergyReport, analyze
 from farm.power.sync import Exchange
 

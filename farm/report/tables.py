@@ -13,13 +13,15 @@ from typing import Any
 
 from rich.table import Table
 
-from farm.store import TaskState
+from farm.result import EngineResult
+from farm.states import TaskState
+from farm.store import Cell, JobRecord, LayerRecord
 
 STATE_STYLE = {
-    TaskState.DONE.value: "green",
-    TaskState.DOES_NOT_FIT.value: "yellow",
-    TaskState.FAILED.value: "red",
-    TaskState.CANCELLED.value: "dim",
+    TaskState.DONE: "green",
+    TaskState.DOES_NOT_FIT: "yellow",
+    TaskState.FAILED: "red",
+    TaskState.CANCELLED: "dim",
 }
 
 
@@ -31,30 +33,29 @@ def _num(x: Any, fmt: str = "{:.3f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def _energy_fields(result: dict[str, Any]) -> dict[str, Any]:
+def _energy_fields(result: EngineResult | None) -> dict[str, Any]:
     """The energy columns of one result (all None for a board without a monitor).
 
     Net energy is the paper's figure (the inference's cost above idle); its 95%
     CI comes from the spread over inferences. The alignment method and its
     uncertainty say how far to trust the windows the energy was integrated over.
     """
-    energy = result.get("energy") or {}
-    per_inference = energy.get("energy_per_inference_mj") or {}
-    net = per_inference.get("net") or {}
-    gross = per_inference.get("gross") or {}
-    ci = net.get("ci95") or [None, None]
-    alignment = energy.get("alignment") or {}
-    battery = energy.get("battery") or {}
-    warnings = (energy.get("quality") or {}).get("warnings")
+    energy = result.energy if result is not None else None
+    if energy is None:
+        return dict.fromkeys(_ENERGY_COLUMNS)
+    net = energy.energy_per_inference_mj.net
+    ci = net.ci95 or [None, None]
+    battery = energy.battery or {}
+    warnings = energy.quality.get("warnings")
     return {
-        "energy_net_mj": net.get("mean"),
+        "energy_net_mj": net.mean,
         "energy_net_ci95_lo_mj": ci[0],
         "energy_net_ci95_hi_mj": ci[1],
-        "energy_gross_mj": gross.get("mean"),
-        "avg_power_w": energy.get("average_power_w"),
-        "idle_power_w": energy.get("idle_power_w"),
-        "alignment": alignment.get("method"),
-        "alignment_uncertainty_s": alignment.get("uncertainty_s"),
+        "energy_gross_mj": energy.energy_per_inference_mj.gross.mean,
+        "avg_power_w": energy.average_power_w,
+        "idle_power_w": energy.idle_power_w,
+        "alignment": energy.alignment.get("method"),
+        "alignment_uncertainty_s": energy.alignment.get("uncertainty_s"),
         "power_warnings": None if warnings is None else "; ".join(warnings),
         "battery_hours": battery.get("hours"),
         "battery_inferences_on_share": battery.get("inferences_on_share"),
@@ -62,36 +63,44 @@ def _energy_fields(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def flat(row: dict[str, Any]) -> dict[str, Any]:
+_ENERGY_COLUMNS = (
+    "energy_net_mj", "energy_net_ci95_lo_mj", "energy_net_ci95_hi_mj", "energy_gross_mj",
+    "avg_power_w", "idle_power_w", "alignment", "alignment_uncertainty_s", "power_warnings",
+    "battery_hours", "battery_inferences_on_share", "battery_share",
+)  # fmt: skip
+
+
+def flat(cell: Cell) -> dict[str, Any]:
     """One result as a flat record (CSV columns; JSON keeps the nested result too)."""
-    result = row.get("result") or {}
-    lat = result.get("latency") or {}
-    mem = result.get("memory") or {}
+    task, result = cell.task, cell.result
+    lat = result.latency if result is not None else None
+    mem = result.memory if result is not None else None
+    layer_pass = result.layer_pass if result is not None else None
     return {
-        "task": row["id"],
-        "model": row["model"],
-        "board": row["board"],
-        "processor": row["processor"],
-        "variant": _variant(row.get("variant") or {}),
-        "state": row["state"],
-        "attempts": row.get("attempts"),
-        "n": lat.get("n"),
-        "mean_ms": lat.get("mean_ms"),
-        "ci95_lo_ms": lat.get("ci95_low_ms"),
-        "ci95_hi_ms": lat.get("ci95_high_ms"),
-        "median_ms": lat.get("median_ms"),
-        "p90_ms": lat.get("p90_ms"),
-        "p99_ms": lat.get("p99_ms"),
-        "min_ms": lat.get("min_ms"),
-        "max_ms": lat.get("max_ms"),
-        "stdev_ms": lat.get("stdev_ms"),
-        "cold_ms": lat.get("cold_ms"),
-        "required_mb": mem.get("required_mb"),
-        "available_mb": mem.get("available_mb"),
-        "peak_rss_mb": mem.get("peak_rss_mb"),
-        "nonlinear_share": (result.get("layer_pass") or {}).get("nonlinear_share"),
+        "task": task.id,
+        "model": task.model,
+        "board": task.board,
+        "processor": task.processor,
+        "variant": _variant(task.variant),
+        "state": str(task.state),
+        "attempts": task.attempts,
+        "n": lat.n if lat else None,
+        "mean_ms": lat.mean_ms if lat else None,
+        "ci95_lo_ms": lat.ci95_low_ms if lat else None,
+        "ci95_hi_ms": lat.ci95_high_ms if lat else None,
+        "median_ms": lat.median_ms if lat else None,
+        "p90_ms": lat.p90_ms if lat else None,
+        "p99_ms": lat.p99_ms if lat else None,
+        "min_ms": lat.min_ms if lat else None,
+        "max_ms": lat.max_ms if lat else None,
+        "stdev_ms": lat.stdev_ms if lat else None,
+        "cold_ms": lat.cold_ms if lat else None,
+        "required_mb": mem.required_mb if mem else None,
+        "available_mb": mem.available_mb if mem else None,
+        "peak_rss_mb": mem.peak_rss_mb if mem else None,
+        "nonlinear_share": layer_pass.nonlinear_share if layer_pass else None,
         **_energy_fields(result),
-        "error": row.get("error"),
+        "error": task.error,
     }
 
 
@@ -112,8 +121,8 @@ def _alignment(method: str | None, uncertainty_s: float | None) -> str:
     return f"{method} ± {uncertainty_s * 1e3:.3f} ms"
 
 
-def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
-    energy = any((r.get("result") or {}).get("energy") for r in rows)
+def results_table(cells: list[Cell], title: str | None = None) -> Table:
+    energy = any(c.result is not None and c.result.energy is not None for c in cells)
     table = Table(title=title, header_style="bold")
     for col, justify in [
         ("model", "left"), ("board/proc", "left"), ("variant", "left"), ("state", "left"),
@@ -126,20 +135,20 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
         table.add_column("avg W", justify="right")
         table.add_column("aligned", justify="right")
         table.add_column("battery h", justify="right")
-    for row in rows:
-        f = flat(row)
-        style = STATE_STYLE.get(row["state"], "")
+    for cell in cells:
+        f, task = flat(cell), cell.task
+        style = STATE_STYLE.get(task.state, "")
         if f["mean_ms"] is not None:
             mean = _mean_ci(f["mean_ms"], f["ci95_lo_ms"], f["ci95_hi_ms"], "{:.3f}")
-        elif row["state"] == TaskState.DOES_NOT_FIT.value:
+        elif task.state is TaskState.DOES_NOT_FIT:
             mean = "- (does not fit)"
         else:
             mean = "-"
-        cells = [
-            row["model"],
-            f"{row['board']}/{row['processor']}",
+        row = [
+            task.model,
+            f"{task.board}/{task.processor}",
             f["variant"],
-            f"[{style}]{row['state']}[/]",
+            f"[{style}]{task.state}[/]",
             mean,
             _num(f["median_ms"]),
             _num(f["p99_ms"]),
@@ -149,7 +158,7 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
             _num(f["nonlinear_share"], "{:.1%}"),
         ]
         if energy:
-            cells += [
+            row += [
                 _mean_ci(
                     f["energy_net_mj"],
                     f["energy_net_ci95_lo_mj"],
@@ -160,31 +169,31 @@ def results_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
                 _alignment(f["alignment"], f["alignment_uncertainty_s"]),
                 _num(f["battery_hours"], "{:.2f}"),
             ]
-        table.add_row(*cells)
+        table.add_row(*row)
     return table
 
 
-def layers_table(layers: list[dict[str, Any]], title: str | None = None) -> Table:
+def layers_table(layers: list[LayerRecord], title: str | None = None) -> Table:
     """Per-layer time and share, the shape of the paper's Tables 5 and 6."""
     table = Table(title=title, header_style="bold")
     for col in ("#", "layer", "type", "params", "time ms", "share", "resident MB", "mJ"):
         table.add_column(col, justify="left" if col in ("layer", "type") else "right")
     for row in layers:
         table.add_row(
-            str(row["idx"]),
-            row["name"],
-            row["type"],
-            f"{row['params']:,}" if row.get("params") is not None else "-",
-            _num(row.get("time_ms"), "{:.4f}"),
-            _num(row.get("share"), "{:.1%}"),
-            _num((row.get("resident_bytes") or 0) / 2**20, "{:.2f}"),
-            _num(row.get("energy_mj"), "{:.4f}"),
+            str(row.index),
+            row.name,
+            row.type,
+            f"{row.params:,}" if row.params is not None else "-",
+            _num(row.time_ms, "{:.4f}"),
+            _num(row.share, "{:.1%}"),
+            _num((row.resident_bytes or 0) / 2**20, "{:.2f}"),
+            _num(row.energy_mj, "{:.4f}"),
         )
     return table
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    records = [flat(r) for r in rows]
+def to_csv(cells: list[Cell]) -> str:
+    records = [flat(c) for c in cells]
     out = io.StringIO()
     if records:
         writer = csv.DictWriter(out, fieldnames=list(records[0]))
@@ -193,11 +202,15 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def to_json(job: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+def to_json(job: JobRecord, cells: list[Cell]) -> str:
     return json.dumps(
         {
-            "job": {k: job[k] for k in ("id", "name", "state", "created", "updated")},
-            "results": [{**flat(r), "result": r.get("result")} for r in rows],
+            "job": {"id": job.id, "name": job.name, "state": job.state, "created": job.created,
+                    "updated": job.updated},
+            "results": [
+                {**flat(c), "result": c.result.to_json() if c.result is not None else None}
+                for c in cells
+            ],
         },
         indent=2,
-    )
+    )  # fmt: skip

@@ -1,5 +1,7 @@
 """Scheduling benchmark tasks over boards: a Ray head, stations, leases, retries.
 
-``core`` holds the logic (no Ray), ``station`` runs tasks on boards, ``actors``
-places both on Ray nodes and ``cluster`` starts or finds a head.
+``core`` holds the logic and ``station`` runs tasks on boards (neither imports
+Ray); ``messages`` are the typed records between them; ``actors`` places both on
+Ray nodes and is the one place Ray's errors become farm's; ``cluster`` starts and
+stops head and station nodes. Clients reach a head through ``farm.client``.
 """

@@ -3,7 +3,8 @@ one monitor actor per physical power monitor.
 
 The logic lives in plain classes (``core.Scheduler``, ``station.Station``,
 ``farm.power`` services) so it can be read and tested without Ray; this module
-only decides *where* each runs:
+only decides *where* each runs, and translates Ray's errors into farm's own at
+the one place an actor call is awaited (:func:`wait`):
 
 - ``farm-scheduler`` (named, in namespace ``farm``; detached on a real head) on
   the head, owning the store;
@@ -14,20 +15,25 @@ only decides *where* each runs:
 
 Every actor asks for ``num_cpus=0``: they wait on boards, not on the CPU, and a
 two-core head must still hold hundreds of boards. Stations are threaded
-(``max_concurrency``) rather than one process per board.
+(``max_concurrency``) rather than one process per board. Every actor method is a
+real method with typed arguments: nothing is dispatched by name.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import ray
 
-from farm.errors import FarmError
+from farm.errors import FarmError, HeadError, MonitorUnavailable, UserError
+from farm.scheduler.cluster import HeadInfo
 from farm.scheduler.core import Scheduler
+from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
 from farm.scheduler.station import Station
+from farm.spec import Board, Job, Monitor, PlannedTask
 from farm.store import Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,35 @@ STATION_CONCURRENCY = 1024
 
 def station_resource(name: str) -> str:
     return f"station:{name}"
+
+
+def wait(
+    ref: Any,
+    what: str,
+    *,
+    timeout: float | None = None,
+    gone: Callable[[str], FarmError] = HeadError,
+) -> Any:
+    """``ray.get`` that raises only farm's errors: the actor's own ``FarmError``
+    as it raised it, anything else it raised as ``FarmError``, and a dead actor or
+    an unreachable cluster as ``gone(message)``."""
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, FarmError):
+            raise cause from None
+        raise FarmError(f"{what}: {type(cause).__name__}: {_one_line(cause)}") from cause
+    except ray.exceptions.GetTimeoutError as exc:
+        raise gone(f"{what}: no answer within {timeout:.0f}s") from exc
+    except ray.exceptions.RayError as exc:
+        raise gone(f"{what}: {type(exc).__name__}: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error from another process as one line (a remote traceback is for its log)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _placement(station: str, placed: bool, name: str) -> dict[str, Any]:
@@ -55,40 +90,60 @@ def _placement(station: str, placed: bool, name: str) -> dict[str, Any]:
     }
 
 
+class RemoteMonitor:
+    """A monitor actor seen from a station: blocking calls, farm's errors only.
+
+    A dead monitor actor becomes ``MonitorUnavailable`` naming the monitor."""
+
+    def __init__(self, actor: Any, name: str = ""):
+        self._actor = actor
+        self.name = name
+
+    def _wait(self, ref: Any) -> Any:
+        return wait(ref, f"power monitor {self.name!r}", gone=MonitorUnavailable)
+
+    def start(self, board: str) -> dict[str, Any]:
+        return self._wait(self._actor.start.remote(board))
+
+    def finish(self, board: str, markers: dict, exchanges: list) -> tuple[dict[str, Any], bytes]:
+        return self._wait(self._actor.finish.remote(board, markers, exchanges))
+
+    def abort(self, board: str) -> None:
+        self._wait(self._actor.abort.remote(board))
+
+
 @ray.remote(num_cpus=0, max_concurrency=STATION_CONCURRENCY)
 class StationActor:
     def __init__(
-        self, name: str, scheduler: Any, cache_dir: str, monitors: dict[str, Any], placed: bool
+        self, name: str, scheduler: Any, cache_dir: str, monitors: dict[str, Monitor], placed: bool
     ):
         self._scheduler = scheduler
         self._monitors = monitors
         self._placed = placed
-        self._monitor_handles: dict[str, Any] = {}
+        self._monitor_handles: dict[str, RemoteMonitor] = {}
         self.station = Station(
-            name, cache_dir=cache_dir, report=self._report, monitor=self._monitor
+            name, cache_dir=cache_dir, running=self._report_running, monitor=self._monitor
         )
 
-    def _report(self, task_id: str, state: str, at: float, detail: str | None) -> None:
-        self._scheduler.report.remote(task_id, state, at, detail)
+    def _report_running(self, task_id: str, attempt: int, at: float) -> None:
+        self._scheduler.running.remote(task_id, attempt, at)
 
-    def _monitor(self, name: str) -> Any:
-        from farm.scheduler.energy import RemoteMonitor
-
+    def _monitor(self, name: str) -> RemoteMonitor:
         if name not in self._monitor_handles:
             spec = self._monitors[name]
             actor = MonitorActor.options(
-                **_placement(spec.get("station") or "head", self._placed, f"farm-monitor-{name}")
+                **_placement(spec.station or "head", self._placed, f"farm-monitor-{name}")
             ).remote(spec)
             self._monitor_handles[name] = RemoteMonitor(actor, name)
         return self._monitor_handles[name]
 
-    def set_monitors(self, monitors: dict[str, Any]) -> None:
+    def set_monitors(self, monitors: dict[str, Monitor]) -> None:
         self._monitors.update(monitors)
 
-    def run_task(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def run_task(self, payload: TaskPayload) -> Outcome:
         return self.station.run_task(payload)
 
-    def check_board(self, board: dict[str, Any]) -> dict[str, Any]:
+    def check_board(self, board: Board) -> BoardCheck:
         return self.station.check_board(board)
 
     def abort(self, task_ids: list[str]) -> int:
@@ -99,7 +154,7 @@ class StationActor:
 class MonitorActor:
     """One physical monitor. Serves one board at a time (the service enforces it)."""
 
-    def __init__(self, spec: dict[str, Any]):
+    def __init__(self, spec: Monitor):
         self._spec = spec
         self._service: Any = None
         try:
@@ -108,19 +163,20 @@ class MonitorActor:
             # An actor whose constructor raises is dead, and every call on it fails with
             # an opaque ActorDiedError. Staying alive lets each task hear *why* (the
             # MonitorUnavailable naming the monitor), and a replugged monitor recover.
-            log.info("monitor %s unavailable for now", spec.get("name"), exc_info=True)
+            log.info("monitor %s unavailable for now", spec.name, exc_info=True)
 
     def _open(self) -> Any:
         from farm.power import MonitorService
 
         if self._service is None:
-            self._service = MonitorService.from_spec(self._spec)
+            self._service = MonitorService.from_spec(self._spec.model_dump(mode="json"))
         return self._service
 
-    def call(self, method: str, *args: Any) -> Any:
-        if method not in ("start", "abort"):
-            raise ValueError(f"not a monitor call: {method}")
-        return getattr(self._open(), method)(*args)
+    def start(self, board: str) -> Any:
+        return self._open().start(board)
+
+    def abort(self, board: str) -> None:
+        self._open().abort(board)
 
     def finish(self, board: str, markers: dict, exchanges: list) -> tuple[dict[str, Any], bytes]:
         """Stop, analyse next to the samples, and return the report and compressed trace."""
@@ -132,6 +188,9 @@ class MonitorActor:
 
 @ray.remote(num_cpus=0, max_concurrency=64)
 class SchedulerActor:
+    """The head. Its methods are the scheduler's (submit, cancel, progress, running,
+    check_board, ping) and the store's read API, answered from the head's store."""
+
     def __init__(
         self,
         db_path: str,
@@ -145,7 +204,7 @@ class SchedulerActor:
         self._placed = placed
         self._cache_dir = cache_dir
         self._stations: dict[str, Any] = {}
-        self._monitors: dict[str, Any] = {}
+        self._monitors: dict[str, Monitor] = {}
         self._me = ray.get_runtime_context().current_actor
         self.store = Store(db_path)
         self.core = Scheduler(
@@ -165,95 +224,126 @@ class SchedulerActor:
             ).remote(name, self._me, self._cache_dir, self._monitors, self._placed)
         return self._stations[name]
 
-    def _dispatch(self, station: str, payload: dict[str, Any]) -> Future:
+    def _dispatch(self, station: str, payload: TaskPayload) -> Future:
         return self._station(station).run_task.remote(payload).future()
 
-    def _health(self, station: str, board: dict[str, Any]) -> Future:
+    def _health(self, station: str, board: Board) -> Future:
         return self._station(station).check_board.remote(board).future()
 
     def _abort(self, station: str, task_ids: list[str]) -> None:
         self._station(station).abort.remote(task_ids)
 
-    # -- remote API -----------------------------------------------------------------
+    # -- the scheduler ----------------------------------------------------------------
 
     def submit(
         self,
-        job: dict[str, Any],
-        tasks: list[dict[str, Any]],
-        boards: list[dict[str, Any]],
-        monitors: list[dict[str, Any]],
+        job: Job,
+        tasks: list[PlannedTask],
+        boards: list[Board],
+        monitors: list[Monitor],
         source: str | None = None,
     ) -> str:
         missing = self._missing_stations(boards)
         if missing:
-            raise ValueError(
+            raise UserError(
                 "no Ray node serves station(s) "
                 + ", ".join(sorted(missing))
                 + ": start one with `farm station start --name NAME --address HEAD`"
             )
-        new = {m["name"]: m for m in monitors}
+        new = {m.name: m for m in monitors}
         self._monitors.update(new)
         for station in self._stations.values():
             station.set_monitors.remote(new)
         return self.core.submit(job, tasks, boards, source=source)
 
-    def _missing_stations(self, boards: list[dict[str, Any]]) -> set[str]:
+    def _missing_stations(self, boards: list[Board]) -> set[str]:
         if not self._placed:
             return set()
         have = ray.cluster_resources()
-        return {
-            b.get("station") or "head"
-            for b in boards
-            if station_resource(b.get("station") or "head") not in have
-        }
+        stations = {b.station or "head" for b in boards}
+        return {s for s in stations if station_resource(s) not in have}
 
     def cancel(self, job_id: str) -> None:
         self.core.cancel(job_id)
 
-    def report(self, task_id: str, state: str, at: float, detail: str | None = None) -> None:
-        self.core.report(task_id, state, at, detail)
+    def running(self, task_id: str, attempt: int, at: float) -> None:
+        self.core.running(task_id, attempt, at)
 
-    def progress(self, job_id: str) -> dict[str, Any]:
+    def progress(self, job_id: str):
         return self.core.progress(job_id)
 
-    def check_board(self, board: dict[str, Any]) -> dict[str, Any]:
-        return ray.get(self._station(board.get("station") or "head").check_board.remote(board))
+    def check_board(self, board: Board) -> BoardCheck:
+        return wait(
+            self._station(board.station or "head").check_board.remote(board),
+            f"station for {board.name}",
+        )
 
-    def store_call(self, method: str, *args: Any) -> Any:
-        """Read the head's store from a client (``farm results --address ...``)."""
-        if method.startswith("_") or method not in _READ_METHODS:
-            raise ValueError(f"not a read method: {method}")
-        return getattr(self.store, method)(*args)
+    def ping(self) -> HeadInfo:
+        return HeadInfo(address=None, db=str(self.store.path), running=sorted(self.core.jobs))
 
-    def ping(self) -> dict[str, Any]:
-        running = sorted(self.core.jobs)
-        return {"db": str(self.store.path), "jobs_running": len(running), "running": running}
+    def nodes(self) -> list[dict[str, Any]]:
+        """The cluster's live nodes with the stations they serve."""
+        return [
+            {
+                "address": n["NodeManagerAddress"],
+                "id": n["NodeID"],
+                "stations": sorted(
+                    k.split(":", 1)[1] for k in n["Resources"] if k.startswith("station:")
+                ),
+            }
+            for n in ray.nodes()
+            if n.get("Alive")
+        ]
 
+    # -- the store's read API, from the head's store ----------------------------------
 
-_READ_METHODS = frozenset(
-    {
-        "job",
-        "jobs",
-        "counts",
-        "tasks",
-        "task",
-        "events",
-        "logs",
-        "results",
-        "layers",
-        "markers",
-        "board_health",
-    }
-)
+    def job(self, job_id):
+        return self.store.job(job_id)
 
+    def jobs(self, **kwargs):
+        return self.store.jobs(**kwargs)
 
-class RemoteStore:
-    """The store's read methods, answered by the head's scheduler actor."""
+    def counts(self, job_id):
+        return self.store.counts(job_id)
 
-    def __init__(self, actor: Any):
-        self._actor = actor
+    def tasks(self, job_id, states=None):
+        return self.store.tasks(job_id, states)
 
-    def __getattr__(self, method: str) -> Any:
-        if method not in _READ_METHODS:
-            raise AttributeError(method)
-        return lambda *args: ray.get(self._actor.store_call.remote(method, *args))
+    def task(self, task_id):
+        return self.store.task(task_id)
+
+    def events(self, task_id):
+        return self.store.events(task_id)
+
+    def logs(self, task_id):
+        return self.store.logs(task_id)
+
+    def cells(self, job_id):
+        return self.store.cells(job_id)
+
+    def latest_cells(self):
+        return self.store.latest_cells()
+
+    def match_cells(self, job_a, job_b):
+        return self.store.match_cells(job_a, job_b)
+
+    def layers(self, task_id):
+        return self.store.layers(task_id)
+
+    def markers(self, task_id):
+        return self.store.markers(task_id)
+
+    def trace(self, task_id):
+        return self.store.trace(task_id)
+
+    def board_health(self):
+        return self.store.board_health()
+
+    def jobs_by_state(self):
+        return self.store.jobs_by_state()
+
+    def queue_depth(self):
+        return self.store.queue_depth()
+
+    def unfinished_jobs(self):
+        return self.store.unfinished_jobs()

@@ -49,6 +49,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from farm.errors import UserError
 from farm.procs import descendants, started
 
@@ -57,6 +59,15 @@ MARKER_ENV = "FARM_RAY_NODE"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """A head: its address, its store and the jobs it is running."""
+
+    address: str | None
+    db: str
+    running: list[str]
 
 
 # -- where things are -------------------------------------------------------------
@@ -79,6 +90,7 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel says is free right now on ``host``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1" if host == "localhost" else host, 0))
         return s.getsockname()[1]
@@ -132,7 +144,7 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
         return False
 
 
-# -- clients ----------------------------------------------------------------------------
+# -- joining Ray as a driver ----------------------------------------------------------------------------
 
 
 def init_embedded() -> None:
@@ -154,16 +166,6 @@ def init_embedded() -> None:
         )
 
 
-def embedded_scheduler(db: Path, *, cache_dir: str, **options: Any) -> Any:
-    """A private scheduler actor for this process's job (the embedded default)."""
-    from farm.scheduler.actors import SchedulerActor
-
-    init_embedded()
-    return SchedulerActor.remote(
-        str(db), placed=False, resume=False, cache_dir=cache_dir, options=options or None
-    )
-
-
 def connect(address: str) -> None:
     """Join this process to the Ray cluster at ``address`` as a driver (once)."""
     _prepare_client(address)
@@ -181,21 +183,6 @@ def connect(address: str) -> None:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError) as exc:
         raise UserError(f"cannot reach a Ray head at {address}: {exc}") from exc
-
-
-def attach(address: str) -> Any:
-    """The named scheduler of a running head."""
-    connect(address)
-    import ray
-
-    from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME
-
-    try:
-        return ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
-    except ValueError as exc:
-        raise UserError(
-            f"no farm scheduler on the Ray cluster at {address}: run `farm head start` there"
-        ) from exc
 
 
 # -- node records ---------------------------------------------------------------------
@@ -253,17 +240,17 @@ def node_pids(marker: str) -> list[int]:
     their descendants: Ray's dashboard and runtime-env agents retitle themselves,
     which overwrites the environment block ``/proc`` shows, so only their parent
     (the raylet) says they belong to the node."""
-    needle = f"{MARKER_ENV}={marker}".encode()
     pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
             continue
         try:
-            environ = (entry / "environ").read_bytes()  # empty for a zombie
-        except OSError:  # gone meanwhile, or another user's process
-            continue
-        if needle in environ.split(b"\0"):
-            pids.append(int(entry.name))
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get(MARKER_ENV) == marker:
+                pids.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue  # gone meanwhile, or another user's process
     below = [p for p in descendants(*pids) if p != os.getpid() and started(p) is not None]
     return sorted({*pids, *below})
 
@@ -374,7 +361,7 @@ def start_head(
     host: str = "127.0.0.1",
     station: str = "head",
     cache_dir: str | Path = "~/.cache/farm/station",
-) -> dict[str, Any]:
+) -> HeadInfo:
     """``ray start --head`` plus the detached scheduler that owns ``db`` (and resumes
     its unfinished jobs). Listens on ``host`` only; the head lives on after this returns."""
     address = f"{host}:{port}"
@@ -399,11 +386,9 @@ def start_head(
         raise
 
 
-def _create_scheduler(address: str, db: Path, station: str, cache_dir: str) -> dict[str, Any]:
+def _create_scheduler(address: str, db: Path, station: str, cache_dir: str) -> HeadInfo:
     connect(address)
-    import ray
-
-    from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME, SchedulerActor
+    from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME, SchedulerActor, wait
 
     scheduler = SchedulerActor.options(
         name=SCHEDULER_NAME,
@@ -412,11 +397,12 @@ def _create_scheduler(address: str, db: Path, station: str, cache_dir: str) -> d
         get_if_exists=True,
         resources={f"station:{station}": 0.001},
     ).remote(str(db), placed=True, resume=True, cache_dir=cache_dir)
-    try:
-        info = ray.get(scheduler.ping.remote(), timeout=START_TIMEOUT_S)
-    except ray.exceptions.RayError as exc:
-        raise UserError(f"the farm scheduler did not start on {address}: {exc}") from exc
-    return {"address": address, **info}
+    info = wait(
+        scheduler.ping.remote(),
+        f"the farm scheduler did not start on {address}",
+        timeout=START_TIMEOUT_S,
+    )
+    return HeadInfo(address=address, db=info.db, running=info.running)
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -8,11 +8,11 @@ One loop thread owns every decision; futures complete into a queue the loop
 drains, so no lock guards the scheduling state. The store is written on every
 state change, which is what lets a restarted head resume.
 
-How a task moves::
-
-    queued ──► deploying ──► running ──► done | does-not-fit
-       ▲            │            │
-       └── retry ◄──┴────────────┴──► failed    (and cancelled from anywhere)
+A task moves along the graph in ``farm.states``; every move goes through the
+store's writer, which refuses an illegal one. The station tells the scheduler
+when the engine started (``running``, with the attempt it belongs to), and the
+outcome repeats it (``Outcome.running_at``) so a late or lost report cannot leave
+a task that finished without having run.
 
 Each board runs one measurement at a time (``busy``). A task waits in the queue
 of its board, ordered by (-priority, job order, index). On a retryable transport
@@ -24,6 +24,10 @@ that health check, within the job's deadline (``deadline_s`` from submission):
 one bad spell — a timeout on a busy board — is not proof that a board is broken.
 Past the deadline it fails with a message that says so; at once when its boards
 were refused for what only a person can mend (a changed host key).
+
+At hundreds of tasks a second, the loop writes each round's changes in one
+transaction (``Store.batch``) and answers ``progress`` from the counts it keeps,
+never by counting a job's tasks in the store.
 """
 
 from __future__ import annotations
@@ -40,17 +44,47 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from farm.store import JobState, Store, TaskState, new_job_id
+from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
+from farm.spec import Board, Job, PlannedTask
+from farm.states import BoardHealth, JobState, TaskState
+from farm.store import Event, JobEvent, JobProgress, Store, TaskEvent, new_job_id
 
 log = logging.getLogger(__name__)
 
-Dispatch = Callable[[str, dict[str, Any]], "Future[dict[str, Any]]"]
-"""``dispatch(station, payload) -> Future[outcome]``: run one task on a station."""
+Dispatch = Callable[[str, TaskPayload], "Future[Outcome]"]
+"""``dispatch(station, payload) -> Future[Outcome]``: run one task on a station."""
+
+HealthCheck = Callable[[str, Board], "Future[BoardCheck]"]
+"""``health_check(station, board) -> Future[BoardCheck]``: is a quarantined board back?"""
+
+
+@dataclass(frozen=True)
+class JobPolicy:
+    """What the scheduler reads of a job: its order and how it retries and runs."""
+
+    priority: int = 0
+    retries: int = 2
+    migrate: bool = True
+    isolation: str = "warm"
+    deadline_s: float = 3600.0  # tasks waiting for a quarantined board fail after it
+
+    @classmethod
+    def of(cls, spec: dict[str, Any]) -> JobPolicy:
+        """From a job as stored (``Job`` dumped to JSON): what a resumed job runs by."""
+        defaults = cls()
+        return cls(
+            priority=spec.get("priority", defaults.priority),
+            retries=spec.get("retries", defaults.retries),
+            migrate=spec.get("migrate", defaults.migrate),
+            isolation=spec.get("isolation", defaults.isolation),
+            deadline_s=spec.get("deadline_s", defaults.deadline_s),
+        )
 
 
 @dataclass
 class BoardState:
-    spec: dict[str, Any]
+    name: str
+    spec: Board | None = None  # None: known from its stored health only
     healthy: bool = True
     refused: bool = False  # quarantined for a reason no wait can cure (a changed host key)
     busy: str | None = None  # task id running on it
@@ -60,7 +94,7 @@ class BoardState:
 
     @property
     def station(self) -> str:
-        return self.spec.get("station") or "head"
+        return (self.spec.station if self.spec else None) or "head"
 
 
 @dataclass
@@ -69,32 +103,32 @@ class TaskRun:
 
     id: str
     job_id: str
-    spec: dict[str, Any]
+    spec: PlannedTask
     board: str
-    candidates: list[str]
     priority: int
     job_seq: int
     attempts: int = 0
+    running: bool = False  # the current attempt reached the engine
     ready_at: float = 0.0
-    state: str = TaskState.QUEUED.value
+    state: TaskState = TaskState.QUEUED
 
     def sort_key(self) -> tuple[int, int, int, str]:
-        return (-self.priority, self.job_seq, self.spec["index"], self.id)
+        return (-self.priority, self.job_seq, self.spec.index, self.id)
 
 
 @dataclass
 class JobRun:
     id: str
-    spec: dict[str, Any]
+    policy: JobPolicy
     seq: int
     remaining: set[str]
-    deadline: float = float("inf")  # tasks waiting for a quarantined board fail after it
+    deadline: float = float("inf")
     cancelled: bool = False
-    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    counts: collections.Counter[TaskState] = field(default_factory=collections.Counter)
 
 
 class Scheduler:
-    """Owns the queue. Thread-safe entry points: ``submit``, ``cancel``, ``report``,
+    """Owns the queue. Thread-safe entry points: ``submit``, ``cancel``, ``running``,
     ``progress``; everything else runs on the loop thread."""
 
     def __init__(
@@ -105,7 +139,7 @@ class Scheduler:
         quarantine_after: int = 3,
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
-        health_check: Callable[[str, dict[str, Any]], Future[dict[str, Any]]] | None = None,
+        health_check: HealthCheck | None = None,
         health_interval_s: float = 30.0,
         abort: Callable[[str, list[str]], object] | None = None,
         resume: bool = True,
@@ -123,21 +157,20 @@ class Scheduler:
         self.tasks: dict[str, TaskRun] = {}
         self._delayed: list[tuple[float, str]] = []  # (ready_at, task id)
         self._waiting: set[str] = set()  # tasks whose every candidate board is quarantined
+        self._progress: dict[str, JobProgress] = {}  # running jobs, published each round
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._job_seq = itertools.count()
         self._stop = threading.Event()
         self._last_health = 0.0
         self._health_pending: set[str] = set()
-        # what `progress` answers for running jobs, published by the loop after each round:
-        # counting a job's tasks in the store takes ~0.1 s at 100,000 tasks, under its lock
-        self._progress: dict[str, dict[str, Any]] = {}
         for name, row in store.board_health().items():
             self.boards[name] = BoardState(
-                spec={"name": name},
-                healthy=row["state"] == "healthy",
-                failures=row["failures"],
-                last_error=row["last_error"],
+                name=name,
+                healthy=row.state is BoardHealth.HEALTHY,
+                failures=row.failures,
+                last_error=row.last_error,
             )
+        self._unsubscribe = store.subscribe(_log_event)
         if resume:
             self._resume()
         self._thread = threading.Thread(target=self._loop, name="farm-scheduler", daemon=True)
@@ -147,47 +180,37 @@ class Scheduler:
 
     def submit(
         self,
-        job: dict[str, Any],
-        tasks: list[dict[str, Any]],
-        boards: list[dict[str, Any]],
+        job: Job,
+        tasks: list[PlannedTask],
+        boards: list[Board],
         *,
         source: str | None = None,
     ) -> str:
-        """Persist the job, queue its tasks, and return the job id.
-
-        ``tasks`` are expanded TaskSpecs as dicts, each with ``candidates``: the
-        boards of its target that have its processor (migration targets)."""
-        job_id = new_job_id(job["name"])
-        # a target's candidate list is stored once per job, not once per task: a sweep
-        # over a thousand boards would otherwise repeat a thousand names in every task
-        groups: dict[tuple[str, ...], int] = {}
-        slim = []
-        for task in tasks:
-            members = tuple(task.get("candidates") or [task["board"]])
-            slim.append({**task, "candidates": groups.setdefault(members, len(groups))})
-        # kept so a restarted head knows the boards
-        job = {**job, "_boards": boards, "_candidates": [list(g) for g in groups]}
+        """Persist the job with the boards it was planned on, queue its tasks, and
+        return the job id."""
+        job_id = new_job_id(job.name)
         self.store.add_job(
-            job_id, job["name"], job, slim, priority=job.get("priority", 0), source=source
+            job_id,
+            job.name,
+            job.model_dump(mode="json"),
+            tasks,
+            boards=[b.model_dump(mode="json") for b in boards],
+            priority=job.priority,
+            source=source,
         )
-        self._inbox.put(("submit", (job_id, job, boards)))
+        self._inbox.put(("submit", (job_id, JobPolicy.of(job.model_dump(mode="json")), boards)))
         return job_id
 
     def cancel(self, job_id: str) -> None:
         self._inbox.put(("cancel", job_id))
 
-    def report(self, task_id: str, state: str, at: float, detail: str | None = None) -> None:
-        """A station says a task moved on (``running``)."""
-        self._inbox.put(("report", (task_id, state, at, detail)))
+    def running(self, task_id: str, attempt: int, at: float) -> None:
+        """A station says the engine started on attempt ``attempt`` of a task."""
+        self._inbox.put(("running", (task_id, attempt, at)))
 
-    def progress(self, job_id: str) -> dict[str, Any]:
+    def progress(self, job_id: str) -> JobProgress | None:
         published = self._progress.get(job_id)
-        if published is not None:
-            return published
-        job = self.store.job(job_id)
-        if job is None:
-            raise KeyError(job_id)
-        return {"job": job_id, "state": job["state"], "counts": self.store.counts(job_id)}
+        return published if published is not None else self.store.progress(job_id)
 
     def idle(self) -> bool:
         return not self.jobs and self._inbox.empty()
@@ -196,6 +219,7 @@ class Scheduler:
         self._stop.set()
         self._inbox.put(("wake", None))
         self._thread.join(timeout=10)
+        self._unsubscribe()
 
     # -- loop ---------------------------------------------------------------------
 
@@ -206,9 +230,7 @@ class Scheduler:
                 kind, payload = self._inbox.get(timeout=timeout)
             except queue.Empty:
                 kind, payload = "wake", None
-            # one round, one transaction: at hundreds of tasks a second, a commit per
-            # state change would be most of the scheduler's time
-            with self.store.batch():
+            with self.store.batch():  # one round, one transaction
                 self._round(kind, payload)
 
     def _round(self, kind: str, payload: Any) -> None:
@@ -227,30 +249,25 @@ class Scheduler:
         except Exception:  # the loop must survive a bad event; say so loudly
             log.exception("scheduler loop error while handling %s", kind)
         self._progress = {
-            job.id: {"job": job.id, "state": JobState.RUNNING.value,
-                     "counts": {k: n for k, n in job.counts.items() if n}}
+            job.id: JobProgress(
+                job.id, JobState.RUNNING, {s: n for s, n in job.counts.items() if n}
+            )
             for job in self.jobs.values()
-        }  # fmt: skip
+        }
 
     def _next_wakeup(self) -> float:
         wake = 1.0
         if self._delayed:
             wake = min(wake, max(0.0, self._delayed[0][0] - time.time()))
-        return wake  # waiting tasks' deadlines are checked at least once a second
+        return wake
 
     def _handle(self, kind: str, payload: Any) -> None:
         if kind == "submit":
             self._on_submit(*payload)
         elif kind == "done":
             self._on_outcome(*payload)
-        elif kind == "report":
-            task_id, state, at, detail = payload
-            run = self.tasks.get(task_id)
-            if run is not None:
-                self.store.transition(
-                    task_id, TaskState(state), board=run.board, at=at, detail=detail
-                )
-                self._moved(run, TaskState(state))
+        elif kind == "running":
+            self._on_running(*payload)
         elif kind == "cancel":
             self._on_cancel(payload)
         elif kind == "health":
@@ -258,29 +275,30 @@ class Scheduler:
 
     # -- submit / resume ----------------------------------------------------------
 
-    def _learn_boards(self, boards: list[dict[str, Any]]) -> None:
+    def _learn_boards(self, boards: list[Board]) -> None:
         for spec in boards:
-            state = self.boards.get(spec["name"])
+            state = self.boards.get(spec.name)
             if state is None:
-                self.boards[spec["name"]] = BoardState(spec=spec)
+                self.boards[spec.name] = BoardState(name=spec.name, spec=spec)
             else:
                 state.spec = spec
 
-    def _on_submit(self, job_id: str, job: dict[str, Any], boards: list[dict[str, Any]]) -> None:
+    def _on_submit(self, job_id: str, policy: JobPolicy, boards: list[Board]) -> None:
         self._learn_boards(boards)
-        record = self.store.job(job_id) or {}
+        record = self.store.job(job_id)
         run = JobRun(
             id=job_id,
-            spec=job,
+            policy=policy,
             seq=next(self._job_seq),
             remaining=set(),
-            deadline=(record.get("created") or time.time()) + float(job.get("deadline_s", 3600)),
+            deadline=(record.created if record else time.time()) + policy.deadline_s,
             counts=collections.Counter(self.store.counts(job_id)),
         )
         self.jobs[job_id] = run
-        self.store.set_job_state(job_id, JobState.RUNNING)
-        for task in self.store.tasks(job_id, states=[TaskState.QUEUED.value]):
-            self._enqueue_new(run, task)
+        if record is not None and record.state is JobState.QUEUED:
+            self.store.set_job_state(job_id, JobState.RUNNING)
+        for task in self.store.tasks(job_id, states=[TaskState.QUEUED]):
+            self._enqueue_new(run, task.id, task.planned(), task.board, task.attempts)
         self._maybe_finish_job(job_id)
 
     def _resume(self) -> None:
@@ -292,20 +310,20 @@ class Scheduler:
             n = self.store.requeue_in_flight([job_id])
             if n:
                 log.info("%s: requeued %d in-flight tasks after restart", job_id, n)
-            boards = job["spec"].get("_boards", [])
-            self._on_submit(job_id, job["spec"], boards)
+            boards = [Board.model_validate(b, strict=False) for b in job.boards]
+            self._on_submit(job_id, JobPolicy.of(job.spec), boards)
 
-    def _enqueue_new(self, job: JobRun, task: dict[str, Any]) -> None:
-        spec = task["spec"]
+    def _enqueue_new(
+        self, job: JobRun, task_id: str, spec: PlannedTask, board: str, attempts: int
+    ) -> None:
         run = TaskRun(
-            id=task["id"],
+            id=task_id,
             job_id=job.id,
             spec=spec,
-            board=task["board"],
-            candidates=_candidates(job.spec, spec) or [task["board"]],
-            priority=job.spec.get("priority", 0),
+            board=board,
+            priority=job.policy.priority,
             job_seq=job.seq,
-            attempts=task["attempts"],
+            attempts=attempts,
         )
         self.tasks[run.id] = run
         job.remaining.add(run.id)
@@ -315,13 +333,13 @@ class Scheduler:
 
     def _usable(self, name: str) -> bool:
         board = self.boards.get(name)
-        return board is not None and board.healthy
+        return board is not None and board.healthy and board.spec is not None
 
     def _place(self, run: TaskRun) -> None:
         """Put a queued task in the queue of a usable board, or let it wait for one."""
         if not self._usable(run.board):
-            movable = self.jobs[run.job_id].spec.get("migrate", True)
-            options = [b for b in run.candidates if self._usable(b)] if movable else []
+            movable = self.jobs[run.job_id].policy.migrate
+            options = [b for b in run.spec.candidates if self._usable(b)] if movable else []
             if not options:
                 self._wait_for_board(run, movable)
                 return
@@ -332,18 +350,17 @@ class Scheduler:
     def _wait_for_board(self, run: TaskRun, movable: bool) -> None:
         """Every board the task may use is quarantined (or unknown): wait for a health
         check to bring one back until the job's deadline, then fail saying why."""
-        boards = run.candidates if movable else [run.board]
+        boards = run.spec.candidates if movable else [run.board]
         known = [b for b in boards if b in self.boards]
         hopeful = [b for b in known if not self.boards[b].refused]
         job = self.jobs[run.job_id]
         if hopeful and time.time() < job.deadline:
             if run.id not in self._waiting:
                 self._waiting.add(run.id)
-                left = job.deadline - time.time()
                 self.store.log(
                     run.id,
-                    f"waiting up to {left:.0f} s (the job's deadline) for a health check to"
-                    f" bring back {', '.join(hopeful)} (quarantined)",
+                    f"waiting up to {job.deadline - time.time():.0f} s (the job's deadline) for"
+                    f" a health check to bring back {', '.join(hopeful)} (quarantined)",
                     time.time(),
                 )
             return
@@ -353,8 +370,10 @@ class Scheduler:
             why += ", still at the job's deadline"
         elif known:
             why += f" ({self.boards[known[0]].last_error})"
-        self._finish_without_result(
-            run, TaskState.FAILED, f"no healthy board for this task: {', '.join(boards)} {why}"
+        self._finish(
+            run,
+            TaskState.FAILED,
+            error=f"no healthy board for this task: {', '.join(boards)} {why}",
         )
 
     def _expire_waiting(self) -> None:
@@ -370,7 +389,7 @@ class Scheduler:
         """``board`` is back: the tasks that were waiting for it go to a queue."""
         for task_id in list(self._waiting):
             run = self.tasks.get(task_id)
-            if run is not None and board in (*run.candidates, run.board):
+            if run is not None and board in (*run.spec.candidates, run.board):
                 self._place(run)
 
     def _dispatch_ready(self) -> None:
@@ -383,65 +402,75 @@ class Scheduler:
                 self._start(run, board)
 
     def _start(self, run: TaskRun, board: BoardState) -> None:
+        if board.spec is None:  # not reachable: _place() only queues on usable boards
+            raise RuntimeError(f"{board.name}: queued on a board without a spec")
         board.busy = run.id
         run.attempts += 1
-        self.store.transition(
-            run.id, TaskState.DEPLOYING, board=board.spec["name"], attempts=run.attempts
-        )
+        run.running = False
+        self.store.transition(run.id, TaskState.DEPLOYING, board=board.name, attempt=run.attempts)
         self._moved(run, TaskState.DEPLOYING)
-        payload = {
-            "task_id": run.id,
-            "job_id": run.job_id,
-            "task": run.spec,
-            "board": board.spec,
-            "attempt": run.attempts,
-            "isolation": self.jobs[run.job_id].spec.get("isolation", "warm"),
-        }
+        payload = TaskPayload(
+            task_id=run.id,
+            job_id=run.job_id,
+            task=run.spec,
+            board=board.spec,
+            attempt=run.attempts,
+            isolation=self.jobs[run.job_id].policy.isolation,  # type: ignore[arg-type]
+        )
         try:
             future = self._dispatch(board.station, payload)
         except Exception as exc:  # the station itself could not be reached
-            self._on_outcome(run.id, _failure(exc))
+            self._on_outcome(run.id, run.attempts, Outcome.lost(exc))
             return
-        future.add_done_callback(lambda f, tid=run.id: self._inbox.put(("done", (tid, _result(f)))))
+        future.add_done_callback(
+            lambda f, tid=run.id, n=run.attempts: self._inbox.put(("done", (tid, n, _result(f))))
+        )
+
+    def _on_running(self, task_id: str, attempt: int, at: float) -> None:
+        run = self.tasks.get(task_id)
+        if run is None or run.attempts != attempt or run.running:
+            return  # a late report of an attempt already over
+        run.running = True
+        self.store.transition(task_id, TaskState.RUNNING, at=at)
+        self._moved(run, TaskState.RUNNING)
 
     # -- outcomes -----------------------------------------------------------------
 
-    def _on_outcome(self, task_id: str, outcome: dict[str, Any]) -> None:
+    def _on_outcome(self, task_id: str, attempt: int, outcome: Outcome) -> None:
         run = self.tasks.get(task_id)
-        if run is None:
+        if run is None or run.attempts != attempt:
             return
         board = self.boards[run.board]
         if board.busy == task_id:
             board.busy = None
-        logs = [tuple(x) for x in outcome.get("logs", [])]
+        if outcome.running_at is not None:
+            self._on_running(task_id, attempt, outcome.running_at)
         job = self.jobs[run.job_id]
-        state = TaskState(outcome["state"])
         if job.cancelled:
-            self._finish(run, TaskState.CANCELLED, outcome.get("result"), "cancelled", logs)
+            self._finish(run, TaskState.CANCELLED, outcome, error="cancelled")
             return
-        if state in (TaskState.DONE, TaskState.DOES_NOT_FIT):
+        if outcome.state.has_result():
             self._board_ok(board)
-            self._finish(run, state, outcome.get("result"), None, logs, outcome.get("trace"))
+            self._finish(run, outcome.state, outcome)
             return
-        error = outcome.get("error") or "unknown error"
-        if outcome.get("board_fault"):
-            self._board_failed(board, error, now=bool(outcome.get("quarantine")))
-        retries = job.spec.get("retries", 2)
-        if outcome.get("retryable") and run.attempts <= retries:
+        error = outcome.error or "unknown error"
+        if outcome.board_fault:
+            self._board_failed(board, error, now=outcome.quarantine)
+        if outcome.retryable and run.attempts <= job.policy.retries:
             delay = min(self.backoff_max_s, self.backoff_s * 2 ** (run.attempts - 1))
             detail = f"attempt {run.attempts} failed: {error}; retry in {delay:.1f}s"
             self.store.transition(run.id, TaskState.QUEUED, board=run.board, detail=detail)
             self._moved(run, TaskState.QUEUED)
-            for at, line in logs:
+            for at, line in outcome.logs:
                 self.store.log(run.id, line, at)
-            if job.spec.get("migrate", True):
-                others = [b for b in run.candidates if b != run.board and self._usable(b)]
+            if job.policy.migrate:
+                others = [b for b in run.spec.candidates if b != run.board and self._usable(b)]
                 if others:
                     run.board = min(others, key=lambda b: len(self.boards[b].queue))
             run.ready_at = time.time() + delay
             heapq.heappush(self._delayed, (run.ready_at, run.id))
             return
-        self._finish(run, TaskState.FAILED, outcome.get("result"), error, logs)
+        self._finish(run, TaskState.FAILED, outcome, error=error)
 
     def _release_delayed(self) -> None:
         now = time.time()
@@ -451,15 +480,25 @@ class Scheduler:
             if run is not None:
                 self._place(run)
 
-    def _finish(self, run, state, result, error, logs, trace=None) -> None:
+    def _finish(
+        self,
+        run: TaskRun,
+        state: TaskState,
+        outcome: Outcome | None = None,
+        *,
+        error: str | None = None,
+    ) -> None:
+        kept = outcome or Outcome(state)
         self.store.finish(
-            run.id, state, board=run.board, result=result, error=error, logs=logs, trace=trace
+            run.id,
+            state,
+            board=run.board,
+            result=kept.result,
+            markers=kept.markers,
+            error=error,
+            logs=kept.logs,
+            trace=kept.trace if state is TaskState.DONE else None,
         )
-        self._moved(run, state)
-        self._forget(run)
-
-    def _finish_without_result(self, run: TaskRun, state: TaskState, error: str) -> None:
-        self.store.finish(run.id, state, board=run.board, error=error)
         self._moved(run, state)
         self._forget(run)
 
@@ -468,8 +507,8 @@ class Scheduler:
         job = self.jobs.get(run.job_id)
         if job is not None:
             job.counts[run.state] -= 1
-            job.counts[state.value] += 1
-        run.state = state.value
+            job.counts[state] += 1
+        run.state = state
 
     def _forget(self, run: TaskRun) -> None:
         self.tasks.pop(run.id, None)
@@ -486,7 +525,7 @@ class Scheduler:
         counts = self.store.counts(job_id)
         if job.cancelled:
             state = JobState.CANCELLED
-        elif counts.get(TaskState.FAILED.value) or counts.get(TaskState.CANCELLED.value):
+        elif counts.get(TaskState.FAILED) or counts.get(TaskState.CANCELLED):
             state = JobState.FAILED
         else:
             state = JobState.DONE
@@ -503,11 +542,11 @@ class Scheduler:
             run = self.tasks[task_id]
             board = self.boards[run.board]
             if board.busy != task_id:  # queued: cancel now
-                self._finish_without_result(run, TaskState.CANCELLED, "cancelled")
+                self._finish(run, TaskState.CANCELLED, error="cancelled")
             else:
                 running.setdefault(board.station, []).append(task_id)
-        # in-flight tasks finish as cancelled when their outcome arrives: sooner when their
-        # station stops their engines
+        # in-flight tasks finish as cancelled when their outcome arrives: at once when
+        # their station stops their engines
         for station, task_ids in running.items():
             if self._abort is not None:
                 self._abort(station, task_ids)
@@ -519,32 +558,31 @@ class Scheduler:
             board.failures = 0
             board.healthy = True
             board.refused = False
-            self.store.set_board_health(board.spec["name"], "healthy", 0, None)
-            self._wake_waiting(board.spec["name"])
+            self.store.set_board_health(board.name, BoardHealth.HEALTHY, 0, None)
+            self._wake_waiting(board.name)
 
     def _board_failed(self, board: BoardState, error: str, *, now: bool = False) -> None:
         board.failures += 1
         board.last_error = error
-        name = board.spec["name"]
         if board.healthy and (now or board.failures >= self.quarantine_after):
             board.healthy = False
             board.refused = now
             log.warning(
-                "%s quarantined after %d consecutive failures: %s", name, board.failures, error
-            )
-            self.store.set_board_health(name, "quarantined", board.failures, error)
+                "%s quarantined after %d consecutive failures: %s",
+                board.name, board.failures, error,
+            )  # fmt: skip
+            self.store.set_board_health(board.name, BoardHealth.QUARANTINED, board.failures, error)
             self._evacuate(board)
         else:
-            self.store.set_board_health(
-                name, "healthy" if board.healthy else "quarantined", board.failures, error
-            )
+            health = BoardHealth.HEALTHY if board.healthy else BoardHealth.QUARANTINED
+            self.store.set_board_health(board.name, health, board.failures, error)
 
     def _evacuate(self, board: BoardState) -> None:
         """Move the tasks queued on a board just quarantined (or let them wait)."""
         waiting, board.queue = board.queue, []
         for *_, task_id in waiting:
             run = self.tasks.get(task_id)
-            if run is not None and run.board == board.spec["name"]:
+            if run is not None and run.board == board.name:
                 self._place(run)
 
     def _maybe_health_check(self) -> None:
@@ -552,39 +590,41 @@ class Scheduler:
             return
         self._last_health = time.time()
         for name, board in self.boards.items():
-            if board.healthy or name in self._health_pending or "transport" not in board.spec:
+            if board.healthy or name in self._health_pending or board.spec is None:
                 continue
             self._health_pending.add(name)
             future = self._health_check(board.station, board.spec)
-            future.add_done_callback(lambda f, n=name: self._inbox.put(("health", (n, _result(f)))))
+            future.add_done_callback(
+                lambda f, n=name: self._inbox.put(("health", (n, _check(f, n))))
+            )
 
-    def _on_health(self, name: str, outcome: dict[str, Any]) -> None:
+    def _on_health(self, name: str, check: BoardCheck) -> None:
         self._health_pending.discard(name)
-        board = self.boards[name]
-        if outcome.get("ok"):
+        if check.ok:
             log.info("%s passed its health check: back in service", name)
-            self._board_ok(board)
+            self._board_ok(self.boards[name])
 
 
-def _candidates(job: dict[str, Any], task: dict[str, Any]) -> list[str] | None:
-    """A task's candidate boards: an index into its job's list of them."""
-    found = task.get("candidates")
-    return job["_candidates"][found] if isinstance(found, int) else found
+def _log_event(event: Event) -> None:
+    """The scheduler's own subscription: every move in the head's log."""
+    if isinstance(event, TaskEvent):
+        log.debug("%s: %s → %s (attempt %d)", event.task_id, event.from_state,
+                  event.to_state, event.attempt)  # fmt: skip
+    elif isinstance(event, JobEvent):
+        log.info("job %s: %s → %s", event.job_id, event.from_state, event.to_state)
+    else:
+        log.info("board %s: %s (%d failures)", event.board, event.to_state, event.failures)
 
 
-def _result(future: Future) -> dict[str, Any]:
+def _result(future: Future) -> Outcome:
     try:
         return future.result()
     except Exception as exc:
-        return _failure(exc)
+        return Outcome.lost(exc)
 
 
-def _failure(exc: BaseException) -> dict[str, Any]:
-    """A station call that raised (actor died, node lost): retry it elsewhere."""
-    return {
-        "state": TaskState.FAILED.value,
-        "error": f"station call failed: {type(exc).__name__}: {exc}",
-        "retryable": True,
-        "board_fault": False,
-        "ok": False,
-    }
+def _check(future: Future, board: str) -> BoardCheck:
+    try:
+        return future.result()
+    except Exception as exc:
+        return BoardCheck(board=board, error=f"{type(exc).__name__}: {exc}")

@@ -5,7 +5,9 @@ window. Around the engine's run the station makes clock exchanges with the
 board's engine (board clock ↔ host clock), so the energy step can map the
 engine's markers onto the monitor's trace; the engine's sync pulses then refine
 that mapping to about one sample. The analysis runs inside the monitor actor,
-next to the samples: only the report and the compressed trace travel.
+next to the samples: only the report and the compressed trace travel. The
+monitor is anything with ``start``, ``finish`` and ``abort`` (on Ray, the
+``RemoteMonitor`` of ``farm.scheduler.actors``); this module never imports Ray.
 """
 
 from __future__ import annotations
@@ -13,48 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import ray
-
-from farm.errors import FarmError, MonitorUnavailable
+from farm.errors import FarmError
 
 EXCHANGES = 8  # clock exchanges before and after the task; the min-RTT filter keeps the best
-
-
-class RemoteMonitor:
-    """A monitor actor seen from a station (blocking calls).
-
-    Ray wraps whatever the actor raised; a station must see farm's own errors
-    (a ``MonitorUnavailable`` that names the monitor, not a Ray traceback), so
-    every call goes through ``_get``.
-    """
-
-    def __init__(self, actor: Any, name: str = ""):
-        self._actor = actor
-        self.name = name
-
-    def start(self, board: str) -> dict[str, Any]:
-        return self._get(self._actor.call.remote("start", board))
-
-    def finish(self, board: str, markers: dict, exchanges: list) -> tuple[dict[str, Any], bytes]:
-        return self._get(self._actor.finish.remote(board, markers, exchanges))
-
-    def abort(self, board: str) -> None:
-        self._get(self._actor.call.remote("abort", board))
-
-    def _get(self, ref: Any) -> Any:
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause
-            if isinstance(cause, FarmError):
-                raise cause from None
-            raise FarmError(
-                f"power monitor {self.name!r}: {type(cause).__name__}: {cause}"
-            ) from cause
-        except ray.exceptions.RayActorError as exc:
-            raise MonitorUnavailable(
-                f"power monitor {self.name!r}: its actor is gone ({type(exc).__name__})"
-            ) from exc
 
 
 def measure_with_monitor(

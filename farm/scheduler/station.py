@@ -11,12 +11,17 @@ For one task the station:
    station gets the same sha256) — once per artifact, under a lock;
 2. deploys the engine zip and the artifact to the board's cache (skipped when
    the board already holds them, verified by sha256 when pushed);
-3. runs the engine — the board's warm engine (one long-lived process speaking
-   JSON lines) or a fresh process for ``isolation: process`` — with the task's
-   timeout, while the board's power monitor (if any) records;
-4. returns an *outcome*: the state, the result, the error and whether it is
-   worth retrying, and the task's log lines. Errors never escape as exceptions:
-   the scheduler decides what they mean.
+3. takes the board's lease (``farm.scheduler.lease``: a lock on the board
+   itself, so another farm pointed at the same board waits) and, holding it,
+   runs the engine — the board's warm engine (one long-lived process speaking
+   JSON lines, whose start-up, a torch import, has its own limit) or a fresh
+   process for ``isolation: process`` — with the task's timeout, while the
+   board's power monitor (if any) records;
+4. validates the engine's result (``farm.result.parse_engine_result``) and
+   returns an :class:`~farm.scheduler.messages.Outcome`: the state, the typed
+   result, the error and whether it is worth retrying (the transport error's
+   own ``retryable``), and the task's log lines. Errors never escape as
+   exceptions: the scheduler decides what to do about them.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 
 from farm import deploy
 from farm.errors import (
+    BoardBusy,
     BoardUnreachable,
     EngineError,
     FarmError,
@@ -39,15 +45,17 @@ from farm.errors import (
     TransportTimeout,
     without_board,
 )
+from farm.result import EngineResult, parse_engine_result
 from farm.scheduler.lease import LOCK_FILE, TTL_S, BoardLease, holder
-from farm.spec import Board
-from farm.store import TaskState
+from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
+from farm.spec import Board, PlannedTask
+from farm.states import TaskState
 from farm.transport import connect
 
 log = logging.getLogger(__name__)
 
-Reporter = Callable[[str, str, float, str | None], None]
-"""``report(task_id, state, at, detail)``: tell the scheduler a task moved on."""
+Running = Callable[[str, int, float], None]
+"""``running(task_id, attempt, at)``: tell the scheduler the engine started."""
 
 
 class _TaskLog:
@@ -89,13 +97,13 @@ class Station:
         name: str,
         *,
         cache_dir: str | Path = "~/.cache/farm/station",
-        report: Reporter | None = None,
+        running: Running | None = None,
         monitor: Callable[[str], Any] | None = None,
     ):
         self.name = name
         self.cache_dir = Path(cache_dir).expanduser()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._report = report or (lambda *a: None)
+        self._running = running or (lambda *a: None)
         self._monitor = monitor
         self._links: dict[str, _Link] = {}
         self._links_lock = threading.Lock()
@@ -105,58 +113,67 @@ class Station:
 
     # -- public ---------------------------------------------------------------------
 
-    def run_task(self, payload: dict[str, Any]) -> dict[str, Any]:
-        task_id = payload["task_id"]
-        task = payload["task"]
-        board = Board.model_validate(payload["board"])
+    def run_task(self, payload: TaskPayload) -> Outcome:
         tlog = _TaskLog()
-        tlog(f"station {self.name}: attempt {payload.get('attempt', 1)} on {board.name}")
+        board = payload.board
+        tlog(f"station {self.name}: attempt {payload.attempt} on {board.name}")
         link = self._link(board)
+        started: list[float] = []  # when the engine started, if it did
         with link.lock:
-            link.task = task_id
+            link.task = payload.task_id
             try:
-                result, trace = self._run(link, task_id, task, payload, tlog)
+                result, markers, trace = self._run(link, payload, tlog, started)
             except TransportError as exc:
                 link.drop()
                 tlog(f"transport error: {exc}")
-                # The task is not at fault: it may run on a sibling board. A host key
-                # that cannot be trusted takes its board out of service at once.
+                # The board failed, not the task. Whether the task may simply run
+                # again is the error's to say: a lost connection yes, a command that
+                # failed or a host key refused no. A host key that cannot be trusted
+                # takes its board out of service at once.
+                # A board busy with another farm's task is not at fault either.
                 return _outcome(
                     TaskState.FAILED,
                     tlog,
+                    started,
                     error=f"{type(exc).__name__}: {exc}",
-                    retryable=True,
-                    board_fault=True,
+                    retryable=exc.retryable,
+                    board_fault=not isinstance(exc, BoardBusy),
                     quarantine=isinstance(exc, HostKeyError),
                 )
             except EngineError as exc:
                 link.drop()
                 tlog(f"engine error: {exc}")
-                return _outcome(TaskState.FAILED, tlog, error=f"EngineError: {exc}")
+                return _outcome(
+                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
+                )
             except FarmError as exc:
                 tlog(f"error: {exc}")
-                return _outcome(TaskState.FAILED, tlog, error=f"{type(exc).__name__}: {exc}")
+                return _outcome(
+                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
+                )
             except Exception as exc:  # a bug or an unexpected library error: record it whole
-                log.exception("task %s failed unexpectedly", task_id)
+                log.exception("task %s failed unexpectedly", payload.task_id)
                 link.drop()
                 tlog(f"unexpected error: {exc!r}")
-                return _outcome(TaskState.FAILED, tlog, error=f"{type(exc).__name__}: {exc}")
+                return _outcome(
+                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
+                )
             finally:
                 link.task = None
-        status = result.get("status")
-        if status == "does_not_fit":
-            mem = result.get("memory") or {}
+        if result.status == "does_not_fit":
+            mem = result.memory
             tlog(
-                f"does not fit: needs {mem.get('required_mb', 0):.1f} MB,"
-                f" {mem.get('available_mb', 0):.1f} MB available"
+                f"does not fit: needs {mem.required_mb or 0:.1f} MB,"
+                f" {mem.available_mb or 0:.1f} MB available"
             )
-            return _outcome(TaskState.DOES_NOT_FIT, tlog, result=result)
-        if status != "ok":
-            tlog(f"engine reported: {result.get('error')}")
+            return _outcome(TaskState.DOES_NOT_FIT, tlog, started, result=result, markers=markers)
+        if result.status != "ok":
+            tlog(f"engine reported: {result.error}")
             return _outcome(
-                TaskState.FAILED, tlog, result=result, error=f"engine: {result.get('error')}"
-            )
-        return _outcome(TaskState.DONE, tlog, result=result, trace=trace)
+                TaskState.FAILED, tlog, started, result=result, markers=markers,
+                error=f"engine: {result.error}",
+            )  # fmt: skip
+        return _outcome(TaskState.DONE, tlog, started, result=result, markers=markers, trace=trace)
 
     def abort(self, task_ids: list[str]) -> int:
         """Stop the engines running ``task_ids`` now (their job was cancelled): each task's
@@ -170,27 +187,29 @@ class Station:
                 engine.kill()
         return len(links)
 
-    def check_board(self, board_spec: dict[str, Any]) -> dict[str, Any]:
+    def check_board(self, board: Board) -> BoardCheck:
         """Reachability, host key, versions, free disk and memory, engine deployed."""
-        board = Board.model_validate(board_spec)
         link = self._link(board)
-        report: dict[str, Any] = {"board": board.name, "ok": False}
         with link.lock:
             try:
                 transport = self._transport(link)
-                report["reachable"] = True
-                report["host_key"] = "ok"
                 engine = self._engine_zip()
-                report["engine_deployed"] = deploy.is_present(transport, board, [engine])
-                report.update(deploy.probe(transport, board))
-                report["ok"] = True
+                return BoardCheck(
+                    board=board.name,
+                    ok=True,
+                    reachable=True,
+                    host_key="ok",
+                    engine_deployed=deploy.is_present(transport, board, [engine]),
+                    probe=deploy.probe(transport, board),
+                )
             except HostKeyError as exc:
                 link.drop()
-                report.update(reachable=True, host_key="refused", error=without_board(exc))
+                return BoardCheck(
+                    board.name, reachable=True, host_key="refused", error=without_board(exc)
+                )
             except TransportError as exc:
                 link.drop()
-                report.update(reachable=False, error=without_board(exc))
-        return report
+                return BoardCheck(board.name, reachable=False, error=without_board(exc))
 
     def close(self) -> None:
         with self._links_lock:
@@ -199,52 +218,53 @@ class Station:
 
     # -- the steps ------------------------------------------------------------------
 
-    def _run(self, link, task_id, task, payload, tlog) -> tuple[dict[str, Any], bytes | None]:
-        board = link.board
+    def _run(
+        self, link: _Link, payload: TaskPayload, tlog: _TaskLog, started: list[float]
+    ) -> tuple[EngineResult, dict | None, bytes | None]:
+        board, task = link.board, payload.task
         transport = self._transport(link)
         engine = self._engine_zip()
         artifact = self._artifact(task)
-        started = time.time()
+        began = time.time()
         pushed = self._deploy(link, transport, [engine, Path(artifact.path)])
         if pushed:
-            tlog(f"deployed {', '.join(pushed)} in {time.time() - started:.2f}s")
-        request = self._request(link, task, artifact, task_id)
+            tlog(f"deployed {', '.join(pushed)} in {time.time() - began:.2f}s")
+        request = self._request(link, task, artifact, payload.task_id)
         monitor = self._monitor(board.power.monitor) if board.power and self._monitor else None
-        measure = task.get("measure", {})
-        timeout = float(measure.get("timeout_s", 900))
-        startup = float(measure.get("startup_timeout_s") or board.startup_timeout_s)
-        if payload.get("isolation") == "process":
+        timeout = float(task.measure.timeout_s)
+        startup = float(task.measure.startup_timeout_s or board.startup_timeout_s)
+        if payload.isolation == "process":
             # a fresh process pays the start-up (a torch import) inside its own run
             runner = lambda: self._run_process(link, transport, engine, request, startup + timeout)  # noqa: E731
         else:
             runner = lambda: self._run_warm(link, transport, engine, request, timeout)  # noqa: E731
-        lease = BoardLease(
+        with BoardLease(
             *self._leaser(link, transport, engine, startup),
+            who=holder(payload.task_id, payload.job_id),
             board=board.name,
             wait_s=timeout,
             log=tlog,
-            who=holder(task_id, payload.get("job_id")),
-        )
-        with lease:
-            self._report(task_id, TaskState.RUNNING.value, time.time(), None)
-            if payload.get("isolation") != "process":
+        ):
+            started.append(time.time())
+            self._running(payload.task_id, payload.attempt, started[0])
+            if payload.isolation != "process":
                 self._start_engine(link, transport, engine, startup)
             if monitor is None:
-                result = runner()
+                raw = runner()
                 trace = None
             else:
                 from farm.scheduler.energy import measure_with_monitor
 
-                result, trace = measure_with_monitor(
+                raw, trace = measure_with_monitor(
                     monitor,
                     board,
                     runner,
                     lambda: self._clock_exchange(link, transport, engine),
                     tlog,
                 )
-        for line in result.pop("log", []) or []:
+        for line in raw.get("log", None) or []:
             tlog(f"engine: {line}")
-        return result, trace
+        return parse_engine_result(raw), raw.get("markers"), trace
 
     def _link(self, board: Board) -> _Link:
         with self._links_lock:
@@ -265,16 +285,15 @@ class Station:
             self._engine_file = deploy.build_engine_zip(self.cache_dir / "engine")
         return self._engine_file
 
-    def _artifact(self, task: dict[str, Any]):
+    def _artifact(self, task: PlannedTask):
         from farm import zoo  # torch: imported only by stations that run tasks
 
-        model = task["model"]
-        activation = task.get("variant", {}).get("activation") or "relu"
-        key = json.dumps([model, activation], sort_keys=True)
+        activation = task.variant.get("activation") or "relu"
+        key = json.dumps([task.model.model_dump(mode="json"), activation], sort_keys=True)
         with self._export_lock:
             if key not in self._artifacts:
                 self._artifacts[key] = zoo.export(
-                    _ModelRef(model), activation=activation, cache_dir=self.cache_dir / "artifacts"
+                    task.model, activation=activation, cache_dir=self.cache_dir / "artifacts"
                 )
             return self._artifacts[key]
 
@@ -283,25 +302,26 @@ class Station:
         report = deploy.deploy(transport, link.board, files)
         return [Path(p).name for p in report.pushed]
 
-    def _request(self, link: _Link, task, artifact, task_id) -> dict[str, Any]:
+    def _request(self, link: _Link, task: PlannedTask, artifact, task_id: str) -> dict[str, Any]:
+        """The engine's request (its JSON contract, docs/internals.md) from the typed task."""
         board = link.board
-        proc = next(p for p in board.processors if p.name == task["processor"])
-        variant = task.get("variant", {})
-        measure = task.get("measure", {})
-        threads = variant.get("threads") or proc.threads
+        proc = board.processor(task.processor)
+        if proc is None:
+            raise FarmError(f"{board.name} has no processor {task.processor!r}")
+        variant, measure = task.variant, task.measure
         return {
             "task_id": task_id,
             "artifact": deploy.remote_path(link.transport, board, Path(artifact.path)),
             "device": proc.device,
-            "threads": threads,
+            "threads": variant.get("threads") or proc.threads,
             "affinity": proc.affinity,
             "memory_mb": proc.memory_mb,
             "batch": variant.get("batch") or 1,
-            "iterations": measure.get("iterations", 1000),
-            "warmup": measure.get("warmup", 10),
-            "layers": measure.get("layers", True),
-            "layer_iterations": measure.get("layer_iterations", 20),
-            "memory": measure.get("memory", True),
+            "iterations": measure.iterations,
+            "warmup": measure.warmup,
+            "layers": measure.layers,
+            "layer_iterations": measure.layer_iterations,
+            "memory": measure.memory,
             "sync_pulse": {"chips": 16, "chip_ms": 20, "seed": 1}
             if board.power and self._monitor
             else False,
@@ -404,36 +424,6 @@ def _exit_reason(status: int) -> str:
     return f"status {status}"
 
 
-class _ModelRef:
-    """The spec's model entry as the zoo's exporter reads it (attribute access)."""
-
-    def __init__(self, d: dict[str, Any]):
-        self.name = d.get("name")
-        self.zoo = d.get("zoo")
-        self.module = d.get("module")
-        self.program = d.get("program")
-        self.options = d.get("options") or {}
-        self.input_shape = d.get("input_shape")
-
-
-def _outcome(
-    state: TaskState,
-    tlog: _TaskLog,
-    *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-    retryable: bool = False,
-    board_fault: bool = False,
-    quarantine: bool = False,
-    trace: bytes | None = None,
-) -> dict[str, Any]:
-    return {
-        "quarantine": quarantine,
-        "state": state.value,
-        "result": result,
-        "error": error,
-        "retryable": retryable,
-        "board_fault": board_fault,
-        "logs": tlog.lines,
-        "trace": trace,
-    }
+def _outcome(state: TaskState, tlog: _TaskLog, started: list[float], **fields: Any) -> Outcome:
+    """The attempt's outcome, with its log lines and when the engine started (if it did)."""
+    return Outcome(state, logs=tlog.lines, running_at=started[0] if started else None, **fields)

@@ -4,6 +4,7 @@
     load_job(path, inventory=, known_models=) -> Job
     parse_job(text, file=..., inventory=, known_models=)
     expand(job, inventory) -> list[TaskSpec]
+    plan(job, inventory) -> Plan     (tasks with their candidate boards, boards, monitors)
     json_schema("inventory" | "job") -> dict
 
 Every failure is one ``farm.errors.SpecError`` whose ``str`` is
@@ -12,7 +13,7 @@ Every failure is one ``farm.errors.SpecError`` whose ``str`` is
 all read specs without starting anything.
 """
 
-from farm.spec.expand import TaskSpec, expand, task_key
+from farm.spec.expand import Plan, PlannedTask, TaskSpec, expand, plan, task_key
 from farm.spec.inventory import Board, Inventory, Monitor, PowerRef, Processor
 from farm.spec.job import Job, Measure, ModelRef, Target, Variants
 from farm.spec.loader import json_schema, load_inventory, load_job, parse_inventory, parse_job
@@ -24,6 +25,8 @@ __all__ = [
     "Measure",
     "ModelRef",
     "Monitor",
+    "Plan",
+    "PlannedTask",
     "PowerRef",
     "Processor",
     "Target",
@@ -35,5 +38,6 @@ __all__ = [
     "load_job",
     "parse_inventory",
     "parse_job",
+    "plan",
     "task_key",
 ]

@@ -11,13 +11,14 @@ the same board) is kept once, where it first appeared.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
 
 from farm.errors import SpecError
 from farm.spec.base import SpecModel
-from farm.spec.inventory import Board, Inventory
+from farm.spec.inventory import Board, Inventory, Monitor
 from farm.spec.job import Job, Measure, ModelRef, Target, reference_problem
 from farm.spec.loader import source_of
 from farm.spec.yamlload import format_path
@@ -33,6 +34,48 @@ class TaskSpec(SpecModel):
     processor: str
     variant: dict[str, Any] = Field(default_factory=dict)
     measure: Measure
+
+
+class PlannedTask(TaskSpec):
+    """A task as the scheduler queues it: its cell, and every board it may run on.
+
+    ``candidates`` are the boards any target of the job that chose this task's
+    board would also choose, with the same processor: a task retried after a
+    transport error may move to one of them, and fails fast when all are out of
+    service.
+    """
+
+    candidates: list[str] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a head needs to run a job: its tasks, the boards they may use (in
+    name order) and the power monitors of those boards."""
+
+    tasks: list[PlannedTask]
+    boards: list[Board]
+    monitors: list[Monitor]
+
+
+def plan(job: Job, inventory: Inventory) -> Plan:
+    """``expand``, each task with its candidate boards, and what those boards need."""
+    out = []
+    for task in expand(job, inventory):
+        candidates: list[str] = []
+        for target in job.targets:
+            chosen = [b for b in inventory.boards if target.chooses(b)]
+            if task.board not in {b.name for b in chosen}:
+                continue
+            for b in chosen:
+                if b.processor(task.processor) is not None and b.name not in candidates:
+                    candidates.append(b.name)
+        out.append(PlannedTask(**dict(task), candidates=candidates or [task.board]))
+    used = {name for t in out for name in (t.board, *t.candidates)}
+    boards = [b for b in sorted(inventory.boards, key=lambda b: b.name) if b.name in used]
+    wanted = {b.power.monitor for b in boards if b.power}
+    monitors = [m for m in inventory.monitors or [] if m.name in wanted]
+    return Plan(out, boards, monitors)
 
 
 def expand(job: Job, inventory: Inventory) -> list[TaskSpec]:

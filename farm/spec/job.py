@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
+    ConfigDict,
     Field,
     PositiveInt,
     ValidationInfo,
@@ -63,11 +64,22 @@ class Measure(SpecModel):
     startup_timeout_s: float | None = Field(default=None, gt=0)  # None: the board's own
 
 
+def _name_or_mapping(schema: dict[str, Any]) -> None:
+    """The JSON Schema of a model entry says what the loader accepts: a bare zoo
+    name, or the mapping (an editor would otherwise mark ``- kws`` as an error)."""
+    mapping = {k: v for k, v in schema.items() if k not in ("title", "description")}
+    for key in mapping:
+        del schema[key]
+    schema["anyOf"] = [{"type": "string", "description": "a zoo model's name"}, mapping]
+
+
 class ModelRef(SpecModel):
     """One model to measure: a zoo model, a user factory (``module``) or an exported program.
 
     In YAML a bare string is a zoo name: ``kws`` means ``{name: kws, zoo: kws}``.
     """
+
+    model_config = ConfigDict(json_schema_extra=_name_or_mapping)
 
     name: Name
     zoo: str | None = None

@@ -2,10 +2,13 @@
 
 Importing this package registers the built-in transports: ``local`` (this
 machine), ``ssh`` (paramiko) and ``fake`` (in-process boards for benchmarks of
-the scheduler). See :mod:`farm.transport.base` for the interface.
+the scheduler; it lives with the other fakes in :mod:`farm.testing.transport`,
+and is registered here so that any station can reach a fake board). See
+:mod:`farm.transport.base` for the interface.
 """
 
-from farm.transport import fake, local, ssh
+from farm.testing import transport as fake  # registers ``fake``
+from farm.transport import local, ssh
 from farm.transport.base import Channel, Transport, connect, register, registered, shell_command
 
 __all__ = [

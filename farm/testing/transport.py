@@ -175,6 +175,7 @@ class FakeTransport(Transport):
         iterations = max(1, int(request.get("iterations") or 1))
         now = time.monotonic_ns()
         result: dict = {
+            "version": 1,  # the engine's RESULT_VERSION
             "task_id": request.get("task_id"),
             "status": "ok",
             "error": None,

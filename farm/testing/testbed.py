@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from farm.procs import descendants
+from farm.scheduler.cluster import free_port
 from farm.testing.cgroup import SlowGroup
 
 SSHD = "/usr/sbin/sshd"
@@ -82,13 +83,6 @@ class TestBoard:
     @property
     def cache_dir(self) -> Path:
         return self.dir / "cache"
-
-
-def free_port() -> int:
-    """A port the kernel says is free right now on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _keygen(path: Path, comment: str) -> None:

@@ -1,3 +1,0 @@
-"""Fakes of the power-monitor interfaces we have no hardware for, shaped exactly like
-the real ones: the ``Monsoon`` package, ``pynvml``, and powercap/hwmon sysfs trees.
-Shipped with the package so tests and demos on any machine can use them."""

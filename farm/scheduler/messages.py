@@ -1,0 +1,74 @@
+"""What travels between the scheduler and a station: typed, frozen records.
+
+    scheduler ──TaskPayload──► station        (one task on one board, one attempt)
+    station   ──running(task, attempt, at)──► scheduler   (the engine started)
+    station   ──Outcome──────► scheduler      (state, result, what the error means)
+    scheduler ──Board────────► station ──BoardCheck──► scheduler / CLI (health check)
+
+They cross a Ray actor call as pickles; no ``dict`` is dug into by key on either side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from farm.deploy import BoardProbe
+from farm.result import EngineResult
+from farm.spec import Board, PlannedTask
+from farm.states import TaskState
+
+Isolation = Literal["warm", "process"]
+
+
+@dataclass(frozen=True)
+class TaskPayload:
+    """One attempt of one task, as the station that reaches ``board`` receives it."""
+
+    task_id: str
+    job_id: str
+    task: PlannedTask
+    board: Board
+    attempt: int
+    isolation: Isolation = "warm"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to. The station decides what an error *means*
+    (``retryable``: the same task may run again, here or on a sibling board;
+    ``board_fault``: the board, not the task, failed; ``quarantine``: take the
+    board out of service now); the scheduler decides what to *do*."""
+
+    state: TaskState
+    result: EngineResult | None = None
+    markers: dict | None = None
+    error: str | None = None
+    retryable: bool = False
+    board_fault: bool = False
+    quarantine: bool = False
+    logs: list[tuple[float, str]] = field(default_factory=list)
+    trace: bytes | None = None
+    running_at: float | None = None  # when the engine started (None: it never did)
+
+    @classmethod
+    def lost(cls, exc: BaseException) -> Outcome:
+        """A station call that raised (actor died, node lost): retry it elsewhere."""
+        return cls(
+            TaskState.FAILED,
+            error=f"station call failed: {type(exc).__name__}: {exc}",
+            retryable=True,
+        )
+
+
+@dataclass(frozen=True)
+class BoardCheck:
+    """A board's health check: reachability, host key, what it runs, engine deployed."""
+
+    board: str
+    ok: bool = False
+    reachable: bool | None = None
+    host_key: str | None = None
+    engine_deployed: bool | None = None
+    probe: BoardProbe | None = None
+    error: str | None = None

@@ -1,0 +1,204 @@
+"""The database's shape: the first schema as it shipped, and every step since.
+
+A new file is built the same way an old one is upgraded: the version-1 schema,
+then each migration in turn, so the upgrade path is the path every test walks.
+A file written by a newer farm is refused (:class:`farm.errors.SchemaTooNew`).
+
+Add a step: write ``_vN(db)`` (it runs inside the upgrade's one transaction),
+append it to ``MIGRATIONS`` and bump nothing else: ``SCHEMA_VERSION`` follows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from farm.errors import SchemaTooNew
+
+DEFAULT_DB = "~/.local/share/farm/farm.db"
+
+
+def default_db_path() -> Path:
+    """``$FARM_DB`` if set, else ``~/.local/share/farm/farm.db``."""
+    return Path(os.environ.get("FARM_DB") or DEFAULT_DB).expanduser()
+
+
+V1 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    source TEXT,
+    spec TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    idx INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    model TEXT NOT NULL,
+    board TEXT NOT NULL,
+    processor TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    UNIQUE (job_id, idx)
+);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state);
+CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id);
+CREATE TABLE IF NOT EXISTS task_events (
+    id INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL REFERENCES tasks(id),
+    state TEXT NOT NULL,
+    at REAL NOT NULL,
+    board TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_task ON task_events(task_id);
+CREATE TABLE IF NOT EXISTS results (
+    task_id TEXT PRIMARY KEY REFERENCES tasks(id),
+    status TEXT NOT NULL,
+    board TEXT NOT NULL,
+    mean_ms REAL,
+    median_ms REAL,
+    p99_ms REAL,
+    required_mb REAL,
+    peak_rss_mb REAL,
+    energy_mj REAL,
+    data TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS layers (
+    task_id TEXT NOT NULL REFERENCES tasks(id),
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL,
+    params INTEGER,
+    time_ms REAL,
+    share REAL,
+    nonlinear INTEGER,
+    resident_bytes INTEGER,
+    energy_mj REAL,
+    PRIMARY KEY (task_id, idx)
+);
+CREATE TABLE IF NOT EXISTS markers (task_id TEXT PRIMARY KEY REFERENCES tasks(id), data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS traces (task_id TEXT PRIMARY KEY REFERENCES tasks(id), data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_task ON logs(task_id);
+CREATE TABLE IF NOT EXISTS boards (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    updated REAL NOT NULL
+);
+"""
+"""Version 1, verbatim as farm first shipped it: the base every file is built from."""
+
+
+def _v2(db: sqlite3.Connection) -> None:
+    """Typed state history and a job's boards in their own column.
+
+    - ``jobs.boards``: the board specs a job was planned on (they rode inside the
+      spec as ``_boards``; moved out, the spec is the job file's again);
+    - ``task_events.from_state``, ``attempt``, ``error``: each event is a move,
+      as the writer publishes it (old events get ``from_state`` from the one before);
+    - ``results.version``: the engine result's shape (version 1 before it was written);
+    - indices for the read API: cells across jobs, jobs by name in time order.
+    """
+    db.execute("ALTER TABLE jobs ADD COLUMN boards TEXT NOT NULL DEFAULT '[]'")
+    for job_id, spec in db.execute("SELECT id, spec FROM jobs").fetchall():
+        spec = json.loads(spec)
+        boards = spec.pop("_boards", [])
+        db.execute(
+            "UPDATE jobs SET spec=?, boards=? WHERE id=?",
+            (json.dumps(spec), json.dumps(boards), job_id),
+        )
+    db.execute("ALTER TABLE task_events ADD COLUMN from_state TEXT")
+    db.execute("ALTER TABLE task_events ADD COLUMN attempt INTEGER")
+    db.execute("ALTER TABLE task_events ADD COLUMN error TEXT")
+    db.execute(
+        "UPDATE task_events SET from_state = (SELECT p.state FROM task_events p"
+        " WHERE p.task_id = task_events.task_id AND p.id < task_events.id"
+        " ORDER BY p.id DESC LIMIT 1)"
+    )
+    db.execute("ALTER TABLE results ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
+    db.execute("CREATE INDEX tasks_by_cell ON tasks(model, board, processor, variant)")
+    db.execute("CREATE INDEX jobs_by_name ON jobs(name, created)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v2]
+"""``MIGRATIONS[i]`` takes a file from version ``i + 1`` to ``i + 2``."""
+
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open ``path`` (WAL, foreign keys on) and bring it to ``SCHEMA_VERSION``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=15000")
+    db.execute("PRAGMA foreign_keys=ON")
+    try:
+        migrate(db, path)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def version_of(db: sqlite3.Connection) -> int:
+    """The file's schema version; 0 for a file farm never wrote to."""
+    has_meta = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+    ).fetchone()
+    if not has_meta:
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Upgrade in one transaction: a failed step leaves the file as it was."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = version_of(db)
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{path}: schema version {version} is newer than this farm's ({SCHEMA_VERSION})"
+            )
+        if version == 0:
+            # statement by statement: executescript() would commit the open transaction
+            for statement in V1.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            version = 1
+        for step in MIGRATIONS[version - 1 :]:
+            step(db)
+        db.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
