@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -42,10 +42,12 @@ head_app = typer.Typer(no_args_is_help=True, help="Run a Ray head that owns the 
 station_app = typer.Typer(no_args_is_help=True, help="Join this machine to a head as a station.")
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 inventory_app = typer.Typer(no_args_is_help=True, help="Boards and monitors.")
+db_app = typer.Typer(no_args_is_help=True, help="The results store: check it, back it up.")
 app.add_typer(head_app, name="head")
 app.add_typer(station_app, name="station")
 app.add_typer(models_app, name="models")
 app.add_typer(inventory_app, name="inventory")
+app.add_typer(db_app, name="db")
 
 
 def _width() -> int | None:
@@ -203,10 +205,36 @@ def submit(
             sys.stdout.write(job_id + "\n")
             return
     err.print(f"job [bold]{job_id}[/]: {len(plan.tasks)} tasks")
-    final = _follow(head, job_id, len(plan.tasks), quiet=quiet)
+    try:
+        final = _follow(head, job_id, len(plan.tasks), quiet=quiet)
+    except KeyboardInterrupt:
+        _interrupted(head, job_id)
     _print_results(head.reader, job_id)
+    head.close()
     bad = final.counts.get(TaskState.FAILED, 0) + final.counts.get(TaskState.CANCELLED, 0)
     raise typer.Exit(1 if bad else 0)
+
+
+def _interrupted(head: Head, job_id: str) -> NoReturn:
+    """Ctrl-C while following a job. A head's job goes on without us; a job this
+    process runs itself is cancelled (its engines stopped), the store says so, exit 130.
+    A second Ctrl-C leaves at once: the next farm to open the store marks it interrupted."""
+    if head.address is not None:
+        err.print(
+            f"detached: {job_id} goes on at the head {head.address};"
+            f" `farm status {job_id} --address {head.address}` follows it"
+        )
+        raise typer.Exit(130)
+    err.print(f"interrupted: cancelling {job_id} (Ctrl-C again to leave at once)")
+    head.cancel(job_id)
+    while True:
+        p = head.progress(job_id)
+        if p is None or p.state.is_terminal():
+            break
+        time.sleep(0.1)
+    head.close()
+    err.print(f"{job_id}: {p.state if p else 'gone'} ({_counts(p.counts) if p else ''})")
+    raise typer.Exit(130)
 
 
 def _follow(head: Head, job_id: str, total: int, *, quiet: bool) -> JobProgress:
@@ -424,6 +452,48 @@ def inventory_check(
         if c.error:
             err.print(f"[red]{escape(c.board)}[/]: {escape(c.error)}", highlight=False)
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+
+
+# -- the store ----------------------------------------------------------------------
+
+
+def _db_path(db: Path | None) -> Path:
+    from farm.store import default_db_path
+
+    return (db or default_db_path()).expanduser()
+
+
+def _found(found: Any) -> str:
+    return (
+        f"{found.path}: a farm store, schema {found.schema}, {found.jobs} jobs, {found.tasks}"
+        f" tasks, {found.results} results; {found.size_bytes / 2**20:.1f} MiB"
+        + (f" (+{found.wal_bytes / 2**20:.1f} MiB not yet checkpointed)" if found.wal_bytes else "")
+    )
+
+
+@db_app.command("check")
+def db_check(db: DbOpt = None) -> None:
+    """Whether the store can be trusted (farm's, this farm's schema, PRAGMA quick_check):
+    what it holds, or why not (exit 2). Changes nothing."""
+    from farm.store import SCHEMA_VERSION, file
+
+    path = _db_path(db)
+    found = file.inspect(path, SCHEMA_VERSION)
+    if found is None:
+        raise UserError(f"{path}: no farm store there")
+    out.print(_found(found), markup=False, highlight=False)
+
+
+@db_app.command("backup")
+def db_backup(
+    dest: Annotated[Path, typer.Argument(help="the new file to copy the store to")],
+    db: DbOpt = None,
+) -> None:
+    """A consistent copy of the store (SQLite's online backup), while farm may be writing it."""
+    from farm.store import SCHEMA_VERSION, file
+
+    found = file.backup(_db_path(db), dest.expanduser(), SCHEMA_VERSION)
+    out.print(_found(found), markup=False, highlight=False)
 
 
 # -- head and stations ---------------------------------------------------------------

@@ -114,6 +114,14 @@ class Head:
         refs = [self._actor.check_board.remote(b) for b in boards]
         return [wait(ref, f"check {b.name}") for ref, b in zip(refs, boards, strict=True)]
 
+    def close(self) -> None:
+        """An embedded head's end: its scheduler stops and its store is closed cleanly
+        (a head started with ``farm head start`` lives on)."""
+        if self.address is None:
+            self._wait(self._actor.close.remote(), "close")
+            if self._store is not None:
+                self._store.close()
+
     def info(self) -> HeadInfo:
         return self._wait(self._actor.ping.remote(), "ping")
 
@@ -124,7 +132,7 @@ class Head:
 def reader(address: str | None, db: Path | None) -> Reader:
     """Where to read results: the store file (no Ray) or, with an address, the head."""
     if address is None:
-        return Store(db)
+        return Store(db, readonly=True)
     return Head.attach(address).reader
 
 

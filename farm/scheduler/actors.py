@@ -21,6 +21,8 @@ real method with typed arguments: nothing is dispatched by name.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -207,6 +209,7 @@ class SchedulerActor:
         self._monitors: dict[str, Monitor] = {}
         self._me = ray.get_runtime_context().current_actor
         self.store = Store(db_path)
+        atexit.register(self.close)  # a head stopped with SIGTERM closes its store too
         self.core = Scheduler(
             self.store,
             self._dispatch,
@@ -277,6 +280,13 @@ class SchedulerActor:
             self._station(board.station or "head").check_board.remote(board),
             f"station for {board.name}",
         )
+
+    def close(self) -> None:
+        """Stop scheduling and close the store (its log folded into the file): the
+        embedded head's last call, before its process ends."""
+        self.core.stop()
+        with contextlib.suppress(Exception):  # closed already (twice: atexit after close)
+            self.store.close()
 
     def ping(self) -> HeadInfo:
         return HeadInfo(address=None, db=str(self.store.path), running=sorted(self.core.jobs))

@@ -45,15 +45,22 @@ from farm.store.writer import Subscriber, Writer
 class Store(Reader, Writer):
     """Thread-safe access to one farm database file."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, readonly: bool = False):
+        """``readonly``: for commands that only read (status, results): the file must be
+        there already, and nothing on disk is created or changed."""
         self.path = Path(path).expanduser() if path else default_db_path()
+        self.readonly = readonly
         self._lock = threading.RLock()
         self._subscribers: list[Subscriber] = []
         self._batch = None
-        self._db = connect(self.path)
+        self._db = connect(self.path, readonly=readonly)
 
     def close(self) -> None:
+        """Close; a writer first folds its write-ahead log into the file, so the ``.db``
+        alone holds everything (a copy of it is whole) and no ``-wal`` is left behind."""
         with self._lock:
+            if not self.readonly:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
 
 

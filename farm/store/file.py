@@ -14,8 +14,9 @@ changes nothing on disk:
   over the writer's files — and must hold farm's ``meta`` table with a schema
   version this farm knows, and pass ``PRAGMA quick_check``.
 
-Each refusal is a :class:`farm.errors.StoreRefused`: one line naming the file,
-exit code 2, the file as it was.
+Each refusal is a :class:`farm.errors.StoreRefused` (a newer schema its
+:class:`~farm.errors.SchemaTooNew`): one line naming the file, exit code 2, the
+file as it was.
 
 :func:`backup` copies a live store with SQLite's online backup: the copy is one
 self-contained file, consistent at one instant, while the scheduler goes on writing.
@@ -28,7 +29,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from farm.errors import StoreRefused
+from farm.errors import SchemaTooNew, StoreRefused
 
 MAGIC = b"SQLite format 3\x00"
 
@@ -76,7 +77,7 @@ def inspect(path: Path, schema_version: int) -> Found | None:
     try:
         version = _schema(db, path)
         if version > schema_version:
-            raise StoreRefused(
+            raise SchemaTooNew(
                 f"{path}: was written by a newer farm (store schema {version}; this farm"
                 f" knows {schema_version}): refused, nothing changed; upgrade farm"
             )
