@@ -205,8 +205,34 @@ def submit(
             sys.stdout.write(job_id + "\n")
             return
     err.print(f"job [bold]{job_id}[/]: {len(plan.tasks)} tasks")
+    _run_to_the_end(head, job_id, len(plan.tasks), quiet=quiet)
+
+
+@app.command()
+def resume(
+    job: Annotated[str, typer.Argument(help="an interrupted job's id, or 'latest'")],
+    db: DbOpt = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Run what is left of a job whose farm died (``farm status`` shows it interrupted)."""
+    from farm.client import Head, station_cache_dir
+    from farm.store import default_db_path
+
+    head = Head.embedded(db or default_db_path(), cache_dir=station_cache_dir())
+    record = head.reader.job(job)
+    if record is None:
+        raise NotFound(f"no job {job!r}")
+    left = head.resume(record.id)
+    err.print(f"job [bold]{record.id}[/]: resuming, {left} tasks left")
+    total = sum(head.reader.counts(record.id).values())
+    _run_to_the_end(head, record.id, total, quiet=quiet)
+
+
+def _run_to_the_end(head: Head, job_id: str, total: int, *, quiet: bool) -> NoReturn:
+    """Follow the job to its end, print its results, exit 0, 1 (a task failed or was
+    cancelled) or 130 (interrupted)."""
     try:
-        final = _follow(head, job_id, len(plan.tasks), quiet=quiet)
+        final = _follow(head, job_id, total, quiet=quiet)
     except KeyboardInterrupt:
         _interrupted(head, job_id)
     _print_results(head.reader, job_id)

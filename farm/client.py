@@ -99,8 +99,20 @@ class Head:
         return self._store if self._store is not None else RemoteReader(self._actor)  # type: ignore[return-value]
 
     def submit(self, job: Job, plan: Plan, *, source: str | None = None) -> str:
-        ref = self._actor.submit.remote(job, plan.tasks, plan.boards, plan.monitors, source)
+        ref = self._actor.submit.remote(
+            job, plan.tasks, plan.boards, plan.monitors, source, self._owner()
+        )
         return self._wait(ref, "submit")
+
+    def resume(self, job_id: str) -> int:
+        """Run what is left of an interrupted job here; how many tasks that is."""
+        return self._wait(self._actor.resume.remote(job_id, self._owner()), "resume")
+
+    def _owner(self) -> dict[str, Any] | None:
+        """An embedded head's jobs belong to this process: if it dies, they stop."""
+        from farm.owner import Owner
+
+        return Owner.me().to_dict() if self.address is None else None
 
     def progress(self, job_id: str) -> JobProgress | None:
         return self._wait(self._actor.progress.remote(job_id), "progress")

@@ -245,6 +245,7 @@ class SchedulerActor:
         boards: list[Board],
         monitors: list[Monitor],
         source: str | None = None,
+        owner: dict[str, Any] | None = None,
     ) -> str:
         missing = self._missing_stations(boards)
         if missing:
@@ -257,7 +258,10 @@ class SchedulerActor:
         self._monitors.update(new)
         for station in self._stations.values():
             station.set_monitors.remote(new)
-        return self.core.submit(job, tasks, boards, source=source)
+        return self.core.submit(job, tasks, boards, source=source, owner=owner)
+
+    def resume(self, job_id: str, owner: dict[str, Any] | None = None) -> int:
+        return self.core.resume(job_id, owner)
 
     def _missing_stations(self, boards: list[Board]) -> set[str]:
         if not self._placed:

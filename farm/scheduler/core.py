@@ -44,6 +44,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from farm.errors import NotFound, UserError
 from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
 from farm.spec import Board, Job, PlannedTask
 from farm.states import BoardHealth, JobState, TaskState
@@ -185,9 +186,10 @@ class Scheduler:
         boards: list[Board],
         *,
         source: str | None = None,
+        owner: dict[str, Any] | None = None,
     ) -> str:
         """Persist the job with the boards it was planned on, queue its tasks, and
-        return the job id."""
+        return the job id. ``owner``: the embedded farm that runs it (``farm.owner``)."""
         job_id = new_job_id(job.name)
         self.store.add_job(
             job_id,
@@ -197,12 +199,26 @@ class Scheduler:
             boards=[b.model_dump(mode="json") for b in boards],
             priority=job.priority,
             source=source,
+            owner=owner,
         )
         self._inbox.put(("submit", (job_id, JobPolicy.of(job.model_dump(mode="json")), boards)))
         return job_id
 
     def cancel(self, job_id: str) -> None:
         self._inbox.put(("cancel", job_id))
+
+    def resume(self, job_id: str, owner: dict[str, Any] | None = None) -> int:
+        """Run what is left of an interrupted job (its queued tasks); returns how many."""
+        job = self.store.job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        if job.state is not JobState.INTERRUPTED:
+            raise UserError(f"{job.id} is {job.state}: only an interrupted job resumes")
+        self.store.set_owner(job.id, owner)
+        self.store.set_job_state(job.id, JobState.RUNNING)
+        boards = [Board.model_validate(b, strict=False) for b in job.boards]
+        self._inbox.put(("submit", (job.id, JobPolicy.of(job.spec), boards)))
+        return self.store.counts(job.id).get(TaskState.QUEUED, 0)
 
     def running(self, task_id: str, attempt: int, at: float) -> None:
         """A station says the engine started on attempt ``attempt`` of a task."""

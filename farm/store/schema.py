@@ -144,7 +144,13 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX jobs_by_name ON jobs(name, created)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v2]
+def _v3(db: sqlite3.Connection) -> None:
+    """``jobs.owner``: the embedded farm that runs a job (host, pid, start time, boot;
+    ``farm.owner.Owner``), so the next farm can tell its job was interrupted."""
+    db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v2, _v3]
 """``MIGRATIONS[i]`` takes a file from version ``i + 1`` to ``i + 2``."""
 
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

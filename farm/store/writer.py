@@ -125,13 +125,15 @@ class Writer:
         boards: Sequence[dict[str, Any]] = (),
         priority: int = 0,
         source: str | None = None,
+        owner: dict[str, Any] | None = None,
     ) -> None:
-        """Persist a job, the boards it was planned on, and its tasks (all queued)."""
+        """Persist a job, the boards it was planned on, and its tasks (all queued);
+        ``owner``: the embedded farm that runs it (``farm.owner.Owner``), if one does."""
         now = time.time()
         with self._tx() as events:
             self._db.execute(
                 "INSERT INTO jobs(id, name, source, spec, boards, priority, state, created,"
-                " updated) VALUES (?,?,?,?,?,?,?,?,?)",
+                " updated, owner) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     name,
@@ -142,6 +144,7 @@ class Writer:
                     JobState.QUEUED,
                     now,
                     now,
+                    json.dumps(owner) if owner else None,
                 ),
             )
             events.append(JobEvent(job_id, name, None, JobState.QUEUED, now))
@@ -338,6 +341,27 @@ class Writer:
                     )
                 )
         return len(rows)
+
+    def set_owner(self, job_id: str, owner: dict[str, Any] | None) -> None:
+        """Who runs the job now (``farm resume`` takes over an interrupted one)."""
+        with self._tx():
+            self._db.execute(
+                "UPDATE jobs SET owner=? WHERE id=?", (json.dumps(owner) if owner else None, job_id)
+            )
+
+    def interrupt_orphans(self, alive: Callable[[dict[str, Any]], bool | None]) -> list[str]:
+        """Mark interrupted every unfinished job whose embedded owner is dead (``alive``
+        says False; None, another host's owner, is left alone), its in-flight tasks back
+        in the queue. Returns their ids."""
+        rows = self._db.execute(
+            "SELECT id, owner FROM jobs WHERE owner IS NOT NULL AND state IN (?, ?)",
+            (JobState.QUEUED, JobState.RUNNING),
+        ).fetchall()
+        dead = [r["id"] for r in rows if alive(json.loads(r["owner"])) is False]
+        for job_id in dead:
+            self.requeue_in_flight([job_id])
+            self.set_job_state(job_id, JobState.INTERRUPTED)
+        return dead
 
     def log(self, task_id: str, line: str, at: float | None = None) -> None:
         with self._tx():
