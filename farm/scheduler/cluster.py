@@ -58,6 +58,7 @@ STATION_SLOTS = 1000  # a station's resource amount: far more boards than one no
 MARKER_ENV = "FARM_RAY_NODE"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 START_TIMEOUT_S = 120.0
+EMBEDDED_START_TRIES = 3
 STOP_GRACE_S = 10.0
 
 
@@ -158,12 +159,21 @@ def init_embedded() -> None:
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR
         )
-        ray.init(
-            namespace=NAMESPACE,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        for attempt in range(1, EMBEDDED_START_TRIES + 1):
+            try:
+                ray.init(
+                    namespace=NAMESPACE,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+                return
+            except Exception as exc:  # Ray raises a bare Exception for this one
+                # Ray gives its raylet a fixed 30 s to come up; a busy machine can need
+                # more. The attempt's processes are gone with its shutdown: try again.
+                if "timed out during startup" not in str(exc) or attempt == EMBEDDED_START_TRIES:
+                    raise
+                ray.shutdown()
 
 
 def connect(address: str) -> None:
