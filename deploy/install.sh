@@ -11,7 +11,12 @@ if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     # openssh-server: the test bed's boards are real sshd daemons on loopback ports.
-    $SUDO apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null
+    # systemd: `systemd-analyze verify` checks the units in deploy/systemd/.
+    # chromium: the report tests render report.html headless and screenshot it.
+    # iproute2 (`ip`) and util-linux (`nsenter`): the test bed's boards behind a jump host live
+    # in a network namespace of their own.
+    $SUDO apt-get install -y -qq --no-install-recommends \
+        openssh-server openssh-client systemd chromium iproute2 util-linux >/dev/null
 fi
 
 PY=${PYTHON:-python3}

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from farm.errors import FarmError, NotFound, UserError
+from farm.errors import FarmError, HeadError, NotFound, UserError
 from farm.states import TaskState
 
 if TYPE_CHECKING:
@@ -43,11 +43,13 @@ station_app = typer.Typer(no_args_is_help=True, help="Join this machine to a hea
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 inventory_app = typer.Typer(no_args_is_help=True, help="Boards and monitors.")
 db_app = typer.Typer(no_args_is_help=True, help="The results store: check it, back it up.")
+board_app = typer.Typer(no_args_is_help=True, help="Make boards ready.")
 app.add_typer(head_app, name="head")
 app.add_typer(station_app, name="station")
 app.add_typer(models_app, name="models")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(db_app, name="db")
+app.add_typer(board_app, name="board")
 
 
 def _width() -> int | None:
@@ -278,7 +280,7 @@ def _follow(head: Head, job_id: str, total: int, *, quiet: bool) -> JobProgress:
         while True:
             p = head.progress(job_id)
             if p is None:
-                raise NotFound(f"the head lost job {job_id}")
+                raise HeadError(f"the head lost job {job_id}")
             detail = _counts({k: v for k, v in p.counts.items() if k is not TaskState.DONE})
             progress.update(bar, completed=p.finished, detail=detail)
             if p.state.is_terminal():
@@ -322,11 +324,22 @@ def status(
     jobs = [
         [j.id, j.state, _counts(store.counts(j.id)), _when(j.created)] for j in store.jobs(limit=20)
     ]
-    health = store.board_health().values()
-    boards = [[b.name, b.state, b.failures, b.last_error] for b in health]
+    from farm import nightly
+
+    health = store.board_health()
+    drift = nightly.degraded(store)  # boards slower than their same-tag peers
+    boards = [
+        [
+            name,
+            *((b.state, b.failures, b.last_error) if b else ("-", 0, None)),
+            _drift(drift.get(name)),
+        ]
+        for name in sorted(health.keys() | drift.keys())
+        for b in [health.get(name)]
+    ]
     job_columns, board_columns = (
         ["job", "state", "tasks", "created"],
-        ["board", "state", "failures", "last error"],
+        ["board", "state", "failures", "last error", "performance"],
     )
     if fmt is Format.json:  # one document with both listings
         doc = {"jobs": _records(job_columns, jobs), "boards": _records(board_columns, boards)}
@@ -337,6 +350,77 @@ def status(
         _emit(job_columns, jobs, fmt, title="jobs")
         if boards:
             _emit(board_columns, boards, fmt, title="boards")
+
+
+def _drift(d: Any) -> str | None:
+    """A board's standing among its same-tag peers, for `farm status`."""
+    if d is None:
+        return None
+    text = f"{100 * (d.ratio - 1):+.1f}% vs peers ({d.score:+.1f} MAD, {d.cells} cells)"
+    return f"degraded: {text}" if d.degraded else text
+
+
+@app.command()
+def compare(
+    jobs: Annotated[
+        list[str] | None,
+        typer.Argument(help="A B (job ids or 'latest'); or B alone", show_default=False),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="A when only B is given: previous | last-nightly | JOB [default: previous]"
+        ),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(help="smallest change that matters (0.05 = 5%)")
+    ] = 0.05,
+    alpha: Annotated[float, typer.Option(help="significance level after correction")] = 0.05,
+    correction: Annotated[str, typer.Option(help="bh (Benjamini–Hochberg) | holm")] = "bh",
+    fmt: FormatOpt = Format.table,
+    db: DbOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Compare two jobs cell by cell; exit 1 when any cell regressed."""
+    from farm import nightly
+    from farm.nightly import render
+
+    result = nightly.compare_jobs(
+        _reader(address, db),
+        jobs or [],
+        baseline=baseline,
+        threshold=threshold,
+        alpha=alpha,
+        correction=correction,
+    )
+    if fmt is Format.json:
+        sys.stdout.write(render.comparison_json(result) + "\n")
+    elif fmt is Format.csv:
+        sys.stdout.write(render.comparison_csv(result))
+    else:
+        out.print(render.comparison_table(result))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def trend(
+    name: Annotated[str, typer.Option(help="the jobs' name")] = "nightly",
+    last: Annotated[int, typer.Option(help="how many of the latest nights")] = 30,
+    fmt: FormatOpt = Format.table,
+    db: DbOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Each cell's nightly medians and the change points found in them."""
+    from farm import nightly
+    from farm.nightly import render
+
+    series = nightly.trend_jobs(_reader(address, db), name=name, last=last)
+    if fmt is Format.json:
+        sys.stdout.write(render.trend_json(series) + "\n")
+    elif fmt is Format.csv:
+        sys.stdout.write(render.trend_csv(series))
+    else:
+        out.print(render.trend_table(series, f"{name}: last {last} nights"))
 
 
 @app.command()
@@ -365,6 +449,34 @@ def results(
             for cell in cells:
                 if cell.task.state is TaskState.DONE:
                     out.print(layers_table(store.layers(cell.task.id), title=cell.task.key))
+
+
+@app.command()
+def report(
+    job: Annotated[str, typer.Argument(help="job id, or 'latest'")] = "latest",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="write report.md/.html, cells.csv/.json, PNGs here")
+    ] = None,
+    against: Annotated[
+        str | None, typer.Option("--against", help="another job id: the change per cell")
+    ] = None,
+    inventory: InventoryOpt = None,
+    db: DbOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """The study's tables and figures from a sweep, beside the study's own."""
+    from farm.report import build, cells
+    from farm.report.markdown import to_terminal
+
+    store = _reader(address, db)
+    inv = _load_inventory(inventory)  # says which of the study's processors a board stands for
+    sweep = cells.load(store, job, inv)
+    doc = build.assemble(sweep, cells.load(store, against, inv) if against else None)
+    if out_dir is None:
+        to_terminal(doc, out)
+        return
+    paths = build.write(doc, sweep, out_dir)
+    out.print(f"report of {sweep.id}: {paths['report.html']} ({len(paths)} files in {out_dir})")
 
 
 @app.command()
@@ -522,6 +634,24 @@ def db_backup(
     out.print(_found(found), markup=False, highlight=False)
 
 
+@board_app.command("bootstrap")
+def board_bootstrap(
+    boards: Annotated[list[str] | None, typer.Argument(help="boards (default: all)")] = None,
+    inventory: InventoryOpt = None,
+    trust_host_key: Annotated[
+        bool, typer.Option(help="record an unknown host key (TOFU, once) and its fingerprint")
+    ] = False,
+) -> None:
+    """Make fresh boards ready: python, torch, cache, engine, facts. Safe to run again."""
+    from farm import bootstrap
+
+    reports = bootstrap.bootstrap_many(
+        _load_inventory(inventory), boards or [], trust_host_key=trust_host_key
+    )
+    out.print(bootstrap.table(reports))
+    raise typer.Exit(0 if all(r.ok for r in reports) else 1)
+
+
 # -- head and stations ---------------------------------------------------------------
 
 
@@ -562,7 +692,7 @@ def head_status(address: AddressOpt = None, fmt: FormatOpt = Format.table) -> No
     address = _address(address) or "127.0.0.1:6379"
     head = Head.attach(address)
     info = head.info()
-    nodes = [[n["address"], n["id"][:12], ", ".join(n["stations"])] for n in head.nodes()]
+    nodes = [[n.address, n.id[:12], ", ".join(n.stations)] for n in head.nodes()]
     if fmt is not Format.table:
         _emit(["node", "id", "stations"], nodes, fmt)
         return

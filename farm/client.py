@@ -25,7 +25,7 @@ from farm.store import JobProgress, Store
 from farm.store.read import Reader
 
 if TYPE_CHECKING:
-    from farm.scheduler.cluster import HeadInfo, NodeRecord
+    from farm.scheduler.cluster import HeadInfo, NodeInfo, NodeRecord
     from farm.scheduler.messages import BoardCheck
     from farm.spec import Board, Job, Plan
 
@@ -137,7 +137,7 @@ class Head:
     def info(self) -> HeadInfo:
         return self._wait(self._actor.ping.remote(), "ping")
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self) -> list[NodeInfo]:
         return self._wait(self._actor.nodes.remote(), "nodes")
 
 

@@ -264,16 +264,24 @@ try:
     torch = version("torch")
 except Exception:
     torch = None
-mem = None
-try:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                mem = int(line.split()[1]) / 1024
-except OSError:
-    pass
+def lines(path):
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+def field(path, key):
+    return next((v.strip() for k, _, v in (x.partition(":") for x in lines(path))
+                 if k.strip() == key), None)
+def mb(key):
+    value = field("/proc/meminfo", key)
+    return int(value.split()[0]) / 1024 if value else None
+cpu = field("/proc/cpuinfo", "model name") or field("/proc/cpuinfo", "Hardware")
+governor = lines("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
 print(json.dumps({"python": platform.python_version(), "torch": torch,
-    "machine": platform.machine(), "cpus": os.cpu_count(), "memory_available_mb": mem,
+    "machine": platform.machine(), "cpus": os.cpu_count(), "cpu_model": cpu or platform.processor(),
+    "memory_total_mb": mb("MemTotal"), "memory_available_mb": mb("MemAvailable"),
+    "governor": governor[0] if governor else None,
     "disk_free_mb": shutil.disk_usage(cache).free / 2**20}))
 """
 
@@ -288,12 +296,16 @@ class BoardProbe(BaseModel):
     torch: str | None
     machine: str
     cpus: int | None
+    cpu_model: str | None
+    memory_total_mb: float | None
     memory_available_mb: float | None
+    governor: str | None  # cpu0's cpufreq governor; None where the board has no cpufreq
     disk_free_mb: float
 
 
 def probe(transport: Transport, board: Any) -> BoardProbe:
-    """The board's python and torch versions, CPUs, free memory and free disk at the cache."""
+    """The board's python and torch versions, CPU (model, count, frequency governor),
+    memory (total and available) and free disk at the cache."""
     result = transport.run(
         [board.python, "-c", _PROBE, cache_root(transport, board)], timeout=COMMAND_TIMEOUT_S
     )

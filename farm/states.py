@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 
 class TaskState(StrEnum):
@@ -101,7 +102,12 @@ BOARD_MOVES: Mapping[BoardHealth, frozenset[BoardHealth]] = {
     BoardHealth.QUARANTINED: frozenset({BoardHealth.HEALTHY}),
 }
 
-TERMINAL_TASK_STATES = frozenset(s for s in TaskState if s.is_terminal())
+_MOVES: Mapping[type, Mapping[Any, frozenset[Any]]] = {
+    TaskState: TASK_MOVES,
+    JobState: JOB_MOVES,
+    BoardHealth: BOARD_MOVES,
+}
+
 IN_FLIGHT_TASK_STATES = frozenset(s for s in TaskState if s.in_flight())
 
 
@@ -109,7 +115,4 @@ def can_move(
     current: TaskState | JobState | BoardHealth, target: TaskState | JobState | BoardHealth
 ) -> bool:
     """Whether ``current → target`` is a legal move (of the same kind of state)."""
-    table: Mapping = {TaskState: TASK_MOVES, JobState: JOB_MOVES, BoardHealth: BOARD_MOVES}[
-        type(current)
-    ]
-    return type(target) is type(current) and target in table[current]
+    return type(target) is type(current) and target in _MOVES[type(current)][current]

@@ -286,7 +286,9 @@ class _SmallCnn(nn.Module):
         return self.fc(self.flat(self.pool(self.act(self.conv(x)))))
 
 
-def test_program_artifact_loads_unflattened_with_hookable_leaves(tmp_path: Path) -> None:
+def test_program_artifact_times_its_own_module_and_hooks_the_unflattened_one(
+    tmp_path: Path,
+) -> None:
     torch.manual_seed(2)
     model = _SmallCnn().eval()
     x = torch.randn(1, 3, 8, 8)
@@ -305,6 +307,9 @@ def test_program_artifact_loads_unflattened_with_hookable_leaves(tmp_path: Path)
     }
     path = _write_named(tmp_path, manifest, {artifact.PROGRAM: buffer.getvalue()})
     loaded = artifact.load(path)
+    # what is timed is the program as exported; its leaves live in a named variant
+    assert (loaded.form, loaded.layer_form) == ("exported", "unflattened")
+    assert loaded.layer_root is loaded.layer_module is not loaded.module
     names = [name for name, _ in loaded.layers]
     assert names == ["conv", "act", "pool", "flat", "fc"]
     fired: list[str] = []
@@ -313,6 +318,8 @@ def test_program_artifact_loads_unflattened_with_hookable_leaves(tmp_path: Path)
     x = loaded.example_input()
     with torch.no_grad():
         assert torch.allclose(loaded.module(x), model(x), atol=1e-6)
+        assert fired == []  # the exported module runs one flat graph: no leaf is called
+        assert torch.allclose(loaded.layer_root(x), model(x), atol=1e-6)
     assert fired == names
 
 

@@ -143,9 +143,13 @@ def test_a_users_own_model_runs_the_same_way(tmp_path, env):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     data = json.loads(farm("results", "latest", "--format", "json", env=env).stdout)
     result = data["results"][0]["result"]
-    assert [row["type"] for row in result["layers"]] == ["Linear", "ReLU", "Linear"]
-    assert [row["params"] for row in result["layers"]] == [16 * 32 + 32, 0, 32 * 4 + 4]
+    # the graph's own entry/exit is the last row
+    assert [row["type"] for row in result["layers"]] == ["Linear", "ReLU", "Linear", "Graph"]
+    assert [row["params"] for row in result["layers"]] == [16 * 32 + 32, 0, 32 * 4 + 4, 0]
     assert result["layer_pass"]["nonlinear_share"] > 0
+    # timed as the user's exported program; the layer pass ran its unflattened form
+    assert result["model_form"] == "exported"
+    assert result["layer_pass"]["model_form"] == "unflattened"
 
 
 def _piped(*args: str, tmp_path: Path):

@@ -84,8 +84,9 @@ def test_every_listing_verb_speaks_json_and_csv(db):
     status = json.loads(_farm_piped("status", "--format", "json", db=db).stdout)
     jobs = status["jobs"]
     assert status["boards"] == [
-        {"board": "local", "state": "healthy", "failures": 0, "last error": None}
-    ]
+        {"board": "local", "state": "healthy", "failures": 0, "last error": None,
+         "performance": None}
+    ]  # fmt: skip
     assert jobs[0]["job"] == "piped-1" and jobs[0]["state"] == "done"
     tasks = list(
         csv.DictReader(

@@ -7,7 +7,7 @@ One job runs once for the module (`energy_job`) on two test-bed boards:
   host's) through a monitor clock with a hidden offset and drift. Because the
   synthetic power is piecewise constant, the true energy of every window is
   known exactly (``expected_energy_j``): the tests hold farm's figures to it.
-- ``board1`` names a Monsoon, whose library is not installed: its task must
+- ``board1`` names a Monsoon that is not plugged in (no device with its serial): its task must
   fail with a clear ``MonitorUnavailable`` while the rest of the job runs.
 
 Then the CLI reads the same store (`farm results`), and the demo files run
@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE_HZ = 200_000.0  # 5 µs samples: an svhn inference (~0.4 ms) spans ~80, a conv ~20
 HIDDEN_OFFSET_S = 0.0173  # the monitor's clock vs the host's; farm is never told
 HIDDEN_DRIFT_PPM = 40.0
-LAYER_W = [0.9, 0.2, 0.4, 1.1, 0.3, 0.5, 0.7, 0.6, 0.8, 1.0, 0.25]  # extra W per svhn layer
+# extra W per svhn layer (conv1 ... fc2, softmax)
+LAYER_W = [0.9, 0.2, 0.4, 1.1, 0.3, 0.5, 0.7, 0.6, 0.8, 1.0, 0.25, 0.15]
 SYNTH_OPTIONS: dict[str, Any] = {
     "idle_w": 1.8,
     "inference_w": 1.4,
@@ -206,20 +207,20 @@ def test_pulses_recover_the_hidden_offset_and_drift(energy_job, truth):
     assert alignment["pulses"] == 2 and alignment["pulses_found"] == 2
     sample = 1.0 / RATE_HZ
     uncertainty = alignment["uncertainty_s"]
-    assert 0 < uncertainty <= sample
+    assert 0 < uncertainty <= 5 * sample  # a few samples: the pulses pin the clock
     model, t0, windows = truth["model"], truth["trace"].t0_host_ns, truth["windows"]
     # the fit maps board time ref_ns to trace time offset_s; the truth maps it to:
     true_at_ref = float(model.to_trace_s(np.array([alignment["ref_ns"]]), t0)[0])
-    assert abs(alignment["offset_s"] - true_at_ref) < sample
+    assert abs(alignment["offset_s"] - true_at_ref) <= uncertainty
     # ...which is the hidden offset once the host-clock part is taken away
     host_part = (1 + HIDDEN_DRIFT_PPM * 1e-6) * (alignment["ref_ns"] - t0) / 1e9
-    assert abs(alignment["offset_s"] - host_part - HIDDEN_OFFSET_S) < sample
-    # the whole task lands within a sample, both bursts and both ends
+    assert abs(alignment["offset_s"] - host_part - HIDDEN_OFFSET_S) <= uncertainty
+    # the whole task lands within the uncertainty, both bursts and both ends
     a, ref, b = 1 + alignment["drift_ppm"] * 1e-6, alignment["ref_ns"], alignment["offset_s"]
     points = np.array([windows.task[0], windows.pulses[0][0, 0], windows.pulses[-1][0, 0],
                        windows.task[1]])  # fmt: skip
     fitted = a * (points - ref) / 1e9 + b
-    np.testing.assert_array_less(np.abs(fitted - model.to_trace_s(points, t0)), sample)
+    np.testing.assert_array_less(np.abs(fitted - model.to_trace_s(points, t0)), uncertainty)
     # drift is two such placements apart over the bursts' span: that bounds its error
     drift_error_ppm = 2 * uncertainty / _pulse_span_s(windows) * 1e6
     assert abs(alignment["drift_ppm"] - HIDDEN_DRIFT_PPM) <= drift_error_ppm
@@ -244,23 +245,22 @@ def test_per_layer_energy_lands_in_the_layer_rows(energy_job, truth):
     layers = store.layers(row["id"])
     report = {r["index"]: r for r in row["result"]["energy"]["layers"]}
     windows = truth["windows"]
-    assert [r.index for r in layers] == list(range(len(LAYER_W)))
-    # an edge is placed within a sample: a layer's energy is good to a fraction of the
-    # energy of one sample at the power steps around it (up to the inference's extra
-    # power plus the layer's at a forward's ends), which swamps sub-sample layers
-    edge_mj = (SYNTH_OPTIONS["inference_w"] + max(LAYER_W)) / RATE_HZ * 1e3
+    # every layer, then the graph's own entry/exit (which no marker window covers)
+    assert [r.index for r in layers] == list(range(len(LAYER_W) + 1))
+    assert layers[-1].name == "(graph)" and layers[-1].energy_mj is None
     resolved = 0
-    for layer in layers:
+    for layer in layers[:-1]:
         i = layer.index
-        assert layer.energy_mj == pytest.approx(report[i]["net_mj"]["mean"])
         sel = windows.layer_index == i
         want = float(truth["layer_net_mj"][sel].mean())
         samples = float(truth["layer_span_s"][sel].mean()) * RATE_HZ
+        assert report[i]["samples_per_window"] == pytest.approx(samples, rel=0.01)
         if samples >= 10:
             resolved += 1
+            assert layer.energy_mj == pytest.approx(report[i]["net_mj"]["mean"])
             assert layer.energy_mj == pytest.approx(want, rel=0.02), (layer.name, samples)
-        else:
-            assert abs(layer.energy_mj - want) < edge_mj / 2, (layer.name, samples)
+        else:  # too short for the meter: no figure, and the report says why
+            assert layer.energy_mj is None and "too short" in report[i]["why"]
     assert resolved >= 2  # the convolutions, at least
 
 
@@ -318,10 +318,10 @@ def test_battery_estimate_follows_the_paper_formula(energy_job, truth):
 def test_absent_monitor_fails_its_task_with_a_clear_error(energy_job):
     absent = energy_job["absent"]
     assert absent["state"] == "failed"
-    assert absent["attempts"] == 1  # not retried: another try cannot conjure the library
+    assert absent["attempts"] == 1  # not retried: another try cannot conjure the device
     error = absent["error"]
     assert error.startswith("MonitorUnavailable: ")
-    assert MONSOON in error and "Monsoon package" in error
+    assert MONSOON in error and "no Monsoon with that serial on USB" in error
     assert "Traceback" not in error and "Ray" not in error
     assert energy_job["metered"]["state"] == "done"
     assert energy_job["progress"].state == "failed"  # the job says some task failed

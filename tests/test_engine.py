@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import farm
-from farm.engine import host, markers, memory, stats
+from farm.engine import board, host, markers, memory, process, stats
 from farm.engine.layers import NONLINEAR
 from farm.engine.request import RequestError, parse_request
 from farm.engine.runner import ModelCache, run_task
@@ -101,9 +101,12 @@ def test_small_model_run_is_consistent():
     assert lat["median_ms"] == pytest.approx(stats.median(spans))
 
     assert m["layer_names"] == ["0", "1", "2", "3"]
+    assert m["layer_types"] == ["Linear", "ReLU", "Linear", "Softmax"]
     rows = r["layers"]
-    assert [row["type"] for row in rows] == ["Linear", "ReLU", "Linear", "Softmax"]
-    assert [row["nonlinear"] for row in rows] == [False, True, False, True]
+    # the graph's own entry and exit have their own row, after the layers
+    assert [row["type"] for row in rows] == ["Linear", "ReLU", "Linear", "Softmax", "Graph"]
+    assert rows[-1]["name"] == "(graph)" and rows[-1]["params"] == 0
+    assert [row["nonlinear"] for row in rows] == [False, True, False, True, False]
     assert sum(row["share"] for row in rows) == pytest.approx(1.0)
     assert rows[0]["params"] == 16 * 32 + 32 and rows[0]["param_bytes"] == 4 * (16 * 32 + 32)
     assert rows[0]["input_bytes"] == 16 * 4 and rows[0]["output_bytes"] == 32 * 4
@@ -114,6 +117,11 @@ def test_small_model_run_is_consistent():
     lp = r["layer_pass"]
     assert lp["iterations"] == 10
     assert lp["layer_sum_ms"] == pytest.approx(sum(row["time_ms"] for row in rows))
+    assert lp["graph_ms"] == pytest.approx(rows[-1]["time_ms"])
+    # the ratio is to the unhooked forwards of the same pass, and flagged outside 5%
+    assert lp["layer_sum_vs_whole"] == pytest.approx(lp["layer_sum_ms"] / lp["whole_unhooked_ms"])
+    assert lp["layer_sum_outside_5pct"] == (abs(lp["layer_sum_vs_whole"] - 1) > 0.05)
+    assert any(w.startswith("layer sum") for w in r["warnings"]) == lp["layer_sum_outside_5pct"]
     nonlinear = sum(row["time_ms"] for row in rows if row["nonlinear"])
     assert lp["nonlinear_share"] == pytest.approx(nonlinear / lp["layer_sum_ms"])
     assert len(_kind(r, "layer_begin")) == len(_kind(r, "layer_end")) == 4 * 10
@@ -123,7 +131,10 @@ def test_hook_cost_is_subtracted_from_layer_times():
     r = run()
     m, lp = r["markers"], r["layer_pass"]
     assert lp["hook_cost_ns"] > 0 and lp["hook_interval_cost_ns"] > 0
-    for row in r["layers"]:
+    # in place: what the hooked forwards took over the unhooked ones, per layer call
+    extra_ns = (lp["layer_whole_ms"] - lp["whole_unhooked_ms"]) * 1e6
+    assert lp["hook_cost_ns"] == pytest.approx(max(0.0, extra_ns / 4), abs=1)
+    for row in r["layers"][:-1]:
         starts = {
             m["iteration"][i]: m["t_ns"][i]
             for i in _kind(r, "layer_begin")
@@ -134,9 +145,10 @@ def test_hook_cost_is_subtracted_from_layer_times():
             for i in _kind(r, "layer_end")
             if m["layer"][i] == row["index"]
         ]
-        expected = max(0.0, stats.median(raw) - lp["hook_interval_cost_ns"])
-        assert row["compute_ms"] * 1e6 == pytest.approx(expected)
-        assert row["compute_ms"] * 1e6 < stats.median(raw)
+        # a mean over the typical iterations, net of the hook sliver inside the interval
+        net = [max(0.0, t - lp["hook_interval_cost_ns"]) for t in raw]
+        assert min(net) <= row["compute_ms"] * 1e6 <= max(net)
+        assert row["compute_ms"] * 1e6 < max(raw)
 
 
 def test_peak_activation_counts_live_storages_once():
@@ -178,18 +190,19 @@ def test_does_not_fit_when_activations_tip_it_over():
 
 
 def test_threads_and_affinity_are_applied_and_restored():
-    original_threads = torch.get_num_threads()
     original_cpus = sorted(os.sched_getaffinity(0))
     try:
         r = run(threads=1, affinity=[original_cpus[0]], iterations=3, layers=False)
         assert r["env"]["threads"] == 1 == torch.get_num_threads()
         assert r["env"]["affinity"] == [original_cpus[0]] == sorted(os.sched_getaffinity(0))
         r = run(iterations=3, layers=False)
-        assert r["env"]["threads"] == original_threads
+        # no thread count asked for: one per CPU of the affinity in force
+        assert r["env"]["threads"] == len(original_cpus) == torch.get_num_threads()
         assert r["env"]["affinity"] == original_cpus
+        assert r["env"]["interop_threads"] == torch.get_num_interop_threads()
     finally:
         host.apply_threads(None)
-        host.apply_affinity(None)
+        process.apply_affinity(None)
 
 
 def test_sync_pulse_marks_every_chip_edge():
@@ -290,6 +303,71 @@ def test_run_command_answers_one_line(artifacts):
     assert result["status"] == "ok" and result["task_id"] == "t-1"
     assert result["latency"]["n"] == 20 and result["env"]["threads"] == 1
     assert result["env"]["model"]["name"] == "kws"
+
+
+def test_engine_owns_its_process_whoever_starts_it(artifacts):
+    """Started the way a Ray worker starts it: OMP_NUM_THREADS=1 and nice 15."""
+    request = {"artifact": artifacts["kws"], "iterations": 20, "warmup": 2, "layer_iterations": 4}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = _engine("run", env=env, preexec_fn=lambda: os.nice(15))
+    out, err = proc.communicate(json.dumps(request), timeout=120)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    if os.geteuid() != 0:  # lowering niceness needs privilege: a clear error, nothing measured
+        assert result["status"] == "error" and "nice 15" in result["error"]
+        return
+    assert result["status"] == "ok", result["error"]
+    e = result["env"]
+    assert e["nice"] == 0
+    assert e["threads"] == len(os.sched_getaffinity(0)) == len(e["affinity"])
+    assert e["inherited_env"] == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert e["interop_threads"] >= 1
+    for key in ("loadavg_before", "loadavg_after"):
+        assert len(e[key]) == 3 and all(x >= 0 for x in e[key])
+    assert e["cpu_steal_pct"] is None or 0 <= e["cpu_steal_pct"] <= 100
+    assert e["kernel"] == os.uname().release and e["torch"] == torch.__version__
+    assert e["engine"].startswith(farm.__version__ + "+")
+    for key in ("governor", "freq_mhz", "cpu_model", "temp_c_before", "temp_c_after"):
+        assert key in e
+    busy = e["loadavg_before"][0] >= 0.5 * len(e["affinity"])
+    assert any(w.startswith("board busy") for w in result["warnings"]) == busy
+
+
+def test_a_priority_the_os_refuses_is_an_error(monkeypatch):
+    def refuse(*_args: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    r = run(iterations=3, layers=False, nice=-5)
+    assert r["status"] == "error" and "may not change it to -5" in r["error"]
+    assert r["latency"] is None
+
+
+def test_busy_board_warnings():
+    assert board.busy_warnings([3.2, 1.0, 0.5], 2, None, (None, None)) == [
+        "board busy: load 3.2 on 2 CPUs"
+    ]
+    assert board.busy_warnings([0.4, 1.0, 0.5], 2, 0.0, (45.0, 50.0)) == []
+    assert board.busy_warnings([0.1, 0, 0], 4, 12.5, (70.0, 85.0)) == [
+        "CPU steal 12.5% during the task",
+        "board hot: 85 C",
+    ]
+    assert board.steal_pct((10, 1000), (30, 1400)) == 5.0
+    assert board.steal_pct(None, (1, 2)) is None
+
+
+def test_peak_rss_is_inference_not_the_loader():
+    """A loader that briefly holds 200 MB: that is the load peak, not inference's."""
+
+    def heavy_loader() -> Loaded:
+        scratch = torch.ones(200 * memory.MB // 4)  # touched: resident
+        del scratch
+        return mlp()
+
+    r = run(heavy_loader, iterations=5, layers=False)
+    mem = r["memory"]
+    assert mem["load_peak_rss_mb"] >= mem["baseline_rss_mb"] + 190
+    assert mem["peak_rss_mb"] < mem["load_peak_rss_mb"] - 150
 
 
 def test_run_command_exit_codes(artifacts, tmp_path):
@@ -426,17 +504,24 @@ def test_zip_engine_behaves_like_the_module(artifacts, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["kws", "svhn"])
-def test_zoo_model_layer_sum_matches_whole_model_time(artifacts, name):
+def test_zoo_model_layer_pass_reports_its_sum_against_the_whole(artifacts, name):
     request = {"artifact": artifacts[name], "iterations": 200, "warmup": 10,
                "layer_iterations": 40, "threads": 1}  # fmt: skip
     r = run_task(parse_request(request), ModelCache(capacity=0))
     assert r["status"] == "ok", r["error"]
     whole = r["latency"]["median_ms"]
     lp = r["layer_pass"]
-    assert lp["layer_sum_ms"] == pytest.approx(whole, rel=0.10)
+    # against the unhooked forwards interleaved with the hooked ones; how close it comes
+    # is a timing target (benchmarks/harness.py), here: it is reported and flagged
+    rows = r["layers"]
+    assert lp["layer_sum_ms"] == pytest.approx(sum(row["time_ms"] for row in rows))
+    assert lp["layer_sum_vs_whole"] == pytest.approx(lp["layer_sum_ms"] / lp["whole_unhooked_ms"])
+    flagged = any(w.startswith("layer sum") for w in r["warnings"])
+    assert flagged == lp["layer_sum_outside_5pct"] == (abs(lp["layer_sum_vs_whole"] - 1) > 0.05)
+    assert r["model_form"] == "eager"
     assert lp["layer_sum_vs_latency"] == pytest.approx(lp["layer_sum_ms"] / whole)
     assert lp["layer_compute_sum_ms"] < lp["layer_sum_ms"]
-    assert len(r["layers"]) == len(r["markers"]["layer_names"]) > 3
+    assert len(r["layers"]) == len(r["markers"]["layer_names"]) + 1 > 4
     assert r["memory"]["param_bytes"] == 4 * r["env"]["model"]["params"]
 
 
@@ -447,3 +532,25 @@ def test_batch_scales_the_input_and_the_activations():
     assert four["memory"]["peak_activation_bytes"] > 3 * one["memory"]["peak_activation_bytes"]
     with pytest.raises(RequestError):
         parse_request({"artifact": "x", "batch": 0})
+
+
+def test_a_program_is_timed_as_exported_and_its_layer_pass_is_a_named_variant(tmp_path):
+    import io
+
+    from farm.engine import artifact
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(model, (torch.randn(1, 16),)), buffer)
+    manifest = {"format": artifact.FORMAT, "kind": artifact.KIND_PROGRAM, "name": "mlp",
+                "source": "tests", "params": sum(p.numel() for p in model.parameters()),
+                "activation": None, "input_shape": [1, 16], "dtype": "float32"}  # fmt: skip
+    path = tmp_path / "mlp.farm"
+    artifact.write(path, manifest, {artifact.PROGRAM: buffer.getvalue()})
+    request = {"artifact": str(path), "iterations": 20, "warmup": 2, "layer_iterations": 4}
+    r = run_task(parse_request(request), ModelCache(capacity=0))
+    assert r["status"] == "ok", r["error"]
+    assert r["model_form"] == "exported"
+    assert r["layer_pass"]["model_form"] == "unflattened"
+    assert [row["type"] for row in r["layers"]] == ["Linear", "ReLU", "Linear", "Graph"]

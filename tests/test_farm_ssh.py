@@ -404,3 +404,26 @@ def test_inventory_check_reports_each_board(testbed, tmp_path):
         assert rows[name]["disk free GB"] > 0 and rows[name]["mem avail MB"] > 0
         assert rows[name]["reachable"] is True and rows[name]["engine"] in (True, False)
     assert rows["ghost"]["reachable"] is False and rows["ghost"]["disk free GB"] is None
+
+
+def test_a_job_runs_on_boards_behind_a_jump_host(
+    ray_session, make_testbed, tmp_path, scheduler_cleanup
+):
+    """One board listed with ``proxy_jump``, one only by its ssh_config alias."""
+    bed = make_testbed(n=0, behind=2)
+    by_jump, by_alias = bed.board_specs()[0], bed.alias_spec("behind1")
+    assert "proxy_jump" in by_jump and "proxy_jump" not in by_alias
+    inv = write_inventory(tmp_path / "inv.yaml", [by_jump, by_alias])
+    job = {
+        "name": "behind",
+        "models": ["kws"],
+        "targets": [{"tags": ["behind"]}],
+        "variants": {"threads": [1]},
+        "measure": FAST,
+    }
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    scheduler_cleanup.append(actor)
+    assert wait(ray_session, actor, job_id).state == "done"
+    cells = store.cells(job_id)
+    assert sorted(c.task.board for c in cells) == ["behind0", "behind1"]
+    assert all(c.task.state == "done" and c.result.latency.n == 20 for c in cells)

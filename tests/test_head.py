@@ -221,6 +221,13 @@ def test_detach_with_ray_address(head: Farm, testbed: Testbed) -> None:
     # reading it back through the head, by RAY_ADDRESS alone
     out = head.ok("results", job_id, "--format", "json", env={"RAY_ADDRESS": head.address})
     assert len(json.loads(out.stdout)["results"]) == 3
+    # the listing and nightly verbs read through the head too (keyword arguments included)
+    assert job_id in head.ok("status", env={"RAY_ADDRESS": head.address}).stdout
+    head.ok("submit", str(job), "-i", str(testbed.inventory_path), "--quiet",
+            "--address", head.address)  # fmt: skip
+    cmp = head.run("compare", "--format", "json", "--address", head.address)
+    assert cmp.returncode in (0, 1), cmp.stderr
+    assert json.loads(cmp.stdout)["baseline"] == job_id
 
 
 def test_board_without_station_fails_fast(head: Farm, testbed: Testbed) -> None:

@@ -533,6 +533,14 @@ INVENTORY_ERRORS = [
         "must be > 0",
     ),
     (
+        "bad-jump-host",
+        "version: 1\nboards:\n  - name: a\n    transport: ssh\n    host: b\n"
+        "    proxy_jump: [gw:22, 'u@gw:ssh']\n    processors: [{name: c}]\n",
+        6,
+        "boards[0].proxy_jump",
+        "not a jump host: 'u@gw:ssh' (expected [user@]host[:port])",
+    ),
+    (
         "bool-is-not-int",
         "version: 1\nboards:\n  - name: a\n    port: true\n    processors: [{name: c}]\n",
         4,
@@ -687,10 +695,28 @@ def test_anchors_and_merge_keys_still_work(inventory):
 # -- the models ---------------------------------------------------------------------------
 
 
+def test_jump_hosts_are_written_as_openssh_writes_them():
+    inv = spec.parse_inventory(
+        "version: 1\nboards:\n"
+        "  - {name: a, transport: ssh, host: b, proxy_jump: 'u@gw:2222,gw2', processors: [{name: c}]}\n"
+        "  - name: z\n    transport: ssh\n    host: b\n    processors: [{name: c}]\n"
+        "    proxy_jump: ['[fe80::1]:22', {host: gw, known_hosts: /k, trust_on_first_use: true}]\n"
+    )
+    a, z = inv.boards
+    assert [(h.user, h.host, h.port) for h in a.proxy_jump] == [
+        ("u", "gw", 2222),
+        (None, "gw2", None),
+    ]
+    assert [(h.host, h.port) for h in z.proxy_jump] == [("fe80::1", 22), ("gw", None)]
+    assert (z.proxy_jump[1].known_hosts, z.proxy_jump[1].trust_on_first_use) == ("/k", True)
+    assert z.proxy_jump[0].known_hosts is None  # unset: the board's
+    assert a.ssh_config is None and inv.boards[0].port is None
+
+
 def test_inventory_defaults_follow_the_contract():
     inv = spec.parse_inventory("version: 1\nboards: [{name: b, processors: [{name: cpu}]}]\n")
     board = inv.boards[0]
-    assert board.transport == "local" and board.port == 22 and board.user is None
+    assert board.transport == "local" and board.port is None and board.user is None
     assert board.known_hosts == "~/.ssh/known_hosts"  # `~` is expanded where it is used
     assert board.cache_dir == "~/.cache/farm" and board.python == "python3"
     assert board.station == "head" and board.connect_timeout_s == 10
@@ -727,7 +753,7 @@ def test_models_are_frozen(inventory):
     with pytest.raises(Exception, match="frozen"):
         inventory.boards[0].name = "other"  # type: ignore[misc]
     changed = inventory.boards[0].model_copy(update={"port": 2222})
-    assert changed.port == 2222 and inventory.boards[0].port == 22
+    assert changed.port == 2222 and inventory.boards[0].port is None
 
 
 def test_program_paths_resolve_against_the_job_file(tmp_path):

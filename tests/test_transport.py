@@ -142,9 +142,9 @@ def test_ssh_run_round_trip_reuses_one_connection(ssh, testbed):
     with pytest.raises(CommandFailed) as info:
         ssh.run(["false"], timeout=10)
     assert info.value.result.exit_code == 1 and info.value.board == "board0"
-    first = ssh._client.get_transport()
+    first = ssh._transport()
     assert ssh.run(["cat"], timeout=10, stdin=b"x" * 3_000_000).stdout == "x" * 3_000_000
-    assert ssh._client.get_transport() is first
+    assert ssh._transport() is first
     assert ssh.home() == str(testbed.board("board0").dir)  # each board its own home
 
 

@@ -175,6 +175,30 @@ def test_deepear_emotion_dnn_is_table_6_and_the_whole_is_2_3m() -> None:
     assert [tuple(o.shape) for o in outputs] == [(1, 14), (1, 23), (1, 19)]
 
 
+@pytest.mark.parametrize("name", ["alexnet", "svhn", "kws", "deepear"])
+def test_every_classifier_ends_in_a_softmax(name: str) -> None:
+    module = _seeded(name)
+    outputs = set(module.outputs)
+    ends = [layer for node, layer in module.layers() if node in outputs]
+    assert ends and all(isinstance(layer, nn.Softmax) and layer.dim == 1 for layer in ends)
+    with torch.no_grad():
+        out = module(torch.randn(zoo.get(name).input_shape))
+    for probs in out if isinstance(out, tuple) else (out,):
+        assert torch.allclose(probs.sum(dim=1), torch.ones(1))
+
+
+def test_deepear_has_dropout_rows_after_each_hidden_activation() -> None:
+    names = [name for name, _ in _seeded("deepear", part="emotion").layers()]
+    assert names == [
+        "emotion_fc1", "emotion_act1", "emotion_drop1",
+        "emotion_fc2", "emotion_act2", "emotion_drop2",
+        "emotion_fc3", "emotion_act3", "emotion_drop3",
+        "emotion_fc4", "emotion_softmax",
+    ]  # fmt: skip
+    drops = [m for _, m in _seeded("deepear").layers() if isinstance(m, nn.Dropout)]
+    assert len(drops) == 9 and all(not m.training for m in drops)
+
+
 def test_deepear_head_sizes_are_options() -> None:
     module = _seeded("deepear", part="speaker", speaker_hidden=[100, 50], speaker_classes=7)
     assert _params(module) == _dense([224, 100, 50, 7])
@@ -367,8 +391,10 @@ def test_module_path_models_round_trip_with_their_layers(
     for name, layer in loaded.layers:
         layer.register_forward_hook(lambda *_, name=name: fired.append(name))
     x = loaded.example_input()
+    assert (loaded.form, loaded.layer_form) == ("exported", "unflattened")
     with torch.no_grad():
-        assert torch.allclose(loaded.module(x), original(x), atol=1e-6)
+        assert torch.allclose(loaded.module(x), original(x), atol=1e-6)  # what is timed
+        assert torch.allclose(loaded.layer_root(x), original(x), atol=1e-6)  # what is hooked
     assert fired == leaves
 
 

@@ -1,7 +1,8 @@
 """pytest plugin: real OpenSSH boards on loopback (see ``farm.testing.testbed``).
 
 ``testbed`` is shared by the whole session (3 boards); a test that breaks a
-board for good (new host key, SIGSTOP) builds its own with ``make_testbed``.
+board for good (new host key, SIGSTOP), or needs boards behind a jump host
+(``behind=N``), builds its own with ``make_testbed``.
 ``board_spec(bed, name, **changes)`` gives a board as ``farm.spec`` models it.
 """
 
@@ -40,8 +41,8 @@ def make_testbed(tmp_path) -> Iterator[Any]:
     _require_sshd()
     beds: list[Testbed] = []
 
-    def make(n: int = 1, classes: list[BoardClass] | None = None) -> Testbed:
-        bed = Testbed(tmp_path / f"bed{len(beds)}", classes=classes, n=n)
+    def make(n: int = 1, classes: list[BoardClass] | None = None, behind: int = 0) -> Testbed:
+        bed = Testbed(tmp_path / f"bed{len(beds)}", classes=classes, n=n, behind=behind)
         beds.append(bed)
         return bed.up()
 

@@ -5,6 +5,9 @@ descriptor 1 is moved aside for the protocol and fd 1 is pointed at stderr, so
 a stray ``print`` in a user's model, or a C library writing to stdout, lands in
 the log instead of corrupting a JSON line.
 
+Inherited thread-count variables (Ray sets ``OMP_NUM_THREADS=1`` for its workers)
+are removed before torch is imported: the request alone decides the threads.
+
 Exit codes: 0 when a result was written (even ``does_not_fit`` or ``error``),
 2 when the request itself could not be read.
 """
@@ -55,6 +58,10 @@ def cli(argv: list[str] | None = None) -> int:
         from farm.engine.lease import serve
 
         return serve(args.path, args.ttl, out)
+    # before torch is imported: its thread pools must not be sized by whoever started us
+    from farm.engine.process import clean_environment
+
+    clean_environment()
     # imported after the descriptors are set: torch's import must not reach stdout
     from farm.engine.request import RequestError, parse_request
     from farm.engine.runner import ModelCache, run_task

@@ -290,14 +290,33 @@ def write(path: str | Path, manifest: Mapping[str, Any], members: Mapping[str, b
     Path(path).write_bytes(zip_bytes(entries, compression=zipfile.ZIP_STORED))
 
 
+FORM_EAGER = "eager"  # the zoo's graph: real torch.nn layers run by GraphModule
+FORM_EXPORTED = "exported"  # an ExportedProgram's own module (``program.module()``)
+FORM_UNFLATTENED = "unflattened"  # ``torch.export.unflatten``: leaves to hook, slower
+
+
 @dataclass
 class LoadedModel:
     """A model ready to run: ``module`` in eval mode, its leaf ``layers`` in execution order
-    (the per-layer pass hooks these) and the manifest's ``meta`` plus the file's sha256."""
+    (the per-layer pass hooks these) and the manifest's ``meta`` plus the file's sha256.
+
+    ``form`` says what ``module`` is. Where the hookable leaves belong to another form of
+    the same model (an exported program's leaves exist only once it is unflattened, which
+    runs 2–3× slower), ``layer_module`` is that form and ``layer_form`` its name: the
+    latency is the model's own form, the layer pass a named variant, never a substitute.
+    """
 
     module: nn.Module
     layers: list[tuple[str, nn.Module]]
     meta: dict[str, Any] = field(default_factory=dict)
+    form: str = FORM_EAGER
+    layer_module: nn.Module | None = None
+    layer_form: str = FORM_EAGER
+
+    @property
+    def layer_root(self) -> nn.Module:
+        """The module whose forward the layer pass and the memory probe run."""
+        return self.layer_module if self.layer_module is not None else self.module
 
     def example_input(self, device: str | torch.device = "cpu", batch: int = 1) -> Any:
         """Seeded random input of the manifest's shape(s) — whose first dimension is the
@@ -334,11 +353,12 @@ def load(path: str | Path) -> LoadedModel:
         manifest = _read_manifest(archive, path)
         if manifest["kind"] == KIND_GRAPH:
             module, layers = _load_graph(archive, manifest, path)
+            loaded = LoadedModel(module=module, layers=layers)
         else:
-            module, layers = _load_program(archive, path)
-    meta = {key: value for key, value in manifest.items() if key != "graph"}
-    meta["sha256"] = digest
-    return LoadedModel(module=module, layers=layers, meta=meta)
+            loaded = _load_program(archive, path)
+    loaded.meta = {key: value for key, value in manifest.items() if key != "graph"}
+    loaded.meta["sha256"] = digest
+    return loaded
 
 
 def _member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
@@ -380,15 +400,15 @@ def _load_graph(
     return module, module.layers()
 
 
-def _load_program(
-    archive: zipfile.ZipFile, path: Path
-) -> tuple[nn.Module, list[tuple[str, nn.Module]]]:
-    """Load a torch.export program and unflatten it into its module hierarchy.
+def _load_program(archive: zipfile.ZipFile, path: Path) -> LoadedModel:
+    """Load a torch.export program: its own module is timed, its unflattened form hooked.
 
-    Leaves of the unflattened module are the user's own leaf modules, and forward hooks on
-    them fire in call order. Work a module does itself (functional ops in its ``forward``)
-    belongs to no leaf. When unflatten fails or finds no submodules, the whole program is
-    one layer named ``program``.
+    ``program.module()`` is the program as exported (one flat graph); that is the model
+    measured. Leaves of the unflattened module are the user's own leaf modules, and
+    forward hooks on them fire in call order, so the layer pass runs that form as a named
+    variant. Work a module does itself (functional ops in its ``forward``) belongs to no
+    leaf. When unflatten fails or finds no submodules, the whole program is one layer
+    named ``program``.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations
@@ -396,11 +416,11 @@ def _load_program(
             program = torch.export.load(io.BytesIO(_member(archive, PROGRAM, path)))
         except (RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as exc:
             raise ArtifactError(f"{path}: cannot load the exported program: {exc}") from exc
+        exported = program.module()  # keeps the mode it was exported in (refuses eval())
         try:
             module: nn.Module = torch.export.unflatten(program)
         except Exception:  # unflatten is best effort: fall back to the whole program
-            module = program.module()
-            return module, [("program", module)]
+            return LoadedModel(exported, [("program", exported)], form=FORM_EXPORTED)
     # InterpreterModules default to running through torch.fx.Interpreter (about 4x slower
     # per call on a small MLP); the generated code computes the same thing.
     for sub in module.modules():
@@ -424,4 +444,8 @@ def _load_program(
     for name, sub in leaves:
         if name in types:
             sub.farm_layer_type = types[name]
-    return module, leaves or [("program", module)]
+    if not leaves:
+        return LoadedModel(exported, [("program", exported)], form=FORM_EXPORTED)
+    return LoadedModel(
+        exported, leaves, form=FORM_EXPORTED, layer_module=module, layer_form=FORM_UNFLATTENED
+    )

@@ -1,13 +1,15 @@
-"""The process and the board it runs on: thread and CPU settings, and facts to report.
+"""Threads and facts about the process that runs the task.
 
-A warm engine serves many tasks in one process, so a task that names no
-thread count or affinity gets the process's *original* settings back rather
-than whatever the previous task left.
+A warm engine serves many tasks in one process, so a task that names no thread
+count gets the same default every time: one intra-op thread per CPU the task may
+run on (its affinity), whatever the environment said when the process started
+(``farm.engine.process`` has already removed inherited thread variables).
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
+import importlib.resources
 import os
 import platform
 import socket
@@ -16,48 +18,49 @@ import time
 
 import torch
 
-from farm.engine import memory
-
-_ORIGINAL_THREADS = torch.get_num_threads()
-_ORIGINAL_AFFINITY = (
-    tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else None
-)
+import farm
+from farm.engine import memory, process
 
 
 def apply_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads (None: the process default); return the count in force."""
-    torch.set_num_threads(threads or _ORIGINAL_THREADS)
+    """Set torch's intra-op threads (None: one per usable CPU); return the count in force."""
+    torch.set_num_threads(threads or process.usable_cpus())
     return torch.get_num_threads()
 
 
-def apply_affinity(cpus: tuple[int, ...] | None) -> list[int] | None:
-    """Pin every thread of this process to ``cpus`` (None: the original set).
+def apply_interop_threads(threads: int | None) -> int:
+    """Set torch's inter-op threads where asked; return the count in force.
 
-    ``sched_setaffinity(0, ...)`` moves only the calling thread on Linux, and
-    torch's worker threads already exist, so each thread in /proc/self/task
-    is moved. Returns the affinity in force, or None where the OS has none.
+    Torch fixes the inter-op pool the first time it is used, so a warm engine can
+    change it only before its first task: asking for another count afterwards
+    is an error, never silently ignored.
     """
-    if not hasattr(os, "sched_setaffinity"):
-        if cpus is not None:
-            raise OSError("CPU affinity is not supported on this platform")
-        return None
-    target = set(cpus if cpus is not None else _ORIGINAL_AFFINITY or ())
-    if target:
-        os.sched_setaffinity(0, target)
+    if threads is not None and threads != torch.get_num_interop_threads():
         try:
-            tids = [int(t) for t in os.listdir("/proc/self/task")]
-        except OSError:
-            tids = []
-        for tid in tids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.sched_setaffinity(tid, target)  # unless the thread ended meanwhile
-    return sorted(os.sched_getaffinity(0))
+            torch.set_num_interop_threads(threads)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"inter-op threads are fixed at {torch.get_num_interop_threads()} in this "
+                f"engine process and cannot become {threads}: {exc}"
+            ) from exc
+    return torch.get_num_interop_threads()
 
 
-def cpu_count() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+def engine_version() -> str:
+    """``<farm version>+<sha256 of the engine's sources, 12 hex>``: which engine measured.
+
+    Read through importlib.resources so it works inside the shipped zip too.
+    """
+    digest = hashlib.sha256()
+    package = importlib.resources.files("farm.engine")
+    for entry in sorted(package.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".py"):
+            digest.update(entry.name.encode())
+            digest.update(entry.read_bytes())
+    return f"{farm.__version__}+{digest.hexdigest()[:12]}"
+
+
+_ENGINE_VERSION = engine_version()
 
 
 def describe() -> dict:
@@ -65,12 +68,13 @@ def describe() -> dict:
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "engine": _ENGINE_VERSION,
         "machine": platform.machine(),
         "system": platform.system(),
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
         "cpu_count": os.cpu_count(),
-        "usable_cpus": cpu_count(),
+        "usable_cpus": process.usable_cpus(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "cuda": torch.cuda.is_available(),
         "clock": time.get_clock_info("monotonic").implementation,

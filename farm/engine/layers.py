@@ -5,25 +5,34 @@ leaf layer gets a pre-hook whose *last* act is reading the clock and a hook
 whose *first* act is reading it; both only append two ints to two lists, and
 pairing them into times happens after the clock stops.
 
-Two times come out per layer:
+Hooked and unhooked forwards of the same model alternate, one each per
+iteration (which goes first alternates too), so the two medians are taken
+under the same conditions and their difference is what the hooks cost *in
+place*: calibrating on an ``nn.Identity`` in a tight loop (the old way) read
+2.5 µs a pair where a layer of a real model pays about 6 µs, because a module
+with hooks leaves ``Module.__call__``'s fast path.
 
-- ``time_ms``: the layer's share of the forward's wall time — from the end of
-  the previous layer (or the start of the forward) to this layer's end. That
-  includes the framework's work to dispatch the layer (``Module.__call__``, the
-  parent's ``forward`` loop), which on a small model is a large part of the
-  latency; without it the layers of Deep KWS would explain only ~70% of the
-  model's time. The calibrated cost of one hook pair is subtracted, so the
-  layer times add up to the hook-free latency.
+Times that come out:
+
+- ``time_ms`` per layer: its share of the forward's wall time, from the end of
+  the previous layer (for the first layer, its own pre-hook) to its own end,
+  minus the in-place hook cost of each call. That includes the framework's
+  dispatch of the layer, a large part of a small model's latency.
+- a ``(graph)`` row: the forward's own entry and exit (the root module's call,
+  the graph handing back its output), never billed to the first or last layer.
 - ``compute_ms``: pre-hook to hook, the layer's own ``forward`` alone, net of
-  the sliver of hook machinery inside that interval.
+  the sliver of hook machinery inside that interval (calibrated on an identity).
+- the layer sum against the unhooked forwards (``layer_sum_vs_whole``), both
+  from this pass, and a flag when it falls outside ±5%.
 
-Both hook costs are calibrated the same way: many calls of an ``nn.Identity``
-on a one-element tensor with the hook pair, median.
+Per-layer times and the hook cost are means over the faster half of the
+iterations (``fast_mean``): on a shared machine another process only ever adds
+time to a forward, and a median per layer would not add up to a forward.
 """
 
 from __future__ import annotations
 
-import itertools
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,7 +56,8 @@ NONLINEAR = frozenset(
 )  # fmt: skip
 
 CALIBRATION_CALLS = 2000
-CALIBRATION_BATCHES = 20
+GRAPH_ROW = "(graph)"
+SUM_TOLERANCE = 0.05  # a layer sum further than this from the whole forward is flagged
 
 
 @dataclass
@@ -57,17 +67,28 @@ class LayerPass:
     times: list[int]  # perf_counter_ns at each hook
     codes: list[int]  # 2 * layer index (+1 for the end)
     starts: list[int]  # index into times where each iteration begins
-    begin_ns: list[int]  # perf_counter_ns just before each forward
+    begin_ns: list[int]  # perf_counter_ns just before each hooked forward
     whole_ns: list[int]  # whole forward per iteration, hooks included
+    bare_ns: list[int]  # the unhooked forward of the same iteration
     mono_offset_ns: int  # add to a perf_counter_ns reading to get monotonic_ns
 
+    def pair_cost_ns(self) -> float:
+        """What one hook pair costs in place: hooked minus unhooked forward, per layer call.
 
-@dataclass(frozen=True)
-class HookCost:
-    """What one hook pair adds: to the forward (``pair_ns``), inside an interval."""
+        Both sides are fast means (:func:`fast_mean`): time taken from a forward by another
+        process only ever adds, so the fast half estimates the model's own cost
+        and a stall in either side does not land in the hook cost.
+        """
+        calls = stats.median([c.count(1) for c in self._ends_per_iteration()]) or 1
+        extra = fast_mean(self.whole_ns) - fast_mean(self.bare_ns)
+        return max(0.0, extra / calls)
 
-    pair_ns: int
-    interval_ns: int
+    def _ends_per_iteration(self) -> list[list[int]]:
+        bounds = [*self.starts, len(self.codes)]
+        return [
+            [code % 2 for code in self.codes[bounds[i] : bounds[i + 1]]]
+            for i in range(len(self.starts))
+        ]
 
 
 def _hooks(
@@ -104,42 +125,31 @@ def _hooks(
     return make
 
 
-def calibrate_hook_cost(
+def calibrate_interval_cost(
     device: torch.device | str = "cpu", calls: int = CALIBRATION_CALLS
-) -> HookCost:
-    """Measure the hook pair on an ``nn.Identity``: with hooks, call to call, and without.
+) -> int:
+    """The hook machinery inside a pre-hook-to-hook interval (ns), on an ``nn.Identity``.
 
-    ``pair_ns`` is the median call-to-call time with hooks minus the median
-    per-call time of the same loop without them. ``interval_ns`` is the median
-    pre-hook-to-hook interval (the identity's own forward is a few tens of ns).
+    Only the sliver between the pre-hook's clock read and the hook's is measured
+    here (the identity's own forward is a few tens of ns); what hooks add to the
+    forward as a whole is measured in place by the layer pass.
     """
     device = torch.device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     probe = torch.nn.Identity()
     x = torch.zeros(1, device=device)
-    clock = time.perf_counter_ns
-    batch = max(calls // CALIBRATION_BATCHES, 1)
-    bare: list[float] = []
-    with torch.inference_mode():
-        for _ in range(CALIBRATION_BATCHES):
-            t0 = clock()
-            for _ in range(batch):
-                probe(x)
-            bare.append((clock() - t0) / batch)
-        times: list[int] = []
-        codes: list[int] = []
-        pre, post = _hooks(times, codes, sync)(0)
-        handles = [probe.register_forward_pre_hook(pre), probe.register_forward_hook(post)]
-        try:
+    times: list[int] = []
+    codes: list[int] = []
+    pre, post = _hooks(times, codes, sync)(0)
+    handles = [probe.register_forward_pre_hook(pre), probe.register_forward_hook(post)]
+    try:
+        with torch.inference_mode():
             for _ in range(calls):
                 probe(x)
-        finally:
-            for h in handles:
-                h.remove()
-    ends = times[1::2]
-    step = stats.median([b - a for a, b in itertools.pairwise(ends)])
-    interval = stats.median([e - b for b, e in zip(times[0::2], ends, strict=True)])
-    return HookCost(pair_ns=max(0, round(step - stats.median(bare))), interval_ns=round(interval))
+    finally:
+        for h in handles:
+            h.remove()
+    return round(stats.median([e - b for b, e in zip(times[0::2], times[1::2], strict=True)]))
 
 
 def run_layer_pass(
@@ -148,70 +158,121 @@ def run_layer_pass(
     iterations: int,
     sync: Callable[[], None] | None = None,
 ) -> LayerPass:
-    """Run ``iterations`` hooked forwards, recording every leaf layer's begin/end."""
+    """``iterations`` hooked forwards, each beside an unhooked one, interleaved.
+
+    The hooks are registered before each hooked forward and removed after it
+    (outside the timed interval), so the unhooked forward runs the model exactly
+    as the latency pass does. The garbage collector is paused throughout.
+    """
     times: list[int] = []
     codes: list[int] = []
     starts: list[int] = []
     begins: list[int] = []
     whole: list[int] = []
+    bare: list[int] = []
     make = _hooks(times, codes, sync)
-    handles = []
+    pairs = []
     seen: set[int] = set()
     for i, (_, module) in enumerate(layers):
-        if id(module) in seen:  # a module listed twice would double its hooks
-            continue
-        seen.add(id(module))
-        pre, post = make(i)
-        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        if id(module) not in seen:  # a module listed twice would double its hooks
+            seen.add(id(module))
+            pairs.append((module, *make(i)))
     clock = time.perf_counter_ns
     offset = time.monotonic_ns() - clock() if not SAME_CLOCK else 0
-    try:
-        for _ in range(iterations):
+    sync_ = sync or _no_sync
+
+    def forward() -> tuple[int, int]:
+        sync_()
+        t0 = clock()
+        run_once()
+        sync_()
+        return t0, clock() - t0
+
+    def hooked() -> None:
+        handles = []
+        for module, pre, post in pairs:
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        try:
             starts.append(len(times))
-            if sync is not None:
-                sync()
-            t0 = clock()
-            begins.append(t0)
-            run_once()
-            if sync is not None:
-                sync()
-            whole.append(clock() - t0)
+            t0, took = forward()
+        finally:
+            for h in handles:
+                h.remove()
+        begins.append(t0)
+        whole.append(took)
+
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for it in range(iterations):
+            if it % 2 == 0:
+                hooked()
+                bare.append(forward()[1])
+            else:
+                bare.append(forward()[1])
+                hooked()
     finally:
-        for h in handles:
-            h.remove()
-    return LayerPass(times, codes, starts, begins, whole, offset)
+        if gc_was_enabled:
+            gc.enable()
+    return LayerPass(times, codes, starts, begins, whole, bare, offset)
 
 
-def per_iteration_ns(lp: LayerPass, n_layers: int) -> tuple[list[list[int]], list[list[int]]]:
-    """Per iteration and layer: (wall share, own forward) in ns, hooks included.
+def _no_sync() -> None:
+    return None
 
-    The wall share of a layer runs from the previous layer's end (or the start
-    of the forward) to its own end; the time after the last layer's end until
-    the forward returns (the graph handing back its output) goes to that last
-    layer. So every nanosecond of the forward belongs to exactly one layer, and
-    the shares describe the whole model. A layer called twice adds up.
+
+@dataclass
+class Spans:
+    """Per iteration: each layer's wall share and own forward, and the graph's entry/exit."""
+
+    span: list[list[int]]
+    compute: list[list[int]]
+    calls: list[list[int]]
+    graph: list[int]
+    first: int | None = None  # the layer that ran first (its span starts at its pre-hook)
+
+
+def per_iteration_ns(lp: LayerPass, n_layers: int) -> Spans:
+    """Split each hooked forward into layers, hooks included (see the module docstring).
+
+    A layer's wall share runs from the previous layer's end to its own end; the
+    first layer's from its own pre-hook. The forward's start to the first
+    pre-hook, and the last layer's end to the forward's return, are the graph's.
+    Every nanosecond of the forward belongs to exactly one row; a layer called
+    twice adds up.
     """
-    spans, computes = [], []
+    out = Spans([], [], [], [])
     bounds = [*lp.starts, len(lp.times)]
     for it in range(len(lp.starts)):
-        span, compute = [0] * n_layers, [0] * n_layers
+        span, compute, calls = [0] * n_layers, [0] * n_layers, [0] * n_layers
         open_at: dict[int, int] = {}
-        last_end = lp.begin_ns[it]
-        last_layer = None
+        last_end: int | None = None
+        first_begin: int | None = None
         for k in range(bounds[it], bounds[it + 1]):
             layer, is_end = divmod(lp.codes[k], 2)
             t = lp.times[k]
             if is_end:
-                compute[layer] += t - open_at.pop(layer)
-                span[layer] += t - last_end
-                last_end, last_layer = t, layer
+                compute[layer] += t - open_at[layer]
+                span[layer] += t - (open_at.pop(layer) if last_end is None else last_end)
+                calls[layer] += 1
+                last_end = t
             else:
                 open_at[layer] = t
-        if last_layer is not None:
-            span[last_layer] += max(0, lp.begin_ns[it] + lp.whole_ns[it] - last_end)
-        spans.append(span)
-        computes.append(compute)
-    return spans, computes
+                if first_begin is None:
+                    first_begin = t
+                    out.first = layer if out.first is None else out.first
+        begin, end = lp.begin_ns[it], lp.begin_ns[it] + lp.whole_ns[it]
+        graph = (
+            end - begin
+            if first_begin is None or last_end is None
+            else (first_begin - begin + max(0, end - last_end))
+        )
+        out.span.append(span)
+        out.compute.append(compute)
+        out.calls.append(calls)
+        out.graph.append(graph)
+    return out
 
 
 def add_markers(lp: LayerPass, markers: Markers) -> None:
@@ -222,6 +283,11 @@ def add_markers(lp: LayerPass, markers: Markers) -> None:
             layer, is_end = divmod(lp.codes[k], 2)
             kind = LAYER_END if is_end else LAYER_BEGIN
             markers.add(lp.times[k] + lp.mono_offset_ns, kind, it, layer)
+
+
+def layer_type(module: torch.nn.Module) -> str:
+    """The layer's kind as tables name it (an unflattened program's leaves say theirs)."""
+    return getattr(module, "farm_layer_type", None) or type(module).__name__
 
 
 @dataclass
@@ -236,42 +302,96 @@ class LayerInfo:
     output_bytes: int
 
 
-def summarize(lp: LayerPass, infos: list[LayerInfo], cost: HookCost) -> tuple[list[dict], dict]:
-    """Per-layer rows and the pass summary (sum, whole, non-linear share)."""
-    spans, computes = per_iteration_ns(lp, len(infos))
+def typical_iterations(whole_ns: list[int]) -> list[int]:
+    """The iterations whose whole hooked forward was among the faster half.
 
-    def net_median(rows: list[list[int]], i: int, cost_ns: int) -> float:
-        return max(0.0, stats.median([row[i] for row in rows]) - cost_ns)
+    Per-layer times are means over these: a layer's median alone would not add up
+    (the sum of medians of skewed times falls short of the median sum), and a
+    plain mean would let one preempted forward bill its stall to one layer.
+    """
+    ranked = sorted(range(len(whole_ns)), key=whole_ns.__getitem__)
+    return sorted(ranked[: (len(ranked) + 1) // 2])
 
-    times = [net_median(spans, i, cost.pair_ns) for i in range(len(infos))]
-    own = [net_median(computes, i, cost.interval_ns) for i in range(len(infos))]
-    total = sum(times)
-    layers = []
-    for i, info in enumerate(infos):
-        layers.append(
-            {
-                "index": i,
-                "name": info.name,
-                "type": info.type,
-                "params": info.params,
-                "time_ms": times[i] / 1e6,
-                "compute_ms": own[i] / 1e6,
-                "share": times[i] / total if total > 0 else 0.0,
-                "nonlinear": info.type in NONLINEAR,
-                "input_bytes": info.input_bytes,
-                "output_bytes": info.output_bytes,
-                "param_bytes": info.param_bytes,
-                "resident_bytes": info.param_bytes + info.input_bytes + info.output_bytes,
-            }
-        )
+
+def fast_mean(values: list[int]) -> float:
+    """Mean of the faster half of ``values`` (the statistic the layer pass compares)."""
+    fast = sorted(values)[: (len(values) + 1) // 2]
+    return sum(fast) / len(fast)
+
+
+def summarize(lp: LayerPass, infos: list[LayerInfo], interval_ns: int) -> tuple[list[dict], dict]:
+    """Per-layer rows (the graph's entry/exit last) and the pass summary."""
+    n = len(infos)
+    spans = per_iteration_ns(lp, n)
+    pair = lp.pair_cost_ns()
+
+    typical = typical_iterations(lp.whole_ns)
+
+    def mean(values: list[int]) -> float:
+        return sum(values[k] for k in typical) / len(typical)
+
+    def column(rows: list[list[int]], i: int) -> list[int]:
+        return [row[i] for row in rows]
+
+    # every layer span holds one pair per call, except the first layer's (from its own
+    # pre-hook): its pre-hook sits in the graph's entry, its hook's start in the span.
+    times, own = [], []
+    for i in range(n):
+        calls = mean(column(spans.calls, i))
+        cost = interval_ns + pair * (calls - 1) if i == spans.first else pair * calls
+        times.append(max(0.0, mean(column(spans.span, i)) - cost))
+        own.append(max(0.0, mean(column(spans.compute, i)) - interval_ns * calls))
+    graph = max(0.0, mean(spans.graph) - max(0.0, pair - interval_ns))
+    total = sum(times) + graph
+    bare = fast_mean(lp.bare_ns)
+    ratio = total / bare if bare > 0 else None
+    rows = [
+        _row(i, info.name, info.type, info, times[i], own[i], total) for i, info in enumerate(infos)
+    ]
+    rows.append(_row(n, GRAPH_ROW, "Graph", None, graph, 0.0, total))
     nonlinear = sum(t for info, t in zip(infos, times, strict=True) if info.type in NONLINEAR)
     summary = {
         "iterations": len(lp.starts),
         "layer_sum_ms": total / 1e6,
         "layer_compute_sum_ms": sum(own) / 1e6,
-        "layer_whole_ms": stats.median(lp.whole_ns) / 1e6,
+        "graph_ms": graph / 1e6,
+        "layer_whole_ms": fast_mean(lp.whole_ns) / 1e6,
+        "whole_unhooked_ms": bare / 1e6,  # fast_mean, like the layer times
+        "whole_unhooked_median_ms": stats.median(lp.bare_ns) / 1e6,
+        "layer_sum_vs_whole": ratio,
+        "layer_sum_outside_5pct": ratio is None or abs(ratio - 1) > SUM_TOLERANCE,
+        "overhead_pct": 100 * (fast_mean(lp.whole_ns) / bare - 1) if bare > 0 else None,
         "nonlinear_share": nonlinear / total if total > 0 else 0.0,
-        "hook_cost_ns": cost.pair_ns,
-        "hook_interval_cost_ns": cost.interval_ns,
+        "hook_cost_ns": round(pair),
+        "hook_cost_source": "in place (hooked vs unhooked forwards, interleaved)",
+        "hook_interval_cost_ns": interval_ns,
     }
-    return layers, summary
+    return rows, summary
+
+
+def _row(
+    index: int,
+    name: str,
+    type_: str,
+    info: LayerInfo | None,
+    time_ns: float,
+    compute_ns: float,
+    total: float,
+) -> dict:
+    p_bytes = info.param_bytes if info else 0
+    in_b = info.input_bytes if info else 0
+    out_b = info.output_bytes if info else 0
+    return {
+        "index": index,
+        "name": name,
+        "type": type_,
+        "params": info.params if info else 0,
+        "time_ms": time_ns / 1e6,
+        "compute_ms": compute_ns / 1e6,
+        "share": time_ns / total if total > 0 else 0.0,
+        "nonlinear": type_ in NONLINEAR,
+        "input_bytes": in_b,
+        "output_bytes": out_b,
+        "param_bytes": p_bytes,
+        "resident_bytes": p_bytes + in_b + out_b,
+    }

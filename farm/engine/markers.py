@@ -61,8 +61,10 @@ class Markers:
             self.add(b, begin, i)
             self.add(e, end, i)
 
-    def to_json(self, layer_names: Sequence[str] = ()) -> dict:
-        """The column-array form of docs/internals.md, sorted by time."""
+    def to_json(self, layer_names: Sequence[str] = (), layer_types: Sequence[str] = ()) -> dict:
+        """The column-array form of docs/internals.md, sorted by time.
+
+        ``layer_types`` (Conv2d, Linear, ...) lets a power analysis group layers by kind."""
         order = sorted(range(len(self.t_ns)), key=self.t_ns.__getitem__)
         return {
             "clock": "monotonic_ns",
@@ -72,4 +74,5 @@ class Markers:
             "iteration": [self.iteration[i] for i in order],
             "layer": [self.layer[i] for i in order],
             "layer_names": list(layer_names),
+            "layer_types": list(layer_types),
         }

@@ -23,6 +23,8 @@ class Request:
     task_id: str | None = None
     device: str = "cpu"
     threads: int | None = None
+    interop_threads: int | None = None
+    nice: int = 0
     affinity: tuple[int, ...] | None = None
     memory_mb: float | None = None
     batch: int = 1
@@ -47,6 +49,12 @@ def _bool(obj: dict, key: str, default: bool) -> bool:
     value = obj.get(key, default)
     if not isinstance(value, bool):
         raise RequestError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _nice(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -20 <= value <= 19:
+        raise RequestError(f"nice must be an integer from -20 to 19, got {value!r}")
     return value
 
 
@@ -97,6 +105,8 @@ def parse_request(obj: Any) -> Request:
         task_id=task_id,
         device=device,
         threads=_int(obj, "threads", None, 1),
+        interop_threads=_int(obj, "interop_threads", None, 1),
+        nice=_nice(obj.get("nice", 0)),
         affinity=affinity,
         memory_mb=memory_mb,
         batch=_int(obj, "batch", 1, 1),

@@ -2,16 +2,20 @@
 
 The order of steps matters and is fixed:
 
-1. settings (threads, CPU affinity) and baseline memory readings,
+1. the process (niceness, CPU affinity, threads) and what the board is doing
+   (load, CPU steal, temperature), and baseline memory readings,
 2. the optional sync pulse,
 3. load the artifact (or take it from the warm engine's cache) onto the device,
 4. refuse early if the parameters alone exceed the memory available,
-5. the cold inference — the very first forward after load, un-instrumented,
+5. the cold inference — the very first forward after load, un-instrumented;
+   the RSS high-water mark so far is the *loader's* peak, and it is reset here
+   so that ``peak_rss_mb`` is inference's alone,
 6. one instrumented forward measuring peak live activations; refuse with
    ``does_not_fit`` if parameters + peak exceed the memory available,
 7. warmup, then the latency pass (one inference at a time),
-8. the per-layer pass (hooked, separate, so hooks never touch the latency),
-9. the sync pulse again, peak RSS, and the result.
+8. the per-layer pass (hooked forwards interleaved with unhooked ones),
+9. the sync pulse again, peak RSS, the board's state after, and the result
+   with the warnings a reader must see (a busy board, a layer sum off by >5%).
 
 A failure becomes ``status: "error"`` with the message: the caller always
 gets one result object back, and the board's engine keeps serving.
@@ -19,6 +23,7 @@ gets one result object back, and the board's engine keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -27,7 +32,7 @@ from typing import Any
 
 import torch
 
-from farm.engine import host, layers, memory, pulse, stats
+from farm.engine import board, host, layers, memory, process, pulse, stats
 from farm.engine.markers import (
     COLD_BEGIN,
     COLD_END,
@@ -75,8 +80,10 @@ class ModelCache:
         while self._models and len(self._models) >= max(self.capacity, 1):
             self._models.popitem(last=False)  # make room before loading the next one
         model = self.loader(path)
-        model.module.to(device)
-        model.module.eval()
+        for module in _distinct(model.module, getattr(model, "layer_root", None)):
+            module.to(device)
+            with contextlib.suppress(NotImplementedError):  # an exported module refuses
+                module.eval()  # eval(): it keeps the mode it was exported in
         if self.capacity > 0:
             self._models[key] = model
         return model, True
@@ -86,6 +93,10 @@ class ModelCache:
 
     def __len__(self) -> int:
         return len(self._models)
+
+
+def _distinct(*modules: Any) -> list[Any]:
+    return list({id(m): m for m in modules if m is not None}.values())
 
 
 class DoesNotFit(Exception):
@@ -127,13 +138,18 @@ class _Task:
         self.cache = cache
         self.markers = Markers()
         self.layer_names: list[str] = []
+        self.layer_types: list[str] = []
         self.mem: dict[str, Any] = {}
         self.env: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        self._ticks_before: tuple[int, int] | None = None
         self.result: dict[str, Any] = {
             "version": RESULT_VERSION,
             "task_id": request.task_id,
             "status": None,
             "error": None,
+            "warnings": self.warnings,
+            "model_form": None,
             "latency": None,
             "layers": [],
             "layer_pass": None,
@@ -148,9 +164,7 @@ class _Task:
         self.mem["hwm_reset"] = memory.reset_peak_rss() if req.memory else False
         self.mem["baseline_rss_mb"] = memory.rss_mb()
         avail_before = memory.mem_available_mb()
-        self.env.update(host.describe())
-        self.env["threads"] = host.apply_threads(req.threads)
-        self.env["affinity"] = host.apply_affinity(req.affinity)
+        self._own_process()
         device = torch.device(req.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {req.device} requested but CUDA is not available")
@@ -167,17 +181,23 @@ class _Task:
         model, fresh = self.cache.get(req.artifact, device)
         self.env["model_cached"] = not fresh
         self.env["model"] = dict(getattr(model, "meta", {}) or {})
+        self.result["model_form"] = getattr(model, "form", "eager")
         module, leaf_layers = model.module, list(model.layers)
         self.layer_names = [name for name, _ in leaf_layers]
+        self.layer_types = [layers.layer_type(mod) for _, mod in leaf_layers]
         example = model.example_input(device, batch=req.batch)
         self._check_fit(memory.param_bytes(module), 0, device, avail_before, fresh)
 
         run_once = forward_fn(module, example)
+        layer_root = getattr(model, "layer_root", module)
         with torch.inference_mode():
             cold = time_inferences(run_once, 1, sync)
         self.markers.add(cold.mono_begin[0], COLD_BEGIN)
         self.markers.add(cold.mono_end[0], COLD_END)
-        probe = memory.probe(module, example, leaf_layers)
+        if req.memory:  # what loading took; from here on the high-water mark is inference's
+            self.mem["load_peak_rss_mb"] = memory.peak_rss_mb()
+            self.mem["hwm_reset"] = memory.reset_peak_rss()
+        probe = memory.probe(layer_root, example, leaf_layers)
         self._check_fit(memory.param_bytes(module), probe.peak_activation_bytes, device,
                         avail_before, fresh)  # fmt: skip
 
@@ -192,10 +212,26 @@ class _Task:
         self.env["gc_paused_while_timing"] = True
 
         if req.layers and leaf_layers:
-            self._layer_pass(run_once, leaf_layers, probe, device, sync)
+            layer_run = run_once if layer_root is module else forward_fn(layer_root, example)
+            self._layer_pass(layer_run, leaf_layers, probe, device, sync)
+            self.result["layer_pass"]["model_form"] = getattr(model, "layer_form", "eager")
 
         if req.sync_pulse is not None:
             pulse.drive(req.sync_pulse, self.markers)
+
+    def _own_process(self) -> None:
+        """Niceness, affinity, then threads (their default follows the affinity); record."""
+        req = self.req
+        self.env.update(host.describe())
+        self.env.update(board.facts())
+        self.env["inherited_env"] = process.inherited_environment()
+        self.env["nice"] = process.apply_nice(req.nice)
+        self.env["affinity"] = process.apply_affinity(req.affinity)
+        self.env["threads"] = host.apply_threads(req.threads)
+        self.env["interop_threads"] = host.apply_interop_threads(req.interop_threads)
+        self.env["loadavg_before"] = board.loadavg()
+        self.env["temp_c_before"] = board.temp_c()
+        self._ticks_before = board.cpu_ticks()
 
     def _check_fit(
         self,
@@ -244,27 +280,41 @@ class _Task:
             infos.append(
                 layers.LayerInfo(
                     name=name,
-                    type=getattr(mod, "farm_layer_type", None) or type(mod).__name__,
+                    type=self.layer_types[i],
                     params=sum(p.numel() for p in mod.parameters()),
                     param_bytes=memory.param_bytes(mod),
                     input_bytes=in_b,
                     output_bytes=out_b,
                 )
             )
-        hook_cost = layers.calibrate_hook_cost(device)
+        interval = layers.calibrate_interval_cost(device)
         with torch.inference_mode():
             lp = layers.run_layer_pass(run_once, leaf_layers, self.req.layer_iterations, sync)
         layers.add_markers(lp, self.markers)
-        rows, summary = layers.summarize(lp, infos, hook_cost)
-        latency_median = self.result["latency"]["median_ms"]
-        summary["layer_sum_vs_latency"] = summary["layer_sum_ms"] / latency_median
-        summary["overhead_pct"] = 100 * (summary["layer_whole_ms"] / latency_median - 1)
+        rows, summary = layers.summarize(lp, infos, interval)
+        # against the latency pass too: taken at another time, so for reference only
+        summary["layer_sum_vs_latency"] = (
+            summary["layer_sum_ms"] / self.result["latency"]["median_ms"]
+        )
+        if summary["layer_sum_outside_5pct"]:
+            self.warnings.append(
+                f"layer sum {summary['layer_sum_vs_whole']:.2f}x the unhooked forward (outside 5%)"
+            )
         self.result["layers"] = rows
         self.result["layer_pass"] = summary
 
     def finish(self, status: str, error: str | None) -> None:
         self.markers.add(time.monotonic_ns(), TASK_END)
         self.mem["peak_rss_mb"] = memory.peak_rss_mb() if self.req.memory else None
+        self.env["loadavg_after"] = board.loadavg()
+        self.env["temp_c_after"] = board.temp_c()
+        self.env["cpu_steal_pct"] = board.steal_pct(self._ticks_before, board.cpu_ticks())
+        self.warnings[:0] = board.busy_warnings(
+            self.env.get("loadavg_before"),
+            process.usable_cpus(),
+            self.env["cpu_steal_pct"],
+            (self.env.get("temp_c_before"), self.env["temp_c_after"]),
+        )
         self.result["status"] = status
         self.result["error"] = error
-        self.result["markers"] = self.markers.to_json(self.layer_names)
+        self.result["markers"] = self.markers.to_json(self.layer_names, self.layer_types)

@@ -28,9 +28,25 @@ class Windows:
     layer_index: np.ndarray
     layer_iter: np.ndarray  # iteration of each layer window (the layer pass)
     layer_names: list[str]
+    layer_types: list[str]  # Conv2d, Linear, ... where the engine said (else empty)
     pulses: list[np.ndarray]  # one (k, 2) array of [t_ns, level] edges per pulse burst
     all_t_ns: np.ndarray
     monotonic: bool
+
+    def timed_inferences(self) -> np.ndarray:
+        """The latency pass's inference windows, (n, 2): those that hold no layer window.
+
+        The hooked layer pass also marks its inferences, and numbers them from 0
+        again, so they are told apart by time: a window with a layer inside it
+        carries hooks and stays out of per-inference figures.
+        """
+        if len(self.inference) == 0 or len(self.layer) == 0:
+            return self.inference
+        begins = np.sort(self.layer[:, 0])
+        inside = np.searchsorted(begins, self.inference[:, 1], side="right") - np.searchsorted(
+            begins, self.inference[:, 0], side="left"
+        )
+        return self.inference[inside == 0]
 
 
 def _column(markers: Mapping[str, Any], key: str, n: int, default: int) -> np.ndarray:
@@ -110,6 +126,7 @@ def parse(markers: Mapping[str, Any]) -> Windows:
         layer_index=lay_keys[:, 1] if len(lay_keys) else np.zeros(0, np.int64),
         layer_iter=lay_keys[:, 0] if len(lay_keys) else np.zeros(0, np.int64),
         layer_names=list(markers.get("layer_names", [])),
+        layer_types=list(markers.get("layer_types", [])),
         pulses=_bursts(edges, iteration[is_pulse]),
         all_t_ns=t,
         monotonic=bool(np.all(np.diff(t) >= 0)),

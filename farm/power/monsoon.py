@@ -1,20 +1,27 @@
-"""Monsoon Solutions HVPM/LVPM power monitors through their ``Monsoon`` Python package.
+"""Monsoon Solutions HVPM/LVPM power monitors through their ``monsoon`` Python package.
 
-Setup: ``setup_usb(serial)``, ``setVout(vout)``, main current and main voltage
-channels enabled, console and CSV output off, then *streaming* collection
-(``periodicStartSampling`` / ``periodicCollectSamples`` in a thread /
-``periodicStopSampling``) at the monitor's 5 kHz.
+Setup: ``setup_usb(serial, Protocol=<a USB_protocol of our own>)`` (the library's
+default protocol object is one instance shared by every monitor in the process),
+``setVout(vout)``, main current and main voltage channels enabled, console and CSV
+output off, then *streaming* collection (``periodicStartSampling`` /
+``periodicCollectSamples`` in a thread / ``periodicStopSampling``) at 5 kHz.
 
-The sample time is the sample's index ÷ 5 kHz on the monitor's own clock,
-advanced past dropped samples (the device counts them in ``engine.dropped``).
-The library's timestamps are the host's *arrival* time of each USB packet,
-useless as sample times; they are only checked for hazards:
+The sample time is the sample's index ÷ 5 kHz on the monitor's own clock. The
+library's timestamps are the host's *arrival* time of each USB packet, useless as
+sample times, and the library loses samples at every ``periodicCollectSamples``
+call: it throws away one packet ("clear out stale buffer") before reading, and
+truncates the last packet to the count asked for. So the device object the
+sample engine reads through is wrapped (:class:`_PacketLedger`): it counts the
+measurement samples of every packet the library reads, and the backend places
+each returned chunk after whatever was read and thrown away, so the timeline
+holds; the lost samples are counted as dropped.
 
-- the blocking ``startSampling`` without triggers stops after 50,000 samples
-  (10 s): a stream that stops delivering is reported;
-- the timestamp list and the sample lists coming back with different lengths;
-- a silent USB reconnect: the drop counter or the timestamps go backwards, and
-  an unknown number of samples vanished (estimated from the host clock, flagged).
+Hazards reported on the trace:
+
+- the stream stops delivering (the device's reads time out: pyusb's
+  ``USBTimeoutError`` surfaces from the library);
+- a silent USB reconnect: the device's drop counter restarts, and an unknown
+  number of samples vanished (estimated from the host clock, flagged).
 """
 
 from __future__ import annotations
@@ -31,18 +38,44 @@ from farm.errors import MonitorUnavailable
 from farm.power.base import Monitor, Trace, register
 
 RATE_HZ = 5000.0
-STALL_S = 1.0  # no samples for this long while capturing: the device stopped
+PACKET_BYTES = 64
+MEASUREMENT = 0x00  # Monsoon.Operations.SampleType.Measurement (the type bits 0x30)
 
 
-def _library(model: str) -> tuple[Any, Any]:
+def _library(model: str) -> tuple[Any, Any, Any]:
     try:
         device = importlib.import_module(f"Monsoon.{model.upper()}")
         engine = importlib.import_module("Monsoon.sampleEngine")
+        pmapi = importlib.import_module("Monsoon.pmapi")
     except ImportError as exc:
         raise MonitorUnavailable(
             "monsoon: the Monsoon package (pip install monsoon) is not installed"
         ) from exc
-    return device, engine
+    return device, engine, pmapi
+
+
+class _PacketLedger:
+    """The library's device object, with a ledger of what each bulk read held.
+
+    ``SampleEngine`` reads packets through ``BulkRead`` and parses them with
+    ``swizzlePacket``; everything else is passed through untouched.
+    """
+
+    def __init__(self, device: Any) -> None:
+        self._device = device
+        self.packets: list[tuple[int, int]] = []  # (drop counter, measurement samples)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._device, name)
+
+    def BulkRead(self) -> Any:  # the library's name for it
+        data = self._device.BulkRead()
+        for start in range(0, len(data), PACKET_BYTES):
+            fields = self._device.swizzlePacket(data[start : start + PACKET_BYTES])
+            count = int(fields[2])
+            kinds = [fields[3 + 10 * i + 8] & 0x30 for i in range(count)]
+            self.packets.append((int(fields[0]), kinds.count(MEASUREMENT)))
+        return data
 
 
 @register("monsoon")
@@ -50,27 +83,32 @@ class MonsoonMonitor(Monitor):
     update_period_s = 1.0 / RATE_HZ
 
     def __init__(
-        self, serial: int | None = None, vout: float = 4.0, model: str = "hvpm", chunk: int = 500
+        self, serial: int | None = None, vout: float = 4.0, model: str = "hvpm", chunk: int = 10000
     ):
         if model.lower() not in ("hvpm", "lvpm"):
             raise MonitorUnavailable(f"monsoon: unknown model {model!r} (hvpm or lvpm)")
-        device_mod, self._se = _library(model)
+        device_mod, self._se, pmapi = _library(model)
         self.chunk = chunk
+        where = f"monsoon {serial or '(any)'}"
         try:
             self.device = device_mod.Monsoon()
-            self.device.setup_usb(serial)
+            protocol = pmapi.USB_protocol()
+            self.device.setup_usb(serial, protocol)
+            if protocol.DEVICE is None:  # the library prints "Unable to find device"
+                raise MonitorUnavailable(f"{where}: no Monsoon with that serial on USB")
             self.serial = self.device.getSerialNumber()
             self.device.fillStatusPacket()
             self.device.setVout(vout)
-            self.engine = self._se.SampleEngine(self.device)
+            self._ledger = _PacketLedger(self.device)
+            self.engine = self._se.SampleEngine(self._ledger)
             self.engine.ConsoleOutput(False)
             self.engine.disableCSVOutput()
             self.engine.enableChannel(self._se.channels.MainCurrent)
             self.engine.enableChannel(self._se.channels.MainVoltage)
-        except (
-            Exception
-        ) as exc:  # pyusb/libusb errors: the library has no exception type of its own
-            raise MonitorUnavailable(f"monsoon {serial or '(any)'}: {exc}") from exc
+        except MonitorUnavailable:
+            raise
+        except Exception as exc:  # pyusb/libusb errors: the library has no exception type
+            raise MonitorUnavailable(f"{where}: {exc}") from exc
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
 
@@ -81,75 +119,74 @@ class MonsoonMonitor(Monitor):
         self._index: list[np.ndarray] = []
         self._hazards: list[str] = []
         self._next = 0  # next nominal sample index
-        self._dropped = 0
         self._last_counter = 0
-        self._last_stamp = -np.inf
         self._error: BaseException | None = None
         self._halt.clear()
-        self.engine.periodicStartSampling()
+        self._ledger.packets = []
         self._t0 = time.monotonic_ns()
+        first = self.engine.periodicStartSampling()
+        self._take(first, stale=False)
         self._thread = threading.Thread(target=self._loop, name="farm-monsoon", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        quiet_since: float | None = None
         while not self._halt.is_set():
+            self._ledger.packets = []
             try:
                 samples = self.engine.periodicCollectSamples(self.chunk)
             except Exception as exc:  # USB errors surface as assorted exception types
-                self._error = exc
+                if "timed out" in str(exc).lower() or getattr(exc, "errno", None) == 110:
+                    self._hazards.append(f"capture stopped delivering after {self._next} samples")
+                else:
+                    self._error = exc
                 return
-            if self._take(samples):
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > STALL_S:
-                self._hazards.append(
-                    f"capture stopped delivering after {self._next} samples"
-                    + (" (the 50,000-sample limit without triggers)" if self._next == 50000 else "")
-                )
-                return
-            else:
-                time.sleep(0.01)
+            self._take(samples, stale=True)
 
-    def _take(self, samples: list[list[float]]) -> bool:
-        """Append one collected chunk; returns whether it held samples."""
+    def _take(self, samples: list[list[float]], *, stale: bool) -> None:
+        """Place one returned chunk on the monitor's timeline, packet by packet.
+
+        ``getSamples`` lists every channel in ``channels`` order. The ledger says
+        what each packet read held: its samples follow any the device counted as
+        dropped since the packet before (the header's counter), and with ``stale``
+        the library threw the first packet away. Samples read but not returned
+        (thrown away, truncated) keep their slots and count as dropped.
+        """
         ch = self._se.channels
-        stamps = np.asarray(samples[ch.timeStamp], dtype=np.float64)
-        # getSamples lists enabled channels in channels order after the timestamps
-        current = np.asarray(samples[1], dtype=np.float64)
-        volts = np.asarray(samples[2], dtype=np.float64)
+        current = np.asarray(samples[ch.MainCurrent], dtype=np.float64)
+        volts = np.asarray(samples[ch.MainVoltage], dtype=np.float64)
+        packets, self._ledger.packets = self._ledger.packets, []
         n = min(len(current), len(volts))
-        if len(stamps) != len(current) or len(volts) != len(current):
-            self._hazards.append(
-                f"unequal arrays at sample {self._next}: {len(stamps)} timestamps, "
-                f"{len(current)} currents, {len(volts)} voltages"
-            )
-        if n == 0:
-            return False
-        counter = int(self.engine.dropped)
-        reconnected = counter < self._last_counter or (len(stamps) and stamps[0] < self._last_stamp)
-        if reconnected:
-            # the device restarted: its drop counter starts again, and some samples were
-            # never counted at all. Only the host clock can estimate how many.
-            expected = (time.monotonic_ns() - self._t0) / 1e9 * RATE_HZ
-            lost = max(0, round(expected - self._next - n))
-            self._hazards.append(
-                f"silent reconnect near sample {self._next}: ~{lost} samples lost (host-clock estimate)"
-            )
-            gap = lost + counter
-        else:
-            gap = counter - self._last_counter
-        self._last_counter = counter
-        if len(stamps):
-            self._last_stamp = float(stamps[-1])
-        # the device says how many were dropped, not where: put the gap before the chunk
-        self._next += gap
-        self._dropped += gap
-        self._index.append(np.arange(self._next, self._next + n, dtype=np.int64))
-        self._power.append((current[:n] * volts[:n] / 1e3).astype(np.float32))
-        self._next += n
-        return True
+        index = np.empty(n, dtype=np.int64)
+        placed, missing = 0, 0
+        for p, (counter, k) in enumerate(packets):
+            if counter < self._last_counter:
+                missing += self._reconnected(counter)
+            else:
+                missing += counter - self._last_counter
+            self._last_counter = counter
+            if stale and p == 0:
+                missing += k  # read by the library to clear its buffer, then thrown away
+                continue
+            take = min(k, n - placed)
+            first = self._next + missing
+            index[placed : placed + take] = np.arange(first, first + take)
+            placed += take
+            self._next = first + k
+            missing = 0
+        self._next += missing
+        if n:
+            self._index.append(index[:placed])
+            self._power.append((current[:placed] * volts[:placed] / 1e3).astype(np.float32))
+
+    def _reconnected(self, counter: int) -> int:
+        """The device re-enumerated: its drop counter restarted and some samples were
+        never counted at all. Only the host clock can estimate how many."""
+        expected = (time.monotonic_ns() - self._t0) / 1e9 * RATE_HZ
+        lost = max(0, round(expected - self._next))
+        self._hazards.append(
+            f"silent reconnect near sample {self._next}: ~{lost} samples lost (host-clock estimate)"
+        )
+        return lost + counter
 
     def stop(self, markers: Mapping[str, Any] | None = None) -> Trace:
         if self._thread is None:
@@ -173,7 +210,7 @@ class MonsoonMonitor(Monitor):
             index=index,
             source=f"monsoon:{self.serial}",
             update_period_s=self.update_period_s,
-            dropped=self._dropped,
+            dropped=int(index[-1] + 1 - len(index)) if len(index) else 0,  # slots left empty
             hazards=list(dict.fromkeys(self._hazards)),
             host_stop_ns=stopped,
         )

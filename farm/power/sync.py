@@ -179,6 +179,7 @@ def locate_burst(
             best, best_score = shift, score
     window = seg[j : j + m] - seg[j : j + m].mean()
     denom = float(np.linalg.norm(window) * np.linalg.norm(base)) or 1.0
+    sigma = _shift_sigma(seg[j : j + m], highs, window_grid, best - coarse, dt)
     # The template is laid out with ``fit``'s rate, which may be off by the drift still
     # to be found (40 ppm stretch a 0.3-s burst by 12 µs). The one best lag then fits
     # the burst's middle, where that stretch averages out, not its first edge.
@@ -188,37 +189,102 @@ def locate_burst(
         "trace_s": float(fit.to_trace_s(centre_ns)) + best,
         "lag_s": best,
         "correlation": float(np.dot(window, base) / denom),
+        "sigma_s": sigma,
+        "span_s": last - first,
     }
+
+
+def _shift_sigma(
+    window: np.ndarray, highs: np.ndarray, grid: np.ndarray, shift: float, dt: float
+) -> float:
+    """One standard error of the located shift (s), from what the fit leaves unexplained.
+
+    The window is fitted as ``α·template + β`` at the best shift; the residual's
+    spread (noise, edges the markers placed a little off, a sensor that smooths)
+    divided by how fast the template changes with the shift is the least-squares
+    error of the shift. A clean trace gives a small number, a noisy one a large one.
+    """
+    tmpl = _template(highs[:, 0] + shift, highs[:, 1] + shift, grid, dt)
+    step = dt / 40
+    slope = (
+        _template(highs[:, 0] + shift + step, highs[:, 1] + shift + step, grid, dt)
+        - _template(highs[:, 0] + shift - step, highs[:, 1] + shift - step, grid, dt)
+    ) / (2 * step)
+    design = np.stack([tmpl, np.ones_like(tmpl)], 1)
+    (alpha, beta), *_ = np.linalg.lstsq(design, window, rcond=None)
+    residual = window - (alpha * tmpl + beta)
+    dof = max(len(window) - 3, 1)
+    noise = float(np.sqrt(np.dot(residual, residual) / dof))
+    sensitivity = abs(alpha) * float(np.linalg.norm(slope - slope.mean()))
+    return noise / sensitivity if sensitivity > 0 else float("inf")
+
+
+COVERAGE_SIGMAS = 3.0  # the reported uncertainty is this many standard errors (+ the floor)
 
 
 def refine_with_pulses(
     trace: Trace, windows: Windows, fit: ClockFit, search_s: float | None = None
 ) -> ClockFit:
-    """Improve ``fit`` with the sync bursts; returns ``fit`` unchanged if none is found."""
+    """Improve ``fit`` with the sync bursts; returns ``fit`` unchanged if none is found.
+
+    The bursts are located twice: first through ``fit`` (the exchanges, whose
+    rate may be off by hundreds of ppm on a loaded host, stretching the template
+    across a burst), then again through the fit the first pass found, so the
+    template is laid out at the rate the pulses themselves measured.
+
+    The uncertainty covers, at the reference time: the sampling floor (half a
+    sample or half the sensor's update period), ``COVERAGE_SIGMAS`` standard
+    errors of each burst's placement (from its residual), and what is left of
+    the template stretch.
+    """
     if not windows.pulses:
         return fit
     if search_s is None:
         search_s = 0.5 if fit.uncertainty_s is None else min(2.0, max(0.05, 4 * fit.uncertainty_s))
+    dt = 1.0 / trace.rate_hz
+    found = _locate_all(trace, windows, fit, search_s)
+    details = {**fit.details, "pulses_found": len(found), "pulses": len(windows.pulses)}
+    if not found:
+        return replace(fit, details=details)
+    first_pass = _line(found, fit)
+    again = _locate_all(trace, windows, first_pass, 4 * dt)
+    if len(again) == len(found):
+        found = again
+    a, b = _line(found, fit).a, _line(found, fit).b_s
+    floor = max(dt / 2, trace.update_period_s / 2)
+    sigma = max(h["sigma_s"] for h in found)
+    stretch = max(abs(a - first_pass.a) * h["span_s"] / 2 for h in found)
+    uncertainty = floor + COVERAGE_SIGMAS * sigma + stretch
+    if len(found) >= 2:  # the rate's error, carried from the first burst back to ref_ns
+        span = (found[-1]["board_ns"] - found[0]["board_ns"]) / 1e9
+        lever = abs(found[0]["board_ns"] - fit.ref_ns) / 1e9
+        uncertainty += 2 * (floor + COVERAGE_SIGMAS * sigma) / span * lever
+    details["pulse_correlation"] = min(h["correlation"] for h in found)
+    details["pulse_sigma_s"] = sigma
+    return ClockFit(float(a), float(b), fit.ref_ns, "pulse", float(uncertainty), details)
+
+
+def _locate_all(
+    trace: Trace, windows: Windows, fit: ClockFit, search_s: float
+) -> list[dict[str, Any]]:
     found = []
     for burst in windows.pulses:
         hit = locate_burst(trace, fit, burst, search_s)
         if hit is not None and hit["correlation"] >= MIN_PULSE_CORRELATION:
             found.append(hit)
-    details = {**fit.details, "pulses_found": len(found), "pulses": len(windows.pulses)}
-    if not found:
-        return replace(fit, details=details)
-    dt = 1.0 / trace.rate_hz
+    return found
+
+
+def _line(found: list[dict[str, Any]], fit: ClockFit) -> ClockFit:
+    """The fit through the located bursts (one burst: ``fit``'s rate, the burst's offset)."""
+    first, last = found[0], found[-1]
     if len(found) >= 2:
-        first, last = found[0], found[-1]
         span = (last["board_ns"] - first["board_ns"]) / 1e9
         a = (last["trace_s"] - first["trace_s"]) / span
     else:
-        first, a = found[0], fit.a
+        a = fit.a
     b = first["trace_s"] - a * (first["board_ns"] - fit.ref_ns) / 1e9
-    # the refinement grid is 1/40 sample; noise and the sensor's own update period dominate
-    uncertainty = max(dt / 2, trace.update_period_s / 2)
-    details["pulse_correlation"] = min(h["correlation"] for h in found)
-    return ClockFit(float(a), float(b), fit.ref_ns, "pulse", uncertainty, details)
+    return ClockFit(float(a), float(b), fit.ref_ns, "pulse", None)
 
 
 def synchronize(

@@ -2,7 +2,10 @@
 
 The board's true power is piecewise constant: ``idle_w`` plus ``inference_w``
 extra inside each inference window, ``layer_w[l]`` extra inside layer ``l``'s
-windows and ``pulse_w`` extra while a sync pulse is high. The monitor sees it
+windows — or, with ``layer_type_w``, extra by the layer's *kind* (Conv2d,
+Linear, ReLU...: a convolution draws more than an activation, so per-layer
+attribution has something to recover; the markers' ``layer_types`` name each
+layer's kind) — and ``pulse_w`` extra while a sync pulse is high. The monitor sees it
 through its own clock, hidden from the analysis:
 
     t_trace = (1 + drift_ppm·1e-6) · (t_host − t0_host) + offset_s
@@ -34,6 +37,7 @@ class PowerModel:
     idle_w: float = 2.0
     inference_w: float = 1.5  # extra over idle while an inference runs
     layer_w: Sequence[float] = ()  # extra per layer index while that layer runs
+    layer_type_w: Mapping[str, float] = field(default_factory=dict)  # extra by layer kind
     pulse_w: float = 2.5  # extra while a sync pulse is high
     noise_w: float = 0.0
     rate_hz: float = 5000.0
@@ -78,6 +82,17 @@ def _unmarked_forwards(windows: mk.Windows) -> np.ndarray:
     return spans[~covered]
 
 
+def layer_power(model: PowerModel, windows: mk.Windows) -> np.ndarray:
+    """Extra W per layer index: ``layer_w`` if given, else ``layer_type_w`` by kind."""
+    if len(model.layer_w):
+        return np.asarray(model.layer_w, dtype=np.float64)
+    if model.layer_type_w:
+        if len(windows.layer_types) < len(windows.layer_names):
+            raise ValueError("layer_type_w needs markers that name each layer's type")
+        return np.array([model.layer_type_w.get(t, 0.0) for t in windows.layer_types])
+    return np.zeros(0)
+
+
 def _steps(
     model: PowerModel, windows: mk.Windows, t0_host_ns: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -94,8 +109,8 @@ def _steps(
 
     add(windows.inference, model.inference_w)
     add(_unmarked_forwards(windows), model.inference_w)
-    if len(model.layer_w) and len(windows.layer):
-        table = np.asarray(model.layer_w, dtype=np.float64)
+    table = layer_power(model, windows)
+    if len(table) and len(windows.layer):
         add(windows.layer, table[np.clip(windows.layer_index, 0, len(table) - 1)])
     for burst in windows.pulses:
         highs = np.flatnonzero(burst[:-1, 1] == 1)
@@ -180,17 +195,21 @@ def fake_task_markers(
     inference_ms: float = 20.0,
     gap_ms: float = 5.0,
     layers: Sequence[float] = (),
+    layer_types: Sequence[str] = (),
     layer_iterations: int = 0,
     chips: int = 16,
     chip_ms: float = 20.0,
     seed: int = 1,
     jitter: float = 0.1,
+    chip_jitter: float = 0.0,
 ) -> dict[str, Any]:
     """Markers in the engine's format for a made-up task, for machines without a board.
 
     Layout: task_begin, start pulse burst, ``iterations`` inferences, the layer
     pass (``layer_iterations`` inferences whose layers last ``layers`` ms each),
-    end pulse burst, task_end. The pulse pattern is pseudo-random like the engine's.
+    end pulse burst, task_end. The pulse pattern is pseudo-random like the engine's;
+    ``chip_jitter`` stretches each chip by up to that fraction, as a loaded board
+    (its sleeps overrun) would.
     """
     rng = np.random.default_rng(seed)
     ms = 1_000_000
@@ -211,7 +230,7 @@ def fake_task_markers(
             if chip != level:
                 mark("pulse_high" if chip else "pulse_low")
                 level = int(chip)
-            t += chip_ms * ms
+            t += chip_ms * ms * (1 + (chip_jitter * rng.uniform(0, 1) if chip_jitter else 0))
         t += 10 * chip_ms * ms  # settle before the work
 
     mark("task_begin")
@@ -243,6 +262,7 @@ def fake_task_markers(
         "iteration": list(cols[2]),
         "layer": list(cols[3]),
         "layer_names": [f"layer{j}" for j in range(len(layers))],
+        "layer_types": list(layer_types),
     }
 
 

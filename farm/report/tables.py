@@ -193,7 +193,11 @@ def layers_table(layers: list[LayerRecord], title: str | None = None) -> Table:
 
 
 def to_csv(cells: list[Cell]) -> str:
-    records = [flat(c) for c in cells]
+    return csv_text([flat(c) for c in cells])
+
+
+def csv_text(records: list[dict[str, Any]]) -> str:
+    """Flat records as CSV, the first record's keys as the header."""
     out = io.StringIO()
     if records:
         writer = csv.DictWriter(out, fieldnames=list(records[0]))

@@ -31,7 +31,7 @@ from typing import Any
 import ray
 
 from farm.errors import FarmError, HeadError, MonitorUnavailable, UserError
-from farm.scheduler.cluster import HeadInfo
+from farm.scheduler.cluster import HeadInfo, NodeInfo
 from farm.scheduler.core import Scheduler
 from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
 from farm.scheduler.station import Station
@@ -295,16 +295,16 @@ class SchedulerActor:
     def ping(self) -> HeadInfo:
         return HeadInfo(address=None, db=str(self.store.path), running=sorted(self.core.jobs))
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self) -> list[NodeInfo]:
         """The cluster's live nodes with the stations they serve."""
         return [
-            {
-                "address": n["NodeManagerAddress"],
-                "id": n["NodeID"],
-                "stations": sorted(
+            NodeInfo(
+                address=n["NodeManagerAddress"],
+                id=n["NodeID"],
+                stations=sorted(
                     k.split(":", 1)[1] for k in n["Resources"] if k.startswith("station:")
                 ),
-            }
+            )
             for n in ray.nodes()
             if n.get("Alive")
         ]

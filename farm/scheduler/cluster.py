@@ -1,4 +1,7 @@
-"""Finding or starting the Ray side of farm.
+"""Starting the Ray side of farm: Ray in this process, head and station nodes.
+
+Clients do not come here: ``farm.client`` (``Head.embedded`` / ``Head.attach``)
+is the door, and it calls ``init_embedded`` / ``connect`` below.
 
 - **Embedded** (no address): Ray starts inside this process's session, the
   scheduler actor is private to it and stations need no placement. This is what
@@ -51,7 +54,7 @@ from typing import Any
 
 import psutil
 
-from farm.errors import UserError
+from farm.errors import HeadError, UserError
 from farm.procs import descendants, started
 
 STATION_SLOTS = 1000  # a station's resource amount: far more boards than one node will hold
@@ -69,6 +72,15 @@ class HeadInfo:
     address: str | None
     db: str
     running: list[str]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A live Ray node of a head's cluster and the stations it serves."""
+
+    address: str
+    id: str
+    stations: list[str]
 
 
 # -- where things are -------------------------------------------------------------
@@ -149,6 +161,7 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
 
 
 def init_embedded() -> None:
+    """Start a private Ray inside this process (once)."""
     import ray
 
     from farm.scheduler.actors import NAMESPACE
@@ -168,11 +181,11 @@ def init_embedded() -> None:
                     configure_logging=False,
                 )
                 return
-            except Exception as exc:  # Ray raises a bare Exception for this one
+            except Exception as exc:  # Ray raises bare Exception when its node does not come up
                 # Ray gives its raylet a fixed 30 s to come up; a busy machine can need
                 # more. The attempt's processes are gone with its shutdown: try again.
                 if "timed out during startup" not in str(exc) or attempt == EMBEDDED_START_TRIES:
-                    raise
+                    raise HeadError(f"could not start Ray in this process: {exc}") from exc
                 ray.shutdown()
 
 

@@ -264,6 +264,7 @@ class Station:
                 )
         for line in raw.get("log", None) or []:
             tlog(f"engine: {line}")
+        raw["artifact"] = {"sha256": artifact.sha256, "size_bytes": artifact.size_bytes}
         return parse_engine_result(raw), raw.get("markers"), trace
 
     def _link(self, board: Board) -> _Link:

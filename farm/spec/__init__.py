@@ -14,12 +14,13 @@ all read specs without starting anything.
 """
 
 from farm.spec.expand import Plan, PlannedTask, TaskSpec, expand, plan, task_key
-from farm.spec.inventory import Board, Inventory, Monitor, PowerRef, Processor
+from farm.spec.inventory import Board, Hop, Inventory, Monitor, PowerRef, Processor
 from farm.spec.job import Job, Measure, ModelRef, Target, Variants
 from farm.spec.loader import json_schema, load_inventory, load_job, parse_inventory, parse_job
 
 __all__ = [
     "Board",
+    "Hop",
     "Inventory",
     "Job",
     "Measure",

@@ -1,9 +1,14 @@
 """The inventory: which boards exist, how to reach them, and what measures their power.
 
 The YAML shape is pinned in ``docs/internals.md``; these models are that shape.
-Paths (``identity_file``, ``known_hosts``, ``cache_dir``) stay as written — ``~``
-is expanded by whoever uses them, on the machine that uses them (the station,
-or the board for ``cache_dir``), never here.
+Paths (``identity_file``, ``known_hosts``, ``ssh_config``, ``cache_dir``) stay as
+written — ``~`` is expanded by whoever uses them, on the machine that uses them
+(the station, or the board for ``cache_dir``), never here.
+
+``host``, ``port``, ``user`` and ``identity_file`` of an SSH board (and of each
+``proxy_jump`` hop) may be left to an ssh_config, as OpenSSH would: ``host`` can
+be a ``Host`` alias, and an unset ``port``/``user``/``identity_file`` takes the
+config's ``Port``/``User``/``IdentityFile`` (else 22, the login user, the agent).
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from farm.spec.base import DEVICE_PATTERN, Name, Problem, SpecModel, Version, du
 
 Device = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
 """A torch device string the engine accepts."""
+
+PaperProcessor = Literal[
+    "tegra-k1-cpu", "tegra-k1-gpu", "snapdragon-800-cpu", "snapdragon-800-dsp", "edison-cpu"
+]
+"""The processors of Lane et al. 2015; ``farm report`` sets a cell beside the study's."""
 
 
 class Monitor(SpecModel):
@@ -54,6 +64,7 @@ class Processor(SpecModel):
     threads: PositiveInt | None = None
     affinity: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
     memory_mb: PositiveInt | None = None
+    paper: PaperProcessor | None = None  # the study's processor this one stands for
 
     @field_validator("affinity")
     @classmethod
@@ -64,17 +75,54 @@ class Processor(SpecModel):
         return value
 
 
+def hop_shorthand(text: str) -> dict[str, Any]:
+    """``user@host:port`` (user and port optional; ``[v6]:port``) as a hop mapping."""
+    user, _, rest = text.rpartition("@")
+    host, port = rest, None
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") else None
+    elif rest.count(":") == 1:
+        host, port = rest.split(":")
+    if not host or (port is not None and not port.isdigit()) or (user == "" and "@" in text):
+        raise ValueError(f"not a jump host: {text!r} (expected [user@]host[:port])")
+    hop: dict[str, Any] = {"host": host}
+    if user:
+        hop["user"] = user
+    if port is not None:
+        hop["port"] = int(port)
+    return hop
+
+
+class Hop(SpecModel):
+    """A jump host between the station and a board (OpenSSH's ``ProxyJump``).
+
+    Written as ``user@host:port`` or as a mapping. ``known_hosts`` and
+    ``trust_on_first_use`` left unset mean the board's: a hop's host key is
+    checked as strictly as the board's own.
+    """
+
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    trust_on_first_use: bool | None = None
+
+
 class Board(SpecModel):
     """A machine farm measures on: this one (``local``) or one reached over SSH."""
 
     name: Name
     transport: Literal["local", "ssh", "fake"] = "local"  # fake: in-process, for benchmarks
     host: str | None = None
-    port: int = Field(default=22, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535)  # None: ssh_config's, else 22
     user: str | None = None
     identity_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
     trust_on_first_use: bool = False
+    ssh_config: str | None = None  # None: the user's ~/.ssh/config (and /etc/ssh/ssh_config)
+    proxy_jump: list[Hop] | None = None  # None: ssh_config's ProxyJump; []: connect directly
     python: str = "python3"
     cache_dir: str = "~/.cache/farm"
     station: str = "head"
@@ -86,6 +134,16 @@ class Board(SpecModel):
     command_timeout_s: float = Field(default=30, gt=0)  # one short request to a running engine
     processors: list[Processor] = Field(min_length=1)
     power: PowerRef | None = None
+
+    @field_validator("proxy_jump", mode="before")
+    @classmethod
+    def _hops(cls, value: Any) -> Any:
+        """``"a@gw:22,b@gw2"`` or a list of strings and mappings, as a list of hop mappings."""
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            value = [hop_shorthand(h.strip()) if isinstance(h, str) else h for h in value]
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Board:

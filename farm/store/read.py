@@ -10,9 +10,10 @@ For each consumer:
   latency, memory, energy, env/provenance), ``layers(task)``, ``match_cells(a, b)``;
 - metrics: ``latest_cells()`` (the newest result of every cell across jobs),
   ``board_health()``, ``jobs_by_state()``, ``queue_depth()``;
-- nightly: ``jobs(name=..., limit=N)`` (newest first), ``match_cells(a, b)``.
-  Per-inference samples (for nightly's tests) are a later migration's table and
-  a ``samples(task)`` method beside ``markers``.
+- nightly: ``jobs(name=..., limit=N)`` (newest first), ``cells(job)``,
+  ``markers(task)``: per-inference latencies are the widths of the markers'
+  inference windows, and per-inference energies ride in the energy report
+  (``per_inference_mj``), so no table of samples is needed.
 """
 
 from __future__ import annotations

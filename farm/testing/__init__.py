@@ -4,7 +4,7 @@ farm's own code except the ``fake`` transport's registration.
 
     testbed.py    real OpenSSH boards on loopback ports (``deploy/testbed``)
     transport.py  ``transport: fake``: in-process boards that answer instantly
-    monsoon.py    the ``Monsoon`` package with only its USB device faked
+    monsoon_usb.py  a Monsoon HVPM on USB, beneath the real ``monsoon`` package
     pynvml.py     ``pynvml`` shaped like NVIDIA's library
     sysfs.py      powercap (RAPL) and hwmon sysfs trees
 

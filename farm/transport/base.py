@@ -130,6 +130,10 @@ class Transport(abc.ABC):
             return self.home().rstrip("/") + path[1:]
         return path
 
+    def host_key(self) -> str | None:
+        """The board's host key as ``<type> SHA256:<fingerprint>``; None where there is none."""
+        return None
+
     def open(self) -> None:  # noqa: B027 - optional hook, nothing to open by default
         """Establish the connection now, so reachability and host-key errors surface early."""
 

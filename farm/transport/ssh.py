@@ -1,17 +1,20 @@
-"""``transport: ssh`` — a board reached over SSH, with paramiko.
+"""``transport: ssh`` — a board reached over SSH, through fabric.
 
-paramiko is used directly rather than through fabric's ``Connection``: fabric
-loads the user's system known_hosts and defaults to ``AutoAddPolicy``, while a
-farm board names its own ``known_hosts`` file and must refuse an unknown key
-unless ``trust_on_first_use`` says otherwise. The warm engine also needs a raw,
-long-lived channel, which is paramiko's natural shape.
+The connection (ssh_config, jump hosts, strict host keys on every hop) is
+opened by :mod:`farm.transport.ssh_connect` with ``fabric.Connection``; this
+module runs everything over it. fabric's ``run`` is not used for commands:
+farm needs the remote pid (to kill a timed-out command's process group), the
+exit status of a signal death, and a raw long-lived channel for the warm
+engine, so commands, uploads and channels use the connection's paramiko
+transport directly.
 
 What this module guarantees:
 
-- one SSH connection per board, reused for every command, upload and channel,
-  and re-opened after it drops;
-- host keys checked against ``board.known_hosts``: unknown → ``UnknownHostKey``
-  (or appended to that file with TOFU), different → ``HostKeyMismatch``;
+- one SSH connection per board (through its jump hosts, if any), reused for
+  every command, SFTP upload and channel, and re-opened after it drops;
+- host keys checked against ``board.known_hosts`` (each hop against its own):
+  unknown → ``UnknownHostKey`` (or appended to that file with TOFU), different →
+  ``HostKeyMismatch``, the error naming the hop;
 - authentication by identity file or agent, never a password;
 - every command quoted and wrapped so its shell reports its pid (to kill the
   whole process group on a timeout) and its exit status even when a signal
@@ -22,13 +25,8 @@ What this module guarantees:
 
 from __future__ import annotations
 
-import base64
-import getpass
-import hashlib
-import os
 import re
 import select
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -40,13 +38,11 @@ from farm.errors import (
     BoardUnreachable,
     CommandFailed,
     CommandResult,
-    HostKeyError,
-    HostKeyMismatch,
     TransportError,
     TransportTimeout,
-    UnknownHostKey,
 )
 from farm.transport.base import Channel, Transport, register, shell_command
+from farm.transport.ssh_connect import close_chain, fingerprint, open_chain, translate
 
 _STDERR_TAIL_BYTES = 8192
 _POLL_S = 0.2
@@ -60,63 +56,13 @@ _SFTP_WRITE = 255 * 1024
 _SFTP_WINDOW = 64 * 1024 * 1024
 
 
-def fingerprint(key: paramiko.PKey) -> str:
-    """``SHA256:...`` as ``ssh-keygen -l`` prints it."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Refuse an unknown host key, or (TOFU) record it in the board's known_hosts."""
-
-    def __init__(self, board: str, known_hosts: Path, trust_on_first_use: bool):
-        self.board = board
-        self.known_hosts = known_hosts
-        self.trust = trust_on_first_use
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey):
-        if not self.trust:
-            raise UnknownHostKey(
-                self.board,
-                f"host key of {hostname} ({key.get_name()} {fingerprint(key)}) is not in"
-                f" {self.known_hosts}; check it and add it there, or set"
-                " trust_on_first_use: true for this board",
-            )
-        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.known_hosts, "a", encoding="ascii") as f:
-            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        client.get_host_keys().add(hostname, key.get_name(), key)
-
-
-def _translate(board: str, exc: BaseException, doing: str) -> TransportError:
-    """The farm error for a paramiko/socket failure while ``doing`` something."""
-    if isinstance(exc, TransportError):
-        return exc
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, (socket.timeout, TimeoutError)) or re.search(
-        r"timeout|timed out|banner", text, re.IGNORECASE
-    ):
-        return TransportTimeout(board, f"{doing}: timed out ({text})")
-    if isinstance(exc, paramiko.AuthenticationException):
-        return BoardUnreachable(board, f"{doing}: authentication failed ({text})")
-    if isinstance(exc, socket.gaierror):
-        return BoardUnreachable(board, f"{doing}: cannot resolve host ({text})")
-    return BoardUnreachable(board, f"{doing}: {text}")
-
-
-def _invalid(exc: ValueError) -> str:
-    if isinstance(exc, UnicodeError):
-        return f"not a valid host name ({exc.__cause__ or exc})" if "idna" in str(exc) else str(exc)
-    return f"invalid value in the board's entry ({exc})"
-
-
 @register("ssh")
 class SSHTransport(Transport):
     """One board over SSH. Thread-safe: channels of one connection run side by side."""
 
     def __init__(self, board):
         super().__init__(board)
-        self._client: paramiko.SSHClient | None = None
+        self._chain: list = []  # fabric Connections: jump hosts first, the board last
         self._sftp: paramiko.SFTPClient | None = None  # kept open: each new one forks on the board
         self._lock = threading.Lock()
         self._home: str | None = None
@@ -124,95 +70,31 @@ class SSHTransport(Transport):
 
     # -- the connection -----------------------------------------------------------------
 
-    @property
-    def known_hosts(self) -> Path:
-        return Path(os.path.expanduser(self.board.known_hosts or "~/.ssh/known_hosts"))
-
     def open(self) -> None:
         self._transport()
 
     def _transport(self) -> paramiko.Transport:
+        """The board's live paramiko transport (fabric's ``Connection.transport``)."""
         with self._lock:
-            client = self._client
-            t = client.get_transport() if client is not None else None
+            t = self._chain[-1].transport if self._chain else None
             if t is None or not t.is_active():
-                if client is not None:
-                    client.close()
-                self._client = client = self._connect()
-                t = client.get_transport()
-            if t is None:  # connect() returned without a transport: treat as dropped
+                close_chain(self._chain)
+                self._chain = []
+                self._chain = open_chain(self.board, self.connect_timeout)
+                t = self._chain[-1].transport
+            if t is None:  # open() returned without a transport: treat as dropped
                 raise BoardUnreachable(self.name, "connection closed during setup")
             return t
 
-    def _connect(self) -> paramiko.SSHClient:
-        board = self.board
-        host, port = board.host, int(board.port or 22)
-        where = f"connect to {host if host.isprintable() else repr(host)}:{port}"
-        client = paramiko.SSHClient()
-        known = self.known_hosts
-        try:
-            if known.exists():
-                client.load_host_keys(str(known))
-        except (OSError, ValueError, paramiko.SSHException) as e:  # ValueError: a NUL in the path
-            raise BoardUnreachable(self.name, f"cannot read known_hosts {known}: {e}") from e
-        client.set_missing_host_key_policy(
-            _HostKeyPolicy(self.name, known, bool(getattr(board, "trust_on_first_use", False)))
-        )
-        identity = getattr(board, "identity_file", None)
-        timeout = self.connect_timeout
-        started = time.monotonic()
-        try:
-            client.connect(
-                hostname=host,
-                port=port,
-                username=board.user or getpass.getuser(),
-                key_filename=os.path.expanduser(identity) if identity else None,
-                allow_agent=identity is None,
-                look_for_keys=identity is None,
-                password=None,
-                passphrase=None,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                channel_timeout=timeout,
-            )
-        except HostKeyError:
-            client.close()
-            raise
-        except paramiko.BadHostKeyException as e:
-            client.close()
-            raise HostKeyMismatch(
-                self.name,
-                f"host key of {host}:{port} changed: the board offers {e.key.get_name()}"
-                f" {fingerprint(e.key)}, {known} holds {fingerprint(e.expected_key)}."
-                " Refusing to connect; if the board was reinstalled, remove the old"
-                f" line from {known}",
-            ) from e
-        except (paramiko.SSHException, OSError, EOFError, ValueError) as e:
-            client.close()
-            if isinstance(e, ValueError):  # IDNA refused the name (a..b, a label over 63
-                # characters), or a path holds a NUL: the board cannot be reached as written
-                raise BoardUnreachable(self.name, f"{where}: {_invalid(e)}") from e
-            if time.monotonic() - started >= 0.9 * timeout:
-                # a silent board surfaces as whichever paramiko step ran out of time
-                # first ("No existing session", a bad fd, ...): the clock says what it was
-                raise TransportTimeout(
-                    self.name, f"{where}: no answer within {timeout:g} s ({e})"
-                ) from e
-            raise _translate(self.name, e, where) from e
-        t = client.get_transport()
-        if t is not None:
-            t.set_keepalive(15)
-            # without it, every new channel waits ~40 ms on a delayed ACK (Nagle)
-            t.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
-        return client
+    def host_key(self) -> str:
+        key = self._transport().get_remote_server_key()
+        return f"{key.get_name()} {fingerprint(key)}"
 
     def close(self) -> None:
         with self._lock:
             self._sftp = None
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            close_chain(self._chain)
+            self._chain = []
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         """One SFTP session per connection, reused: opening one starts a process on the board."""
@@ -228,7 +110,7 @@ class SSHTransport(Transport):
             try:
                 sftp = paramiko.SFTPClient.from_transport(t, window_size=_SFTP_WINDOW)
             except (paramiko.SSHException, OSError, EOFError) as e:
-                raise _translate(self.name, e, "open SFTP") from e
+                raise translate(self.name, e, "open SFTP") from e
             if sftp is None:
                 raise BoardUnreachable(self.name, "SFTP subsystem unavailable")
             sftp.get_channel().settimeout(max(self.connect_timeout, 30.0))  # type: ignore[union-attr]
@@ -242,7 +124,7 @@ class SSHTransport(Transport):
         except FileNotFoundError:
             return None
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise _translate(self.name, e, f"stat {remote}") from e
+            raise translate(self.name, e, f"stat {remote}") from e
         return int(st.st_size or 0), int(st.st_mtime or 0)
 
     def _session(self) -> paramiko.Channel:
@@ -250,7 +132,7 @@ class SSHTransport(Transport):
         try:
             return t.open_session(timeout=self.connect_timeout)
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise _translate(self.name, e, "open a session") from e
+            raise translate(self.name, e, "open a session") from e
 
     # -- commands -----------------------------------------------------------------------
 
@@ -282,7 +164,7 @@ class SSHTransport(Transport):
                 self.name, f"`{command}` did not finish within {timeout:g} s"
             ) from e
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise _translate(self.name, e, f"run `{command}`") from e
+            raise translate(self.name, e, f"run `{command}`") from e
         finally:
             chan.close()
         if status is None:
@@ -318,7 +200,7 @@ class SSHTransport(Transport):
             if sftp is None:
                 raise BoardUnreachable(self.name, "SFTP subsystem unavailable")
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise _translate(self.name, e, "open SFTP") from e
+            raise translate(self.name, e, "open SFTP") from e
         try:
             sftp.get_channel().settimeout(max(self.connect_timeout, 30.0))  # type: ignore[union-attr]
             with open(local, "rb") as src, sftp.open(target, "wb") as dst:
@@ -328,11 +210,11 @@ class SSHTransport(Transport):
                     dst.write(chunk)
         except OSError as e:  # paramiko reports SFTP status errors (no such dir, ...) as OSError
             if isinstance(e, TimeoutError) or not t.is_active():
-                raise _translate(self.name, e, f"upload {target}") from e
+                raise translate(self.name, e, f"upload {target}") from e
             result = CommandResult(f"put {local} {target}", 1, "", f"{target}: {e}")
             raise CommandFailed(self.name, result) from e
         except (paramiko.SSHException, EOFError) as e:
-            raise _translate(self.name, e, f"upload {target}") from e
+            raise translate(self.name, e, f"upload {target}") from e
         finally:
             sftp.close()
 
@@ -343,7 +225,7 @@ class SSHTransport(Transport):
             chan.exec_command(_PREFIX + command + _SUFFIX)
         except (paramiko.SSHException, OSError, EOFError) as e:
             chan.close()
-            raise _translate(self.name, e, f"start `{command}`") from e
+            raise translate(self.name, e, f"start `{command}`") from e
         return SSHChannel(self, chan)
 
     def home(self) -> str:
@@ -383,7 +265,7 @@ class SSHChannel(Channel):
             self._chan.settimeout(self._transport.connect_timeout)
             self._chan.sendall(line.encode() + b"\n")
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise _translate(self.board, e, "write to process") from e
+            raise translate(self.board, e, "write to process") from e
 
     def read_line(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout

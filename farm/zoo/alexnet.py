@@ -4,7 +4,7 @@ The grouped conv2/4/5 are the original's split across two GPUs; they are what ma
 per-layer parameters match Lane et al. Table 5 (conv2 307,456 rather than 614,656).
 Layer order follows the reference Caffe model (bvlc_alexnet): ReLU, then LRN, then pool;
 dropout after fc6 and fc7. Dropout layers are kept (identity in eval mode) so the graph
-is the published one; fc8 gives logits, no softmax.
+is the published one; fc8's logits go through the softmax (Caffe's ``prob`` layer).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from farm.engine.artifact import GraphModule
-from farm.zoo.layers import chain
+from farm.zoo.layers import chain, softmax
 from farm.zoo.registry import nonlinearity, register
 
 
@@ -54,5 +54,6 @@ def build(activation: str = "relu") -> nn.Module:
         ("act7", nonlinearity(activation)),
         ("drop7", nn.Dropout(0.5)),
         ("fc8", nn.Linear(4096, 1000)),
+        ("softmax", softmax()),
     ]
     return GraphModule(chain(layers))

@@ -9,6 +9,8 @@ left configurable: speaker 224 -> 640 ×3 -> 23 speakers, ambient 224 -> 512 ×3
 ``part`` picks what to build: ``whole`` (the three heads on a shared input, output a
 tuple ``(emotion, speaker, ambient)``) or one sub-network alone (Table 6 profiles the
 emotion DNN by itself). Layer names carry the head: ``emotion_fc1``, ``speaker_act2``...
+Each hidden activation is followed by a Dropout row (DeepEar was trained with dropout;
+the layer is an identity at inference, as in the study) and each head ends in a softmax.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ FEATURES = 224
 EMOTION_HIDDEN = (512, 512, 512)
 EMOTION_CLASSES = 14
 PARTS = ("whole", "emotion", "speaker", "ambient")
+DROPOUT = 0.5  # DeepEar trains with dropout on the hidden layers; identities at inference
 
 
 @register(
@@ -59,7 +62,7 @@ def build(
         sizes = heads[head]
         if not all(isinstance(n, int) and n > 0 for n in sizes):
             raise UserError(f"deepear: {head} layer sizes {sizes} must be positive integers")
-        head_nodes = chain(dense_stack(sizes, activation, prefix=f"{head}_"))
+        head_nodes = chain(dense_stack(sizes, activation, prefix=f"{head}_", dropout=DROPOUT))
         nodes.extend(head_nodes)
         outputs.append(head_nodes[-1][0])
     return GraphModule(nodes, outputs=outputs)

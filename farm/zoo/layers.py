@@ -25,11 +25,15 @@ def chain(layers: Sequence[tuple[str, nn.Module]], source: str = "input") -> lis
     return nodes
 
 
-def dense_stack(sizes: Sequence[int], act: str, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """``fc1, act1, fc2, act2, ..., fcN`` for widths ``sizes[0] -> ... -> sizes[-1]``.
+def dense_stack(
+    sizes: Sequence[int], act: str, prefix: str = "", dropout: float | None = None
+) -> list[tuple[str, nn.Module]]:
+    """``fc1, act1[, drop1], fc2, ..., fcN, softmax`` for widths ``sizes[0] -> sizes[-1]``.
 
-    The last layer has no non-linearity: it produces the logits (softmax is left to
-    whoever reads them, as it adds nothing to the cost being measured).
+    A classifier: the last fully-connected layer gives logits and a softmax turns
+    them into class probabilities, as in the study (its tables count the softmax
+    as non-linear work). ``dropout`` adds a Dropout after each hidden activation:
+    an identity at inference, kept so the layer rows are the published ones.
     """
     if len(sizes) < 2:
         raise ValueError(f"a dense stack needs at least two sizes, got {list(sizes)}")
@@ -39,4 +43,12 @@ def dense_stack(sizes: Sequence[int], act: str, prefix: str = "") -> list[tuple[
         layers.append((f"{prefix}fc{i}", nn.Linear(n_in, n_out)))
         if i < last:
             layers.append((f"{prefix}act{i}", nonlinearity(act)))
+            if dropout is not None:
+                layers.append((f"{prefix}drop{i}", nn.Dropout(dropout)))
+    layers.append((f"{prefix}softmax", softmax()))
     return layers
+
+
+def softmax() -> nn.Module:
+    """The classifier's last layer: class probabilities over dimension 1 (batch first)."""
+    return nn.Softmax(dim=1)

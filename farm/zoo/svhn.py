@@ -4,7 +4,9 @@ Tutorial ``2_model.lua``, ``convnet`` branch: two 5×5 convolutions of 64 maps, 
 by the non-linearity and 2×2 max-pooling, a 128-unit hidden layer and 10 outputs. The
 convolutions are unpadded: 32 -> 28 -> pool 14 -> 10 -> pool 5, and 64 × 5 × 5 = 1600
 features reach the first fully-connected layer, exactly the tutorial's
-``nstates[2] * filtsize * filtsize``. Dropout (p=0.5) before it is kept, as in the tutorial.
+``nstates[2] * filtsize * filtsize``. Dropout (p=0.5) before it is kept, as in the tutorial,
+and the classifier ends in a softmax (the tutorial's ``LogSoftMax`` in ``3_loss.lua``; the
+study's tables count a softmax).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from farm.engine.artifact import GraphModule
-from farm.zoo.layers import chain
+from farm.zoo.layers import chain, softmax
 from farm.zoo.registry import nonlinearity, register
 
 
@@ -38,5 +40,6 @@ def build(activation: str = "relu") -> nn.Module:
         ("fc1", nn.Linear(64 * 5 * 5, 128)),
         ("act3", nonlinearity(activation)),
         ("fc2", nn.Linear(128, 10)),
+        ("softmax", softmax()),
     ]
     return GraphModule(chain(layers))

@@ -1,0 +1,131 @@
+"""Every read ``farm.nightly`` makes of the store, in one place.
+
+Comparisons, trends and the drift check see jobs (``JobRecord``) and *measured
+cells* (a task's result with its cell's identity and its board's tags), read
+through the store's read API (``farm.store.Reader``: a store file, or a head
+through ``farm.client``), and nothing else of the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from farm.errors import NotFound
+from farm.nightly import samples
+from farm.states import JobState, TaskState
+from farm.store import JobRecord, Reader
+
+NIGHTLY = "nightly"  # the job name a lab's nightly sweep carries (jobs/nightly.yaml)
+_FINISHED = (JobState.DONE, JobState.FAILED)  # ran to the end (a cancelled night is no baseline)
+_SCAN = 100_000  # jobs looked at when searching by name: all of them, in practice
+
+
+def variant_label(variant: dict[str, Any]) -> str:
+    """A variant as one short canonical string, as ``farm results`` shows it:
+    ``activation=relu,threads=1``, unset values left out, ``-`` for none."""
+    return ",".join(f"{k}={v}" for k, v in sorted(variant.items()) if v is not None) or "-"
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One cell of the matrix: what is compared across jobs."""
+
+    model: str
+    board: str
+    processor: str
+    variant: str
+
+    def __str__(self) -> str:
+        return f"{self.model}/{self.board}/{self.processor}/{self.variant}"
+
+    @property
+    def peers_key(self) -> tuple[str, str, str]:
+        """The cell on any board: what boards of the same tags are compared on."""
+        return self.model, self.processor, self.variant
+
+
+@dataclass
+class Measured:
+    """A task's outcome as the nightly tools read it (``result`` as the engine's JSON)."""
+
+    cell: Cell
+    task_id: str
+    state: str
+    result: dict[str, Any] | None
+    job_id: str
+    created: float
+    tags: tuple[str, ...] | None = None  # the board's tags in the job's inventory
+    store: Any = field(default=None, repr=False, compare=False)  # where the markers are
+
+    def latencies_ms(self) -> np.ndarray:
+        """Per-inference latencies, read from the stored markers on first use."""
+        if self.store is None or self.state != TaskState.DONE.value:
+            return np.zeros(0)
+        return samples.latencies_ms(self.store.markers(self.task_id))
+
+    def energies_mj(self) -> np.ndarray | None:
+        return samples.energies_mj(self.result)
+
+
+def find_job(store: Reader, ref: str) -> JobRecord:
+    """A job by id or ``latest``; a ``NotFound`` (exit 2) naming the reference otherwise."""
+    job = store.job(ref)
+    if job is None:
+        raise NotFound(f"no job {ref!r}")
+    return job
+
+
+def previous_job(store: Reader, job: JobRecord, name: str | None = None) -> JobRecord:
+    """The latest finished job named ``name`` (default: ``job``'s own) created before ``job``."""
+    name = name or job.name
+    for row in store.jobs(limit=_SCAN, states=_FINISHED, name=name):
+        if row.id != job.id and row.created < job.created:
+            return row
+    raise NotFound(f"no finished job named {name!r} before {job.id}")
+
+
+def jobs_named(store: Reader, name: str, last: int) -> list[JobRecord]:
+    """The last ``last`` finished jobs named ``name``, oldest first."""
+    return list(reversed(store.jobs(limit=last, states=_FINISHED, name=name)))
+
+
+def recent_jobs(store: Reader, limit: int) -> list[JobRecord]:
+    """The ``limit`` most recent finished jobs of any name, newest first."""
+    return store.jobs(limit=limit, states=_FINISHED)
+
+
+def measured(store: Reader, job: JobRecord) -> list[Measured]:
+    """Every task of ``job`` as a measured cell (the board is the one that ran it)."""
+    tags = {b["name"]: tuple(b.get("tags") or ()) for b in job.boards}
+    out = []
+    for cell in store.cells(job.id):
+        task = cell.task
+        out.append(
+            Measured(
+                cell=Cell(task.model, task.board, task.processor, variant_label(task.variant)),
+                task_id=task.id,
+                state=task.state.value,
+                result=cell.result.to_json() if cell.result is not None else None,
+                job_id=job.id,
+                created=job.created,
+                tags=tags.get(task.board),
+                store=store,
+            )
+        )
+    return out
+
+
+def latest_per_cell(store: Reader, jobs: Iterable[JobRecord]) -> list[Measured]:
+    """The newest done result of every cell across ``jobs``."""
+    newest: dict[Cell, Measured] = {}
+    for job in jobs:
+        for m in measured(store, job):
+            if m.state != TaskState.DONE.value or not m.result:
+                continue
+            if m.cell not in newest or m.created >= newest[m.cell].created:
+                newest[m.cell] = m
+    return list(newest.values())

@@ -1,0 +1,220 @@
+"""A sweep as the report reads it: one ``Cell`` per task, with its result and layers.
+
+A cell is one model on one board's processor under one variant. It answers the
+questions every table asks of it (a metric's mean and 95% CI, why it has no
+value, which of the study's processors it stands for) so the tables, figures and
+files never dig through result JSON themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+from farm import store
+from farm.report import source
+from farm.report.tables import flat
+from farm.spec.inventory import Inventory
+from farm.states import TaskState
+from farm.store.read import Reader
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A measured mean with its 95% confidence interval (bounds None when not known)."""
+
+    mean: float
+    low: float | None = None
+    high: float | None = None
+    n: int | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One task of the sweep: where it ran, what it measured, and why not if it did not."""
+
+    stored: store.Cell  # the store's record: the task and its validated result
+    layers: list[dict[str, Any]] = field(default_factory=list)  # the store's layer rows
+    paper: str | None = None  # the study's processor this board/processor stands for
+
+    @property
+    def task(self) -> str:
+        return self.stored.task.id
+
+    @property
+    def model(self) -> str:
+        return self.stored.task.model
+
+    @property
+    def place(self) -> str:
+        """``board/processor``, plus any variant other than the activation."""
+        base = f"{self.stored.task.board}/{self.stored.task.processor}"
+        other = {k: v for k, v in self.variant.items() if k != "activation" and v is not None}
+        if not other:
+            return base
+        return base + " " + ",".join(f"{k}={v}" for k, v in sorted(other.items()))
+
+    @property
+    def variant(self) -> dict[str, Any]:
+        return self.stored.task.variant
+
+    @property
+    def state(self) -> str:
+        return self.stored.task.state.value
+
+    @cached_property
+    def result(self) -> dict[str, Any]:
+        """The result as JSON-shaped data holding only what was recorded: keys a newer
+        engine adds are kept, so the report shows them, and an older result simply
+        lacks them."""
+        result = self.stored.result
+        return result.model_dump(mode="json", exclude_none=True) if result is not None else {}
+
+    @property
+    def env(self) -> dict[str, Any]:
+        return self.result.get("env") or {}
+
+    @property
+    def activation(self) -> str:
+        """The non-linearity the model ran with (the zoo's default is ReLU)."""
+        model_meta = self.env.get("model") or {}
+        return self.variant.get("activation") or model_meta.get("activation") or "relu"
+
+    @property
+    def key(self) -> store.CellKey:
+        """What matches a cell across two sweeps: model, board, processor, variant."""
+        return self.stored.key
+
+    def time_ms(self) -> Estimate | None:
+        lat = self.result.get("latency") or {}
+        if lat.get("mean_ms") is None:
+            return None
+        return Estimate(
+            lat["mean_ms"], lat.get("ci95_low_ms"), lat.get("ci95_high_ms"), lat.get("n")
+        )
+
+    def energy_mj(self) -> Estimate | None:
+        """Net energy per inference (above idle), the study's figure."""
+        f = flat(self.stored)
+        if f["energy_net_mj"] is None:
+            return None
+        per_inference = (self.result.get("energy") or {}).get("energy_per_inference_mj") or {}
+        n = (per_inference.get("net") or {}).get("n")
+        return Estimate(
+            f["energy_net_mj"], f["energy_net_ci95_lo_mj"], f["energy_net_ci95_hi_mj"], n
+        )
+
+    def battery_h(self) -> Estimate | None:
+        hours = ((self.result.get("energy") or {}).get("battery") or {}).get("hours")
+        return None if hours is None else Estimate(hours)
+
+    def memory(self, name: str) -> float | None:
+        """A memory figure in MB: ``required_mb``, ``available_mb``, ``peak_rss_mb``,
+        ``load_peak_rss_mb`` (None when the result lacks it)."""
+        return (self.result.get("memory") or {}).get(name, self.result.get(name))
+
+    @property
+    def nonlinear_share(self) -> float | None:
+        return (self.result.get("layer_pass") or {}).get("nonlinear_share")
+
+    def reason(self, metric: str) -> str:
+        """Why this cell has no value for ``metric`` (``time``, ``energy``, ``battery``)."""
+        if self.state == TaskState.DOES_NOT_FIT.value:
+            need, have = self.memory("required_mb"), self.memory("available_mb")
+            if need is not None and have is not None:
+                return f"does not fit: needs {need:.0f} MB, has {have:.0f} MB"
+            return "does not fit"
+        if self.state == TaskState.FAILED.value:
+            first = (self.stored.task.error or "").strip().splitlines()
+            return "failed" + (f": {first[0][:80]}" if first else "")
+        if self.state != TaskState.DONE.value:
+            return self.state
+        if metric == "energy":
+            return "no power monitor on this board"
+        if metric == "battery":
+            return (
+                "no battery given for this board"
+                if self.result.get("energy")
+                else ("no power monitor on this board")
+            )
+        return "not measured"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A job and its cells, in task order."""
+
+    job: store.JobRecord
+    cells: list[Cell]
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(c.model for c in self.cells))
+
+    def places(self) -> list[str]:
+        return list(dict.fromkeys(c.place for c in self.cells))
+
+    def cell(self, model: str, place: str, activation: str | None = None) -> Cell | None:
+        """The cell of ``model`` at ``place`` (with ``activation``, or the default one)."""
+        for c in self.cells:
+            if c.model == model and c.place == place:
+                if activation is None and c.variant.get("activation") in (None, "relu"):
+                    return c
+                if activation is not None and c.activation == activation:
+                    return c
+        return None
+
+
+def paper_processors(inventory: Inventory | None) -> dict[tuple[str, str], str]:
+    """(board, processor) -> the study's processor the inventory says it stands for."""
+    if inventory is None:
+        return {}
+    return {(b.name, p.name): p.paper for b in inventory.boards for p in b.processors if p.paper}
+
+
+def load(reader: Reader, ref: str, inventory: Inventory | None = None) -> Sweep:
+    """The sweep of job ``ref`` (an id or ``latest``), read through ``farm.report.source``."""
+    job = source.job(reader, ref)
+    paper = paper_processors(inventory)
+    cells = [
+        Cell(
+            stored,
+            [asdict(r) for r in source.layers(reader, stored.task.id)] if stored.result else [],
+            paper.get((stored.task.board, stored.task.processor)),
+        )
+        for stored in source.cells(reader, job.id)
+    ]
+    return Sweep(job, cells)
+
+
+def records(sweep: Sweep) -> list[dict[str, Any]]:
+    """One flat record per cell: the results CSV columns, plus the report's own."""
+    out = []
+    for c in sweep.cells:
+        env = c.env
+        out.append(
+            {
+                **flat(c.stored),
+                "activation": c.activation,
+                "paper_processor": c.paper,
+                "load_peak_rss_mb": c.memory("load_peak_rss_mb"),
+                "reason": None if c.state == TaskState.DONE.value else c.reason("time"),
+                "artifact_sha256": (env.get("model") or {}).get("sha256"),
+                "engine": _scalar(env.get("engine")),
+                "torch": env.get("torch"),
+                "threads": env.get("threads"),
+            }
+        )
+    return out
+
+
+def _scalar(value: Any) -> Any:
+    """A value fit for one CSV cell: dicts and lists become compact JSON."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
