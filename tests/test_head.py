@@ -358,3 +358,22 @@ def _result_rows(db: Path, job_id: str) -> int:
             (job_id,),
         ).fetchone()
         return n
+
+
+def test_head_stop_leaves_no_process_of_its_node(head: Farm) -> None:
+    """Ray's agents retitle themselves (their environment marker goes with it): the
+    node's process tree still names them, and `head stop` waits until all are gone."""
+    from farm.procs import started
+
+    record = head.record("head", str(head.port))
+    assert record is not None
+    pids = {p: started(p) for p in node_pids(record["marker"])}
+    titles = [Path(f"/proc/{p}/cmdline").read_bytes() for p in pids]
+    assert any(t.startswith(b"ray::DashboardAgent") for t in titles), titles
+    assert any(t.startswith(b"ray::RuntimeEnvAgent") for t in titles), titles
+    proc = head.ok("head", "stop", "--address", head.address)
+    count = int(proc.stdout.split("(")[1].split()[0])
+    assert count >= len(pids), proc.stdout
+    left = [p for p, t in pids.items() if t is not None and started(p) == t]
+    assert not left, [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in left]
+    assert head.record("head", str(head.port)) is None
