@@ -431,6 +431,23 @@ def test_serve_exits_cleanly_on_end_of_input():
     assert json.loads(out)["ok"] is True
 
 
+def test_serve_stops_mid_run_when_nobody_reads_its_answers(artifacts):
+    """A killed head leaves its engine's stdout without a reader: the engine must stop
+    at once, not measure on (for hours here) beside the next farm's task."""
+    proc = _engine("serve")
+    try:
+        assert _ask(proc, {"id": 1, "op": "clock"})["ok"]  # up, torch imported
+        request = {"artifact": artifacts["kws"], "iterations": 10_000_000, "threads": 1}
+        proc.stdin.write(json.dumps({"id": 2, "op": "run", "request": request}) + "\n")
+        proc.stdin.flush()
+        proc.stdout.close()  # the farm is gone: sshd closes stdout and stderr (a print
+        proc.stderr.close()  # would fail), stdin stays open here to tell the two apart
+        assert proc.wait(timeout=60) == 3
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 LOUD_ENGINE = """
 import os, torch
 from torch import nn

@@ -226,6 +226,39 @@ def test_ssh_warm_engine_channel(ssh):
     assert ch.exit_status == 0
 
 
+def test_ssh_engine_stops_mid_run_when_its_farm_goes_away(testbed, tmp_path):
+    """A killed head drops its connections; the engine, deep in a long run that reads
+    nothing, must stop then, not measure on beside the next farm's task (issue #11)."""
+    from farm import zoo
+
+    artifact = str(zoo.export("kws", cache_dir=tmp_path).path)
+    transport = connect(board_spec(testbed, "board0"))
+    argv = ["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "farm.engine", "serve"]
+    ch = transport.open_process(argv)
+    try:
+        ch.send_line(json.dumps({"id": 1, "op": "ping"}))
+        pid = json.loads(ch.read_line(Board.model_fields["startup_timeout_s"].default))
+        pid = pid["result"]["pid"]
+        request = {"artifact": artifact, "iterations": 10_000_000, "threads": 1}
+        ch.send_line(json.dumps({"id": 2, "op": "run", "request": request}))
+        assert _alive(pid)
+    finally:
+        transport.close()  # the connection ends as a killed head's does: no word, no kill
+    deadline = time.monotonic() + 60
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping (a zombie has stopped: only its parent has not reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 # -- ssh: host keys and broken boards -------------------------------------------------------
 
 

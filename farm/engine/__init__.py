@@ -15,5 +15,6 @@ package is cheap (no torch); the modules that need torch import it themselves.
     host.py      threads, CPU affinity, facts about the board
     serve.py     the warm engine's JSON-lines loop
     lease.py     the board lease: one flock per board, held for a task
+    orphan.py    stop at once when nobody reads the answers (the farm died)
     __main__.py  ``python -m farm.engine run|serve``
 """

@@ -8,8 +8,12 @@ the log instead of corrupting a JSON line.
 Inherited thread-count variables (Ray sets ``OMP_NUM_THREADS=1`` for its workers)
 are removed before torch is imported: the request alone decides the threads.
 
+Whoever started the engine may die mid-run (a killed head): when nobody reads
+the protocol stdout any more, the engine stops at once (``farm.engine.orphan``)
+rather than measure on beside the next farm's task.
+
 Exit codes: 0 when a result was written (even ``does_not_fit`` or ``error``),
-2 when the request itself could not be read.
+2 when the request itself could not be read, 3 when nobody read the answers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import logging
 import os
 import sys
 from typing import IO, NoReturn
+
+from farm.engine.orphan import exit_when_unread
 
 
 def _protocol_stdout() -> IO[str]:
@@ -54,6 +60,7 @@ def cli(argv: list[str] | None = None) -> int:
         format="%(asctime)s engine %(levelname)s %(message)s",
     )
     out = _protocol_stdout()
+    exit_when_unread(out.fileno())
     if args.command == "lease":  # stdlib only: no torch import on this path
         from farm.engine.lease import serve
 
