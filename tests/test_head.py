@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
+from farm.procs import started
 from farm.scheduler.cluster import node_pids
 from farm.store import Store
 from farm.testing.testbed import Testbed, free_port
@@ -298,9 +300,12 @@ def test_cancel_drops_queued_tasks(head: Farm, testbed: Testbed) -> None:
 
 
 def test_head_killed_mid_sweep_resumes(head: Farm, testbed: Testbed) -> None:
+    # Long tasks (some must be in flight at the kill), on one thread each: three
+    # boards share this machine's cores, and two torch threads that must meet at
+    # every layer make an inference ~40x slower once the cores are busy.
     job = job_file(
-        head.root, "sweep", iterations=10000, layer_iterations=20,
-        variants={"activation": ["relu", "sigmoid"], "threads": [1, 2]},
+        head.root, "sweep", iterations=40000, layer_iterations=20,
+        variants={"activation": ["relu", "sigmoid"], "batch": [1, 2], "threads": [1]},
     )  # fmt: skip
     inventory = str(testbed.inventory_path)
     job_id = head.ok(
@@ -314,8 +319,13 @@ def test_head_killed_mid_sweep_resumes(head: Farm, testbed: Testbed) -> None:
 
     wait_for(some_done_some_running, 90, "a few finished tasks and one in flight", 0.1)
     old = head.record("head", str(head.port))
+    on_boards = board_processes(testbed)  # its warm engines and lease holders
+    assert on_boards
     head.ok("head", "stop", "--force", "--address", head.address)
     assert not node_pids(old["marker"])  # every process of that head is gone
+    # and so are its engines, mid-run or not: none measures beside the resumed tasks
+    wait_for(lambda: not any(started(p) == t for p, t in on_boards.items()), 30,
+             "the killed head's engines to stop")  # fmt: skip
 
     before = {c.task.id: c for c in store.cells(job_id) if c.result is not None}
     created = _result_created(head.db, list(before))
@@ -336,6 +346,16 @@ def test_head_killed_mid_sweep_resumes(head: Farm, testbed: Testbed) -> None:
         details = [e.detail for e in store.events(task_id)]
         assert "requeued after head restart" in details, details
     assert _result_rows(head.db, job_id) == 12  # one row per task, no duplicates
+
+
+def board_processes(bed: Testbed) -> dict[int, float | None]:
+    """The engines and lease processes running on the test bed's boards, by pid (start time)."""
+    engines = tuple(str(b.cache_dir / "engine") + "/" for b in bed.boards)
+    return {
+        proc.pid: started(proc.pid)
+        for proc in psutil.process_iter(["cmdline"])
+        if len(proc.info["cmdline"] or []) > 1 and proc.info["cmdline"][1].startswith(engines)
+    }
 
 
 def _result_created(db: Path, task_ids: list[str]) -> dict[str, float]:
@@ -363,8 +383,6 @@ def _result_rows(db: Path, job_id: str) -> int:
 def test_head_stop_leaves_no_process_of_its_node(head: Farm) -> None:
     """Ray's agents retitle themselves (their environment marker goes with it): the
     node's process tree still names them, and `head stop` waits until all are gone."""
-    from farm.procs import started
-
     record = head.record("head", str(head.port))
     assert record is not None
     pids = {p: started(p) for p in node_pids(record["marker"])}

@@ -22,6 +22,7 @@ from farm.errors import (
     UnknownHostKey,
     UserError,
 )
+from farm.procs import started
 from farm.spec import Board
 from farm.testing import transport as fake
 from farm.testing.testbed import BoardClass
@@ -241,22 +242,13 @@ def test_ssh_engine_stops_mid_run_when_its_farm_goes_away(testbed, tmp_path):
         pid = pid["result"]["pid"]
         request = {"artifact": artifact, "iterations": 10_000_000, "threads": 1}
         ch.send_line(json.dumps({"id": 2, "op": "run", "request": request}))
-        assert _alive(pid)
+        assert started(pid) is not None
     finally:
         transport.close()  # the connection ends as a killed head's does: no word, no kill
     deadline = time.monotonic() + 60
-    while _alive(pid) and time.monotonic() < deadline:
+    while started(pid) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    """Running or sleeping (a zombie has stopped: only its parent has not reaped it yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    assert started(pid) is None
 
 
 # -- ssh: host keys and broken boards -------------------------------------------------------
