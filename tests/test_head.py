@@ -304,7 +304,7 @@ def test_head_killed_mid_sweep_resumes(head: Farm, testbed: Testbed) -> None:
     # boards share this machine's cores, and two torch threads that must meet at
     # every layer make an inference ~40x slower once the cores are busy.
     job = job_file(
-        head.root, "sweep", iterations=40000, layer_iterations=20,
+        head.root, "sweep", iterations=20000, layer_iterations=20,
         variants={"activation": ["relu", "sigmoid"], "batch": [1, 2], "threads": [1]},
     )  # fmt: skip
     inventory = str(testbed.inventory_path)
