@@ -4,8 +4,9 @@ Layout of format ``farm-artifact/1`` (every member stored, timestamps fixed at 1
 so the bytes and therefore the sha256 depend only on the content)::
 
     manifest.json   format, kind, name, source, params, activation, input_shape, dtype,
-                    options, seed, and for kind "graph" the graph description
-    weights.pt      kind "graph":   the state_dict, written by ``torch.save``
+                    options, seed, and for kind "graph" the graph description, for kind
+                    "module" the ``factory`` ("pkg.mod:attr") and ``package_sha256``
+    weights.pt      kinds "graph" and "module": the state_dict, written by ``torch.save``
     program.pt2     kind "program": a ``torch.export.save``'d ExportedProgram
 
 Why two kinds. The paper's models (``farm.zoo``) are small chains and trees of standard
@@ -13,8 +14,11 @@ layers, so they travel as a *graph description* of whitelisted ``torch.nn`` laye
 state_dict: the board rebuilds real ``nn.Conv2d`` / ``nn.Linear`` modules, the per-layer pass
 hooks exactly the layers the paper's tables name, and nothing executable is unpickled
 (``torch.load(weights_only=True)``). A user's own model can be anything, so it travels as a
-``torch.export`` program; the board unflattens it back into its module hierarchy to find
-leaf layers to hook.
+``torch.export`` program when the user gave one (``program:``), timed as the program's own
+module. A factory the user gave (``module:``) runs as their own eager code: kind "module"
+names the factory and the sha256 of their package zip, which sits beside the artifact as
+``<sha256>.pkg`` (`farm.engine.package`); the board checks that hash, imports the zip, calls
+the factory and loads the seeded weights (``weights_only=True``) into what it built.
 
 Why a whitelist. The description names layer types by string. Resolving such strings with
 ``getattr(torch.nn, name)`` would let a file pick any callable; ``_LAYERS`` below is the
@@ -41,6 +45,7 @@ import torch
 from torch import nn
 
 from farm.engine.files import sha256_file, zip_bytes
+from farm.engine.package import PACKAGE_SUFFIX, activate, resolve, seeded_call
 
 FORMAT = "farm-artifact/1"
 MANIFEST = "manifest.json"
@@ -48,11 +53,13 @@ WEIGHTS = "weights.pt"
 PROGRAM = "program.pt2"
 KIND_GRAPH = "graph"
 KIND_PROGRAM = "program"
+KIND_MODULE = "module"
 
 # Seed of ``LoadedModel.example_input``: every board feeds the same numbers.
 INPUT_SEED = 0
 
 _SHA_NAME = re.compile(r"^([0-9a-f]{64})\.farm$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}
 
@@ -290,7 +297,7 @@ def write(path: str | Path, manifest: Mapping[str, Any], members: Mapping[str, b
     Path(path).write_bytes(zip_bytes(entries, compression=zipfile.ZIP_STORED))
 
 
-FORM_EAGER = "eager"  # the zoo's graph: real torch.nn layers run by GraphModule
+FORM_EAGER = "eager"  # a module run as written: the zoo's GraphModule, a user's own code
 FORM_EXPORTED = "exported"  # an ExportedProgram's own module (``program.module()``)
 FORM_UNFLATTENED = "unflattened"  # ``torch.export.unflatten``: leaves to hook, slower
 
@@ -354,6 +361,8 @@ def load(path: str | Path) -> LoadedModel:
         if manifest["kind"] == KIND_GRAPH:
             module, layers = _load_graph(archive, manifest, path)
             loaded = LoadedModel(module=module, layers=layers)
+        elif manifest["kind"] == KIND_MODULE:
+            loaded = _load_module(archive, manifest, path)
         else:
             loaded = _load_program(archive, path)
     loaded.meta = {key: value for key, value in manifest.items() if key != "graph"}
@@ -376,7 +385,7 @@ def _read_manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise ArtifactError(f"{path}: format {found!r} is not {FORMAT}")
-    if manifest.get("kind") not in (KIND_GRAPH, KIND_PROGRAM):
+    if manifest.get("kind") not in (KIND_GRAPH, KIND_PROGRAM, KIND_MODULE):
         raise ArtifactError(f"{path}: unknown artifact kind {manifest.get('kind')!r}")
     input_shapes(manifest.get("input_shape"))
     return manifest
@@ -386,18 +395,63 @@ def _load_graph(
     archive: zipfile.ZipFile, manifest: Mapping[str, Any], path: Path
 ) -> tuple[nn.Module, list[tuple[str, nn.Module]]]:
     module = GraphModule.from_description(manifest.get("graph"))
+    _load_weights(module, archive, manifest, path)
+    return module, module.layers()
+
+
+def _load_weights(
+    module: nn.Module, archive: zipfile.ZipFile, manifest: Mapping[str, Any], path: Path
+) -> None:
+    """The artifact's state_dict into ``module`` (tensors only: ``weights_only=True``),
+    every key matched; then eval mode."""
     try:
         state = torch.load(
             io.BytesIO(_member(archive, WEIGHTS, path)), map_location="cpu", weights_only=True
         )
         module.load_state_dict(state, strict=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, TypeError) as exc:
-        raise ArtifactError(f"{path}: weights do not match the graph: {exc}") from exc
+        raise ArtifactError(f"{path}: weights do not match the model: {exc}") from exc
     params = sum(p.numel() for p in module.parameters())
     if params != manifest.get("params"):
         raise ArtifactError(f"{path}: {params} parameters, manifest says {manifest.get('params')}")
     module.eval()
-    return module, module.layers()
+
+
+def _load_module(archive: zipfile.ZipFile, manifest: Mapping[str, Any], path: Path) -> LoadedModel:
+    """A user's eager module: their package, verified, imported; the factory called.
+
+    The package must sit beside the artifact as ``<package_sha256>.pkg`` and hash to that
+    name (the manifest, inside the hashed artifact, says which), or nothing of it is
+    imported. Leaf modules are hooked for the layer pass, as for zoo models; a leaf the
+    forward never calls (a fused fast path, a weight read directly) shows zero calls.
+    """
+    digest, factory_path = manifest.get("package_sha256"), manifest.get("factory")
+    if not isinstance(digest, str) or not _SHA.match(digest) or not isinstance(factory_path, str):
+        raise ArtifactError(f"{path}: a module artifact needs factory and package_sha256")
+    shipped = path.parent / f"{digest}{PACKAGE_SUFFIX}"
+    try:
+        found = sha256_file(shipped)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: its package {shipped.name} is not beside it") from exc
+    if found != digest:
+        raise ArtifactError(f"{shipped}: content hashes to {found}, refusing a corrupted package")
+    options = manifest.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise ArtifactError(f"{path}: options must be an object")
+    try:
+        activate(shipped, factory_path)
+        module = seeded_call(resolve(factory_path), options, int(manifest.get("seed") or 0))
+    except Exception as exc:  # the user's code may raise anything while building
+        raise ArtifactError(f"{path}: factory {factory_path!r} failed: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ArtifactError(f"{path}: factory {factory_path!r} did not return an nn.Module")
+    _load_weights(module, archive, manifest, path)
+    leaves = [
+        (name, sub)
+        for name, sub in module.named_modules()
+        if name and next(sub.children(), None) is None
+    ]
+    return LoadedModel(module, leaves or [("model", module)], form=FORM_EAGER)
 
 
 def _load_program(archive: zipfile.ZipFile, path: Path) -> LoadedModel:
