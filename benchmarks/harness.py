@@ -4,8 +4,10 @@
     only, the model kept warm in its cache) against the median of a plain
     ``perf_counter`` loop over the same module and input, at the same threads,
     garbage collector paused in both. Besides the zoo, two users' models (a
-    transformer encoder and a residual CNN) as exported programs: the engine times
-    the exported program's own module, and so does the plain loop. Blocks of the two alternate in one process
+    transformer encoder and a residual CNN, ``benchmarks/users/benchnets.py``) given as
+    ``module:`` models: the engine runs the user's eager code from the package it
+    shipped, the plain loop the same model as its user builds it. Blocks of the two
+    alternate in one process
     (which goes first alternates too), so drift and neighbours hit both alike.
     Figure ``median_vs_plain_<model>``: |engine / plain − 1| in %, target ≤ 1.
 
@@ -38,12 +40,12 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import gc
-import io
 import json
 import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from rich.console import Console
@@ -51,13 +53,13 @@ from rich.table import Table
 from torch import nn
 
 from farm import zoo
-from farm.engine import artifact, stats
+from farm.engine import artifact, package, stats
 from farm.engine.layers import GRAPH_ROW, fast_mean
 from farm.engine.request import parse_request
 from farm.engine.runner import ModelCache, run_task
 
 # model -> (inferences per block, blocks) for (a); the last two are users' models given
-# as exported programs (model_form "exported"): the plain loop runs the same form
+# as ``module:`` models (model_form "eager"): the plain loop runs the user's own module
 LATENCY_PLAN = {"kws": (1000, 12), "svhn": (300, 10), "alexnet": (10, 8),
                 "user_transformer": (300, 10), "user_resnet": (300, 10)}  # fmt: skip
 # model -> (engine tasks = reference rounds, forwards of each prefix per round) for (b)
@@ -82,13 +84,16 @@ def _plain_block(run_once: Callable[[], object], n: int) -> list[float]:
     return [x * 1e3 for x in out]
 
 
-def latency(path: str, n: int, blocks: int) -> dict:
+def latency(path: str, n: int, blocks: int, own: nn.Module | None = None) -> dict:
+    """The engine's median against a plain loop over ``own`` (the model as its user
+    built it), or else the module the engine loaded."""
     cache = ModelCache(capacity=1)
     request = parse_request({"artifact": path, "iterations": n, "warmup": 5, "layers": False,
                              "memory": False})  # fmt: skip
-    engine_medians, plain = [], []
+    engine_medians, plain, forms = [], [], set()
     loaded, _ = cache.get(path, torch.device("cpu"))
     x = loaded.example_input("cpu")
+    reference_module = own if own is not None else loaded.module
     for block in range(blocks):
 
         def engine() -> None:
@@ -96,53 +101,44 @@ def latency(path: str, n: int, blocks: int) -> dict:
             if result["status"] != "ok":
                 raise SystemExit(f"engine task failed: {result['error']}")
             engine_medians.append(result["latency"]["median_ms"])
+            forms.add(result["model_form"])
 
         def reference() -> None:  # same threads: the engine task just set them
-            plain.extend(_plain_block(lambda: loaded.module(x), n))
+            plain.extend(_plain_block(lambda: reference_module(x), n))
 
         for step in (engine, reference) if block % 2 == 0 else (reference, engine):
             step()
     e, p = stats.median(engine_medians), stats.median(plain)
     return {"n": n, "blocks": blocks, "engine_ms": e, "plain_ms": p,
-            "error_pct": 100 * abs(e / p - 1), "threads": torch.get_num_threads()}  # fmt: skip
+            "error_pct": 100 * abs(e / p - 1), "threads": torch.get_num_threads(),
+            "form": "/".join(sorted(forms))}  # fmt: skip
 
 
-class _Residual(nn.Module):
-    """A user's small residual CNN: functional ReLUs and a skip addition."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, padding=1)
-        self.conv1 = nn.Conv2d(16, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.stem(x))
-        x = torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
-        return self.head(x.mean(dim=(2, 3)))
+# model -> (factory in benchmarks/users/benchnets.py, input shape)
+USER_MODELS = {"user_transformer": ("benchnets:transformer", [1, 16, 64]),
+               "user_resnet": ("benchnets:Residual", [1, 3, 32, 32])}  # fmt: skip
 
 
-def _user_models() -> dict[str, tuple[nn.Module, list[int]]]:
-    layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, batch_first=True)
-    return {
-        "user_transformer": (nn.TransformerEncoder(layer, num_layers=2), [1, 16, 64]),
-        "user_resnet": (_Residual(), [1, 3, 32, 32]),
-    }
+def _user_artifacts(folder: str) -> dict[str, tuple[str, nn.Module]]:
+    """Each user's model exported as ``farm submit`` exports a ``module:`` model, and the
+    same model as the user builds it (their factory, the export's seed 0): the reference."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "users"))
+    out = {}
+    for name, (factory, shape) in USER_MODELS.items():
+        ref = zoo.export(_UserRef(name, factory, shape), cache_dir=folder)
+        out[name] = (str(ref.path), package.seeded_call(package.resolve(factory), {}, 0).eval())
+    return out
 
 
-def _program_artifact(name: str, module: nn.Module, shape: list[int], folder: str) -> str:
-    """A ``program`` artifact of ``module``, as ``farm.zoo.export`` writes a ``program:``."""
-    torch.manual_seed(0)
-    module.eval()
-    buffer = io.BytesIO()
-    torch.export.save(torch.export.export(module, (torch.randn(shape),)), buffer)
-    manifest = {"format": artifact.FORMAT, "kind": artifact.KIND_PROGRAM, "name": name,
-                "source": "benchmarks/harness.py", "activation": None, "input_shape": shape,
-                "dtype": "float32", "params": sum(p.numel() for p in module.parameters())}  # fmt: skip
-    path = str(Path(folder) / f"{name}.farm")
-    artifact.write(path, manifest, {artifact.PROGRAM: buffer.getvalue()})
-    return path
+@dataclass
+class _UserRef:
+    """The fields `farm.zoo.export` reads from a job's model entry."""
+
+    name: str
+    module: str
+    input_shape: list[int]
+    options: dict = field(default_factory=dict)
+    program: None = None
 
 
 def _prefixes(module: artifact.GraphModule) -> list[nn.Module]:
@@ -230,23 +226,21 @@ def main() -> int:
             missed.append(name)
 
     with tempfile.TemporaryDirectory() as tmp:
-        users = _user_models()
+        users = _user_artifacts(tmp)
         paths = {m: str(zoo.export(m, cache_dir=tmp).path)
                  for m in {*LATENCY_PLAN, *SHARE_PLAN} - set(users)}  # fmt: skip
-        for name, (module, shape) in users.items():
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                paths[name] = _program_artifact(name, module, shape, tmp)
-        lat = {m: latency(paths[m], *plan) for m, plan in LATENCY_PLAN.items()}
+        paths.update({name: path for name, (path, _) in users.items()})
+        own = {name: module for name, (_, module) in users.items()}
+        lat = {m: latency(paths[m], *plan, own.get(m)) for m, plan in LATENCY_PLAN.items()}
         sh = {m: shares(paths[m], *plan) for m, plan in SHARE_PLAN.items()}
     load_after = os.getloadavg()
 
     t = Table(title="(a) the engine's reported median vs a plain perf_counter loop, interleaved")
-    for col in ("model", "n x blocks", "threads", "plain ms", "engine ms", "|diff| %"):
+    for col in ("model", "form", "n x blocks", "threads", "plain ms", "engine ms", "|diff| %"):
         t.add_column(col, justify="right")
     for m, r in lat.items():
-        t.add_row(m, f"{r['n']} x {r['blocks']}", str(r["threads"]), f"{r['plain_ms']:.4f}",
-                  f"{r['engine_ms']:.4f}", f"{r['error_pct']:.2f}")  # fmt: skip
+        t.add_row(m, r["form"], f"{r['n']} x {r['blocks']}", str(r["threads"]),
+                  f"{r['plain_ms']:.4f}", f"{r['engine_ms']:.4f}", f"{r['error_pct']:.2f}")  # fmt: skip
         figure(f"median_vs_plain_{m}", r["error_pct"], "<= 1", "%", r["error_pct"] <= 1)
     console.print(t)
 

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from farm import zoo
-from farm.engine import artifact
-from farm.engine.files import sha256_file
+from farm.engine import artifact, package
+from farm.engine.files import sha256_file, zip_bytes
 from farm.errors import UserError
 from farm.zoo.registry import Registry
 from farm.zoo.user import load_factory
@@ -443,6 +443,18 @@ def test_a_module_artifact_refuses_a_missing_or_tampered_package(
         artifact.load(exported.path)
 
 
+def test_a_shipped_package_never_shadows_a_module_already_imported(tmp_path: Path) -> None:
+    """On a board, a name already in sys.modules is a library the engine runs on."""
+    shipped = tmp_path / "x.pkg"
+    shipped.write_bytes(zip_bytes([("pytest/__init__.py", b"")], compression=zipfile.ZIP_STORED))
+    before = list(sys.path)
+    with pytest.raises(ValueError, match="already imported"):
+        package.activate(shipped, "pytest.plugin:build", replace_imported=False)
+    assert sys.path == before and "pytest" in sys.modules
+    with pytest.raises(ValueError, match="cannot ship"):
+        package.activate(shipped, "torch.nn:Linear", replace_imported=True)
+
+
 def test_exported_program_files_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(3)
     model = _Mlp().eval()
@@ -500,7 +512,8 @@ def test_the_engine_loads_an_artifact_without_the_zoo(tmp_path: Path) -> None:
         f"""
         import sys
         from farm.engine import artifact
-from farm.engine.files import sha256_file
+from farm.engine import package
+from farm.engine.files import sha256_file, zip_bytes
         loaded = artifact.load({str(ref.path)!r})
         print(loaded.meta["params"], loaded.module(loaded.example_input()).shape[1])
         print(sorted(m for m in sys.modules if m.startswith("farm")))

@@ -439,7 +439,7 @@ def _load_module(archive: zipfile.ZipFile, manifest: Mapping[str, Any], path: Pa
     if not isinstance(options, Mapping):
         raise ArtifactError(f"{path}: options must be an object")
     try:
-        activate(shipped, factory_path)
+        activate(shipped, factory_path, replace_imported=False)
         module = seeded_call(resolve(factory_path), options, int(manifest.get("seed") or 0))
     except Exception as exc:  # the user's code may raise anything while building
         raise ArtifactError(f"{path}: factory {factory_path!r} failed: {exc}") from exc

@@ -75,16 +75,20 @@ def seeded_call(factory: Callable[..., Any], options: Mapping[str, Any], seed: i
         return factory(**dict(options))
 
 
-def activate(zip_path: str | Path, path: str) -> None:
+def activate(zip_path: str | Path, path: str, *, replace_imported: bool) -> None:
     """Make ``path``'s top-level package import from ``zip_path`` (already verified).
 
     The zip goes first on ``sys.path``; an earlier version of the same package (another
-    artifact's zip, or a copy imported from elsewhere) leaves ``sys.path`` and
-    ``sys.modules``, so nothing of it is imported any more.
+    artifact's zip) leaves ``sys.path`` and ``sys.modules``, so nothing of it is imported
+    any more. A module of that name imported some other way is replaced only with
+    ``replace_imported`` (the head, where it is the user's own source): on a board it
+    would be a library the engine or torch loaded, and shadowing it is refused.
     """
     top, entry = top_level(path), str(zip_path)
     if _active.get(top) == entry and entry in sys.path:
         return
+    if top in sys.modules and top not in _active and not replace_imported:
+        raise ValueError(f"package {top!r} is already imported from elsewhere; not replacing it")
     for stale in {_active.pop(top, None), entry}:
         while stale in sys.path:
             sys.path.remove(stale)

@@ -150,7 +150,7 @@ def _export_factory(
     shipped = files.store(user.package_zip(path), cache_dir, package.PACKAGE_SUFFIX)
     # built from the zip that ships, so the weights fit the code the board will run
     # even when the sources changed since this process first imported them
-    package.activate(shipped, path)
+    package.activate(shipped, path, replace_imported=True)
     module = user.build_module(path, options, seed)
     user.check_forward(module, shape, f"model {name!r}")
     params = _count(module)
