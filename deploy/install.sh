@@ -15,8 +15,11 @@ if command -v apt-get >/dev/null 2>&1; then
     # chromium: the report tests render report.html headless and screenshot it.
     # iproute2 (`ip`) and util-linux (`nsenter`): the test bed's boards behind a jump host live
     # in a network namespace of their own.
+    # prometheus (with promtool) and prometheus-pushgateway: the monitoring tests start
+    # their own on loopback ports; the packages' services are not needed.
     $SUDO apt-get install -y -qq --no-install-recommends \
-        openssh-server openssh-client systemd chromium iproute2 util-linux >/dev/null
+        openssh-server openssh-client systemd chromium iproute2 util-linux \
+        prometheus prometheus-pushgateway >/dev/null
 fi
 
 PY=${PYTHON:-python3}

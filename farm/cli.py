@@ -13,13 +13,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -41,11 +43,15 @@ head_app = typer.Typer(no_args_is_help=True, help="Run a Ray head that owns the 
 station_app = typer.Typer(no_args_is_help=True, help="Join this machine to a head as a station.")
 models_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 inventory_app = typer.Typer(no_args_is_help=True, help="Boards and monitors.")
+db_app = typer.Typer(no_args_is_help=True, help="The results store: check it, back it up.")
 board_app = typer.Typer(no_args_is_help=True, help="Make boards ready.")
+metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics of the store.")
 app.add_typer(head_app, name="head")
+app.add_typer(metrics_app, name="metrics")
 app.add_typer(station_app, name="station")
 app.add_typer(models_app, name="models")
 app.add_typer(inventory_app, name="inventory")
+app.add_typer(db_app, name="db")
 app.add_typer(board_app, name="board")
 
 
@@ -58,7 +64,7 @@ def _width() -> int | None:
 
 
 out = Console(width=_width())
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
 
 
 class Format(StrEnum):
@@ -107,6 +113,10 @@ DbOpt = Annotated[
 AddressOpt = Annotated[
     str | None,
     typer.Option("--address", help="Ray head address [env RAY_ADDRESS]", show_default=False),
+]
+MetricsAddressOpt = Annotated[
+    str,
+    typer.Option("--metrics-address", help="serve Prometheus /metrics at HOST:PORT, or `off`"),
 ]
 InventoryOpt = Annotated[
     Path | None,
@@ -181,6 +191,10 @@ def submit(
     address: AddressOpt = None,
     detach: Annotated[bool, typer.Option(help="print the job id and return at once")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    pushgateway: Annotated[
+        str | None,
+        typer.Option(help="push the job's measurements to this Prometheus pushgateway URL"),
+    ] = None,
 ) -> None:
     """Run a job: every model × target × variant cell, with a progress bar and a results table."""
     from farm import spec, zoo
@@ -204,10 +218,86 @@ def submit(
             sys.stdout.write(job_id + "\n")
             return
     err.print(f"job [bold]{job_id}[/]: {len(plan.tasks)} tasks")
-    final = _follow(head, job_id, len(plan.tasks), quiet=quiet)
+    push = (
+        None if pushgateway is None else partial(_push, pushgateway, address, db, job_id, job.name)
+    )
+    _run_to_the_end(head, job_id, len(plan.tasks), quiet=quiet, then=push)
+
+
+@app.command()
+def resume(
+    job: Annotated[str, typer.Argument(help="an interrupted job's id, or 'latest'")],
+    db: DbOpt = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Run what is left of a job whose farm died (``farm status`` shows it interrupted)."""
+    from farm.client import Head, station_cache_dir
+    from farm.store import default_db_path
+
+    head = Head.embedded(db or default_db_path(), cache_dir=station_cache_dir())
+    record = head.reader.job(job)
+    if record is None:
+        raise NotFound(f"no job {job!r}")
+    left = head.resume(record.id)
+    err.print(f"job [bold]{record.id}[/]: resuming, {left} tasks left")
+    total = sum(head.reader.counts(record.id).values())
+    _run_to_the_end(head, record.id, total, quiet=quiet)
+
+
+def _run_to_the_end(
+    head: Head, job_id: str, total: int, *, quiet: bool, then: Callable[[], None] | None = None
+) -> NoReturn:
+    """Follow the job to its end, print its results, run ``then`` (a push), exit 0, 1 (a
+    task failed or was cancelled) or 130 (interrupted)."""
+    try:
+        final = _follow(head, job_id, total, quiet=quiet)
+    except KeyboardInterrupt:
+        _interrupted(head, job_id)
     _print_results(head.reader, job_id)
+    head.close()
+    if then is not None:
+        then()
     bad = final.counts.get(TaskState.FAILED, 0) + final.counts.get(TaskState.CANCELLED, 0)
     raise typer.Exit(1 if bad else 0)
+
+
+def _push(url: str, address: str | None, db: Path | None, job_id: str, name: str) -> None:
+    """An embedded run's measurements to a pushgateway (a head is scraped instead)."""
+    if address is not None:
+        err.print("[yellow]--pushgateway: a head serves its own /metrics; nothing pushed[/]")
+        return
+    from farm.metrics.push import push_job
+    from farm.metrics.source import StoreSource
+    from farm.store import default_db_path
+
+    source = StoreSource(db or default_db_path())
+    try:
+        push_job(url, source, job_id, name)
+    finally:
+        source.close()
+    err.print(f"pushed {name} to {url}")
+
+
+def _interrupted(head: Head, job_id: str) -> NoReturn:
+    """Ctrl-C while following a job. A head's job goes on without us; a job this
+    process runs itself is cancelled (its engines stopped), the store says so, exit 130.
+    A second Ctrl-C leaves at once: the next farm to open the store marks it interrupted."""
+    if head.address is not None:
+        err.print(
+            f"detached: {job_id} goes on at the head {head.address};"
+            f" `farm status {job_id} --address {head.address}` follows it"
+        )
+        raise typer.Exit(130)
+    err.print(f"interrupted: cancelling {job_id} (Ctrl-C again to leave at once)")
+    head.cancel(job_id)
+    while True:
+        p = head.progress(job_id)
+        if p is None or p.state.is_terminal():
+            break
+        time.sleep(0.1)
+    head.close()
+    err.print(f"{job_id}: {p.state if p else 'gone'} ({_counts(p.counts) if p else ''})")
+    raise typer.Exit(130)
 
 
 def _follow(head: Head, job_id: str, total: int, *, quiet: bool) -> JobProgress:
@@ -240,7 +330,9 @@ def _print_results(reader: Reader, job_id: str) -> None:
     out.print(results_table(cells, title=f"{job_id}"))
     for cell in cells:
         if cell.task.state is TaskState.FAILED:
-            err.print(f"[red]{cell.task.id}[/] {cell.task.key}: {cell.task.error}")
+            err.print(
+                f"[red]{cell.task.id}[/] {escape(cell.task.key)}: {escape(cell.task.error or '')}"
+            )
 
 
 # -- reading results ---------------------------------------------------------------
@@ -531,8 +623,50 @@ def inventory_check(
     )  # fmt: skip
     for c in checks:
         if c.error:
-            err.print(f"[red]{c.board}[/]: {c.error}", highlight=False)
+            err.print(f"[red]{escape(c.board)}[/]: {escape(c.error)}", highlight=False)
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+
+
+# -- the store ----------------------------------------------------------------------
+
+
+def _db_path(db: Path | None) -> Path:
+    from farm.store import default_db_path
+
+    return (db or default_db_path()).expanduser()
+
+
+def _found(found: Any) -> str:
+    return (
+        f"{found.path}: a farm store, schema {found.schema}, {found.jobs} jobs, {found.tasks}"
+        f" tasks, {found.results} results; {found.size_bytes / 2**20:.1f} MiB"
+        + (f" (+{found.wal_bytes / 2**20:.1f} MiB not yet checkpointed)" if found.wal_bytes else "")
+    )
+
+
+@db_app.command("check")
+def db_check(db: DbOpt = None) -> None:
+    """Whether the store can be trusted (farm's, this farm's schema, PRAGMA quick_check):
+    what it holds, or why not (exit 2). Changes nothing."""
+    from farm.store import SCHEMA_VERSION, file
+
+    path = _db_path(db)
+    found = file.inspect(path, SCHEMA_VERSION)
+    if found is None:
+        raise UserError(f"{path}: no farm store there")
+    out.print(_found(found), markup=False, highlight=False)
+
+
+@db_app.command("backup")
+def db_backup(
+    dest: Annotated[Path, typer.Argument(help="the new file to copy the store to")],
+    db: DbOpt = None,
+) -> None:
+    """A consistent copy of the store (SQLite's online backup), while farm may be writing it."""
+    from farm.store import SCHEMA_VERSION, file
+
+    found = file.backup(_db_path(db), dest.expanduser(), SCHEMA_VERSION)
+    out.print(_found(found), markup=False, highlight=False)
 
 
 @board_app.command("bootstrap")
@@ -561,13 +695,21 @@ def head_start(
     db: DbOpt = None,
     port: Annotated[int, typer.Option(help="Ray GCS port")] = 6379,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    metrics_address: MetricsAddressOpt = "127.0.0.1:9500",
 ) -> None:
     """Start a Ray head with the farm scheduler (resumes unfinished jobs in the store)."""
     from farm import client
     from farm.store import default_db_path
 
-    info = client.start_head(db=(db or default_db_path()).expanduser(), port=port, host=host)
+    info = client.start_head(
+        db=(db or default_db_path()).expanduser(),
+        port=port,
+        host=host,
+        metrics_address=metrics_address,
+    )
     out.print(f"head running at [bold]{info.address}[/] (store {info.db})")
+    if metrics_address != "off":
+        out.print(f"  metrics: http://{metrics_address}/metrics")
     if info.running:
         out.print(f"  resumed: {', '.join(info.running)}")
     out.print(f"  farm submit JOB --address {info.address}")
@@ -627,6 +769,32 @@ def station_stop(
     out.print(f"station {name} stopped ({count} processes)")
 
 
+# -- metrics -------------------------------------------------------------------------------
+
+
+@app.command()
+def exporter(db: DbOpt = None, metrics_address: MetricsAddressOpt = "127.0.0.1:9501") -> None:
+    """Serve the store's metrics to Prometheus without a head (until interrupted)."""
+    from farm.metrics.exporter import serve_store
+    from farm.store import default_db_path
+
+    serve_store(db or default_db_path(), metrics_address, ready=err.print)
+
+
+@metrics_app.command("backfill")
+def metrics_backfill(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the OpenMetrics file")],
+    db: DbOpt = None,
+) -> None:
+    """Write the store's history as OpenMetrics for `promtool tsdb create-blocks-from openmetrics`."""
+    from farm.metrics.backfill import backfill
+    from farm.store import default_db_path
+
+    path, n = backfill(db or default_db_path(), out_dir)
+    out.print(f"{n} results written to {path}")
+    out.print(f"  promtool tsdb create-blocks-from openmetrics {path} PROMETHEUS_DATA_DIR")
+
+
 def _usage_errors() -> tuple[type[Exception], ...]:
     """The exceptions a command line mistake raises. typer 0.29 vendors click, and its
     errors derive from ``typer.TyperException``; older typer raises click's own."""
@@ -642,8 +810,8 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
-    except FarmError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+    except FarmError as exc:  # UserError (exit 2) included
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

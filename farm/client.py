@@ -99,8 +99,20 @@ class Head:
         return self._store if self._store is not None else RemoteReader(self._actor)  # type: ignore[return-value]
 
     def submit(self, job: Job, plan: Plan, *, source: str | None = None) -> str:
-        ref = self._actor.submit.remote(job, plan.tasks, plan.boards, plan.monitors, source)
+        ref = self._actor.submit.remote(
+            job, plan.tasks, plan.boards, plan.monitors, source, self._owner()
+        )
         return self._wait(ref, "submit")
+
+    def resume(self, job_id: str) -> int:
+        """Run what is left of an interrupted job here; how many tasks that is."""
+        return self._wait(self._actor.resume.remote(job_id, self._owner()), "resume")
+
+    def _owner(self) -> dict[str, Any] | None:
+        """An embedded head's jobs belong to this process: if it dies, they stop."""
+        from farm.owner import Owner
+
+        return Owner.me().to_dict() if self.address is None else None
 
     def progress(self, job_id: str) -> JobProgress | None:
         return self._wait(self._actor.progress.remote(job_id), "progress")
@@ -114,6 +126,14 @@ class Head:
         refs = [self._actor.check_board.remote(b) for b in boards]
         return [wait(ref, f"check {b.name}") for ref, b in zip(refs, boards, strict=True)]
 
+    def close(self) -> None:
+        """An embedded head's end: its scheduler stops and its store is closed cleanly
+        (a head started with ``farm head start`` lives on)."""
+        if self.address is None:
+            self._wait(self._actor.close.remote(), "close")
+            if self._store is not None:
+                self._store.close()
+
     def info(self) -> HeadInfo:
         return self._wait(self._actor.ping.remote(), "ping")
 
@@ -124,7 +144,7 @@ class Head:
 def reader(address: str | None, db: Path | None) -> Reader:
     """Where to read results: the store file (no Ray) or, with an address, the head."""
     if address is None:
-        return Store(db)
+        return Store(db, readonly=True)
     return Head.attach(address).reader
 
 
@@ -151,11 +171,14 @@ def check_boards(boards: Sequence[Board], address: str | None) -> list[BoardChec
 # -- heads and stations this machine runs (Ray nodes of their own) --------------------------
 
 
-def start_head(*, db: Path, port: int, host: str) -> HeadInfo:
-    """``ray start --head`` plus the detached scheduler that owns ``db``."""
+def start_head(*, db: Path, port: int, host: str, metrics_address: str = "off") -> HeadInfo:
+    """``ray start --head`` plus the detached scheduler that owns ``db`` (and serves
+    ``/metrics`` at ``metrics_address`` unless it is ``off``)."""
     from farm.scheduler import cluster
 
-    return cluster.start_head(db=db, port=port, host=host, cache_dir=station_cache_dir())
+    return cluster.start_head(
+        db=db, port=port, host=host, cache_dir=station_cache_dir(), metrics_address=metrics_address
+    )
 
 
 def stop_head(address: str | None, *, force: bool) -> tuple[NodeRecord, int]:

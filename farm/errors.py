@@ -8,9 +8,11 @@
     ├── StoreError               the results database refused a write or a file
     │   ├── IllegalTransition    a state change the graph in farm.states forbids
     │   ├── UnknownTask          a write names a task the store does not hold
-    │   └── SchemaTooNew         the file was written by a newer farm
+    │   └── StoreRefused         the file cannot be trusted, left as it was (exit 2):
+    │       └── SchemaTooNew     a directory, not a farm store, damaged, or from a newer farm
     ├── TransportError           reaching a board failed (raised by farm.transport)
-    │   ├── BoardUnreachable     connect refused, DNS, auth, connection dropped
+    │   ├── BoardUnreachable     connect refused, DNS, a host name that cannot be, auth, dropped
+    │   ├── BoardBusy            another farm holds the board's lease for too long
     │   ├── HostKeyError         the board's host key cannot be trusted
     │   │   ├── UnknownHostKey   not in known_hosts, and trust-on-first-use is off
     │   │   └── HostKeyMismatch  known_hosts holds a different key: refuse
@@ -88,7 +90,14 @@ class UnknownTask(StoreError):
     """A write names a task (or job) the store does not hold."""
 
 
-class SchemaTooNew(StoreError):
+class StoreRefused(StoreError):
+    """The store file cannot be trusted (a directory, not a farm store, damaged, from
+    a newer farm); refused before anything wrote to it. A person's to mend: exit 2."""
+
+    exit_code = 2
+
+
+class SchemaTooNew(StoreRefused):
     """The database was written by a newer farm; this one will not guess its shape."""
 
 
@@ -111,11 +120,21 @@ class TransportError(FarmError):
 
     def __init__(self, board: str, message: str):
         self.board = board
+        self.message = message  # without the board's name: for lines that name it already
         super().__init__(f"{board}: {message}")
+
+
+def without_board(exc: BaseException) -> str:
+    """An error's text for a line that names its board already (said once, not twice)."""
+    return exc.message if isinstance(exc, TransportError) else str(exc)
 
 
 class BoardUnreachable(TransportError):
     pass
+
+
+class BoardBusy(TransportError):
+    """Another farm measures on the board (it holds the board's lease): not a fault."""
 
 
 class HostKeyError(TransportError):
@@ -164,7 +183,9 @@ class DeployGroupError(FarmError):
     def __init__(self, results):
         self.results = results
         failed = results.failed
-        lines = [f"{name}: {type(e).__name__}: {e}" for name, e in sorted(failed.items())]
+        lines = [
+            f"{name}: {type(e).__name__}: {without_board(e)}" for name, e in sorted(failed.items())
+        ]
         super().__init__(
             f"deploy failed on {len(failed)} of {len(results)} boards: " + "; ".join(lines)
         )

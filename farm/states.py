@@ -17,6 +17,8 @@ How a task moves::
 How a job moves::
 
     queued ──► running ──► done | failed | cancelled      (queued ──► cancelled)
+    queued | running ──► interrupted ──► running (farm resume) | cancelled
+                  (an embedded farm that ran it died: the next farm to open the store says so)
 
 How a board's health moves::
 
@@ -59,6 +61,7 @@ class JobState(StrEnum):
     DONE = "done"  # every task has a result
     FAILED = "failed"  # finished, some task failed or was cancelled
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # its embedded owner died; `farm resume` runs what is left
 
     def is_terminal(self) -> bool:
         return not JOB_MOVES[self]
@@ -86,8 +89,9 @@ TASK_MOVES: Mapping[TaskState, frozenset[TaskState]] = {
 
 _J = JobState
 JOB_MOVES: Mapping[JobState, frozenset[JobState]] = {
-    _J.QUEUED: frozenset({_J.RUNNING, _J.CANCELLED}),
-    _J.RUNNING: frozenset({_J.DONE, _J.FAILED, _J.CANCELLED}),
+    _J.QUEUED: frozenset({_J.RUNNING, _J.CANCELLED, _J.INTERRUPTED}),
+    _J.RUNNING: frozenset({_J.DONE, _J.FAILED, _J.CANCELLED, _J.INTERRUPTED}),
+    _J.INTERRUPTED: frozenset({_J.RUNNING, _J.CANCELLED}),
     _J.DONE: frozenset(),
     _J.FAILED: frozenset(),
     _J.CANCELLED: frozenset(),

@@ -14,16 +14,21 @@ def ray_session():
     """One real local Ray for the whole test session (it takes ~4 s to start)."""
     import ray
 
+    from farm.scheduler.cluster import init_embedded
+
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if not ray.is_initialized():
-        ray.init(
-            namespace="farm",
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    init_embedded()  # as `farm submit` starts it: tried again when a busy machine is slow
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def scheduler_cleanup(ray_session):
+    """A list to put scheduler actors in: each is killed after the test."""
+    actors = []
+    yield actors
+    for actor in actors:
+        ray_session.kill(actor)
 
 
 @pytest.fixture

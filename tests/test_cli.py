@@ -242,3 +242,43 @@ def test_a_users_own_models_run_as_their_eager_code(tmp_path, env):
     assert sorted(again.values()) == sorted(
         [_USER_NETS.encode(), (_USER_NETS + "\n# edited\n").encode()]
     )
+
+
+def _piped(*args: str, tmp_path: Path):
+    """``farm ARGS`` with stderr a pipe and no COLUMNS: what a cron job or CI sees."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "RAY_ADDRESS")}
+    env["FARM_CACHE"] = str(tmp_path / "cache")
+    return subprocess.run(
+        [sys.executable, "-m", "farm.cli", *args], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def test_an_error_is_one_unwrapped_line_and_its_text_is_not_markup(tmp_path):
+    kind = "an-inventory-kind-whose-name-is-far-longer-than-any-terminal-is-wide-" * 2 + "[b]x[/b]"
+    proc = _piped("schema", kind, tmp_path=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and kind in proc.stderr, proc.stderr
+
+
+def test_inventory_check_names_each_hostile_board_once(tmp_path, testbed):
+    import yaml
+
+    good = testbed.board_specs()[0]
+    bad = [{"name": "dots", "transport": "ssh", "host": "a..b", "processors": [{"name": "cpu"}]},
+           {"name": "longname", "transport": "ssh", "host": "x" * 64 + ".example",
+            "processors": [{"name": "cpu"}]}]  # fmt: skip
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump({"version": 1, "boards": [good, *bad]}))
+    proc = _piped("inventory", "check", "-i", str(inv), tmp_path=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2, proc.stderr
+    for line, board in zip(lines, bad, strict=True):
+        assert line.startswith(f"{board['name']}: connect to ") and "not a valid host name" in line
+        assert line.count(board["name"]) == 1, line
+    assert "board0" in proc.stdout  # the good board was checked and reported too

@@ -42,6 +42,7 @@ class Farm:
         self.db = root / "farm.db"
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.metrics_port = free_port()  # never the default 9500: other heads may hold it
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
             "FARM_CACHE": str(self.cache),
@@ -58,6 +59,11 @@ class Farm:
             text=True,
             timeout=timeout,
         )
+
+    def start_head(self, check: bool = True) -> subprocess.CompletedProcess:
+        args = ("head", "start", "--port", str(self.port), "--db", str(self.db))
+        metrics = ("--metrics-address", f"127.0.0.1:{self.metrics_port}")
+        return (self.ok if check else self.run)(*args, *metrics)
 
     def ok(self, *args: str, **kw: Any) -> subprocess.CompletedProcess:
         proc = self.run(*args, **kw)
@@ -150,7 +156,7 @@ def farm(tmp_path_factory) -> Iterator[Farm]:
 
 @pytest.fixture(scope="module")
 def head(farm: Farm) -> Farm:
-    proc = farm.ok("head", "start", "--port", str(farm.port), "--db", str(farm.db))
+    proc = farm.start_head()
     assert farm.address in proc.stdout
     return farm
 
@@ -164,13 +170,14 @@ def test_head_start_returns_and_records_its_node(head: Farm) -> None:
     pids = node_pids(record["marker"])
     names = {Path(f"/proc/{p}/comm").read_text().strip() for p in pids}
     assert {"gcs_server", "raylet"} <= names, names
-    # the GCS listens on the loopback only, the dashboard not at all
+    # the GCS and /metrics listen on the loopback only, the dashboard not at all
     assert listeners(head.port) and set(listeners(head.port)) <= LOOPBACK_HEX
+    assert listeners(head.metrics_port) and set(listeners(head.metrics_port)) <= LOOPBACK_HEX
     assert not listeners(8265) or all(
         "dashboard" not in Path(f"/proc/{p}/cmdline").read_text() for p in pids
     )
     # a second head on the same port is refused, and the first one is left alone
-    again = head.run("head", "start", "--port", str(head.port), "--db", str(head.db))
+    again = head.start_head(check=False)
     assert again.returncode == 2 and "already runs" in again.stderr
     assert node_pids(record["marker"])
 
@@ -315,7 +322,7 @@ def test_head_killed_mid_sweep_resumes(head: Farm, testbed: Testbed) -> None:
     in_flight = [t.id for t in store.tasks(job_id, states=["deploying", "running"])]
     assert len(before) >= 2 and in_flight and len(before) < 12
 
-    head.ok("head", "start", "--port", str(head.port), "--db", str(head.db))
+    head.start_head()
     wait_for(lambda: store.job(job_id).state == "done", 120, "the resumed sweep")
 
     tasks = store.tasks(job_id)
@@ -351,3 +358,22 @@ def _result_rows(db: Path, job_id: str) -> int:
             (job_id,),
         ).fetchone()
         return n
+
+
+def test_head_stop_leaves_no_process_of_its_node(head: Farm) -> None:
+    """Ray's agents retitle themselves (their environment marker goes with it): the
+    node's process tree still names them, and `head stop` waits until all are gone."""
+    from farm.procs import started
+
+    record = head.record("head", str(head.port))
+    assert record is not None
+    pids = {p: started(p) for p in node_pids(record["marker"])}
+    titles = [Path(f"/proc/{p}/cmdline").read_bytes() for p in pids]
+    assert any(t.startswith(b"ray::DashboardAgent") for t in titles), titles
+    assert any(t.startswith(b"ray::RuntimeEnvAgent") for t in titles), titles
+    proc = head.ok("head", "stop", "--address", head.address)
+    count = int(proc.stdout.split("(")[1].split()[0])
+    assert count >= len(pids), proc.stdout
+    left = [p for p, t in pids.items() if t is not None and started(p) == t]
+    assert not left, [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in left]
+    assert head.record("head", str(head.port)) is None

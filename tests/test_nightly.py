@@ -350,3 +350,25 @@ def test_status_names_a_degraded_board(db_path):
     assert "degraded" in line
     assert float(re.search(r"([+-][0-9.]+)% vs peers", line).group(1)) == pytest.approx(50, abs=8)
     assert "degraded" not in next(ln for ln in res.stdout.splitlines() if "t1 " in ln)
+
+
+def test_the_exporter_names_a_degraded_board(db_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from farm.metrics.fleet import FleetCollector
+    from farm.metrics.source import StoreSource
+
+    rng = np.random.default_rng(9)
+    store = Store(db_path)
+    cells = {}
+    for board, factor in (("t0", 1.0), ("t1", 1.01), ("t2", 0.99), ("t3", 1.5)):
+        for model, base in (("kws", 0.5), ("svhn", 1.0)):
+            cells[(model, board)] = _result(_lat(rng, base * factor, n=30))
+    add_night(store, "nightly", cells)
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(StoreSource(db_path)))
+    text = generate_latest(registry).decode()
+    assert 'farm_board_degraded{board="t3"} 1.0' in text
+    assert 'farm_board_degraded{board="t0"} 0.0' in text
+    ratio = re.search(r'farm_board_performance_ratio\{board="t3"\} ([0-9.]+)', text)
+    assert ratio and float(ratio.group(1)) == pytest.approx(1.5, rel=0.1)

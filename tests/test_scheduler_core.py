@@ -193,32 +193,113 @@ def test_no_migration_and_retries_exhausted_fail_with_cause(make):
     assert task.attempts == 2 and "frozen" in task.error
 
 
-def test_quarantine_then_fail_fast_then_health_check_restores(make):
-    healthy = threading.Event()
+def _quarantining(broken: threading.Event):
+    def behaviour(payload):
+        if broken.is_set():
+            return failed("TransportTimeout: b0: slow", retryable=True)
+        return ok(payload)
 
-    def broken(payload):
-        return failed("BoardUnreachable: b0: refused", retryable=True)
+    return behaviour
 
+
+def _health(healthy: threading.Event):
     def check(station, board):
         f: Future = Future()
         f.set_result(BoardCheck(board.name, ok=healthy.is_set()))
         return f
 
-    sched, _ = make(broken, quarantine_after=2, health_check=check, health_interval_s=0.05)
-    job = sched.submit(_job("j", retries=5), _tasks(1, "b0"), _boards("b0"))
-    assert wait_job(sched, job).state is JobState.FAILED
-    assert sched.store.board_health()["b0"].state is BoardHealth.QUARANTINED
-    assert "no healthy board" in sched.store.task(f"{job}.0").error
-    # a new job on the quarantined board fails fast instead of waiting forever
-    t0 = time.time()
-    job2 = sched.submit(_job("j2"), _tasks(1, "b0"), _boards("b0"))
-    assert wait_job(sched, job2).state is JobState.FAILED
-    assert time.time() - t0 < 2
+    return check
+
+
+def test_tasks_of_a_quarantined_board_wait_for_its_health_check(make):
+    broken, healthy = threading.Event(), threading.Event()
+    broken.set()
+    sched, _ = make(
+        _quarantining(broken),
+        quarantine_after=1,
+        health_check=_health(healthy),
+        health_interval_s=0.05,
+    )
+    job = sched.submit(_job("j", retries=0, deadline_s=60), _tasks(3), _boards("b0"))
+    deadline = time.time() + 10
+    while sched.store.board_health().get("b0") is None or (
+        sched.store.board_health()["b0"].state is not BoardHealth.QUARANTINED
+    ):
+        assert time.time() < deadline, "b0 was never quarantined"
+        time.sleep(0.02)
+    time.sleep(0.3)  # several health checks fail meanwhile: the others keep waiting
+    assert sched.store.counts(job) == {TaskState.FAILED: 1, TaskState.QUEUED: 2}
+    waiting = " ".join(x.line for x in sched.store.logs(f"{job}.1"))
+    assert "waiting up to" in waiting and "b0" in waiting
+    broken.clear()
     healthy.set()
-    deadline = time.time() + 5
-    while sched.store.board_health()["b0"].state != "healthy" and time.time() < deadline:
-        time.sleep(0.05)
+    assert wait_job(sched, job).state is JobState.FAILED  # task 0 failed; 1 and 2 ran
+    assert sched.store.counts(job) == {TaskState.FAILED: 1, TaskState.DONE: 2}
     assert sched.store.board_health()["b0"].state is BoardHealth.HEALTHY
+
+
+def test_a_task_still_waiting_at_the_jobs_deadline_fails_saying_why(make):
+    broken, never = threading.Event(), threading.Event()
+    broken.set()
+    sched, _ = make(
+        _quarantining(broken),
+        quarantine_after=1,
+        health_check=_health(never),
+        health_interval_s=0.05,
+    )
+    t0 = time.time()
+    job = sched.submit(_job("j", retries=0, deadline_s=1.0), _tasks(2), _boards("b0"))
+    assert wait_job(sched, job).state is JobState.FAILED
+    assert time.time() - t0 >= 1.0
+    error = sched.store.task(f"{job}.1").error
+    assert "no healthy board" in error and "deadline" in error
+
+
+def test_a_board_refused_for_its_host_key_fails_its_tasks_at_once(make):
+    def mismatch(payload):
+        return Outcome(
+            TaskState.FAILED, error="HostKeyMismatch: b0: changed", retryable=False,
+            board_fault=True, quarantine=True,
+        )  # fmt: skip
+
+    sched, stations = make(mismatch, health_check=_health(threading.Event()))
+    t0 = time.time()
+    job = sched.submit(_job("j", retries=0, deadline_s=600), _tasks(3), _boards("b0"))
+    assert wait_job(sched, job).state is JobState.FAILED
+    assert time.time() - t0 < 10  # no waiting for a health check that cannot pass
+    assert len(stations.log) == 1
+    assert "HostKeyMismatch" in sched.store.task(f"{job}.2").error
+
+
+def test_cancel_asks_the_station_to_stop_the_running_engine(db_path):
+    gate, aborted = threading.Event(), []
+
+    def gated(payload):
+        started = time.time()
+        gate.wait(30)  # the engine runs until its station stops it
+        return Outcome(TaskState.FAILED, error="EngineError: killed", running_at=started)
+
+    def abort(station, task_ids):
+        aborted.append((station, list(task_ids)))
+        gate.set()
+
+    stations = FakeStations(gated)
+    sched = Scheduler(Store(db_path), stations.dispatch, abort=abort)
+    try:
+        job = sched.submit(_job("j"), _tasks(3), _boards("b0"))
+        deadline = time.time() + 10
+        while sched.store.counts(job).get(TaskState.DEPLOYING) is None:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        t0 = time.time()
+        sched.cancel(job)
+        assert wait_job(sched, job).state is JobState.CANCELLED
+        assert time.time() - t0 < 10
+        assert aborted == [("head", [f"{job}.0"])]
+        assert sched.store.counts(job) == {TaskState.CANCELLED: 3}
+    finally:
+        gate.set()
+        sched.stop()
 
 
 def test_cancel_drops_queued_tasks(make):

@@ -252,3 +252,89 @@ def test_the_billion_laughs_is_refused_within_two_seconds():
         else:
             raise AssertionError("a billion laughs was accepted")
     assert time.perf_counter() - start < 2
+
+
+HOSTILE_HOSTS = ["a..b", "x" * 64 + ".example", "-oProxyCommand=touch /tmp/farm-pwned", "[::1]",
+                 "127.0.0.1:22", "host name", "ho\nst", "%00", ".", "é.example", "a" * 300, "0",
+                 "localhost", "::1", "1.2.3.4.5", "$(touch /tmp/farm-pwned)"]  # fmt: skip
+HOSTILE_PATHS = ["~", "~nobody/x", "/dev/null", "/", "../../etc/passwd", "a\x00b", "",
+                 "$(touch /tmp/farm-pwned)", "x; rm -rf ~", "/proc/self/mem", "é/ü"]  # fmt: skip
+
+
+@settings(max_examples=120, deadline=None, database=None)
+@given(
+    host=st.one_of(st.sampled_from(HOSTILE_HOSTS), st.text(max_size=70)),
+    port=st.one_of(st.integers(min_value=-5, max_value=70000), st.text(max_size=6)),
+    paths=st.fixed_dictionaries(
+        {
+            key: st.one_of(st.sampled_from(HOSTILE_PATHS), st.text(max_size=30))
+            for key in ("identity_file", "known_hosts", "cache_dir", "python")
+        }
+    ),
+)
+def test_hostile_hosts_ports_and_paths_end_in_a_per_board_error(
+    host, port, paths, tmp_path_factory
+):
+    """Whatever a board's host, port and paths, loading it either refuses the file with
+    a SpecError or yields a board that checking and measuring report as one line about
+    that board (BoardUnreachable and friends): never an exception, never a traceback."""
+    from farm.scheduler.messages import TaskPayload
+    from farm.scheduler.station import Station
+    from farm.spec import Measure, ModelRef, PlannedTask
+
+    board = {"name": "hostile", "transport": "ssh", "host": host, "port": port, **paths,
+             "connect_timeout_s": 0.5, "processors": [{"name": "cpu"}]}  # fmt: skip
+    text = yaml.safe_dump({"version": 1, "boards": [board]}, allow_unicode=True)
+    try:
+        inv = spec.parse_inventory(text, file="fuzz.yaml")
+    except SpecError as e:
+        _check_error(e)
+        return
+    station = Station("fuzz", cache_dir=tmp_path_factory.mktemp("station"))
+    try:
+        board = inv.boards[0]
+        check = station.check_board(board)
+        assert check.board == "hostile" and not check.ok
+        assert "\n" not in check.error and not check.error.startswith("hostile:")
+        task = PlannedTask(
+            index=0, key="k", model=ModelRef(name="kws", zoo="kws"), board="hostile",
+            processor="cpu", variant={}, measure=Measure(), candidates=["hostile"],
+        )  # fmt: skip
+        outcome = station.run_task(TaskPayload("t.0", "t", task, board, attempt=1))
+        assert outcome.state == "failed" and outcome.board_fault, outcome
+        assert outcome.error.split(":")[0] in {
+            "BoardUnreachable",
+            "TransportTimeout",
+            "UnknownHostKey",
+        }, outcome.error
+        assert outcome.error.count("hostile") == 1 + host.count("hostile"), outcome.error
+    finally:
+        station.close()
+    assert not Path("/tmp/farm-pwned").exists()
+
+
+def test_an_inventory_of_five_thousand_ordinary_boards_loads(tmp_path):
+    """A big lab's inventory passes the size limits, written out or merging defaults."""
+    ssh = (
+        "{transport: ssh, user: ubuntu, port: 22, identity_file: ~/.ssh/farm_ed25519,"
+        " known_hosts: ~/.ssh/known_hosts, tags: [rpi, arm]}"
+    )
+    board = (
+        "  - name: b{i}\n    host: 10.0.{a}.{b}\n    station: lab{s}\n    {ssh}\n"
+        "    processors:\n      - {{name: cpu, device: cpu, threads: 4}}\n"
+        "      - {{name: small, device: cpu, threads: 1, memory_mb: 512}}\n"
+    )
+    for style in ("written", "merged"):
+        lines = []
+        for i in range(5000):
+            if style == "written":
+                own = ssh.strip("{}").replace(", ", "\n    ").replace("\n    arm]", ", arm]")
+            else:
+                own = f"<<: &ssh {ssh}" if i == 0 else "<<: *ssh"
+            lines.append(board.format(i=i, a=i // 250, b=i % 250, s=i % 10, ssh=own))
+        path = tmp_path / f"{style}.yaml"
+        path.write_text("version: 1\nboards:\n" + "".join(lines))
+        inv = spec.load_inventory(path)
+        assert len(inv.boards) == 5000
+        last = inv.boards[4999]
+        assert (last.host, last.user, last.tags) == ("10.0.19.249", "ubuntu", ["rpi", "arm"])

@@ -22,6 +22,7 @@ from farm.errors import (
     UnknownHostKey,
     UserError,
 )
+from farm.spec import Board
 from farm.testing import transport as fake
 from farm.testing.testbed import BoardClass
 from farm.transport import Transport, connect, register, registered, shell_command
@@ -212,7 +213,10 @@ def test_ssh_warm_engine_channel(ssh):
     ch = ssh.open_process(argv)
     try:
         ch.send_line(json.dumps({"id": 1, "op": "clock"}))
-        reply = json.loads(ch.read_line(60))
+        startup = Board.model_fields[
+            "startup_timeout_s"
+        ].default  # the first answer: torch's import
+        reply = json.loads(ch.read_line(startup))
         assert reply["id"] == 1 and reply["ok"] and reply["result"]["t_ns"] > 0
         ch.send_line(json.dumps({"id": 2, "op": "nonsense"}))
         reply = json.loads(ch.read_line(10))

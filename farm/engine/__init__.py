@@ -14,5 +14,6 @@ package is cheap (no torch); the modules that need torch import it themselves.
     stats.py     latency statistics (pure stdlib)
     host.py      threads, CPU affinity, facts about the board
     serve.py     the warm engine's JSON-lines loop
+    lease.py     the board lease: one flock per board, held for a task
     __main__.py  ``python -m farm.engine run|serve``
 """

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--request", help="read the request from this file instead of stdin")
     serve = sub.add_parser("serve", help="warm engine: JSON lines on stdin and stdout")
     serve.add_argument("--cache-size", type=int, default=2, help="models kept loaded (LRU)")
+    lease = sub.add_parser("lease", help="take and release the board's lock on request")
+    lease.add_argument("path", help="the lock file, in the board's cache directory")
+    lease.add_argument("--ttl", type=float, default=60.0, help="seconds without renewal to let go")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     return p
 
@@ -51,6 +54,10 @@ def cli(argv: list[str] | None = None) -> int:
         format="%(asctime)s engine %(levelname)s %(message)s",
     )
     out = _protocol_stdout()
+    if args.command == "lease":  # stdlib only: no torch import on this path
+        from farm.engine.lease import serve
+
+        return serve(args.path, args.ttl, out)
     # before torch is imported: its thread pools must not be sized by whoever started us
     from farm.engine.process import clean_environment
 

@@ -172,6 +172,25 @@ class Monitor(ABC):
     def close(self) -> None:  # noqa: B027  (an optional hook, not an abstract method)
         """Release the hardware. Default: nothing to release."""
 
+    def live(self) -> Live | None:
+        """The capture in progress, as the metrics exporter shows it: the mean power of
+        the last moment's samples and the counts so far, read without copying the
+        capture. None when not capturing, or when the backend only knows its trace at
+        ``stop`` (the synthetic monitor)."""
+        return None
+
+
+@dataclass(frozen=True)
+class Live:
+    """A running capture at a glance: ``power_w`` over about the last ``LIVE_WINDOW_S``."""
+
+    power_w: float | None
+    samples: int
+    dropped: int
+
+
+LIVE_WINDOW_S = 0.1
+
 
 _BACKENDS: dict[str, Callable[..., Monitor]] = {}
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from farm.errors import MonitorUnavailable
-from farm.power.base import Monitor, Trace, register
+from farm.power.base import Live, Monitor, Trace, register
 
 RATE_HZ = 5000.0
 PACKET_BYTES = 64
@@ -111,11 +111,12 @@ class MonsoonMonitor(Monitor):
             raise MonitorUnavailable(f"{where}: {exc}") from exc
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
+        self._power: list[np.ndarray] = []
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("capture already running")
-        self._power: list[np.ndarray] = []
+        self._power = []
         self._index: list[np.ndarray] = []
         self._hazards: list[str] = []
         self._next = 0  # next nominal sample index
@@ -187,6 +188,16 @@ class MonsoonMonitor(Monitor):
             f"silent reconnect near sample {self._next}: ~{lost} samples lost (host-clock estimate)"
         )
         return lost + counter
+
+    def live(self) -> Live | None:
+        chunks = self._power if self._thread is not None else []
+        if not chunks:
+            return None
+        return Live(
+            power_w=float(chunks[-1].mean()),
+            samples=self._next - self._dropped,
+            dropped=self._dropped,
+        )
 
     def stop(self, markers: Mapping[str, Any] | None = None) -> Trace:
         if self._thread is None:

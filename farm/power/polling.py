@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from farm.power.base import Monitor, Trace
+from farm.power.base import LIVE_WINDOW_S, Live, Monitor, Trace
 
 
 class PolledMonitor(Monitor):
@@ -73,6 +73,19 @@ class PolledMonitor(Monitor):
                 self._error = exc
                 return
             next_at += period
+
+    def live(self) -> Live | None:
+        times, values = self._times, self._values  # lists only grow during a capture
+        n = len(times)
+        if self._thread is None or n < 2:
+            return None
+        back = max(1, min(n - 1, round(LIVE_WINDOW_S * self.poll_hz)))
+        if self.counter:
+            dt = (times[n - 1] - times[n - 1 - back]) / 1e9
+            power = (values[n - 1] - values[n - 1 - back]) / dt if dt > 0 else None
+        else:
+            power = sum(values[n - back : n]) / back
+        return Live(power_w=power, samples=n - 1 if self.counter else n, dropped=0)
 
     def stop(self, markers: Mapping[str, Any] | None = None) -> Trace:
         if self._thread is None:

@@ -43,6 +43,9 @@ class MonitorService:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._board: str | None = None
+        self._samples = 0  # over every finished capture: what `stats` counts from
+        self._dropped = 0
+        self._counting = threading.Lock()  # a capture's counts move from live to total at once
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> MonitorService:
@@ -81,7 +84,7 @@ class MonitorService:
         self._check_owner(board)
         try:
             self._sleep(self.post_idle_s)
-            return self.monitor.stop(markers)
+            return self._stop(markers)
         finally:
             self._release()
 
@@ -89,9 +92,30 @@ class MonitorService:
         """The task failed: stop without waiting, drop the samples, release."""
         self._check_owner(board)
         try:
-            self.monitor.stop(None)
+            self._stop(None)
         finally:
             self._release()
+
+    def stats(self) -> dict[str, Any]:
+        """For the metrics exporter: the board being recorded, the live power, and the
+        samples received and dropped so far (finished captures plus the running one)."""
+        with self._counting:
+            live = self.monitor.live() if self._board is not None else None
+            samples, dropped = self._samples, self._dropped
+        return {
+            "monitor": self.name,
+            "board": self._board,
+            "power_w": live.power_w if live is not None else None,
+            "samples": samples + (live.samples if live is not None else 0),
+            "dropped": dropped + (live.dropped if live is not None else 0),
+        }
+
+    def _stop(self, markers: Mapping[str, Any] | None) -> Trace:
+        with self._counting:
+            trace = self.monitor.stop(markers)
+            self._samples += len(trace)
+            self._dropped += int(trace.dropped)
+        return trace
 
     def analyze(
         self, trace: Trace, markers: Mapping[str, Any], exchanges: Sequence[Exchange] | None = None

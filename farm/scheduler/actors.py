@@ -21,6 +21,8 @@ real method with typed arguments: nothing is dispatched by name.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -146,6 +148,9 @@ class StationActor:
     def check_board(self, board: Board) -> BoardCheck:
         return self.station.check_board(board)
 
+    def abort(self, task_ids: list[str]) -> int:
+        return self.station.abort(task_ids)
+
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class MonitorActor:
@@ -175,6 +180,13 @@ class MonitorActor:
     def abort(self, board: str) -> None:
         self._open().abort(board)
 
+    def stats(self) -> dict[str, Any] | None:
+        """Live power and sample counts for the head's exporter; None while unavailable."""
+        try:
+            return self._open().stats()
+        except FarmError:
+            return None
+
     def finish(self, board: str, markers: dict, exchanges: list) -> tuple[dict[str, Any], bytes]:
         """Stop, analyse next to the samples, and return the report and compressed trace."""
         service = self._open()
@@ -196,7 +208,10 @@ class SchedulerActor:
         cache_dir: str = "~/.cache/farm/station",
         resume: bool = True,
         options: dict[str, Any] | None = None,
+        metrics_address: str = "off",
     ):
+        from farm.metrics.exporter import HeadMetrics
+
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self._placed = placed
         self._cache_dir = cache_dir
@@ -204,13 +219,17 @@ class SchedulerActor:
         self._monitors: dict[str, Monitor] = {}
         self._me = ray.get_runtime_context().current_actor
         self.store = Store(db_path)
+        metrics = HeadMetrics(self.store, metrics_address, monitors=lambda: list(self._monitors))
+        atexit.register(self.close)  # a head stopped with SIGTERM closes its store too
         self.core = Scheduler(
             self.store,
             self._dispatch,
             health_check=self._health,
+            abort=self._abort,
             resume=resume,
             **(options or {}),
         )
+        metrics.serve(self.core)
 
     # stations are created lazily, where their resource lives
     def _station(self, name: str) -> Any:
@@ -226,6 +245,9 @@ class SchedulerActor:
     def _health(self, station: str, board: Board) -> Future:
         return self._station(station).check_board.remote(board).future()
 
+    def _abort(self, station: str, task_ids: list[str]) -> None:
+        self._station(station).abort.remote(task_ids)
+
     # -- the scheduler ----------------------------------------------------------------
 
     def submit(
@@ -235,6 +257,7 @@ class SchedulerActor:
         boards: list[Board],
         monitors: list[Monitor],
         source: str | None = None,
+        owner: dict[str, Any] | None = None,
     ) -> str:
         missing = self._missing_stations(boards)
         if missing:
@@ -247,7 +270,10 @@ class SchedulerActor:
         self._monitors.update(new)
         for station in self._stations.values():
             station.set_monitors.remote(new)
-        return self.core.submit(job, tasks, boards, source=source)
+        return self.core.submit(job, tasks, boards, source=source, owner=owner)
+
+    def resume(self, job_id: str, owner: dict[str, Any] | None = None) -> int:
+        return self.core.resume(job_id, owner)
 
     def _missing_stations(self, boards: list[Board]) -> set[str]:
         if not self._placed:
@@ -270,6 +296,13 @@ class SchedulerActor:
             self._station(board.station or "head").check_board.remote(board),
             f"station for {board.name}",
         )
+
+    def close(self) -> None:
+        """Stop scheduling and close the store (its log folded into the file): the
+        embedded head's last call, before its process ends."""
+        self.core.stop()
+        with contextlib.suppress(Exception):  # closed already (twice: atexit after close)
+            self.store.close()
 
     def ping(self) -> HeadInfo:
         return HeadInfo(address=None, db=str(self.store.path), running=sorted(self.core.jobs))

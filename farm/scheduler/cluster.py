@@ -55,11 +55,14 @@ from typing import Any
 import psutil
 
 from farm.errors import HeadError, UserError
+from farm.metrics.exporter import parse_address
+from farm.procs import descendants, started
 
 STATION_SLOTS = 1000  # a station's resource amount: far more boards than one node will hold
 MARKER_ENV = "FARM_RAY_NODE"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 START_TIMEOUT_S = 120.0
+EMBEDDED_START_TRIES = 3
 STOP_GRACE_S = 10.0
 
 
@@ -170,15 +173,21 @@ def init_embedded() -> None:
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR
         )
-        try:
-            ray.init(
-                namespace=NAMESPACE,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        except Exception as exc:  # Ray raises bare Exception when its node does not come up
-            raise HeadError(f"could not start Ray in this process: {exc}") from exc
+        for attempt in range(1, EMBEDDED_START_TRIES + 1):
+            try:
+                ray.init(
+                    namespace=NAMESPACE,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+                return
+            except Exception as exc:  # Ray raises bare Exception when its node does not come up
+                # Ray gives its raylet a fixed 30 s to come up; a busy machine can need
+                # more. The attempt's processes are gone with its shutdown: try again.
+                if "timed out during startup" not in str(exc) or attempt == EMBEDDED_START_TRIES:
+                    raise HeadError(f"could not start Ray in this process: {exc}") from exc
+                ray.shutdown()
 
 
 def connect(address: str) -> None:
@@ -251,7 +260,10 @@ def records(kind: str) -> list[NodeRecord]:
 
 
 def node_pids(marker: str) -> list[int]:
-    """Live processes (zombies excluded) whose environment carries ``marker``."""
+    """Live processes (zombies excluded) whose environment carries ``marker``, and
+    their descendants: Ray's dashboard and runtime-env agents retitle themselves,
+    which overwrites the environment block ``/proc`` shows, so only their parent
+    (the raylet) says they belong to the node."""
     pids = []
     for proc in psutil.process_iter():
         if proc.pid == os.getpid():
@@ -263,7 +275,8 @@ def node_pids(marker: str) -> list[int]:
                 pids.append(proc.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue  # gone meanwhile, or another user's process
-    return pids
+    below = [p for p in descendants(*pids) if p != os.getpid() and started(p) is not None]
+    return sorted({*pids, *below})
 
 
 def _signal_all(pids: list[int], sig: signal.Signals) -> None:
@@ -276,16 +289,19 @@ def kill_node(record: NodeRecord, *, force: bool = False) -> int:
     """Stop every process of the node and wait until they are gone. ``force``:
     SIGKILL at once (a crash); else SIGTERM, then SIGKILL after a grace period.
     Returns how many processes there were."""
-    pids = node_pids(record.marker)
-    count = len(pids)
-    _signal_all(pids, signal.SIGKILL if force else signal.SIGTERM)
+    # the tree is read before anything dies: an agent orphaned by its raylet leaves it
+    seen = {p: started(p) for p in node_pids(record.marker)}
+    _signal_all(list(seen), signal.SIGKILL if force else signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
+    pids = list(seen)
     while pids:
         time.sleep(0.1)
-        pids = node_pids(record.marker)
+        seen.update({p: started(p) for p in node_pids(record.marker) if p not in seen})
+        pids = [p for p, t in seen.items() if t is not None and started(p) == t]
         if pids and time.monotonic() > deadline:
             _signal_all(pids, signal.SIGKILL)
             deadline = time.monotonic() + STOP_GRACE_S
+    count = len(seen)
     record.path.unlink(missing_ok=True)
     shutil.rmtree(record.temp_dir, ignore_errors=True)
     return count
@@ -369,9 +385,11 @@ def start_head(
     host: str = "127.0.0.1",
     station: str = "head",
     cache_dir: str | Path = "~/.cache/farm/station",
+    metrics_address: str = "off",
 ) -> HeadInfo:
     """``ray start --head`` plus the detached scheduler that owns ``db`` (and resumes
-    its unfinished jobs). Listens on ``host`` only; the head lives on after this returns."""
+    its unfinished jobs), serving ``/metrics`` at ``metrics_address`` (or ``off``).
+    Listens on ``host`` only; the head lives on after this returns."""
     address = f"{host}:{port}"
     existing = NodeRecord.load("head", str(port))
     if existing is not None and node_pids(existing.marker):
@@ -380,6 +398,9 @@ def start_head(
         kill_node(existing, force=True)
     if not _port_free(host, port):
         raise UserError(f"port {port} on {host} is in use")
+    metrics = parse_address(metrics_address)
+    if metrics is not None and not _port_free(*metrics):
+        raise UserError(f"--metrics-address {metrics_address}: the port is in use")
     db = Path(db).expanduser().resolve()
     resources = json.dumps({f"station:{station}": STATION_SLOTS})
     args = [
@@ -388,13 +409,16 @@ def start_head(
     ]  # fmt: skip
     record = _start_node("head", str(port), address, args, db=str(db))
     try:
-        return _create_scheduler(address, db, station, str(Path(cache_dir).expanduser()))
+        cache = str(Path(cache_dir).expanduser())
+        return _create_scheduler(address, db, station, cache, metrics_address)
     except BaseException:
         kill_node(record, force=True)
         raise
 
 
-def _create_scheduler(address: str, db: Path, station: str, cache_dir: str) -> HeadInfo:
+def _create_scheduler(
+    address: str, db: Path, station: str, cache_dir: str, metrics_address: str
+) -> HeadInfo:
     connect(address)
     from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME, SchedulerActor, wait
 
@@ -404,7 +428,9 @@ def _create_scheduler(address: str, db: Path, station: str, cache_dir: str) -> H
         lifetime="detached",
         get_if_exists=True,
         resources={f"station:{station}": 0.001},
-    ).remote(str(db), placed=True, resume=True, cache_dir=cache_dir)
+    ).remote(
+        str(db), placed=True, resume=True, cache_dir=cache_dir, metrics_address=metrics_address
+    )
     info = wait(
         scheduler.ping.remote(),
         f"the farm scheduler did not start on {address}",

@@ -19,12 +19,20 @@ of its board, ordered by (-priority, job order, index). On a retryable transport
 error it goes back after an exponential backoff, moved to the least-loaded
 healthy board of its target when the job allows migration. A board is
 quarantined after ``quarantine_after`` consecutive failures; a periodic health
-check brings it back. A task none of whose candidate boards is usable fails at
-once with a message that says so.
+check brings it back. A task none of whose candidate boards is usable waits for
+that health check, within the job's deadline (``deadline_s`` from submission):
+one bad spell — a timeout on a busy board — is not proof that a board is broken.
+Past the deadline it fails with a message that says so; at once when its boards
+were refused for what only a person can mend (a changed host key).
+
+At hundreds of tasks a second, the loop writes each round's changes in one
+transaction (``Store.batch``) and answers ``progress`` from the counts it keeps,
+never by counting a job's tasks in the store.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -36,6 +44,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from farm.errors import NotFound, UserError
 from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
 from farm.spec import Board, Job, PlannedTask
 from farm.states import BoardHealth, JobState, TaskState
@@ -58,6 +67,7 @@ class JobPolicy:
     retries: int = 2
     migrate: bool = True
     isolation: str = "warm"
+    deadline_s: float = 3600.0  # tasks waiting for a quarantined board fail after it
 
     @classmethod
     def of(cls, spec: dict[str, Any]) -> JobPolicy:
@@ -68,6 +78,7 @@ class JobPolicy:
             retries=spec.get("retries", defaults.retries),
             migrate=spec.get("migrate", defaults.migrate),
             isolation=spec.get("isolation", defaults.isolation),
+            deadline_s=spec.get("deadline_s", defaults.deadline_s),
         )
 
 
@@ -76,6 +87,7 @@ class BoardState:
     name: str
     spec: Board | None = None  # None: known from its stored health only
     healthy: bool = True
+    refused: bool = False  # quarantined for a reason no wait can cure (a changed host key)
     busy: str | None = None  # task id running on it
     failures: int = 0
     last_error: str | None = None
@@ -99,6 +111,7 @@ class TaskRun:
     attempts: int = 0
     running: bool = False  # the current attempt reached the engine
     ready_at: float = 0.0
+    state: TaskState = TaskState.QUEUED
 
     def sort_key(self) -> tuple[int, int, int, str]:
         return (-self.priority, self.job_seq, self.spec.index, self.id)
@@ -110,7 +123,9 @@ class JobRun:
     policy: JobPolicy
     seq: int
     remaining: set[str]
+    deadline: float = float("inf")
     cancelled: bool = False
+    counts: collections.Counter[TaskState] = field(default_factory=collections.Counter)
 
 
 class Scheduler:
@@ -127,11 +142,13 @@ class Scheduler:
         backoff_max_s: float = 30.0,
         health_check: HealthCheck | None = None,
         health_interval_s: float = 30.0,
+        abort: Callable[[str, list[str]], object] | None = None,
         resume: bool = True,
     ):
         self.store = store
         self._dispatch = dispatch
         self._health_check = health_check
+        self._abort = abort  # abort(station, task ids): stop those tasks' engines now
         self.quarantine_after = quarantine_after
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -140,11 +157,14 @@ class Scheduler:
         self.jobs: dict[str, JobRun] = {}
         self.tasks: dict[str, TaskRun] = {}
         self._delayed: list[tuple[float, str]] = []  # (ready_at, task id)
+        self._waiting: set[str] = set()  # tasks whose every candidate board is quarantined
+        self._progress: dict[str, JobProgress] = {}  # running jobs, published each round
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._job_seq = itertools.count()
         self._stop = threading.Event()
         self._last_health = 0.0
         self._health_pending: set[str] = set()
+        self._beat = (time.monotonic(), 0.0)  # (when the loop last waited, for how long)
         for name, row in store.board_health().items():
             self.boards[name] = BoardState(
                 name=name,
@@ -167,9 +187,10 @@ class Scheduler:
         boards: list[Board],
         *,
         source: str | None = None,
+        owner: dict[str, Any] | None = None,
     ) -> str:
         """Persist the job with the boards it was planned on, queue its tasks, and
-        return the job id."""
+        return the job id. ``owner``: the embedded farm that runs it (``farm.owner``)."""
         job_id = new_job_id(job.name)
         self.store.add_job(
             job_id,
@@ -179,6 +200,7 @@ class Scheduler:
             boards=[b.model_dump(mode="json") for b in boards],
             priority=job.priority,
             source=source,
+            owner=owner,
         )
         self._inbox.put(("submit", (job_id, JobPolicy.of(job.model_dump(mode="json")), boards)))
         return job_id
@@ -186,12 +208,32 @@ class Scheduler:
     def cancel(self, job_id: str) -> None:
         self._inbox.put(("cancel", job_id))
 
+    def resume(self, job_id: str, owner: dict[str, Any] | None = None) -> int:
+        """Run what is left of an interrupted job (its queued tasks); returns how many."""
+        job = self.store.job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        if job.state is not JobState.INTERRUPTED:
+            raise UserError(f"{job.id} is {job.state}: only an interrupted job resumes")
+        self.store.set_owner(job.id, owner)
+        self.store.set_job_state(job.id, JobState.RUNNING)
+        boards = [Board.model_validate(b, strict=False) for b in job.boards]
+        self._inbox.put(("submit", (job.id, JobPolicy.of(job.spec), boards)))
+        return self.store.counts(job.id).get(TaskState.QUEUED, 0)
+
     def running(self, task_id: str, attempt: int, at: float) -> None:
         """A station says the engine started on attempt ``attempt`` of a task."""
         self._inbox.put(("running", (task_id, attempt, at)))
 
     def progress(self, job_id: str) -> JobProgress | None:
-        return self.store.progress(job_id)
+        published = self._progress.get(job_id)
+        return published if published is not None else self.store.progress(job_id)
+
+    def loop_lag_s(self) -> float:
+        """How far the loop is behind the wake-up it promised itself when it last waited:
+        0 while it keeps up; grows while one batch of events holds it."""
+        since, timeout = self._beat
+        return max(0.0, time.monotonic() - since - timeout)
 
     def idle(self) -> bool:
         return not self.jobs and self._inbox.empty()
@@ -207,23 +249,35 @@ class Scheduler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             timeout = self._next_wakeup()
+            self._beat = (time.monotonic(), timeout)
             try:
                 kind, payload = self._inbox.get(timeout=timeout)
             except queue.Empty:
                 kind, payload = "wake", None
-            try:
+            with self.store.batch():  # one round, one transaction
+                self._round(kind, payload)
+
+    def _round(self, kind: str, payload: Any) -> None:
+        try:
+            self._handle(kind, payload)
+            while True:  # drain what else arrived, then dispatch once
+                try:
+                    kind, payload = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
                 self._handle(kind, payload)
-                while True:  # drain what else arrived, then dispatch once
-                    try:
-                        kind, payload = self._inbox.get_nowait()
-                    except queue.Empty:
-                        break
-                    self._handle(kind, payload)
-                self._release_delayed()
-                self._maybe_health_check()
-                self._dispatch_ready()
-            except Exception:  # the loop must survive a bad event; say so loudly
-                log.exception("scheduler loop error while handling %s", kind)
+            self._release_delayed()
+            self._expire_waiting()
+            self._maybe_health_check()
+            self._dispatch_ready()
+        except Exception:  # the loop must survive a bad event; say so loudly
+            log.exception("scheduler loop error while handling %s", kind)
+        self._progress = {
+            job.id: JobProgress(
+                job.id, JobState.RUNNING, {s: n for s, n in job.counts.items() if n}
+            )
+            for job in self.jobs.values()
+        }
 
     def _next_wakeup(self) -> float:
         wake = 1.0
@@ -255,9 +309,16 @@ class Scheduler:
 
     def _on_submit(self, job_id: str, policy: JobPolicy, boards: list[Board]) -> None:
         self._learn_boards(boards)
-        run = JobRun(id=job_id, policy=policy, seq=next(self._job_seq), remaining=set())
-        self.jobs[job_id] = run
         record = self.store.job(job_id)
+        run = JobRun(
+            id=job_id,
+            policy=policy,
+            seq=next(self._job_seq),
+            remaining=set(),
+            deadline=(record.created if record else time.time()) + policy.deadline_s,
+            counts=collections.Counter(self.store.counts(job_id)),
+        )
+        self.jobs[job_id] = run
         if record is not None and record.state is JobState.QUEUED:
             self.store.set_job_state(job_id, JobState.RUNNING)
         for task in self.store.tasks(job_id, states=[TaskState.QUEUED]):
@@ -299,21 +360,61 @@ class Scheduler:
         return board is not None and board.healthy and board.spec is not None
 
     def _place(self, run: TaskRun) -> None:
-        """Put a queued task in the queue of a usable board, or fail it fast."""
+        """Put a queued task in the queue of a usable board, or let it wait for one."""
         if not self._usable(run.board):
             movable = self.jobs[run.job_id].policy.migrate
-            candidates = run.spec.candidates
-            options = [b for b in candidates if self._usable(b)] if movable else []
+            options = [b for b in run.spec.candidates if self._usable(b)] if movable else []
             if not options:
-                self._finish(
-                    run,
-                    TaskState.FAILED,
-                    error=f"no healthy board for this task: {', '.join(candidates)} "
-                    + ("unknown or quarantined" if movable else "quarantined (migration off)"),
-                )
+                self._wait_for_board(run, movable)
                 return
             run.board = min(options, key=lambda b: len(self.boards[b].queue))
+        self._waiting.discard(run.id)
         heapq.heappush(self.boards[run.board].queue, run.sort_key())
+
+    def _wait_for_board(self, run: TaskRun, movable: bool) -> None:
+        """Every board the task may use is quarantined (or unknown): wait for a health
+        check to bring one back until the job's deadline, then fail saying why."""
+        boards = run.spec.candidates if movable else [run.board]
+        known = [b for b in boards if b in self.boards]
+        hopeful = [b for b in known if not self.boards[b].refused]
+        job = self.jobs[run.job_id]
+        if hopeful and time.time() < job.deadline:
+            if run.id not in self._waiting:
+                self._waiting.add(run.id)
+                self.store.log(
+                    run.id,
+                    f"waiting up to {job.deadline - time.time():.0f} s (the job's deadline) for"
+                    f" a health check to bring back {', '.join(hopeful)} (quarantined)",
+                    time.time(),
+                )
+            return
+        self._waiting.discard(run.id)
+        why = "quarantined (migration off)" if not movable else "unknown or quarantined"
+        if hopeful:
+            why += ", still at the job's deadline"
+        elif known:
+            why += f" ({self.boards[known[0]].last_error})"
+        self._finish(
+            run,
+            TaskState.FAILED,
+            error=f"no healthy board for this task: {', '.join(boards)} {why}",
+        )
+
+    def _expire_waiting(self) -> None:
+        now = time.time()
+        for task_id in list(self._waiting):
+            run = self.tasks.get(task_id)
+            if run is None:
+                self._waiting.discard(task_id)
+            elif now >= self.jobs[run.job_id].deadline:
+                self._place(run)
+
+    def _wake_waiting(self, board: str) -> None:
+        """``board`` is back: the tasks that were waiting for it go to a queue."""
+        for task_id in list(self._waiting):
+            run = self.tasks.get(task_id)
+            if run is not None and board in (*run.spec.candidates, run.board):
+                self._place(run)
 
     def _dispatch_ready(self) -> None:
         for name, board in self.boards.items():
@@ -331,6 +432,7 @@ class Scheduler:
         run.attempts += 1
         run.running = False
         self.store.transition(run.id, TaskState.DEPLOYING, board=board.name, attempt=run.attempts)
+        self._moved(run, TaskState.DEPLOYING)
         payload = TaskPayload(
             task_id=run.id,
             job_id=run.job_id,
@@ -354,6 +456,7 @@ class Scheduler:
             return  # a late report of an attempt already over
         run.running = True
         self.store.transition(task_id, TaskState.RUNNING, at=at)
+        self._moved(run, TaskState.RUNNING)
 
     # -- outcomes -----------------------------------------------------------------
 
@@ -381,6 +484,7 @@ class Scheduler:
             delay = min(self.backoff_max_s, self.backoff_s * 2 ** (run.attempts - 1))
             detail = f"attempt {run.attempts} failed: {error}; retry in {delay:.1f}s"
             self.store.transition(run.id, TaskState.QUEUED, board=run.board, detail=detail)
+            self._moved(run, TaskState.QUEUED)
             for at, line in outcome.logs:
                 self.store.log(run.id, line, at)
             if job.policy.migrate:
@@ -419,10 +523,20 @@ class Scheduler:
             logs=kept.logs,
             trace=kept.trace if state is TaskState.DONE else None,
         )
+        self._moved(run, state)
         self._forget(run)
+
+    def _moved(self, run: TaskRun, state: TaskState) -> None:
+        """Keep the job's task counts (what ``progress`` answers) in step with the store."""
+        job = self.jobs.get(run.job_id)
+        if job is not None:
+            job.counts[run.state] -= 1
+            job.counts[state] += 1
+        run.state = state
 
     def _forget(self, run: TaskRun) -> None:
         self.tasks.pop(run.id, None)
+        self._waiting.discard(run.id)
         job = self.jobs.get(run.job_id)
         if job is not None:
             job.remaining.discard(run.id)
@@ -447,11 +561,19 @@ class Scheduler:
         if job is None:
             return
         job.cancelled = True
+        running: dict[str, list[str]] = {}
         for task_id in list(job.remaining):
             run = self.tasks[task_id]
-            if self.boards[run.board].busy != task_id:  # queued: cancel now
+            board = self.boards[run.board]
+            if board.busy != task_id:  # queued: cancel now
                 self._finish(run, TaskState.CANCELLED, error="cancelled")
-        # in-flight tasks finish as cancelled when their outcome arrives
+            else:
+                running.setdefault(board.station, []).append(task_id)
+        # in-flight tasks finish as cancelled when their outcome arrives: at once when
+        # their station stops their engines
+        for station, task_ids in running.items():
+            if self._abort is not None:
+                self._abort(station, task_ids)
 
     # -- board health ---------------------------------------------------------------
 
@@ -459,13 +581,16 @@ class Scheduler:
         if board.failures or not board.healthy:
             board.failures = 0
             board.healthy = True
+            board.refused = False
             self.store.set_board_health(board.name, BoardHealth.HEALTHY, 0, None)
+            self._wake_waiting(board.name)
 
     def _board_failed(self, board: BoardState, error: str, *, now: bool = False) -> None:
         board.failures += 1
         board.last_error = error
         if board.healthy and (now or board.failures >= self.quarantine_after):
             board.healthy = False
+            board.refused = now
             log.warning(
                 "%s quarantined after %d consecutive failures: %s",
                 board.name, board.failures, error,
@@ -477,7 +602,7 @@ class Scheduler:
             self.store.set_board_health(board.name, health, board.failures, error)
 
     def _evacuate(self, board: BoardState) -> None:
-        """Move (or fail fast) the tasks waiting on a board just quarantined."""
+        """Move the tasks queued on a board just quarantined (or let them wait)."""
         waiting, board.queue = board.queue, []
         for *_, task_id in waiting:
             run = self.tasks.get(task_id)

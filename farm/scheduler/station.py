@@ -11,9 +11,12 @@ For one task the station:
    station gets the same sha256) — once per artifact, under a lock;
 2. deploys the engine zip and the artifact to the board's cache (skipped when
    the board already holds them, verified by sha256 when pushed);
-3. runs the engine — the board's warm engine (one long-lived process speaking
-   JSON lines) or a fresh process for ``isolation: process`` — with the task's
-   timeout, while the board's power monitor (if any) records;
+3. takes the board's lease (``farm.scheduler.lease``: a lock on the board
+   itself, so another farm pointed at the same board waits) and, holding it,
+   runs the engine — the board's warm engine (one long-lived process speaking
+   JSON lines, whose start-up, a torch import, has its own limit) or a fresh
+   process for ``isolation: process`` — with the task's timeout, while the
+   board's power monitor (if any) records;
 4. validates the engine's result (``farm.result.parse_engine_result``) and
    returns an :class:`~farm.scheduler.messages.Outcome`: the state, the typed
    result, the error and whether it is worth retrying (the transport error's
@@ -33,14 +36,17 @@ from typing import Any
 
 from farm import deploy
 from farm.errors import (
+    BoardBusy,
     BoardUnreachable,
     EngineError,
     FarmError,
     HostKeyError,
     TransportError,
     TransportTimeout,
+    without_board,
 )
 from farm.result import EngineResult, parse_engine_result
+from farm.scheduler.lease import LOCK_FILE, TTL_S, BoardLease, holder
 from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
 from farm.spec import Board, PlannedTask
 from farm.states import TaskState
@@ -68,17 +74,20 @@ class _Link:
         self.lock = threading.Lock()
         self.transport: Any = None
         self.engine: Any = None  # warm engine channel
+        self.leaser: Any = None  # the board-side lease process, kept between tasks
         self.request_id = 0
+        self.task: str | None = None  # the task running on the board now
 
     def drop(self) -> None:
         """Forget the connection and engine after an error: the next task starts clean."""
-        for closer in (self.engine, self.transport):
+        for closer in (self.engine, self.leaser, self.transport):
             if closer is not None:
                 try:
                     closer.close()
                 except Exception:  # already broken: closing is best effort
                     log.debug("%s: close failed", self.board.name, exc_info=True)
         self.engine = None
+        self.leaser = None
         self.transport = None
 
 
@@ -111,6 +120,7 @@ class Station:
         link = self._link(board)
         started: list[float] = []  # when the engine started, if it did
         with link.lock:
+            link.task = payload.task_id
             try:
                 result, markers, trace = self._run(link, payload, tlog, started)
             except TransportError as exc:
@@ -120,13 +130,14 @@ class Station:
                 # again is the error's to say: a lost connection yes, a command that
                 # failed or a host key refused no. A host key that cannot be trusted
                 # takes its board out of service at once.
+                # A board busy with another farm's task is not at fault either.
                 return _outcome(
                     TaskState.FAILED,
                     tlog,
                     started,
                     error=f"{type(exc).__name__}: {exc}",
                     retryable=exc.retryable,
-                    board_fault=True,
+                    board_fault=not isinstance(exc, BoardBusy),
                     quarantine=isinstance(exc, HostKeyError),
                 )
             except EngineError as exc:
@@ -147,6 +158,8 @@ class Station:
                 return _outcome(
                     TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
                 )
+            finally:
+                link.task = None
         if result.status == "does_not_fit":
             mem = result.memory
             tlog(
@@ -161,6 +174,18 @@ class Station:
                 error=f"engine: {result.error}",
             )  # fmt: skip
         return _outcome(TaskState.DONE, tlog, started, result=result, markers=markers, trace=trace)
+
+    def abort(self, task_ids: list[str]) -> int:
+        """Stop the engines running ``task_ids`` now (their job was cancelled): each task's
+        run ends in an error its scheduler records as cancelled. Returns how many."""
+        with self._links_lock:
+            links = [link for link in self._links.values() if link.task in task_ids]
+        for link in links:
+            engine = link.engine
+            if engine is not None:
+                log.info("%s: stopping the engine of cancelled task %s", link.board.name, link.task)
+                engine.kill()
+        return len(links)
 
     def check_board(self, board: Board) -> BoardCheck:
         """Reachability, host key, versions, free disk and memory, engine deployed."""
@@ -179,10 +204,12 @@ class Station:
                 )
             except HostKeyError as exc:
                 link.drop()
-                return BoardCheck(board.name, reachable=True, host_key=str(exc), error=str(exc))
+                return BoardCheck(
+                    board.name, reachable=True, host_key="refused", error=without_board(exc)
+                )
             except TransportError as exc:
                 link.drop()
-                return BoardCheck(board.name, reachable=False, error=str(exc))
+                return BoardCheck(board.name, reachable=False, error=without_board(exc))
 
     def close(self) -> None:
         with self._links_lock:
@@ -202,24 +229,39 @@ class Station:
         pushed = self._deploy(link, transport, [engine, Path(artifact.path), *artifact.companions])
         if pushed:
             tlog(f"deployed {', '.join(pushed)} in {time.time() - began:.2f}s")
-        started.append(time.time())
-        self._running(payload.task_id, payload.attempt, started[0])
         request = self._request(link, task, artifact, payload.task_id)
         monitor = self._monitor(board.power.monitor) if board.power and self._monitor else None
         timeout = float(task.measure.timeout_s)
+        startup = float(task.measure.startup_timeout_s or board.startup_timeout_s)
         if payload.isolation == "process":
-            runner = lambda: self._run_process(link, transport, engine, request, timeout)  # noqa: E731
+            # a fresh process pays the start-up (a torch import) inside its own run
+            runner = lambda: self._run_process(link, transport, engine, request, startup + timeout)  # noqa: E731
         else:
             runner = lambda: self._run_warm(link, transport, engine, request, timeout)  # noqa: E731
-        if monitor is None:
-            raw = runner()
-            trace = None
-        else:
-            from farm.scheduler.energy import measure_with_monitor
+        with BoardLease(
+            *self._leaser(link, transport, engine, startup),
+            who=holder(payload.task_id, payload.job_id),
+            board=board.name,
+            wait_s=timeout,
+            log=tlog,
+        ):
+            started.append(time.time())
+            self._running(payload.task_id, payload.attempt, started[0])
+            if payload.isolation != "process":
+                self._start_engine(link, transport, engine, startup)
+            if monitor is None:
+                raw = runner()
+                trace = None
+            else:
+                from farm.scheduler.energy import measure_with_monitor
 
-            raw, trace = measure_with_monitor(
-                monitor, board, runner, lambda: self._clock_exchange(link, transport, engine), tlog
-            )
+                raw, trace = measure_with_monitor(
+                    monitor,
+                    board,
+                    runner,
+                    lambda: self._clock_exchange(link, transport, engine),
+                    tlog,
+                )
         for line in raw.get("log", None) or []:
             tlog(f"engine: {line}")
         raw["artifact"] = {"sha256": artifact.sha256, "size_bytes": artifact.size_bytes}
@@ -298,8 +340,31 @@ class Station:
     def _clock_exchange(self, link: _Link, transport, engine: Path) -> tuple[int, int, int]:
         """One request/response clock exchange: (host send ns, board ns, host receive ns)."""
         sent = time.monotonic_ns()
-        reply = self._call(link, transport, engine, {"op": "clock"}, 10.0)
+        reply = self._call(link, transport, engine, {"op": "clock"}, link.board.command_timeout_s)
         return sent, int(reply["t_ns"]), time.monotonic_ns()
+
+    def _leaser(self, link: _Link, transport, engine: Path, startup_s: float) -> tuple[Any, float]:
+        """The board's lease process (started if need be), and how long its next answer
+        may take: a fresh one starts Python first."""
+        if link.leaser is not None and link.leaser.alive:
+            return link.leaser, link.board.command_timeout_s
+        path = f"{deploy.cache_root(transport, link.board)}/{LOCK_FILE}"
+        argv = [*self._engine_argv(link, engine, "lease"), path, f"--ttl={TTL_S:g}"]
+        link.leaser = transport.open_process(argv)
+        return link.leaser, startup_s
+
+    def _start_engine(self, link: _Link, transport, engine: Path, startup_s: float) -> None:
+        """Start the warm engine if it is not running, and wait for its first answer
+        (it imports torch: minutes on a slow board) within the start-up limit only."""
+        if link.engine is not None and link.engine.alive:
+            return
+        try:
+            self._call(link, transport, engine, {"op": "clock"}, startup_s)
+        except TransportTimeout as exc:
+            raise TransportTimeout(
+                link.board.name,
+                f"engine did not start within {startup_s:g} s (startup_timeout_s)",
+            ) from exc
 
     def _call(self, link: _Link, transport, engine: Path, message: dict, timeout: float):
         if link.engine is None or not link.engine.alive:

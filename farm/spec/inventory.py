@@ -128,6 +128,10 @@ class Board(SpecModel):
     station: str = "head"
     tags: list[str] = Field(default_factory=list)
     connect_timeout_s: float = Field(default=10, gt=0)
+    # start-up: the engine's first answer (a torch import) and the first clock exchange;
+    # a Raspberry Pi 3 imports torch in about 30 s, a 500 MHz Atom in minutes
+    startup_timeout_s: float = Field(default=300, gt=0)
+    command_timeout_s: float = Field(default=30, gt=0)  # one short request to a running engine
     processors: list[Processor] = Field(min_length=1)
     power: PowerRef | None = None
 

@@ -61,6 +61,7 @@ class Measure(SpecModel):
     layer_iterations: int = Field(default=20, ge=1)
     memory: bool = True
     timeout_s: float = Field(default=900, gt=0)
+    startup_timeout_s: float | None = Field(default=None, gt=0)  # None: the board's own
 
 
 def _name_or_mapping(schema: dict[str, Any]) -> None:
@@ -165,6 +166,8 @@ class Job(SpecModel):
     isolation: Literal["warm", "process"] = "warm"
     retries: int = Field(default=2, ge=0)
     migrate: bool = True
+    # seconds from submission: a task still waiting then for a quarantined board fails
+    deadline_s: float = Field(default=3600, gt=0)
     models: list[ModelRef] = Field(min_length=1)
     targets: list[Target] = Field(min_length=1)
     variants: Variants = Field(default_factory=Variants)

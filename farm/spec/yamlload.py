@@ -8,8 +8,10 @@ walks it (pydantic would). So this module composes the node tree itself with a
 - every mapping key and sequence item records its 1-based line under its path,
   e.g. ``("boards", 0, "processors")``, so a validation error can name a line;
 - every node visited while building counts, aliases included each time they are
-  expanded, and the walk stops past ``MAX_NODES`` — an alias bomb is refused in
-  milliseconds instead of eating the machine;
+  expanded, and the walk stops once aliases have grown the document past
+  ``EXPANSION`` times its own size (plus ``EXPANSION_SLACK``): an alias bomb is
+  refused in milliseconds instead of eating the machine, while a large document
+  (thousands of boards, each merging a few defaults) passes;
 - documents over ``MAX_BYTES`` and nesting deeper than ``MAX_DEPTH`` are refused
   before the (recursive) composer can hit Python's recursion limit;
 - duplicate keys, non-string keys and unusual tags (sets, ordered maps) are
@@ -28,11 +30,15 @@ import yaml
 
 from farm.errors import SpecError
 
-MAX_BYTES = 1024 * 1024
-"""Largest document accepted. An inventory of a thousand boards is ~100 KiB."""
+MAX_BYTES = 8 * 1024 * 1024
+"""Largest document accepted. An inventory of 5,000 ordinary boards is ~1.2 MiB."""
 
-MAX_NODES = 10_000
-"""Most nodes a document may expand to (aliases counted at every use)."""
+MAX_NODES = 1_000_000
+"""Most nodes a document may hold as written (5,000 ordinary boards are ~200,000)."""
+
+EXPANSION = 10
+EXPANSION_SLACK = 10_000
+"""Aliases may grow a document of N nodes to ``EXPANSION * N + EXPANSION_SLACK`` nodes."""
 
 MAX_DEPTH = 64
 """Deepest nesting accepted; real specs nest five levels at most."""
@@ -141,7 +147,7 @@ def parse_yaml(text: str | bytes, file: str = "<string>") -> Document:
     if node is None:
         raise SpecError(file, None, None, "document is empty")
     doc = Document(file, None)
-    builder = _Builder(loader, doc)
+    builder = _Builder(loader, doc, EXPANSION * loader._composed + EXPANSION_SLACK)
     doc.data = builder.build(node, ())
     return doc
 
@@ -149,9 +155,10 @@ def parse_yaml(text: str | bytes, file: str = "<string>") -> Document:
 class _Builder:
     """Builds plain data from composed nodes, recording lines and counting expansions."""
 
-    def __init__(self, loader: yaml.SafeLoader, doc: Document):
+    def __init__(self, loader: yaml.SafeLoader, doc: Document, budget: int):
         self.loader = loader
         self.doc = doc
+        self.budget = budget  # nodes the walk may visit, aliases counted at every use
         self.visited = 0
         self.depth = 0
 
@@ -159,13 +166,13 @@ class _Builder:
         self.visited += 1
         self.depth += 1
         line = node.start_mark.line + 1
-        if self.visited > MAX_NODES or self.depth > MAX_DEPTH:
+        if self.visited > self.budget or self.depth > MAX_DEPTH:
             raise SpecError(
                 self.doc.file,
                 line,
                 None,
-                f"document refused: it expands to more than {MAX_NODES} nodes"
-                if self.visited > MAX_NODES
+                f"document refused: its aliases expand it to more than {self.budget} nodes"
+                if self.visited > self.budget
                 else f"document refused: nested deeper than {MAX_DEPTH}",
             )
         self.doc.lines.setdefault(path, line)

@@ -16,12 +16,14 @@ The scheduler owns the one ``Store`` that writes; readers open their own.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
 import time
 from pathlib import Path
 
+from farm.owner import Owner
 from farm.states import BoardHealth, JobState, TaskState
 from farm.store.read import Reader
 from farm.store.records import (
@@ -41,18 +43,31 @@ from farm.store.records import (
 from farm.store.schema import SCHEMA_VERSION, connect, default_db_path
 from farm.store.writer import Subscriber, Writer
 
+log = logging.getLogger(__name__)
+
 
 class Store(Reader, Writer):
     """Thread-safe access to one farm database file."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, readonly: bool = False):
+        """``readonly``: for commands that only read (status, results): the file must be
+        there already, and nothing on disk is created or changed."""
         self.path = Path(path).expanduser() if path else default_db_path()
+        self.readonly = readonly
         self._lock = threading.RLock()
         self._subscribers: list[Subscriber] = []
-        self._db = connect(self.path)
+        self._batch = None
+        self._db = connect(self.path, readonly=readonly)
+        if not readonly:  # the next farm to open the store says whose job died with its farm
+            for job_id in self.interrupt_orphans(lambda o: Owner.from_dict(o).alive()):
+                log.warning("%s: interrupted (the farm that ran it is gone)", job_id)
 
     def close(self) -> None:
+        """Close; a writer first folds its write-ahead log into the file, so the ``.db``
+        alone holds everything (a copy of it is whole) and no ``-wal`` is left behind."""
         with self._lock:
+            if not self.readonly:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
 
 

@@ -84,6 +84,7 @@ def _job(row: sqlite3.Row) -> JobRecord:
         state=JobState(row["state"]),
         created=row["created"],
         updated=row["updated"],
+        owner=json.loads(row["owner"]) if row["owner"] else None,
     )
 
 

@@ -41,6 +41,7 @@ class JobRecord:
     state: JobState
     created: float
     updated: float
+    owner: dict[str, Any] | None = None  # the embedded farm that runs it (``farm.owner``)
 
 
 @dataclass(frozen=True)

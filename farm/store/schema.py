@@ -16,7 +16,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from farm.errors import SchemaTooNew
+from farm.errors import SchemaTooNew, StoreRefused
+from farm.store import file
 
 DEFAULT_DB = "~/.local/share/farm/farm.db"
 
@@ -143,14 +144,36 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX jobs_by_name ON jobs(name, created)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v2]
+def _v3(db: sqlite3.Connection) -> None:
+    """``jobs.owner``: the embedded farm that runs a job (host, pid, start time, boot;
+    ``farm.owner.Owner``), so the next farm can tell its job was interrupted."""
+    db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v2, _v3]
 """``MIGRATIONS[i]`` takes a file from version ``i + 1`` to ``i + 2``."""
 
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open ``path`` (WAL, foreign keys on) and bring it to ``SCHEMA_VERSION``."""
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open ``path`` (WAL, foreign keys on) and bring it to ``SCHEMA_VERSION``; or, for
+    ``readonly``, read it as it is without creating or changing a file. Either way a
+    file that cannot be trusted is refused first, untouched (``farm.store.file``)."""
+    found = file.inspect(path, SCHEMA_VERSION)
+    if readonly:
+        if found is None:
+            raise StoreRefused(f"{path}: no farm store there yet (nothing has run with it)")
+        if found.schema < SCHEMA_VERSION:
+            raise StoreRefused(
+                f"{path}: written by an older farm (schema {found.schema}); a command that"
+                " writes (farm submit, farm head start) upgrades it"
+            )
+        db = sqlite3.connect(
+            file.read_only_uri(path), uri=True, check_same_thread=False, isolation_level=None
+        )
+        db.row_factory = sqlite3.Row
+        return db
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.row_factory = sqlite3.Row

@@ -39,6 +39,7 @@ class Writer:
     _db: sqlite3.Connection
     _lock: threading.RLock
     _subscribers: list[Subscriber]
+    _batch: list[Event] | None  # inside batch(): the events its changes will publish
 
     # -- subscribing ----------------------------------------------------------------
 
@@ -66,10 +67,43 @@ class Writer:
                     log.exception("store subscriber %r failed on %r", subscriber, event)
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every change made inside, from this thread, in one transaction (the scheduler's
+        round): one commit instead of one per change, then every event published. A
+        change that fails undoes only itself; other threads' writes wait for the commit."""
+        with self._lock:
+            if self._batch is not None:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._batch = []
+            try:
+                yield
+            except BaseException:
+                self._batch = None
+                self._db.execute("ROLLBACK")
+                raise
+            events, self._batch = self._batch, None
+            self._db.execute("COMMIT")
+        self._publish(events)
+
+    @contextmanager
     def _tx(self) -> Iterator[list[Event]]:
-        """One transaction; the events it collects are published once it committed."""
+        """One transaction; the events it collects are published once it committed.
+        Inside :meth:`batch`, a savepoint of the batch's transaction."""
         events: list[Event] = []
         with self._lock:
+            if self._batch is not None:
+                self._db.execute("SAVEPOINT change")
+                try:
+                    yield events
+                except BaseException:
+                    self._db.execute("ROLLBACK TO change")
+                    self._db.execute("RELEASE change")
+                    raise
+                self._db.execute("RELEASE change")
+                self._batch.extend(events)
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield events
@@ -91,13 +125,15 @@ class Writer:
         boards: Sequence[dict[str, Any]] = (),
         priority: int = 0,
         source: str | None = None,
+        owner: dict[str, Any] | None = None,
     ) -> None:
-        """Persist a job, the boards it was planned on, and its tasks (all queued)."""
+        """Persist a job, the boards it was planned on, and its tasks (all queued);
+        ``owner``: the embedded farm that runs it (``farm.owner.Owner``), if one does."""
         now = time.time()
         with self._tx() as events:
             self._db.execute(
                 "INSERT INTO jobs(id, name, source, spec, boards, priority, state, created,"
-                " updated) VALUES (?,?,?,?,?,?,?,?,?)",
+                " updated, owner) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     name,
@@ -108,6 +144,7 @@ class Writer:
                     JobState.QUEUED,
                     now,
                     now,
+                    json.dumps(owner) if owner else None,
                 ),
             )
             events.append(JobEvent(job_id, name, None, JobState.QUEUED, now))
@@ -304,6 +341,27 @@ class Writer:
                     )
                 )
         return len(rows)
+
+    def set_owner(self, job_id: str, owner: dict[str, Any] | None) -> None:
+        """Who runs the job now (``farm resume`` takes over an interrupted one)."""
+        with self._tx():
+            self._db.execute(
+                "UPDATE jobs SET owner=? WHERE id=?", (json.dumps(owner) if owner else None, job_id)
+            )
+
+    def interrupt_orphans(self, alive: Callable[[dict[str, Any]], bool | None]) -> list[str]:
+        """Mark interrupted every unfinished job whose embedded owner is dead (``alive``
+        says False; None, another host's owner, is left alone), its in-flight tasks back
+        in the queue. Returns their ids."""
+        rows = self._db.execute(
+            "SELECT id, owner FROM jobs WHERE owner IS NOT NULL AND state IN (?, ?)",
+            (JobState.QUEUED, JobState.RUNNING),
+        ).fetchall()
+        dead = [r["id"] for r in rows if alive(json.loads(r["owner"])) is False]
+        for job_id in dead:
+            self.requeue_in_flight([job_id])
+            self.set_job_state(job_id, JobState.INTERRUPTED)
+        return dead
 
     def log(self, task_id: str, line: str, at: float | None = None) -> None:
         with self._tx():

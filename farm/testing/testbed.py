@@ -3,9 +3,10 @@
 Each board is an ``sshd -D`` on its own free loopback port with its own
 directory (config, ed25519 host key, cache), all accepting one client key.
 Boards can imitate the paper's board classes: fewer torch threads (written into
-the inventory) and less memory (an ``RLIMIT_AS`` on every command: sshd's
+the inventory), less memory (an ``RLIMIT_AS`` on every command: sshd's
 ``ForceCommand`` runs a wrapper that calls ``ulimit -v`` and then the original
-command). The test bed writes the matching ``known_hosts`` and an inventory
+command), and a slow CPU (``cpu``: sshd and all it runs in a cgroup with that
+share of one core, see ``farm.testing.cgroup``; ``EDISON`` is a tenth). The test bed writes the matching ``known_hosts`` and an inventory
 YAML whose ``python`` is this interpreter, so boards have torch.
 
 Boards can also sit behind a jump host, as lab boards sit behind a gateway
@@ -42,7 +43,9 @@ from typing import Any
 
 import yaml
 
+from farm.procs import descendants
 from farm.scheduler.cluster import free_port
+from farm.testing.cgroup import SlowGroup
 
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
@@ -60,11 +63,18 @@ class TestbedError(RuntimeError):
 
 @dataclass
 class BoardClass:
-    """What a test board imitates: torch threads and a memory limit (None = unlimited)."""
+    """What a test board imitates: torch threads, a memory limit, a share of one CPU
+    core and a cgroup memory limit (None = unlimited)."""
 
     threads: int | None = None
     memory_mb: int | None = None
     tags: list[str] = field(default_factory=list)
+    cpu: float | None = None
+    memory_limit_mb: int | None = None
+
+
+EDISON = BoardClass(threads=1, tags=["edison"], cpu=0.1, memory_limit_mb=1024)
+"""The study's Intel Edison: a 500 MHz Atom with 1 GB — a tenth of one of our cores."""
 
 
 @dataclass
@@ -78,6 +88,9 @@ class TestBoard:
     tags: list[str] = field(default_factory=list)
     address: str = BOARD_ADDR
     behind: bool = False  # in the lab's network, reached only through the gateway
+    cpu: float | None = None
+    memory_limit_mb: int | None = None
+    cgroups: list[str] = field(default_factory=list)  # the slow board's groups
 
     @property
     def config(self) -> Path:
@@ -187,6 +200,8 @@ class Testbed:
             tags=list(cls.tags),
             address=BEHIND_ADDR if behind else BOARD_ADDR,
             behind=behind,
+            cpu=cls.cpu,
+            memory_limit_mb=cls.memory_limit_mb,
         )
         board.cache_dir.mkdir(parents=True, exist_ok=True)
         _keygen(board.host_key, board.name)
@@ -197,6 +212,9 @@ class Testbed:
         for board in [*self.boards, *([self.gateway] if self.gateway else [])]:
             self._signal(board, signal.SIGKILL)
             board.pid = None
+            if board.cgroups:
+                SlowGroup.existing(board.cgroups).remove()
+                board.cgroups = []
         self._save()
 
     def __enter__(self) -> Testbed:
@@ -246,6 +264,11 @@ class Testbed:
                 board.port = free_port(board.address)
             self._write_config(board)
             argv = [SSHD, "-D", "-e", "-f", str(board.config)]
+            if board.cpu and not board.cgroups:
+                group = SlowGroup(board.name, board.cpu, board.memory_limit_mb).create()
+                board.cgroups = [str(d) for d in group.dirs]
+            if board.cgroups:
+                argv = SlowGroup.existing(board.cgroups).wrap(argv)
             if board.behind:
                 assert self.gateway is not None and self.gateway.pid is not None
                 argv = ["nsenter", f"--net=/proc/{self.gateway.pid}/ns/net", "--", *argv]
@@ -361,7 +384,8 @@ class Testbed:
         """
         if board.pid is None:
             return
-        for pid in [board.pid, *_descendants(board.pid)]:
+        slow = SlowGroup.existing(board.cgroups).pids() if board.cgroups else []
+        for pid in dict.fromkeys([board.pid, *descendants(board.pid), *slow]):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         if sig == signal.SIGKILL:
@@ -415,7 +439,7 @@ class Testbed:
                 "cache_dir": str(b.cache_dir),
                 "station": "head",
                 "tags": ["testbed", *b.tags],
-                "connect_timeout_s": 5,
+                "connect_timeout_s": 30 if b.cpu else 5,
                 "processors": [
                     {"name": "cpu", "device": "cpu", "threads": b.threads, "memory_mb": b.memory_mb}
                 ],
@@ -467,27 +491,6 @@ def _user() -> str:
     return getpass.getuser()
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, read from /proc (sshd sessions setsid away)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _reap(pid: int) -> None:
     """Collect a killed daemon we started, so it leaves no zombie (no-op for others)."""
     deadline = time.monotonic() + 5
@@ -530,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--dir", default="/tmp/farm-testbed")
     up.add_argument("--threads", type=int, default=None, help="torch threads per board")
     up.add_argument("--memory-mb", type=int, default=None, help="address-space limit per board")
+    up.add_argument("--cpu", type=float, default=None, help="share of one core (0.1: an Edison)")
     down = sub.add_parser("down", help="kill the boards started by `up`")
     down.add_argument("--dir", default="/tmp/farm-testbed")
     gateway = sub.add_parser(GATEWAY)  # internal: the gateway's daemon (see _start_gateway)
@@ -540,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         _serve_gateway(args.fd, args.config)
         return 1
     if args.command == "up":
-        classes = [BoardClass(args.threads, args.memory_mb) for _ in range(args.boards)]
+        classes = [
+            BoardClass(args.threads, args.memory_mb, cpu=args.cpu) for _ in range(args.boards)
+        ]
         bed = Testbed(args.dir, classes, behind=args.behind).up()
         for b in [*bed.boards, *([bed.gateway] if bed.gateway else [])]:
             where = " (behind the gateway)" if b.behind else ""

@@ -10,6 +10,8 @@ shaped like a real one at the transport interface:
 - ``<python> <engine.zip> run`` and ``... serve`` answer every request at once
   with a well-formed result of zero-duration inferences (``status: ok``), or
   ``status: error`` when the artifact was never deployed to the board;
+- ``<python> <engine.zip> lease PATH ...`` holds the board's lease (a lock per
+  fake board) and speaks the lease protocol of ``farm.engine.lease``;
 - ``<python> -c CODE`` (the deploy probe) runs for real on this machine;
 - any other command exits 127, as a shell would for an unknown command.
 
@@ -52,6 +54,7 @@ class FakeBoard:
     down: bool = False
     engine_requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    lease: threading.Lock = field(default_factory=threading.Lock)
 
 
 _boards: dict[str, FakeBoard] = {}
@@ -218,6 +221,8 @@ class FakeTransport(Transport):
     def open_process(self, argv: Sequence[str]) -> Channel:
         self.open()
         argv = [str(a) for a in argv]
+        if len(argv) >= 4 and argv[2] == "lease" and argv[1] in self.state.files:
+            return FakeLeaseChannel(self)
         if not self._is_engine(argv, "serve"):
             raise BoardUnreachable(self.name, f"fake board runs only the engine, not {argv}")
         return FakeEngineChannel(self)
@@ -304,3 +309,51 @@ class FakeEngineChannel(Channel):
     def kill(self) -> None:
         self._open = False
         self.exit_status = -9
+
+
+class FakeLeaseChannel(Channel):
+    """The board-side lease process: the fake board's lock, taken and released on request."""
+
+    def __init__(self, transport: FakeTransport):
+        self.transport = transport
+        self._answers: collections.deque[str] = collections.deque()
+        self._held = self._waiting = False
+        self._open = True
+
+    def send_line(self, line: str) -> None:
+        op = json.loads(line).get("op")
+        lock = self.transport.state.lease
+        if op == "acquire":
+            self._held = lock.acquire(blocking=False)
+            self._waiting = not self._held
+            self._answers.append(json.dumps({"held": {}} if self._held else {"busy": None}))
+        elif op == "release" and self._held:
+            self._held = False
+            lock.release()
+            self._answers.append(json.dumps({"released": True}))
+
+    def read_line(self, timeout: float) -> str:
+        if self._answers:
+            return self._answers.popleft()
+        if self._waiting and self.transport.state.lease.acquire(timeout=timeout):
+            self._waiting, self._held = False, True
+            return json.dumps({"held": {}})
+        raise TransportTimeout(self.transport.name, f"no answer within {timeout:g} s")
+
+    @property
+    def alive(self) -> bool:
+        return self._open
+
+    @property
+    def stderr_tail(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        if self._held:
+            self._held = False
+            self.transport.state.lease.release()
+        self._open = False
+        self.exit_status = 0
+
+    def kill(self) -> None:
+        self.close()

@@ -216,14 +216,14 @@ def _make(
     trust = getattr(endpoint, "trust_on_first_use", None)
     if trust is None:
         trust = bool(getattr(board, "trust_on_first_use", False))
-    where = f"{conn.host}:{conn.port}"
+    where = f"{_shown(conn.host)}:{conn.port}"
     if conn.original_host != conn.host:  # an ssh_config alias
-        where = f"{conn.original_host} ({where})"
+        where = f"{_shown(conn.original_host)} ({where})"
     label = f"jump host {where} ({role})" if role else where
     try:
         if known.exists():
             conn.client.load_host_keys(str(known))
-    except (OSError, paramiko.SSHException) as e:
+    except (OSError, ValueError, paramiko.SSHException) as e:  # ValueError: a NUL in the path
         raise BoardUnreachable(board.name, f"{label}: cannot read known_hosts {known}: {e}") from e
     conn.client.set_missing_host_key_policy(_HostKeyPolicy(board.name, label, known, trust))
     conn._set(farm_label=label, farm_timeout=timeout, farm_known_hosts=known)
@@ -249,7 +249,10 @@ def chain(board: Any, timeout: float) -> list[_Connection]:
 
 def open_chain(board: Any, timeout: float) -> list[_Connection]:
     """Open the board's connections in order; the error names the hop that failed."""
-    conns = chain(board, timeout)
+    try:
+        conns = chain(board, timeout)
+    except ValueError as e:  # a host name or path no connection can be made from
+        raise BoardUnreachable(board.name, f"connect to {_shown(board.host)}: {_invalid(e)}") from e
     try:
         for conn in conns:
             _open_one(board.name, conn, timeout)
@@ -274,6 +277,8 @@ def _open_one(board: str, conn: _Connection, timeout: float) -> None:
             " Refusing to connect; if it was reinstalled, remove the old"
             f" line from {known}",
         ) from e
+    except ValueError as e:  # IDNA refused the name (a..b, a label over 63 characters)
+        raise BoardUnreachable(board, f"connect to {label}: {_invalid(e)}") from e
     except paramiko.ChannelException as e:  # the jump host could not reach the next hop
         raise BoardUnreachable(
             board, f"{conn.gateway.farm_label} cannot reach {label}: {e.text}"
@@ -293,6 +298,18 @@ def close_chain(conns: list[_Connection]) -> None:
     """Close the board's connection, then each jump host's, last hop first."""
     for conn in reversed(conns):
         conn.close()
+
+
+def _shown(host: Any) -> str:
+    """A host as an error line shows it: as written, or quoted when it holds control bytes."""
+    text = str(host)
+    return text if text.isprintable() else repr(text)
+
+
+def _invalid(exc: ValueError) -> str:
+    if isinstance(exc, UnicodeError) and "idna" in str(exc):
+        return f"not a valid host name ({exc.__cause__ or exc})"
+    return f"invalid value in the board's entry ({exc})"
 
 
 def translate(board: str, exc: BaseException, doing: str) -> TransportError:

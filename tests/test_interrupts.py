@@ -1,0 +1,117 @@
+"""Ctrl-C and a killed ``farm submit``: the store always ends up saying what happened.
+
+An embedded ``farm submit`` is its job's head. Interrupted (SIGINT, as Ctrl-C
+sends it), it cancels its job, stops the engines and exits 130. Killed outright,
+it can say nothing: the next farm that opens the store for writing finds the
+dead owner, marks the job interrupted, and ``farm resume`` runs what is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from farm.states import JobState, TaskState
+from farm.store import Store
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _job(tmp_path: Path, iterations: int) -> Path:
+    doc = {
+        "version": 1,
+        "name": "long",
+        "models": ["kws", "svhn"],
+        "targets": [{"boards": ["board0"]}],
+        "variants": {"threads": [1]},
+        "measure": {"iterations": iterations, "warmup": 1, "layers": False, "memory": False},
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _farm(tmp_path: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["FARM_CACHE"] = str(tmp_path / "cache")
+    return subprocess.Popen(
+        [sys.executable, "-m", "farm.cli", *args, "--db", str(tmp_path / "farm.db"), "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_running(tmp_path: Path, proc: subprocess.Popen, timeout: float = 300) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if (tmp_path / "farm.db").exists():
+            store = Store(tmp_path / "farm.db", readonly=True)
+            job = store.job("latest")
+            if job is not None and store.counts(job.id).get(TaskState.RUNNING):
+                return job.id
+        time.sleep(0.5)
+    raise AssertionError("no task started running")
+
+
+def _engines(cache_dir: str) -> list[int]:
+    pattern = f"^{sys.executable} {cache_dir}/engine/[0-9a-f]+[.]zip serve"
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_ctrl_c_cancels_an_embedded_job_and_stops_its_engine(make_testbed, tmp_path):
+    bed = make_testbed(n=1)
+    farm = _farm(tmp_path, "submit", str(_job(tmp_path, 500_000)), "-i", str(bed.inventory_path))
+    job_id = _wait_running(tmp_path, farm)
+    time.sleep(1.0)
+    farm.send_signal(signal.SIGINT)
+    _, stderr = farm.communicate(timeout=300)
+    assert farm.returncode == 130, stderr
+    assert "cancelling" in stderr and "Traceback" not in stderr
+    store = Store(tmp_path / "farm.db", readonly=True)
+    assert store.job(job_id).state is JobState.CANCELLED
+    assert set(store.counts(job_id)) == {TaskState.CANCELLED}
+    cache = bed.board_specs()[0]["cache_dir"]
+    deadline = time.time() + 30
+    while _engines(cache) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _engines(cache)  # the engine was stopped, not left measuring
+    assert not Path(f"{tmp_path / 'farm.db'}-wal").exists() or not os.path.getsize(
+        f"{tmp_path / 'farm.db'}-wal"
+    )  # and the store was closed cleanly
+
+
+def test_a_killed_farms_job_is_marked_interrupted_and_resumes(make_testbed, tmp_path):
+    bed = make_testbed(n=1)
+    farm = _farm(tmp_path, "submit", str(_job(tmp_path, 30_000)), "-i", str(bed.inventory_path))
+    job_id = _wait_running(tmp_path, farm)
+    farm.kill()  # SIGKILL: no word to anyone; its Ray dies with it
+    farm.communicate(timeout=60)
+    before = Store(tmp_path / "farm.db", readonly=True)
+    assert before.job(job_id).state is JobState.RUNNING  # as it was left
+    assert before.job(job_id).owner["pid"] == farm.pid
+    deadline = time.time() + 60  # the killed farm's Ray processes go with it
+    while time.time() < deadline:
+        writer = Store(tmp_path / "farm.db")  # the next farm that opens the store
+        state = writer.job(job_id).state
+        writer.close()
+        if state is JobState.INTERRUPTED:
+            break
+        time.sleep(0.5)
+    assert state is JobState.INTERRUPTED
+    counts = Store(tmp_path / "farm.db", readonly=True).counts(job_id)
+    assert TaskState.RUNNING not in counts and TaskState.DEPLOYING not in counts
+    resumed = _farm(tmp_path, "resume", job_id)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "resuming" in err
+    after = Store(tmp_path / "farm.db", readonly=True)
+    assert after.job(job_id).state is JobState.DONE
+    assert set(after.counts(job_id)) == {TaskState.DONE}

@@ -1,0 +1,158 @@
+"""The board lease: one measurement per board across processes, farms and hosts.
+
+The unit tests drive the board-side holder (``python -m farm.engine lease``)
+through the real local transport; the last test runs two embedded ``farm submit``
+on the same sshd boards at once and checks, from the markers each stored, that
+no two measurements ever overlapped on a board.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import yaml
+
+from farm.errors import BoardBusy
+from farm.scheduler.lease import BoardLease, holder
+from farm.spec import Board
+from farm.store import Store
+from farm.transport import connect
+
+LOCAL = Board.model_validate({"name": "here", "processors": [{"name": "cpu"}]})
+
+
+def _process(path, ttl: float = 60):
+    """A board-side lease process for the lock file ``path``, on this machine."""
+    argv = [sys.executable, "-m", "farm.engine", "lease", str(path), f"--ttl={ttl:g}"]
+    return connect(LOCAL).open_process(argv)
+
+
+def _lease(channel, task: str, *, wait_s: float = 30, log=None) -> BoardLease:
+    return BoardLease(
+        channel,
+        60,
+        who=holder(task, "job-x"),
+        board="here",
+        wait_s=wait_s,
+        log=log or (lambda line: None),
+    )
+
+
+def test_a_second_holder_is_told_who_holds_the_board(tmp_path):
+    lines: list[str] = []
+    mine, theirs = _process(tmp_path / "lease"), _process(tmp_path / "lease")
+    with (
+        _lease(mine, "task-a"),
+        pytest.raises(BoardBusy) as caught,
+        _lease(theirs, "task-b", wait_s=0.5, log=lines.append),
+    ):
+        pytest.fail("two holders at once")
+    assert "task-a" in str(caught.value) and f"pid {os.getpid()}" in str(caught.value)
+    assert lines and "here is in use by host" in lines[0] and "task-a" in lines[0]
+    assert not theirs.alive  # a lease given up on is killed: it must not take the lock later
+    with _lease(_process(tmp_path / "lease"), "task-c", wait_s=5):  # released: free at once
+        pass
+    mine.close()
+
+
+def test_one_process_takes_and_releases_the_lock_for_task_after_task(tmp_path):
+    mine, theirs = _process(tmp_path / "lease"), _process(tmp_path / "lease")
+    for n in range(3):
+        with _lease(mine, f"task-{n}"):
+            pass
+        with _lease(theirs, f"other-{n}", wait_s=5):  # free between our tasks
+            pass
+    assert mine.alive and theirs.alive
+    mine.close()
+    theirs.close()
+
+
+def test_the_lock_frees_itself_when_its_holder_is_killed(tmp_path):
+    first = _process(tmp_path / "lease")
+    _lease(first, "task-a").__enter__()
+    got: list[float] = []
+
+    def second():
+        with _lease(_process(tmp_path / "lease"), "task-b", wait_s=60):
+            got.append(time.monotonic())
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    time.sleep(0.5)
+    assert not got  # still held
+    killed = time.monotonic()
+    os.kill(first.proc.pid, signal.SIGKILL)  # the holder dies without a word
+    waiter.join(30)
+    assert got and got[0] >= killed
+
+
+def test_a_holder_that_stops_renewing_loses_the_lock(tmp_path):
+    # a holder whose station hung: stdin stays open, nothing more arrives
+    hung = subprocess.Popen(
+        [sys.executable, "-m", "farm.engine", "lease", str(tmp_path / "lease"), "--ttl=1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        hung.stdin.write(b'{"op": "acquire", "holder": {}}\n')
+        hung.stdin.flush()
+        assert b"held" in hung.stdout.readline()
+        with _lease(_process(tmp_path / "lease"), "task-b", wait_s=30):
+            assert hung.wait(timeout=30) == 0  # it let go by itself
+    finally:
+        hung.kill()
+        hung.wait()
+
+
+def test_two_embedded_farms_never_measure_on_one_board_at_once(testbed, tmp_path):
+    job = {
+        "version": 1,
+        "name": "shared",
+        "models": ["kws", "svhn"],
+        "targets": [{"boards": ["board0", "board1"]}],
+        "variants": {"threads": [1, 2]},
+        "measure": {"iterations": 200, "warmup": 2, "layers": False, "memory": False},
+    }
+    job_path = tmp_path / "job.yaml"
+    job_path.write_text(yaml.safe_dump(job))
+    farms = []
+    for n in (1, 2):
+        env = {**os.environ, "FARM_CACHE": str(tmp_path / f"cache{n}"), "COLUMNS": "200"}
+        env.pop("RAY_ADDRESS", None)
+        argv = ["submit", str(job_path), "-i", str(testbed.inventory_path), "--quiet"]
+        argv += ["--db", str(tmp_path / f"farm{n}.db")]
+        farms.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "farm.cli", *argv],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for farm in farms:
+        _out, err = farm.communicate(timeout=600)
+        assert farm.returncode == 0, err[-2000:]
+    spans: dict[str, list[tuple[int, int, str]]] = {}
+    for n in (1, 2):
+        store = Store(tmp_path / f"farm{n}.db")
+        tasks = store.tasks(store.job("latest").id)
+        assert len(tasks) == 8 and all(t.state == "done" for t in tasks)
+        for t in tasks:
+            m = store.markers(t.id)
+            kinds = [m["kinds"][k] for k in m["kind"]]
+            begin = m["t_ns"][kinds.index("task_begin")]
+            end = m["t_ns"][kinds.index("task_end")]
+            spans.setdefault(t.board, []).append((begin, end, f"farm{n}"))
+    for board, found in spans.items():
+        found.sort()
+        assert {f for *_, f in found} == {"farm1", "farm2"}  # both farms measured there
+        for a, b in itertools.pairwise(found):
+            assert a[1] <= b[0], f"{board}: {a} overlaps {b}"
