@@ -512,8 +512,6 @@ def test_the_engine_loads_an_artifact_without_the_zoo(tmp_path: Path) -> None:
         f"""
         import sys
         from farm.engine import artifact
-from farm.engine import package
-from farm.engine.files import sha256_file, zip_bytes
         loaded = artifact.load({str(ref.path)!r})
         print(loaded.meta["params"], loaded.module(loaded.example_input()).shape[1])
         print(sorted(m for m in sys.modules if m.startswith("farm")))
