@@ -400,13 +400,26 @@ def test_module_path_models_round_trip_with_their_layers(
     for name, layer in loaded.layers:
         layer.register_forward_hook(lambda *_, name=name: fired.append(name))
     x = loaded.example_input()
-    # the user's own class, run eagerly: what is timed is what is hooked
+    # the user's own class, run eagerly: that is what the latency pass times, and the
+    # memory probe follows its leaves
     assert (loaded.form, loaded.layer_root) == ("eager", loaded.module)
     assert type(loaded.module) is type(original)
     assert sys.modules[user_package].__file__.startswith(str(shipped))  # from the zip
     with torch.no_grad():
         assert torch.equal(loaded.module(x), original(x))
     assert fired == leaves
+    # the layer pass times a named variant: its export, whose nodes know their modules
+    graph, form = loaded.layer_graph(x)
+    assert form == "exported" and graph is not loaded.module
+    assert isinstance(graph, torch.fx.GraphModule)
+    stacks = {
+        list(n.meta["nn_module_stack"].values())[-1][0]
+        for n in graph.graph.nodes
+        if n.op == "call_function" and n.meta.get("nn_module_stack")
+    }
+    assert set(leaves) <= stacks
+    with torch.no_grad():
+        assert torch.allclose(graph(x), original(x), atol=1e-6)
 
 
 def test_an_edited_package_ships_under_a_new_hash_and_runs_as_edited(
@@ -470,6 +483,9 @@ def test_exported_program_files_round_trip(tmp_path: Path) -> None:
     x = loaded.example_input()
     with torch.no_grad():
         assert torch.allclose(loaded.module(x), model(x), atol=1e-6)
+    # a program runs as its own module, and its layer pass times that same graph
+    assert loaded.form == "exported"
+    assert loaded.layer_graph(x) == (loaded.module, "exported")
     again = zoo.export(ModelRef(name="mine2", program=str(pt2)), cache_dir=tmp_path / "cache")
     assert again == ref
 

@@ -298,7 +298,9 @@ def write(path: str | Path, manifest: Mapping[str, Any], members: Mapping[str, b
 
 
 FORM_EAGER = "eager"  # a module run as written: the zoo's GraphModule, a user's own code
-FORM_EXPORTED = "exported"  # an ExportedProgram's own module (``program.module()``)
+# an ExportedProgram's own module (``program.module()``): a ``program:`` model as given,
+# or the variant of a ``module:`` model whose graph the layer pass times
+FORM_EXPORTED = "exported"
 FORM_UNFLATTENED = "unflattened"  # ``torch.export.unflatten``: leaves to hook, slower
 
 
@@ -311,6 +313,11 @@ class LoadedModel:
     the same model (an exported program's leaves exist only once it is unflattened, which
     runs 2–3× slower), ``layer_module`` is that form and ``layer_form`` its name: the
     latency is the model's own form, the layer pass a named variant, never a substitute.
+    ``graph`` is the model as a ``torch.fx`` graph whose nodes carry their module stack
+    (an exported program's own module): where it is set, the layer pass times its nodes
+    (`farm.engine.graph_layers`) instead of hooking ``layers``. A user's eager module has
+    no such graph of its own; with ``export_layers`` the layer pass gets one from
+    `layer_graph`, a named variant.
     """
 
     module: nn.Module
@@ -319,6 +326,40 @@ class LoadedModel:
     form: str = FORM_EAGER
     layer_module: nn.Module | None = None
     layer_form: str = FORM_EAGER
+    graph: torch.fx.GraphModule | None = None
+    export_layers: bool = False
+    _exports: dict[tuple, torch.fx.GraphModule | Exception] = field(
+        default_factory=dict, repr=False
+    )
+
+    def layer_graph(self, example: Any) -> tuple[torch.fx.GraphModule | None, str]:
+        """The graph whose nodes the layer pass times, and the name of its form; ``None``
+        where the layer pass hooks ``layers`` instead.
+
+        An exported program's graph is the module the latency pass timed. A user's eager
+        module (``export_layers``) is exported here with ``torch.export`` on the task's own
+        input: hooks on its leaves would bill functional work (``torch.relu``, attention's
+        products) to whichever leaf ran next, the graph's nodes say who did it. That export
+        is a variant, form ``exported``, never what the latency reports; it shares the
+        module's weights and is kept for the next task with inputs of the same shapes.
+        torch.export's own error passes through (the caller hooks the leaves instead), and
+        is kept too: a model that cannot be traced is not traced again every task.
+        """
+        if not self.export_layers:
+            return self.graph, self.form
+        args = example if isinstance(example, tuple) else (example,)
+        key = tuple((tuple(t.shape), t.dtype, str(t.device)) for t in args)
+        if key not in self._exports:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations
+                    self._exports[key] = torch.export.export(self.module, args).module()
+            except Exception as exc:  # torch.export raises many types; all mean "cannot"
+                self._exports[key] = exc
+        found = self._exports[key]
+        if isinstance(found, Exception):
+            raise found
+        return found, FORM_EXPORTED
 
     @property
     def layer_root(self) -> nn.Module:
@@ -422,8 +463,9 @@ def _load_module(archive: zipfile.ZipFile, manifest: Mapping[str, Any], path: Pa
 
     The package must sit beside the artifact as ``<package_sha256>.pkg`` and hash to that
     name (the manifest, inside the hashed artifact, says which), or nothing of it is
-    imported. Leaf modules are hooked for the layer pass, as for zoo models; a leaf the
-    forward never calls (a fused fast path, a weight read directly) shows zero calls.
+    imported. The latency pass times this module as the user wrote it; the layer pass
+    times its export (`LoadedModel.layer_graph`), and hooks the leaves listed here only
+    where torch.export cannot trace it. The memory probe follows those leaves.
     """
     digest, factory_path = manifest.get("package_sha256"), manifest.get("factory")
     if not isinstance(digest, str) or not _SHA.match(digest) or not isinstance(factory_path, str):
@@ -451,18 +493,18 @@ def _load_module(archive: zipfile.ZipFile, manifest: Mapping[str, Any], path: Pa
         for name, sub in module.named_modules()
         if name and next(sub.children(), None) is None
     ]
-    return LoadedModel(module, leaves or [("model", module)], form=FORM_EAGER)
+    return LoadedModel(module, leaves or [("model", module)], form=FORM_EAGER, export_layers=True)
 
 
 def _load_program(archive: zipfile.ZipFile, path: Path) -> LoadedModel:
-    """Load a torch.export program: its own module is timed, its unflattened form hooked.
+    """Load a torch.export program: its own module is timed, and its graph's nodes.
 
     ``program.module()`` is the program as exported (one flat graph); that is the model
-    measured. Leaves of the unflattened module are the user's own leaf modules, and
-    forward hooks on them fire in call order, so the layer pass runs that form as a named
-    variant. Work a module does itself (functional ops in its ``forward``) belongs to no
-    leaf. When unflatten fails or finds no submodules, the whole program is one layer
-    named ``program``.
+    measured, and the layer pass times that graph's nodes (``graph``), billed to the
+    modules on each node's stack. The unflattened module (the user's own module
+    hierarchy, 2–3× slower) is kept for the memory probe, which follows activations
+    through module outputs. When unflatten fails or finds no submodules, the whole
+    program is one layer named ``program``.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations
@@ -474,7 +516,9 @@ def _load_program(archive: zipfile.ZipFile, path: Path) -> LoadedModel:
         try:
             module: nn.Module = torch.export.unflatten(program)
         except Exception:  # unflatten is best effort: fall back to the whole program
-            return LoadedModel(exported, [("program", exported)], form=FORM_EXPORTED)
+            return LoadedModel(
+                exported, [("program", exported)], form=FORM_EXPORTED, graph=exported
+            )
     # InterpreterModules default to running through torch.fx.Interpreter (about 4x slower
     # per call on a small MLP); the generated code computes the same thing.
     for sub in module.modules():
@@ -499,7 +543,12 @@ def _load_program(archive: zipfile.ZipFile, path: Path) -> LoadedModel:
         if name in types:
             sub.farm_layer_type = types[name]
     if not leaves:
-        return LoadedModel(exported, [("program", exported)], form=FORM_EXPORTED)
+        return LoadedModel(exported, [("program", exported)], form=FORM_EXPORTED, graph=exported)
     return LoadedModel(
-        exported, leaves, form=FORM_EXPORTED, layer_module=module, layer_form=FORM_UNFLATTENED
+        exported,
+        leaves,
+        form=FORM_EXPORTED,
+        layer_module=module,
+        layer_form=FORM_UNFLATTENED,
+        graph=exported,
     )

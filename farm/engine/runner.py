@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from farm.engine import board, host, layers, memory, process, pulse, stats
+from farm.engine import board, graph_layers, host, layers, memory, process, pulse, stats
 from farm.engine.markers import (
     COLD_BEGIN,
     COLD_END,
@@ -183,6 +183,8 @@ class _Task:
         self.env["model"] = dict(getattr(model, "meta", {}) or {})
         self.result["model_form"] = getattr(model, "form", "eager")
         module, leaf_layers = model.module, list(model.layers)
+        # the class the latency pass times: a module: model's is the user's own
+        self.env["model_class"] = f"{type(module).__module__}.{type(module).__qualname__}"
         self.layer_names = [name for name, _ in leaf_layers]
         self.layer_types = [layers.layer_type(mod) for _, mod in leaf_layers]
         example = model.example_input(device, batch=req.batch)
@@ -194,6 +196,9 @@ class _Task:
             cold = time_inferences(run_once, 1, sync)
         self.markers.add(cold.mono_begin[0], COLD_BEGIN)
         self.markers.add(cold.mono_end[0], COLD_END)
+        # a module: model is exported for its layer pass here, so that tracing's memory
+        # counts as loading's, not inference's
+        graph, graph_form = self._layer_graph(model, example) if req.layers else (None, "")
         if req.memory:  # what loading took; from here on the high-water mark is inference's
             self.mem["load_peak_rss_mb"] = memory.peak_rss_mb()
             self.mem["hwm_reset"] = memory.reset_peak_rss()
@@ -211,7 +216,10 @@ class _Task:
         self.result["latency"] = stats.summarize(timed.latencies_ms(), cold.latencies_ms()[0])
         self.env["gc_paused_while_timing"] = True
 
-        if req.layers and leaf_layers:
+        if graph is not None:
+            self._graph_layer_pass(graph, example, sync)
+            self.result["layer_pass"]["model_form"] = graph_form
+        elif req.layers and leaf_layers:
             layer_run = run_once if layer_root is module else forward_fn(layer_root, example)
             self._layer_pass(layer_run, leaf_layers, probe, device, sync)
             self.result["layer_pass"]["model_form"] = getattr(model, "layer_form", "eager")
@@ -291,7 +299,40 @@ class _Task:
         with torch.inference_mode():
             lp = layers.run_layer_pass(run_once, leaf_layers, self.req.layer_iterations, sync)
         layers.add_markers(lp, self.markers)
-        rows, summary = layers.summarize(lp, infos, interval)
+        self._layer_result(*layers.summarize(lp, infos, interval))
+
+    def _layer_graph(self, model: Any, example: Any) -> tuple[torch.fx.GraphModule | None, str]:
+        """The graph the layer pass times node by node and its form (`LoadedModel.layer_graph`),
+        or ``None``: hook the leaf layers. A model torch.export cannot trace is still
+        measured; a warning says its layer pass hooked the leaves instead."""
+        layer_graph = getattr(model, "layer_graph", None)
+        if layer_graph is None:
+            return None, ""
+        try:
+            return layer_graph(example)
+        except Exception as exc:  # torch.export refuses much that eager code does, many ways
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            self.warnings.append(
+                f"layer pass: torch.export could not trace the model ({reason}); "
+                "its leaf modules were hooked instead"
+            )
+            return None, ""
+
+    def _graph_layer_pass(
+        self, graph: torch.fx.GraphModule, example: Any, sync: Callable[[], None] | None
+    ) -> None:
+        """Time every node of an exported graph (see `farm.engine.graph_layers`)."""
+        plan = graph_layers.Plan.of(graph)
+        infos = plan.infos(graph)
+        self.layer_names = [info.name for info in infos]
+        self.layer_types = [info.type for info in infos]
+        with torch.inference_mode():
+            lp = graph_layers.run_graph_pass(graph, example, self.req.layer_iterations, sync)
+        graph_layers.add_markers(lp, plan, self.markers)
+        self._layer_result(*graph_layers.summarize(lp, plan, infos))
+
+    def _layer_result(self, rows: list[dict], summary: dict) -> None:
+        """Record a layer pass's rows and summary, with the checks a reader must see."""
         # against the latency pass too: taken at another time, so for reference only
         summary["layer_sum_vs_latency"] = (
             summary["layer_sum_ms"] / self.result["latency"]["median_ms"]
