@@ -7,13 +7,15 @@ The order of steps matters and is fixed:
 2. the optional sync pulse,
 3. load the artifact (or take it from the warm engine's cache) onto the device,
 4. refuse early if the parameters alone exceed the memory available,
-5. the cold inference — the very first forward after load, un-instrumented;
-   the RSS high-water mark so far is the *loader's* peak, and it is reset here
-   so that ``peak_rss_mb`` is inference's alone,
+5. the cold inference — the very first forward after load, un-instrumented —
+   then, for a ``module:`` model, its export for the layer pass; the RSS
+   high-water mark so far is the *loader's* peak, and it is reset here so that
+   ``peak_rss_mb`` is inference's alone,
 6. one instrumented forward measuring peak live activations; refuse with
    ``does_not_fit`` if parameters + peak exceed the memory available,
 7. warmup, then the latency pass (one inference at a time),
-8. the per-layer pass (hooked forwards interleaved with unhooked ones),
+8. the per-layer pass (instrumented forwards interleaved with plain ones: hooks
+   on a zoo graph's layers, ticks between an exported graph's nodes),
 9. the sync pulse again, peak RSS, the board's state after, and the result
    with the warnings a reader must see (a busy board, a layer sum off by >5%).
 
