@@ -4,6 +4,7 @@ A board's cache looks like::
 
     <cache_dir>/engine/<sha256>.zip        the engine (``python3 <sha>.zip serve``)
     <cache_dir>/artifacts/<sha256>.farm    model artifacts
+    <cache_dir>/artifacts/<sha256>.pkg     a user's model package (zip), beside its artifact
     <cache_dir>/files/<sha256><ext>        anything else
 
 Because a name *is* the content's hash, a file that is there with the right hash
@@ -23,7 +24,6 @@ Only POSIX tools run on the board (``sha256sum``, ``mkdir``, ``mv``, ``rm``,
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import secrets
@@ -40,11 +40,13 @@ from pydantic import BaseModel, ConfigDict
 
 import farm
 from farm.engine import files
+from farm.engine.package import PACKAGE_SUFFIX
 from farm.errors import DeployGroupError, TransportError, TransportTimeout
 from farm.transport import Transport, connect
 
-KINDS = {".zip": "engine", ".farm": "artifacts"}
-"""Cache sub-directory by file extension; anything else goes to ``files``."""
+KINDS = {".zip": "engine", ".farm": "artifacts", PACKAGE_SUFFIX: "artifacts"}
+"""Cache sub-directory by file extension; anything else goes to ``files``. A user's
+package sits beside the artifacts, where the engine looks for it."""
 
 COMMAND_TIMEOUT_S = 120.0
 _TMP = ".tmp-"
@@ -106,14 +108,7 @@ def build_engine_zip(out_dir: str | Path) -> Path:
     for py in sorted((package / "engine").glob("*.py")):
         sources[f"farm/engine/{py.name}"] = py.read_bytes()
     data = files.zip_bytes(sorted(sources.items()), compression=zipfile.ZIP_DEFLATED)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{hashlib.sha256(data).hexdigest()}.zip"
-    if not target.exists():
-        tmp = target.with_name(target.name + _TMP + secrets.token_hex(4))
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    return target
+    return files.store(data, out_dir, ".zip")
 
 
 # -- where things live on the board --------------------------------------------------------

@@ -122,37 +122,139 @@ def test_models_list_and_schema():
     assert farm("schema", "nonsense").returncode == 2
 
 
-def test_a_users_own_model_runs_the_same_way(tmp_path, env):
-    (tmp_path / "mymodels.py").write_text(
-        "from torch import nn\n"
-        "def build():\n"
-        "    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))\n"
-    )
+_USER_NETS = """\
+from torch import nn
+from torch.nn import functional as F
+
+
+class Residual(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.a = nn.Conv2d(width, width, 3, padding=1)
+        self.b = nn.Conv2d(width, width, 3, padding=1)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(x + self.b(F.relu(self.a(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+"""
+
+
+def test_a_users_own_models_run_as_their_eager_code(tmp_path, env):
+    """``module:`` models run on the board as the user's own code, their package shipped
+    beside the artifact under its sha256; an edited package ships again."""
+    import zipfile
+
+    from farm.engine.files import sha256_file
+
+    nets = tmp_path / "usernets" / "nets.py"
+    nets.parent.mkdir()
+    (nets.parent / "__init__.py").write_text("")
+    nets.write_text(_USER_NETS)
     job = write(
         tmp_path / "job.yaml",
         """\
         version: 1
         name: mine
         models:
-          - {name: mine, module: "mymodels:build", input_shape: [1, 16]}
+          - {name: mine, module: "usernets.nets:mlp", input_shape: [1, 16]}
+          - {name: resid, module: "usernets.nets:Residual", input_shape: [1, 3, 16, 16],
+             options: {width: 6}}
         targets: [{boards: [local]}]
         measure: {iterations: 30, warmup: 2, layer_iterations: 3}
         """,
     )
-    proc = farm("submit", str(job), "--quiet", cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    data = json.loads(farm("results", "latest", "--format", "json", env=env).stdout)
-    result = data["results"][0]["result"]
+    # after an edit, only what ships and runs matters: one model, no layer pass
+    again_job = write(
+        tmp_path / "again.yaml",
+        """\
+        version: 1
+        name: again
+        models: [{name: mine, module: "usernets.nets:mlp", input_shape: [1, 16]}]
+        targets: [{boards: [local]}]
+        measure: {iterations: 30, warmup: 2, layers: false}
+        """,
+    )
+    board = tmp_path / "board"
+    inv = write(
+        tmp_path / "inv.yaml",
+        f"""\
+        version: 1
+        boards:
+          - name: local
+            transport: local
+            cache_dir: {board}
+            processors: [{{name: cpu, device: cpu, threads: 1}}]
+        """,
+    )
+
+    def submit(job: Path) -> dict[str, dict]:
+        proc = farm("submit", str(job), "-i", str(inv), "--quiet", cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        data = json.loads(farm("results", "latest", "--format", "json", env=env).stdout)
+        return {r["model"]: r["result"] for r in data["results"]}
+
+    def shipped() -> dict[str, bytes]:
+        """Each package in the board's cache, by name, with its nets.py; names are hashes."""
+        found = {}
+        for pkg in (board / "artifacts").glob("*.pkg"):
+            assert pkg.name == f"{sha256_file(pkg)}.pkg"
+            with zipfile.ZipFile(pkg) as zf:
+                assert zf.namelist() == ["usernets/__init__.py", "usernets/nets.py"]
+                found[pkg.name] = zf.read("usernets/nets.py")
+        return found
+
+    results = submit(job)
+    assert set(results) == {"mine", "resid"}
+    for result in results.values():  # timed as written; the layer pass ran a named export
+        assert result["model_form"] == "eager"
+        assert result["layer_pass"]["model_form"] == "exported"
+        assert result["layer_pass"]["attribution"] == "graph nodes"
+        assert result["env"]["threads"] == 1
+        assert not any("torch.export" in w for w in result["warnings"])
+    mine = results["mine"]
     # the graph's own entry/exit is the last row
-    assert [row["type"] for row in result["layers"]] == ["Linear", "ReLU", "Linear", "Graph"]
-    assert [row["params"] for row in result["layers"]] == [16 * 32 + 32, 0, 32 * 4 + 4, 0]
-    # ReLU on 32 numbers costs about what a hook pair does, so its time may net to zero;
+    assert [row["type"] for row in mine["layers"]] == ["Linear", "ReLU", "Linear", "Graph"]
+    assert [row["kind"] for row in mine["layers"]] == ["linear", "nonlinear", "linear", "graph"]
+    assert [row["params"] for row in mine["layers"]] == [16 * 32 + 32, 0, 32 * 4 + 4, 0]
+    # ReLU on 32 numbers costs about what a tick does, so its time may net to zero;
     # what must hold is that it is counted as the nonlinear layer
-    assert [row["nonlinear"] for row in result["layers"]] == [False, True, False, False]
-    assert 0.0 <= result["layer_pass"]["nonlinear_share"] <= 1.0
-    # timed as the user's exported program; the layer pass timed the same graph's nodes
-    assert result["model_form"] == "exported"
-    assert result["layer_pass"]["model_form"] == "exported"
+    assert [row["nonlinear"] for row in mine["layers"]] == [False, True, False, False]
+    relu = mine["layers"][1]
+    assert mine["layer_pass"]["nonlinear_share"] == pytest.approx(relu["share"])
+    assert [row["input_bytes"] for row in mine["layers"][:3]] == [4 * 16, 4 * 32, 4 * 32]
+    # the functional ReLUs and the skip addition are the root module's own work
+    resid_rows = {(row["module"], row["kind"], row["type"]) for row in results["resid"]["layers"]}
+    assert resid_rows >= {
+        ("stem", "conv", "Conv2d"),
+        ("a", "conv", "Conv2d"),
+        ("b", "conv", "Conv2d"),
+        ("head", "linear", "Linear"),
+        ("", "nonlinear", "Residual"),
+        ("", "elementwise", "Residual"),
+    }
+    first = shipped()
+    assert list(first.values()) == [_USER_NETS.encode()]
+    for name, result in results.items():  # every model ran from the package shipped
+        model = result["env"]["model"]
+        assert model["kind"] == "module" and model["factory"].startswith("usernets.nets:")
+        assert list(first) == [f"{model['package_sha256']}.pkg"], name
+    assert results["resid"]["env"]["model_class"] == "usernets.nets.Residual"
+
+    nets.write_text(_USER_NETS + "\n# edited\n")
+    (edited,) = submit(again_job).values()
+    assert edited["model_form"] == "eager" and edited["layer_pass"] is None
+    again = shipped()
+    assert len(again) == 2 and set(first) < set(again)
+    assert sorted(again.values()) == sorted(
+        [_USER_NETS.encode(), (_USER_NETS + "\n# edited\n").encode()]
+    )
 
 
 def _piped(*args: str, tmp_path: Path):

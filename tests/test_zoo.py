@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ import torch
 from torch import nn
 
 from farm import zoo
-from farm.engine import artifact
+from farm.engine import artifact, package
+from farm.engine.files import sha256_file, zip_bytes
 from farm.errors import UserError
 from farm.zoo.registry import Registry
 from farm.zoo.user import load_factory
@@ -378,10 +380,17 @@ def test_module_path_models_round_trip_with_their_layers(
     first = zoo.export(ref, cache_dir=tmp_path / "cache")
     assert zoo.export(ref, cache_dir=tmp_path / "cache").sha256 == first.sha256
     loaded = artifact.load(first.path)
-    assert loaded.meta["kind"] == "program"
+    assert loaded.meta["kind"] == "module"
     assert loaded.meta["params"] == first.params == params
     assert loaded.meta["activation"] is None
     assert loaded.meta["source"] == f"module {user_package}:{factory}"
+    assert loaded.meta["factory"] == f"{user_package}:{factory}"
+    # the user's module ships beside the artifact, named by its hash
+    (shipped,) = first.companions
+    assert shipped.parent == first.path.parent
+    assert shipped.name == f"{loaded.meta['package_sha256']}.pkg" == f"{sha256_file(shipped)}.pkg"
+    with zipfile.ZipFile(shipped) as zf:
+        assert zf.namelist() == [f"{user_package}.py"]
 
     torch.manual_seed(0)  # export's default seed
     original = load_factory(f"{user_package}:{factory}")(**options).eval()
@@ -391,11 +400,72 @@ def test_module_path_models_round_trip_with_their_layers(
     for name, layer in loaded.layers:
         layer.register_forward_hook(lambda *_, name=name: fired.append(name))
     x = loaded.example_input()
-    assert (loaded.form, loaded.layer_form) == ("exported", "unflattened")
+    # the user's own class, run eagerly: that is what the latency pass times, and the
+    # memory probe follows its leaves
+    assert (loaded.form, loaded.layer_root) == ("eager", loaded.module)
+    assert type(loaded.module) is type(original)
+    assert sys.modules[user_package].__file__.startswith(str(shipped))  # from the zip
     with torch.no_grad():
-        assert torch.allclose(loaded.module(x), original(x), atol=1e-6)  # what is timed
-        assert torch.allclose(loaded.layer_root(x), original(x), atol=1e-6)  # what is hooked
+        assert torch.equal(loaded.module(x), original(x))
     assert fired == leaves
+    # the layer pass times a named variant: its export, whose nodes know their modules
+    graph, form = loaded.layer_graph(x)
+    assert form == "exported" and graph is not loaded.module
+    assert isinstance(graph, torch.fx.GraphModule)
+    stacks = {
+        list(n.meta["nn_module_stack"].values())[-1][0]
+        for n in graph.graph.nodes
+        if n.op == "call_function" and n.meta.get("nn_module_stack")
+    }
+    assert set(leaves) <= stacks
+    with torch.no_grad():
+        assert torch.allclose(graph(x), original(x), atol=1e-6)
+
+
+def test_an_edited_package_ships_under_a_new_hash_and_runs_as_edited(
+    user_package: str, tmp_path: Path
+) -> None:
+    """The artifact names its package's hash; editing a file changes both, and the
+    module loaded is the edited one even in a process that imported the old."""
+    ref = ModelRef(name="mine", module=f"{user_package}:mlp", input_shape=[1, 16])
+    first = zoo.export(ref, cache_dir=tmp_path / "cache")
+    assert artifact.load(first.path).module[1].__class__ is nn.ReLU
+    source = next(p for p in sys.path if (Path(p) / f"{user_package}.py").exists())
+    edited = Path(source) / f"{user_package}.py"
+    edited.write_text(edited.read_text().replace("nn.ReLU()", "nn.Tanh()"))
+    second = zoo.export(ref, cache_dir=tmp_path / "cache")
+    assert second.sha256 != first.sha256
+    assert second.companions[0].name != first.companions[0].name
+    assert artifact.load(second.path).module[1].__class__ is nn.Tanh
+    # each artifact runs its own package: the first one still loads the ReLU version
+    assert artifact.load(first.path).module[1].__class__ is nn.ReLU
+
+
+def test_a_module_artifact_refuses_a_missing_or_tampered_package(
+    user_package: str, tmp_path: Path
+) -> None:
+    ref = ModelRef(name="mine", module=f"{user_package}:mlp", input_shape=[1, 16])
+    exported = zoo.export(ref, cache_dir=tmp_path / "cache")
+    (shipped,) = exported.companions
+    good = shipped.read_bytes()
+    shipped.write_bytes(good + b"\0")
+    with pytest.raises(artifact.ArtifactError, match="refusing a corrupted package"):
+        artifact.load(exported.path)
+    shipped.unlink()
+    with pytest.raises(artifact.ArtifactError, match="not beside it"):
+        artifact.load(exported.path)
+
+
+def test_a_shipped_package_never_shadows_a_module_already_imported(tmp_path: Path) -> None:
+    """On a board, a name already in sys.modules is a library the engine runs on."""
+    shipped = tmp_path / "x.pkg"
+    shipped.write_bytes(zip_bytes([("pytest/__init__.py", b"")], compression=zipfile.ZIP_STORED))
+    before = list(sys.path)
+    with pytest.raises(ValueError, match="already imported"):
+        package.activate(shipped, "pytest.plugin:build", replace_imported=False)
+    assert sys.path == before and "pytest" in sys.modules
+    with pytest.raises(ValueError, match="cannot ship"):
+        package.activate(shipped, "torch.nn:Linear", replace_imported=True)
 
 
 def test_exported_program_files_round_trip(tmp_path: Path) -> None:
@@ -413,6 +483,9 @@ def test_exported_program_files_round_trip(tmp_path: Path) -> None:
     x = loaded.example_input()
     with torch.no_grad():
         assert torch.allclose(loaded.module(x), model(x), atol=1e-6)
+    # a program runs as its own module, and its layer pass times that same graph
+    assert loaded.form == "exported"
+    assert loaded.layer_graph(x) == (loaded.module, "exported")
     again = zoo.export(ModelRef(name="mine2", program=str(pt2)), cache_dir=tmp_path / "cache")
     assert again == ref
 
@@ -431,8 +504,10 @@ def test_user_model_mistakes_are_user_errors(user_package: str, tmp_path: Path) 
         export(module="no_such_package_xyz:mlp", input_shape=[1, 16])
     with pytest.raises(UserError, match=r"package\.module:factory"):
         export(module="no_colon", input_shape=[1, 16])
-    with pytest.raises(UserError, match=r"torch\.export failed"):
+    with pytest.raises(UserError, match=r"forward on input_shape \[1, 3\] failed"):
         export(module=f"{user_package}:mlp", input_shape=[1, 3])
+    with pytest.raises(UserError, match="cannot ship"):
+        export(module="json:loads", input_shape=[1, 16])
     with pytest.raises(UserError, match="zoo models only"):
         zoo.export(
             ModelRef(name="m", module=f"{user_package}:mlp", input_shape=[1, 16]),

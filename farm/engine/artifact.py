@@ -4,8 +4,9 @@ Layout of format ``farm-artifact/1`` (every member stored, timestamps fixed at 1
 so the bytes and therefore the sha256 depend only on the content)::
 
     manifest.json   format, kind, name, source, params, activation, input_shape, dtype,
-                    options, seed, and for kind "graph" the graph description
-    weights.pt      kind "graph":   the state_dict, written by ``torch.save``
+                    options, seed, and for kind "graph" the graph description, for kind
+                    "module" the ``factory`` ("pkg.mod:attr") and ``package_sha256``
+    weights.pt      kinds "graph" and "module": the state_dict, written by ``torch.save``
     program.pt2     kind "program": a ``torch.export.save``'d ExportedProgram
 
 Why two kinds. The paper's models (``farm.zoo``) are small chains and trees of standard
@@ -13,8 +14,11 @@ layers, so they travel as a *graph description* of whitelisted ``torch.nn`` laye
 state_dict: the board rebuilds real ``nn.Conv2d`` / ``nn.Linear`` modules, the per-layer pass
 hooks exactly the layers the paper's tables name, and nothing executable is unpickled
 (``torch.load(weights_only=True)``). A user's own model can be anything, so it travels as a
-``torch.export`` program; the board unflattens it back into its module hierarchy to find
-leaf layers to hook.
+``torch.export`` program when the user gave one (``program:``), timed as the program's own
+module. A factory the user gave (``module:``) runs as their own eager code: kind "module"
+names the factory and the sha256 of their package zip, which sits beside the artifact as
+``<sha256>.pkg`` (`farm.engine.package`); the board checks that hash, imports the zip, calls
+the factory and loads the seeded weights (``weights_only=True``) into what it built.
 
 Why a whitelist. The description names layer types by string. Resolving such strings with
 ``getattr(torch.nn, name)`` would let a file pick any callable; ``_LAYERS`` below is the
@@ -41,6 +45,7 @@ import torch
 from torch import nn
 
 from farm.engine.files import sha256_file, zip_bytes
+from farm.engine.package import PACKAGE_SUFFIX, activate, resolve, seeded_call
 
 FORMAT = "farm-artifact/1"
 MANIFEST = "manifest.json"
@@ -48,11 +53,13 @@ WEIGHTS = "weights.pt"
 PROGRAM = "program.pt2"
 KIND_GRAPH = "graph"
 KIND_PROGRAM = "program"
+KIND_MODULE = "module"
 
 # Seed of ``LoadedModel.example_input``: every board feeds the same numbers.
 INPUT_SEED = 0
 
 _SHA_NAME = re.compile(r"^([0-9a-f]{64})\.farm$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}
 
@@ -290,8 +297,10 @@ def write(path: str | Path, manifest: Mapping[str, Any], members: Mapping[str, b
     Path(path).write_bytes(zip_bytes(entries, compression=zipfile.ZIP_STORED))
 
 
-FORM_EAGER = "eager"  # the zoo's graph: real torch.nn layers run by GraphModule
-FORM_EXPORTED = "exported"  # an ExportedProgram's own module (``program.module()``)
+FORM_EAGER = "eager"  # a module run as written: the zoo's GraphModule, a user's own code
+# an ExportedProgram's own module (``program.module()``): a ``program:`` model as given,
+# or the variant of a ``module:`` model whose graph the layer pass times
+FORM_EXPORTED = "exported"
 FORM_UNFLATTENED = "unflattened"  # ``torch.export.unflatten``: leaves to hook, slower
 
 
@@ -306,7 +315,9 @@ class LoadedModel:
     latency is the model's own form, the layer pass a named variant, never a substitute.
     ``graph`` is the model as a ``torch.fx`` graph whose nodes carry their module stack
     (an exported program's own module): where it is set, the layer pass times its nodes
-    (`farm.engine.graph_layers`) instead of hooking ``layers``.
+    (`farm.engine.graph_layers`) instead of hooking ``layers``. A user's eager module has
+    no such graph of its own; with ``export_layers`` the layer pass gets one from
+    `layer_graph`, a named variant.
     """
 
     module: nn.Module
@@ -316,6 +327,39 @@ class LoadedModel:
     layer_module: nn.Module | None = None
     layer_form: str = FORM_EAGER
     graph: torch.fx.GraphModule | None = None
+    export_layers: bool = False
+    _exports: dict[tuple, torch.fx.GraphModule | Exception] = field(
+        default_factory=dict, repr=False
+    )
+
+    def layer_graph(self, example: Any) -> tuple[torch.fx.GraphModule | None, str]:
+        """The graph whose nodes the layer pass times, and the name of its form; ``None``
+        where the layer pass hooks ``layers`` instead.
+
+        An exported program's graph is the module the latency pass timed. A user's eager
+        module (``export_layers``) is exported here with ``torch.export`` on the task's own
+        input: hooks on its leaves would bill functional work (``torch.relu``, attention's
+        products) to whichever leaf ran next, the graph's nodes say who did it. That export
+        is a variant, form ``exported``, never what the latency reports; it shares the
+        module's weights and is kept for the next task with inputs of the same shapes.
+        torch.export's own error passes through (the caller hooks the leaves instead), and
+        is kept too: a model that cannot be traced is not traced again every task.
+        """
+        if not self.export_layers:
+            return self.graph, self.form
+        args = example if isinstance(example, tuple) else (example,)
+        key = tuple((tuple(t.shape), t.dtype, str(t.device)) for t in args)
+        if key not in self._exports:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations
+                    self._exports[key] = torch.export.export(self.module, args).module()
+            except Exception as exc:  # torch.export raises many types; all mean "cannot"
+                self._exports[key] = exc
+        found = self._exports[key]
+        if isinstance(found, Exception):
+            raise found
+        return found, FORM_EXPORTED
 
     @property
     def layer_root(self) -> nn.Module:
@@ -358,6 +402,8 @@ def load(path: str | Path) -> LoadedModel:
         if manifest["kind"] == KIND_GRAPH:
             module, layers = _load_graph(archive, manifest, path)
             loaded = LoadedModel(module=module, layers=layers)
+        elif manifest["kind"] == KIND_MODULE:
+            loaded = _load_module(archive, manifest, path)
         else:
             loaded = _load_program(archive, path)
     loaded.meta = {key: value for key, value in manifest.items() if key != "graph"}
@@ -380,7 +426,7 @@ def _read_manifest(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise ArtifactError(f"{path}: format {found!r} is not {FORMAT}")
-    if manifest.get("kind") not in (KIND_GRAPH, KIND_PROGRAM):
+    if manifest.get("kind") not in (KIND_GRAPH, KIND_PROGRAM, KIND_MODULE):
         raise ArtifactError(f"{path}: unknown artifact kind {manifest.get('kind')!r}")
     input_shapes(manifest.get("input_shape"))
     return manifest
@@ -390,18 +436,64 @@ def _load_graph(
     archive: zipfile.ZipFile, manifest: Mapping[str, Any], path: Path
 ) -> tuple[nn.Module, list[tuple[str, nn.Module]]]:
     module = GraphModule.from_description(manifest.get("graph"))
+    _load_weights(module, archive, manifest, path)
+    return module, module.layers()
+
+
+def _load_weights(
+    module: nn.Module, archive: zipfile.ZipFile, manifest: Mapping[str, Any], path: Path
+) -> None:
+    """The artifact's state_dict into ``module`` (tensors only: ``weights_only=True``),
+    every key matched; then eval mode."""
     try:
         state = torch.load(
             io.BytesIO(_member(archive, WEIGHTS, path)), map_location="cpu", weights_only=True
         )
         module.load_state_dict(state, strict=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, TypeError) as exc:
-        raise ArtifactError(f"{path}: weights do not match the graph: {exc}") from exc
+        raise ArtifactError(f"{path}: weights do not match the model: {exc}") from exc
     params = sum(p.numel() for p in module.parameters())
     if params != manifest.get("params"):
         raise ArtifactError(f"{path}: {params} parameters, manifest says {manifest.get('params')}")
     module.eval()
-    return module, module.layers()
+
+
+def _load_module(archive: zipfile.ZipFile, manifest: Mapping[str, Any], path: Path) -> LoadedModel:
+    """A user's eager module: their package, verified, imported; the factory called.
+
+    The package must sit beside the artifact as ``<package_sha256>.pkg`` and hash to that
+    name (the manifest, inside the hashed artifact, says which), or nothing of it is
+    imported. The latency pass times this module as the user wrote it; the layer pass
+    times its export (`LoadedModel.layer_graph`), and hooks the leaves listed here only
+    where torch.export cannot trace it. The memory probe follows those leaves.
+    """
+    digest, factory_path = manifest.get("package_sha256"), manifest.get("factory")
+    if not isinstance(digest, str) or not _SHA.match(digest) or not isinstance(factory_path, str):
+        raise ArtifactError(f"{path}: a module artifact needs factory and package_sha256")
+    shipped = path.parent / f"{digest}{PACKAGE_SUFFIX}"
+    try:
+        found = sha256_file(shipped)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: its package {shipped.name} is not beside it") from exc
+    if found != digest:
+        raise ArtifactError(f"{shipped}: content hashes to {found}, refusing a corrupted package")
+    options = manifest.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise ArtifactError(f"{path}: options must be an object")
+    try:
+        activate(shipped, factory_path, replace_imported=False)
+        module = seeded_call(resolve(factory_path), options, int(manifest.get("seed") or 0))
+    except Exception as exc:  # the user's code may raise anything while building
+        raise ArtifactError(f"{path}: factory {factory_path!r} failed: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ArtifactError(f"{path}: factory {factory_path!r} did not return an nn.Module")
+    _load_weights(module, archive, manifest, path)
+    leaves = [
+        (name, sub)
+        for name, sub in module.named_modules()
+        if name and next(sub.children(), None) is None
+    ]
+    return LoadedModel(module, leaves or [("model", module)], form=FORM_EAGER, export_layers=True)
 
 
 def _load_program(archive: zipfile.ZipFile, path: Path) -> LoadedModel:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import secrets
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,3 +38,26 @@ def zip_bytes(entries: Iterable[tuple[str, bytes]], *, compression: int) -> byte
             info.external_attr = 0o644 << 16
             zf.writestr(info, data)
     return buffer.getvalue()
+
+
+def store(data: bytes, directory: str | Path, suffix: str) -> Path:
+    """Write ``data`` as ``<directory>/<sha256><suffix>``, unless it is already there.
+
+    The name is the content's hash, so an existing file is that content and stays
+    untouched; a new one is written beside under a temporary name, flushed and renamed
+    into place, so a reader sees the whole file or none.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+    if not target.exists():
+        tmp = directory / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target

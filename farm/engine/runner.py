@@ -7,13 +7,15 @@ The order of steps matters and is fixed:
 2. the optional sync pulse,
 3. load the artifact (or take it from the warm engine's cache) onto the device,
 4. refuse early if the parameters alone exceed the memory available,
-5. the cold inference — the very first forward after load, un-instrumented;
-   the RSS high-water mark so far is the *loader's* peak, and it is reset here
-   so that ``peak_rss_mb`` is inference's alone,
+5. the cold inference — the very first forward after load, un-instrumented —
+   then, for a ``module:`` model, its export for the layer pass; the RSS
+   high-water mark so far is the *loader's* peak, and it is reset here so that
+   ``peak_rss_mb`` is inference's alone,
 6. one instrumented forward measuring peak live activations; refuse with
    ``does_not_fit`` if parameters + peak exceed the memory available,
 7. warmup, then the latency pass (one inference at a time),
-8. the per-layer pass (hooked forwards interleaved with unhooked ones),
+8. the per-layer pass (instrumented forwards interleaved with plain ones: hooks
+   on a zoo graph's layers, ticks between an exported graph's nodes),
 9. the sync pulse again, peak RSS, the board's state after, and the result
    with the warnings a reader must see (a busy board, a layer sum off by >5%).
 
@@ -183,6 +185,8 @@ class _Task:
         self.env["model"] = dict(getattr(model, "meta", {}) or {})
         self.result["model_form"] = getattr(model, "form", "eager")
         module, leaf_layers = model.module, list(model.layers)
+        # the class the latency pass times: a module: model's is the user's own
+        self.env["model_class"] = f"{type(module).__module__}.{type(module).__qualname__}"
         self.layer_names = [name for name, _ in leaf_layers]
         self.layer_types = [layers.layer_type(mod) for _, mod in leaf_layers]
         example = model.example_input(device, batch=req.batch)
@@ -194,6 +198,9 @@ class _Task:
             cold = time_inferences(run_once, 1, sync)
         self.markers.add(cold.mono_begin[0], COLD_BEGIN)
         self.markers.add(cold.mono_end[0], COLD_END)
+        # a module: model is exported for its layer pass here, so that tracing's memory
+        # counts as loading's, not inference's
+        graph, graph_form = self._layer_graph(model, example) if req.layers else (None, "")
         if req.memory:  # what loading took; from here on the high-water mark is inference's
             self.mem["load_peak_rss_mb"] = memory.peak_rss_mb()
             self.mem["hwm_reset"] = memory.reset_peak_rss()
@@ -211,10 +218,9 @@ class _Task:
         self.result["latency"] = stats.summarize(timed.latencies_ms(), cold.latencies_ms()[0])
         self.env["gc_paused_while_timing"] = True
 
-        graph = getattr(model, "graph", None)
-        if req.layers and graph is not None:
+        if graph is not None:
             self._graph_layer_pass(graph, example, sync)
-            self.result["layer_pass"]["model_form"] = self.result["model_form"]
+            self.result["layer_pass"]["model_form"] = graph_form
         elif req.layers and leaf_layers:
             layer_run = run_once if layer_root is module else forward_fn(layer_root, example)
             self._layer_pass(layer_run, leaf_layers, probe, device, sync)
@@ -297,10 +303,27 @@ class _Task:
         layers.add_markers(lp, self.markers)
         self._layer_result(*layers.summarize(lp, infos, interval))
 
+    def _layer_graph(self, model: Any, example: Any) -> tuple[torch.fx.GraphModule | None, str]:
+        """The graph the layer pass times node by node and its form (`LoadedModel.layer_graph`),
+        or ``None``: hook the leaf layers. A model torch.export cannot trace is still
+        measured; a warning says its layer pass hooked the leaves instead."""
+        layer_graph = getattr(model, "layer_graph", None)
+        if layer_graph is None:
+            return None, ""
+        try:
+            return layer_graph(example)
+        except Exception as exc:  # torch.export refuses much that eager code does, many ways
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            self.warnings.append(
+                f"layer pass: torch.export could not trace the model ({reason}); "
+                "its leaf modules were hooked instead"
+            )
+            return None, ""
+
     def _graph_layer_pass(
         self, graph: torch.fx.GraphModule, example: Any, sync: Callable[[], None] | None
     ) -> None:
-        """Time every node of an exported program's graph (see `farm.engine.graph_layers`)."""
+        """Time every node of an exported graph (see `farm.engine.graph_layers`)."""
         plan = graph_layers.Plan.of(graph)
         infos = plan.infos(graph)
         self.layer_names = [info.name for info in infos]

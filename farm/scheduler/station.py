@@ -226,7 +226,7 @@ class Station:
         engine = self._engine_zip()
         artifact = self._artifact(task)
         began = time.time()
-        pushed = self._deploy(link, transport, [engine, Path(artifact.path)])
+        pushed = self._deploy(link, transport, [engine, Path(artifact.path), *artifact.companions])
         if pushed:
             tlog(f"deployed {', '.join(pushed)} in {time.time() - began:.2f}s")
         request = self._request(link, task, artifact, payload.task_id)
@@ -293,9 +293,12 @@ class Station:
         key = json.dumps([task.model.model_dump(mode="json"), activation], sort_keys=True)
         with self._export_lock:
             if key not in self._artifacts:
-                self._artifacts[key] = zoo.export(
+                ref = zoo.export(
                     task.model, activation=activation, cache_dir=self.cache_dir / "artifacts"
                 )
+                if task.model.module:  # the user's code may change: package it every time
+                    return ref
+                self._artifacts[key] = ref
             return self._artifacts[key]
 
     def _deploy(self, link: _Link, transport, files: list[Path]) -> list[str]:

@@ -10,10 +10,13 @@ maps what was asked for to the artifact already written, so a second export neit
 rebuilds the model nor rewrites the file. The key covers the model file's own source, so
 editing a model invalidates it. A factory model is always rebuilt (its code lives outside
 farm and may have changed), but an artifact whose bytes already exist is not rewritten.
+Its package zip is rebuilt from the sources each time: an edited file changes its sha256,
+so the manifest, the artifact's name and what deploys all change with it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -28,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from farm.engine import artifact
+from farm.engine import artifact, files, package
 from farm.errors import UserError
 from farm.zoo import user
 from farm.zoo.registry import REGISTRY
@@ -43,6 +46,7 @@ class ArtifactRef:
     name: str
     size_bytes: int
     params: int
+    companions: tuple[Path, ...] = ()  # files that deploy beside it (a user's package)
 
 
 def export(
@@ -139,14 +143,20 @@ def _export_zoo(
 def _export_factory(
     name: str, path: str, options: dict[str, Any], shape: Any, seed: int, cache_dir: Path
 ) -> ArtifactRef:
+    """The user's eager module: seeded weights in the artifact, their package beside it
+    (``<sha256>.pkg``), the factory and its arguments in the manifest for the board."""
     if shape is None:
         raise UserError(f"model {name!r}: a module model needs input_shape (batch first)")
+    shipped = files.store(user.package_zip(path), cache_dir, package.PACKAGE_SUFFIX)
+    # built from the zip that ships, so the weights fit the code the board will run
+    # even when the sources changed since this process first imported them
+    package.activate(shipped, path, replace_imported=True)
     module = user.build_module(path, options, seed)
-    program = user.export_module(module, shape, f"model {name!r}")
+    user.check_forward(module, shape, f"model {name!r}")
     params = _count(module)
     manifest = _manifest(
         name=name,
-        kind=artifact.KIND_PROGRAM,
+        kind=artifact.KIND_MODULE,
         source=f"module {path}",
         params=params,
         activation=None,
@@ -155,7 +165,12 @@ def _export_factory(
         options=_jsonable(options, name),
         seed=seed,
     )
-    return _store(cache_dir, None, manifest, {artifact.PROGRAM: program}, name, params)
+    manifest["factory"] = path
+    manifest["package_sha256"] = shipped.name[: -len(package.PACKAGE_SUFFIX)]
+    weights = io.BytesIO()
+    torch.save(module.state_dict(), weights)
+    ref = _store(cache_dir, None, manifest, {artifact.WEIGHTS: weights.getvalue()}, name, params)
+    return dataclasses.replace(ref, companions=(shipped,))
 
 
 def _export_program(
