@@ -339,14 +339,16 @@ def test_targets_matching_no_healthy_board_fail_at_the_deadline(
         "deadline_s": 3,
         "measure": FAST,
     }
-    started = time.time()
     actor, job_id, store = submit(ray_session, tmp_path, inv, job, quarantine_after=1)
     scheduler_cleanup.append(actor)
-    assert wait(ray_session, actor, job_id, timeout=60).state == "failed"
-    assert time.time() - started < 30
-    errors = [t.error for t in store.tasks(job_id)]
+    # the job ends at its deadline (3 s), long before any task limit; the errors say why
+    # (wall-clock bounds are not asserted: a busy machine stretches them)
+    assert wait(ray_session, actor, job_id, timeout=120).state == "failed"
+    tasks = store.tasks(job_id)
+    errors = [t.error for t in tasks]
     assert any("BoardUnreachable" in e for e in errors)
-    assert any("no healthy board" in e for e in errors)
+    waited = [e for e in errors if "no healthy board" in e]
+    assert waited and all("still at the job's deadline" in e for e in waited)
 
 
 def test_task_logs_record_the_story(ray_session, testbed, tmp_path, scheduler_cleanup):
