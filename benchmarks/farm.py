@@ -21,7 +21,7 @@
    tasks/s (target ≥ 500/s) and the head's peak RSS (scheduler + station actors
    and the Ray head processes this run started; target ≤ 2 GB).
 
-Run: ``python benchmarks/farm.py [--quick]``. Prints a table, then one JSON line.
+Run: ``python benchmarks/farm.py [--quick] [--only scale]``. Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -292,20 +292,9 @@ def _head_peak_rss_mb() -> float:
     return total
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke check")
-    args = parser.parse_args()
-    n_over, sweep_tasks, scale_boards, scale_tasks = (30, 200, 1000, 100_000)
-    if args.quick:
-        n_over, sweep_tasks, scale_boards, scale_tasks = (10, 40, 64, 2_000)
-    load_before = os.getloadavg()
-    root = Path(tempfile.mkdtemp(prefix="farm-bench-"))
-    ray.init(
-        namespace="farm", include_dashboard=False, log_to_driver=False, configure_logging=False
-    )
+def _bed_benchmarks(root: Path, n_over: int, sweep_tasks: int, rows: list, figures: list) -> None:
+    """Figures 1–3, on the loopback sshd test bed: appended to ``rows`` and ``figures``."""
     bed = Testbed(root / "bed", n=8).up()
-    figures, rows = [], []
     try:
         inventory = spec.load_inventory(bed.inventory_path)
         with console.status("per-task overhead"):
@@ -418,6 +407,27 @@ def main() -> int:
         )
     finally:
         bed.down()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke check")
+    parser.add_argument(
+        "--only", choices=["scale"], help="run only this figure (scale: no test bed needed)"
+    )
+    args = parser.parse_args()
+    n_over, sweep_tasks, scale_boards, scale_tasks = (30, 200, 1000, 100_000)
+    if args.quick:
+        n_over, sweep_tasks, scale_boards, scale_tasks = (10, 40, 64, 2_000)
+    load_before = os.getloadavg()
+    root = Path(tempfile.mkdtemp(prefix="farm-bench-"))
+    ray.init(
+        namespace="farm", include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
+    figures: list[dict] = []
+    rows: list[tuple[str, ...]] = []
+    if args.only != "scale":
+        _bed_benchmarks(root, n_over, sweep_tasks, rows, figures)
     with console.status(f"scale: {scale_tasks} tasks on {scale_boards} fake boards"):
         c = bench_scale(root / "scale.db", root / "scale", scale_boards, scale_tasks)
     rows.append(

@@ -41,11 +41,14 @@ from farm.store.records import (
 
 _TASK_COLUMNS = (
     "t.id, t.job_id, t.idx, t.key, t.model, t.board, t.processor, t.variant, t.state,"
-    " t.attempts, t.error, t.created, t.updated, t.spec"
+    " t.attempts, t.error, t.created, t.updated, t.spec, t.candidates"
 )
 
+_Lists = dict[tuple[str, int], list[str]]
+"""Candidate board lists by (job, index): ``tasks.candidates`` points into them."""
 
-def _task(row: sqlite3.Row) -> TaskRecord:
+
+def _task(row: sqlite3.Row, lists: _Lists) -> TaskRecord:
     return TaskRecord(
         id=row["id"],
         job_id=row["job_id"],
@@ -61,13 +64,14 @@ def _task(row: sqlite3.Row) -> TaskRecord:
         created=row["created"],
         updated=row["updated"],
         spec_json=row["spec"],
+        candidates=lists[row["job_id"], row["candidates"]],
     )
 
 
-def _cell(row: sqlite3.Row) -> Cell:
+def _cell(row: sqlite3.Row, lists: _Lists) -> Cell:
     data = row["data"]
     return Cell(
-        task=_task(row),
+        task=_task(row, lists),
         result=EngineResult.model_validate_json(data) if data else None,
         result_at=row["result_at"],
     )
@@ -172,11 +176,22 @@ class Reader:
             marks, values = _in(states)
             sql += f" AND t.state IN {marks}"
             args += values
-        return [_task(r) for r in self._query(sql + " ORDER BY t.idx", args)]
+        rows = self._query(sql + " ORDER BY t.idx", args)
+        lists = self._candidate_lists(rows)
+        return [_task(r, lists) for r in rows]
 
     def task(self, task_id: str) -> TaskRecord | None:
         rows = self._query(f"SELECT {_TASK_COLUMNS} FROM tasks t WHERE t.id=?", (task_id,))
-        return _task(rows[0]) if rows else None
+        return _task(rows[0], self._candidate_lists(rows)) if rows else None
+
+    def _candidate_lists(self, rows: list[sqlite3.Row]) -> _Lists:
+        """The candidate lists of the jobs ``rows`` belong to, each parsed once and
+        shared by every task that points at it."""
+        marks, values = _in({r["job_id"] for r in rows})
+        found = self._query(
+            f"SELECT job_id, idx, boards FROM candidate_sets WHERE job_id IN {marks}", values
+        )
+        return {(r["job_id"], r["idx"]): json.loads(r["boards"]) for r in found}
 
     def events(self, task_id: str) -> list[TaskEvent]:
         """A task's history, oldest first, in the shape the writer published it."""
@@ -213,7 +228,8 @@ class Reader:
             " LEFT JOIN results r ON r.task_id = t.id WHERE t.job_id=? ORDER BY t.idx",
             (job_id,),
         )
-        return [_cell(r) for r in rows]
+        lists = self._candidate_lists(rows)
+        return [_cell(r, lists) for r in rows]
 
     def latest_cells(self) -> list[Cell]:
         """The newest result of every cell (model, board, processor, variant) across
@@ -225,7 +241,8 @@ class Reader:
             " FROM tasks t JOIN results r ON r.task_id = t.id) WHERE newest = 1"
             " ORDER BY model, board, processor, variant"
         )
-        return [_cell(r) for r in rows]
+        lists = self._candidate_lists(rows)
+        return [_cell(r, lists) for r in rows]
 
     def match_cells(self, job_a: str, job_b: str) -> list[tuple[CellKey, Cell | None, Cell | None]]:
         """The cells of two jobs side by side, matched by cell; a cell only one job
