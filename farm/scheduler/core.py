@@ -436,7 +436,9 @@ class Scheduler:
         payload = TaskPayload(
             task_id=run.id,
             job_id=run.job_id,
-            task=run.spec,
+            # the attempt's own board only: a wide job's candidates (1,000 names) would be
+            # pickled into every dispatch, and the station has no use for them
+            task=run.spec.model_copy(update={"candidates": [board.name]}),
             board=board.spec,
             attempt=run.attempts,
             isolation=self.jobs[run.job_id].policy.isolation,  # type: ignore[arg-type]
