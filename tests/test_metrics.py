@@ -260,10 +260,10 @@ def test_polled_monitor_reports_live_power_without_copying_its_capture(tmp_path)
 
 def test_monsoon_live_reading_and_drop_count_come_from_the_running_capture() -> None:
     from farm.power.base import open_monitor
-    from farm.testing import monsoon as fake_monsoon
+    from farm.testing import monsoon_usb
 
-    hw = fake_monsoon.FakeHardware(drop_every=400, current_ma=lambda t: np.full(len(t), 800.0))
-    with fake_monsoon.install(hw):
+    hw = monsoon_usb.FakeHVPM(drop_every=400, current_ma=lambda t: np.full(len(t), 800.0))
+    with monsoon_usb.attach(hw):
         monitor = open_monitor("monsoon", {"vout": 4.0, "chunk": 250})
         assert monitor.live() is None
         monitor.start()

@@ -120,6 +120,7 @@ class MonsoonMonitor(Monitor):
         self._index: list[np.ndarray] = []
         self._hazards: list[str] = []
         self._next = 0  # next nominal sample index
+        self._placed = 0  # samples on the timeline so far (the rest of _next are dropped)
         self._last_counter = 0
         self._error: BaseException | None = None
         self._halt.clear()
@@ -175,6 +176,7 @@ class MonsoonMonitor(Monitor):
             self._next = first + k
             missing = 0
         self._next += missing
+        self._placed += placed
         if n:
             self._index.append(index[:placed])
             self._power.append((current[:placed] * volts[:placed] / 1e3).astype(np.float32))
@@ -195,8 +197,8 @@ class MonsoonMonitor(Monitor):
             return None
         return Live(
             power_w=float(chunks[-1].mean()),
-            samples=self._next - self._dropped,
-            dropped=self._dropped,
+            samples=self._placed,
+            dropped=self._next - self._placed,
         )
 
     def stop(self, markers: Mapping[str, Any] | None = None) -> Trace:
