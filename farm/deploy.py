@@ -254,36 +254,7 @@ def prune(transport: Transport, board: Any, keep: set[str]) -> list[str]:
     return doomed
 
 
-_PROBE = """
-import json, os, platform, shutil, sys
-cache = os.path.expanduser(sys.argv[1])
-while not os.path.exists(cache):
-    cache = os.path.dirname(cache) or "/"
-try:
-    from importlib.metadata import version
-    torch = version("torch")
-except Exception:
-    torch = None
-def lines(path):
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except OSError:
-        return []
-def field(path, key):
-    return next((v.strip() for k, _, v in (x.partition(":") for x in lines(path))
-                 if k.strip() == key), None)
-def mb(key):
-    value = field("/proc/meminfo", key)
-    return int(value.split()[0]) / 1024 if value else None
-cpu = field("/proc/cpuinfo", "model name") or field("/proc/cpuinfo", "Hardware")
-governor = lines("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
-print(json.dumps({"python": platform.python_version(), "torch": torch,
-    "machine": platform.machine(), "cpus": os.cpu_count(), "cpu_model": cpu or platform.processor(),
-    "memory_total_mb": mb("MemTotal"), "memory_available_mb": mb("MemAvailable"),
-    "governor": governor[0] if governor else None,
-    "disk_free_mb": shutil.disk_usage(cache).free / 2**20}))
-"""
+_PROBE = (Path(__file__).parent / "engine" / "board.py").read_text()  # runs as `python -c`
 
 
 class BoardProbe(BaseModel):

@@ -310,6 +310,7 @@ def test_program_artifact_times_its_own_module_and_hooks_the_unflattened_one(
     # what is timed is the program as exported; its leaves live in a named variant
     assert (loaded.form, loaded.layer_form) == ("exported", "unflattened")
     assert loaded.layer_root is loaded.layer_module is not loaded.module
+    assert loaded.graph is loaded.module  # the layer pass times this graph's nodes
     names = [name for name, _ in loaded.layers]
     assert names == ["conv", "act", "pool", "flat", "fc"]
     fired: list[str] = []

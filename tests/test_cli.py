@@ -146,10 +146,13 @@ def test_a_users_own_model_runs_the_same_way(tmp_path, env):
     # the graph's own entry/exit is the last row
     assert [row["type"] for row in result["layers"]] == ["Linear", "ReLU", "Linear", "Graph"]
     assert [row["params"] for row in result["layers"]] == [16 * 32 + 32, 0, 32 * 4 + 4, 0]
-    assert result["layer_pass"]["nonlinear_share"] > 0
-    # timed as the user's exported program; the layer pass ran its unflattened form
+    # ReLU on 32 numbers costs about what a hook pair does, so its time may net to zero;
+    # what must hold is that it is counted as the nonlinear layer
+    assert [row["nonlinear"] for row in result["layers"]] == [False, True, False, False]
+    assert 0.0 <= result["layer_pass"]["nonlinear_share"] <= 1.0
+    # timed as the user's exported program; the layer pass timed the same graph's nodes
     assert result["model_form"] == "exported"
-    assert result["layer_pass"]["model_form"] == "unflattened"
+    assert result["layer_pass"]["model_form"] == "exported"
 
 
 def _piped(*args: str, tmp_path: Path):

@@ -534,7 +534,7 @@ def test_batch_scales_the_input_and_the_activations():
         parse_request({"artifact": "x", "batch": 0})
 
 
-def test_a_program_is_timed_as_exported_and_its_layer_pass_is_a_named_variant(tmp_path):
+def test_a_program_is_timed_as_exported_and_its_layer_pass_times_the_same_graph(tmp_path):
     import io
 
     from farm.engine import artifact
@@ -552,5 +552,7 @@ def test_a_program_is_timed_as_exported_and_its_layer_pass_is_a_named_variant(tm
     r = run_task(parse_request(request), ModelCache(capacity=0))
     assert r["status"] == "ok", r["error"]
     assert r["model_form"] == "exported"
-    assert r["layer_pass"]["model_form"] == "unflattened"
+    assert r["layer_pass"]["model_form"] == "exported"
+    assert r["layer_pass"]["attribution"] == "graph nodes"
     assert [row["type"] for row in r["layers"]] == ["Linear", "ReLU", "Linear", "Graph"]
+    assert [row["kind"] for row in r["layers"]] == ["linear", "nonlinear", "linear", "graph"]

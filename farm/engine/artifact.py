@@ -304,6 +304,9 @@ class LoadedModel:
     the same model (an exported program's leaves exist only once it is unflattened, which
     runs 2–3× slower), ``layer_module`` is that form and ``layer_form`` its name: the
     latency is the model's own form, the layer pass a named variant, never a substitute.
+    ``graph`` is the model as a ``torch.fx`` graph whose nodes carry their module stack
+    (an exported program's own module): where it is set, the layer pass times its nodes
+    (`farm.engine.graph_layers`) instead of hooking ``layers``.
     """
 
     module: nn.Module
@@ -312,6 +315,7 @@ class LoadedModel:
     form: str = FORM_EAGER
     layer_module: nn.Module | None = None
     layer_form: str = FORM_EAGER
+    graph: torch.fx.GraphModule | None = None
 
     @property
     def layer_root(self) -> nn.Module:
@@ -401,14 +405,14 @@ def _load_graph(
 
 
 def _load_program(archive: zipfile.ZipFile, path: Path) -> LoadedModel:
-    """Load a torch.export program: its own module is timed, its unflattened form hooked.
+    """Load a torch.export program: its own module is timed, and its graph's nodes.
 
     ``program.module()`` is the program as exported (one flat graph); that is the model
-    measured. Leaves of the unflattened module are the user's own leaf modules, and
-    forward hooks on them fire in call order, so the layer pass runs that form as a named
-    variant. Work a module does itself (functional ops in its ``forward``) belongs to no
-    leaf. When unflatten fails or finds no submodules, the whole program is one layer
-    named ``program``.
+    measured, and the layer pass times that graph's nodes (``graph``), billed to the
+    modules on each node's stack. The unflattened module (the user's own module
+    hierarchy, 2–3× slower) is kept for the memory probe, which follows activations
+    through module outputs. When unflatten fails or finds no submodules, the whole
+    program is one layer named ``program``.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations
@@ -420,7 +424,9 @@ def _load_program(archive: zipfile.ZipFile, path: Path) -> LoadedModel:
         try:
             module: nn.Module = torch.export.unflatten(program)
         except Exception:  # unflatten is best effort: fall back to the whole program
-            return LoadedModel(exported, [("program", exported)], form=FORM_EXPORTED)
+            return LoadedModel(
+                exported, [("program", exported)], form=FORM_EXPORTED, graph=exported
+            )
     # InterpreterModules default to running through torch.fx.Interpreter (about 4x slower
     # per call on a small MLP); the generated code computes the same thing.
     for sub in module.modules():
@@ -445,7 +451,12 @@ def _load_program(archive: zipfile.ZipFile, path: Path) -> LoadedModel:
         if name in types:
             sub.farm_layer_type = types[name]
     if not leaves:
-        return LoadedModel(exported, [("program", exported)], form=FORM_EXPORTED)
+        return LoadedModel(exported, [("program", exported)], form=FORM_EXPORTED, graph=exported)
     return LoadedModel(
-        exported, leaves, form=FORM_EXPORTED, layer_module=module, layer_form=FORM_UNFLATTENED
+        exported,
+        leaves,
+        form=FORM_EXPORTED,
+        layer_module=module,
+        layer_form=FORM_UNFLATTENED,
+        graph=exported,
     )

@@ -5,13 +5,18 @@ no thermal zones): a missing fact is reported as missing, never guessed.
 ``busy_warnings`` turns the readings into the short warnings a result carries,
 so a number taken on a busy board says so.
 
-Standard library only.
+Standard library only, and self-contained: ``farm.deploy.probe`` sends this very
+file to a board that has no engine (nor perhaps torch) yet and runs it with
+``python -c``, so a board's facts are read by one piece of code wherever asked.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shutil
+import sys
 from pathlib import Path
 
 # A board is "busy" when the 1-minute load before the task is at least this
@@ -126,3 +131,52 @@ def busy_warnings(
     if hottest is not None and hottest >= HOT_C:
         out.append(f"board hot: {hottest:.0f} C")
     return out
+
+
+def kb_field(path: str, name: str) -> float | None:
+    """A ``Name:  123 kB`` line of a /proc file, in MB (None where absent)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(name):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def disk_free_mb(path: str) -> float | None:
+    """Free space where ``path`` lives (its nearest existing parent if not yet made)."""
+    p = Path(os.path.expanduser(path)).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free / 2**20
+    except OSError:
+        return None
+
+
+def probe(cache: str) -> dict:
+    """What a board is, before anything is deployed to it: python and torch versions
+    (torch's by its metadata, not imported), CPU, memory and free disk at the cache."""
+    try:
+        from importlib.metadata import version
+
+        torch = version("torch")
+    except Exception:
+        torch = None
+    return {
+        "python": platform.python_version(),
+        "torch": torch,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_total_mb": kb_field("/proc/meminfo", "MemTotal:"),
+        "memory_available_mb": kb_field("/proc/meminfo", "MemAvailable:"),
+        "governor": governor(),
+        "disk_free_mb": disk_free_mb(cache),
+    }
+
+
+if __name__ == "__main__":  # `python -c <this file> CACHE_DIR`: farm.deploy.probe
+    print(json.dumps(probe(sys.argv[1])))

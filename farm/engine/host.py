@@ -19,7 +19,7 @@ import time
 import torch
 
 import farm
-from farm.engine import memory, process
+from farm.engine import board, memory, process
 
 
 def apply_threads(threads: int | None) -> int:
@@ -92,6 +92,6 @@ def ping(path: str | None = None) -> dict:
     info["executable"] = sys.executable
     info["engine_file"] = __file__  # tells a zip-shipped engine from an installed one
     info["mem_available_mb"] = memory.mem_available_mb()
-    info["disk_free_mb"] = memory.disk_free_mb(path or "~")
+    info["disk_free_mb"] = board.disk_free_mb(path or "~")
     info["path"] = path or "~"
     return info

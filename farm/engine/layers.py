@@ -32,9 +32,10 @@ time to a forward, and a median per layer would not add up to a forward.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,14 +163,10 @@ def run_layer_pass(
 
     The hooks are registered before each hooked forward and removed after it
     (outside the timed interval), so the unhooked forward runs the model exactly
-    as the latency pass does. The garbage collector is paused throughout.
+    as the latency pass does.
     """
     times: list[int] = []
     codes: list[int] = []
-    starts: list[int] = []
-    begins: list[int] = []
-    whole: list[int] = []
-    bare: list[int] = []
     make = _hooks(times, codes, sync)
     pairs = []
     seen: set[int] = set()
@@ -177,27 +174,55 @@ def run_layer_pass(
         if id(module) not in seen:  # a module listed twice would double its hooks
             seen.add(id(module))
             pairs.append((module, *make(i)))
-    clock = time.perf_counter_ns
-    offset = time.monotonic_ns() - clock() if not SAME_CLOCK else 0
-    sync_ = sync or _no_sync
 
-    def forward() -> tuple[int, int]:
-        sync_()
-        t0 = clock()
-        run_once()
-        sync_()
-        return t0, clock() - t0
-
-    def hooked() -> None:
+    @contextlib.contextmanager
+    def hooked() -> Iterator[None]:
         handles = []
         for module, pre, post in pairs:
             handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
         try:
-            starts.append(len(times))
-            t0, took = forward()
+            yield
         finally:
             for h in handles:
                 h.remove()
+
+    return interleave(run_once, run_once, iterations, sync, times, codes, hooked)
+
+
+def interleave(
+    instrumented: Callable[[], Any],
+    plain: Callable[[], Any],
+    iterations: int,
+    sync: Callable[[], None] | None,
+    times: list[int],
+    codes: list[int],
+    arm: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> LayerPass:
+    """``iterations`` instrumented forwards, each beside a plain one; which goes first alternates.
+
+    The instrumented forward appends its clock reads to ``times``/``codes``; ``arm`` is
+    entered around it, outside the timed interval (hooks are registered there). The
+    garbage collector is paused throughout.
+    """
+    starts: list[int] = []
+    begins: list[int] = []
+    whole: list[int] = []
+    bare: list[int] = []
+    clock = time.perf_counter_ns
+    offset = time.monotonic_ns() - clock() if not SAME_CLOCK else 0
+    sync_ = sync or _no_sync
+
+    def forward(run: Callable[[], Any]) -> tuple[int, int]:
+        sync_()
+        t0 = clock()
+        run()
+        sync_()
+        return t0, clock() - t0
+
+    def timed() -> None:
+        with arm():
+            starts.append(len(times))
+            t0, took = forward(instrumented)
         begins.append(t0)
         whole.append(took)
 
@@ -207,11 +232,11 @@ def run_layer_pass(
     try:
         for it in range(iterations):
             if it % 2 == 0:
-                hooked()
-                bare.append(forward()[1])
+                timed()
+                bare.append(forward(plain)[1])
             else:
-                bare.append(forward()[1])
-                hooked()
+                bare.append(forward(plain)[1])
+                timed()
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -343,18 +368,35 @@ def summarize(lp: LayerPass, infos: list[LayerInfo], interval_ns: int) -> tuple[
         own.append(max(0.0, mean(column(spans.compute, i)) - interval_ns * calls))
     graph = max(0.0, mean(spans.graph) - max(0.0, pair - interval_ns))
     total = sum(times) + graph
+    rows = [
+        make_row(i, info.name, info.type, info, times[i], own[i], total)
+        for i, info in enumerate(infos)
+    ]
+    rows.append(make_row(n, GRAPH_ROW, "Graph", None, graph, 0.0, total))
+    summary = pass_summary(
+        lp, rows, graph, pair, "in place (hooked vs unhooked forwards, interleaved)"
+    )
+    summary["hook_interval_cost_ns"] = interval_ns
+    return rows, summary
+
+
+def pass_summary(
+    lp: LayerPass, rows: list[dict], graph_ns: float, cost_ns: float, source: str
+) -> dict:
+    """The layer pass's summary from its rows (the graph's last): sums, ratios, shares.
+
+    ``cost_ns`` is what one marker (a hook pair, or a tick between graph nodes) costs
+    in place; ``source`` says how it was measured.
+    """
+    total = sum(row["time_ms"] for row in rows) * 1e6
     bare = fast_mean(lp.bare_ns)
     ratio = total / bare if bare > 0 else None
-    rows = [
-        _row(i, info.name, info.type, info, times[i], own[i], total) for i, info in enumerate(infos)
-    ]
-    rows.append(_row(n, GRAPH_ROW, "Graph", None, graph, 0.0, total))
-    nonlinear = sum(t for info, t in zip(infos, times, strict=True) if info.type in NONLINEAR)
-    summary = {
+    nonlinear = sum(row["time_ms"] for row in rows if row["nonlinear"]) * 1e6
+    return {
         "iterations": len(lp.starts),
         "layer_sum_ms": total / 1e6,
-        "layer_compute_sum_ms": sum(own) / 1e6,
-        "graph_ms": graph / 1e6,
+        "layer_compute_sum_ms": sum(row["compute_ms"] for row in rows),
+        "graph_ms": graph_ns / 1e6,
         "layer_whole_ms": fast_mean(lp.whole_ns) / 1e6,
         "whole_unhooked_ms": bare / 1e6,  # fast_mean, like the layer times
         "whole_unhooked_median_ms": stats.median(lp.bare_ns) / 1e6,
@@ -362,14 +404,12 @@ def summarize(lp: LayerPass, infos: list[LayerInfo], interval_ns: int) -> tuple[
         "layer_sum_outside_5pct": ratio is None or abs(ratio - 1) > SUM_TOLERANCE,
         "overhead_pct": 100 * (fast_mean(lp.whole_ns) / bare - 1) if bare > 0 else None,
         "nonlinear_share": nonlinear / total if total > 0 else 0.0,
-        "hook_cost_ns": round(pair),
-        "hook_cost_source": "in place (hooked vs unhooked forwards, interleaved)",
-        "hook_interval_cost_ns": interval_ns,
+        "hook_cost_ns": round(cost_ns),
+        "hook_cost_source": source,
     }
-    return rows, summary
 
 
-def _row(
+def make_row(
     index: int,
     name: str,
     type_: str,
@@ -377,7 +417,9 @@ def _row(
     time_ns: float,
     compute_ns: float,
     total: float,
+    nonlinear: bool | None = None,
 ) -> dict:
+    """One result row; ``nonlinear`` defaults to whether the layer type is non-linear."""
     p_bytes = info.param_bytes if info else 0
     in_b = info.input_bytes if info else 0
     out_b = info.output_bytes if info else 0
@@ -389,7 +431,7 @@ def _row(
         "time_ms": time_ns / 1e6,
         "compute_ms": compute_ns / 1e6,
         "share": time_ns / total if total > 0 else 0.0,
-        "nonlinear": type_ in NONLINEAR,
+        "nonlinear": type_ in NONLINEAR if nonlinear is None else nonlinear,
         "input_bytes": in_b,
         "output_bytes": out_b,
         "param_bytes": p_bytes,

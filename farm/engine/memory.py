@@ -18,14 +18,14 @@ kernel's "kB" in /proc/meminfo.
 
 from __future__ import annotations
 
-import os
-import shutil
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from farm.engine.board import kb_field
 
 MB = 1 << 20
 
@@ -128,7 +128,7 @@ def probe(
 
 def mem_available_mb(meminfo: str = "/proc/meminfo") -> float | None:
     """``MemAvailable`` in MB, or None where the kernel does not say (not Linux)."""
-    return _kb_field(meminfo, "MemAvailable:")
+    return kb_field(meminfo, "MemAvailable:")
 
 
 def reset_peak_rss() -> bool:
@@ -145,30 +145,8 @@ def reset_peak_rss() -> bool:
 
 
 def rss_mb() -> float | None:
-    return _kb_field("/proc/self/status", "VmRSS:")
+    return kb_field("/proc/self/status", "VmRSS:")
 
 
 def peak_rss_mb() -> float | None:
-    return _kb_field("/proc/self/status", "VmHWM:")
-
-
-def disk_free_mb(path: str) -> float | None:
-    """Free space where ``path`` lives (its nearest existing parent if not yet made)."""
-    p = Path(os.path.expanduser(path)).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        return shutil.disk_usage(p).free / MB
-    except OSError:
-        return None
-
-
-def _kb_field(path: str, name: str) -> float | None:
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(name):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    return kb_field("/proc/self/status", "VmHWM:")

@@ -223,6 +223,10 @@ def _make(
     try:
         if known.exists():
             conn.client.load_host_keys(str(known))
+    except paramiko.hostkeys.InvalidHostKey as e:  # a file that is not a known_hosts file
+        raise BoardUnreachable(
+            board.name, f"{label}: {known} is not a known_hosts file (a line holds no valid key)"
+        ) from e
     except (OSError, ValueError, paramiko.SSHException) as e:  # ValueError: a NUL in the path
         raise BoardUnreachable(board.name, f"{label}: cannot read known_hosts {known}: {e}") from e
     conn.client.set_missing_host_key_policy(_HostKeyPolicy(board.name, label, known, trust))
