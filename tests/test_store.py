@@ -315,4 +315,17 @@ def test_a_candidate_list_is_stored_once_per_job_and_read_back_shared(db_path):
     assert planned[2].model_dump(exclude={"candidates"}) == tasks[2].model_dump(
         exclude={"candidates"}
     )
+    # what a scheduler keeps of a queued task: no spec, the job's shared list
+    store.transition("j.1", TaskState.DEPLOYING, attempt=1)
+    queued = store.queued("j")
+    assert [(q.id, q.index, q.board, q.attempts) for q in queued] == [
+        ("j.0", 0, "local", 0),
+        ("j.2", 2, "local", 0),
+        ("j.3", 3, "local", 0),
+        ("j.4", 4, "other", 0),
+    ]
+    assert queued[0].candidates is queued[2].candidates == wide
+    assert store.task_spec("j.4").model_dump() == tasks[4].model_dump(exclude={"candidates"})
+    with pytest.raises(UnknownTask):
+        store.task_spec("j.9")
     store.close()

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any
 
+from farm.errors import UnknownTask
 from farm.result import EngineResult
+from farm.spec import TaskSpec
 from farm.states import BoardHealth, JobState, TaskState
 from farm.store.blobs import unpack
 from farm.store.records import (
@@ -35,6 +38,7 @@ from farm.store.records import (
     JobRecord,
     LayerRecord,
     LogLine,
+    QueuedTask,
     TaskEvent,
     TaskRecord,
 )
@@ -183,6 +187,33 @@ class Reader:
     def task(self, task_id: str) -> TaskRecord | None:
         rows = self._query(f"SELECT {_TASK_COLUMNS} FROM tasks t WHERE t.id=?", (task_id,))
         return _task(rows[0], self._candidate_lists(rows)) if rows else None
+
+    def queued(self, job_id: str) -> list[QueuedTask]:
+        """The job's queued tasks in order, without their specs: what a scheduler
+        keeps of each (a spec is read when its task is dispatched, ``task_spec``)."""
+        rows = self._query(
+            "SELECT id, job_id, idx, board, candidates, attempts FROM tasks"
+            " WHERE job_id=? AND state=? ORDER BY idx",
+            (job_id, TaskState.QUEUED),
+        )
+        lists = self._candidate_lists(rows)
+        return [
+            QueuedTask(
+                r["id"],
+                r["idx"],
+                sys.intern(r["board"]),  # one string per board, not one per task
+                lists[job_id, r["candidates"]],
+                r["attempts"],
+            )
+            for r in rows
+        ]
+
+    def task_spec(self, task_id: str) -> TaskSpec:
+        """The task's cell and measure settings as planned (without its candidates)."""
+        rows = self._query("SELECT spec FROM tasks WHERE id=?", (task_id,))
+        if not rows:
+            raise UnknownTask(f"no task {task_id!r} in the store")
+        return TaskSpec.model_validate_json(rows[0]["spec"])
 
     def _candidate_lists(self, rows: list[sqlite3.Row]) -> _Lists:
         """The candidate lists of the jobs ``rows`` belong to, each parsed once and

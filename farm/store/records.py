@@ -84,6 +84,17 @@ class TaskRecord:
         return PlannedTask.of(TaskSpec.model_validate_json(self.spec_json), self.candidates)
 
 
+class QueuedTask(NamedTuple):
+    """A queued task as a scheduler queues it: where it waits and where it may go, not
+    its spec (``Reader.task_spec``, read when it is dispatched)."""
+
+    id: str
+    index: int
+    board: str
+    candidates: list[str]  # shared by the job's tasks that have the same list: read-only
+    attempts: int
+
+
 @dataclass(frozen=True)
 class Cell:
     """A task with its result (``None`` where it has none: queued, failed early...)."""
