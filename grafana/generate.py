@@ -179,43 +179,21 @@ def measurements() -> dashboard.Dashboard:
                 f"label_values(farm_cell_last_measured_timestamp_seconds{scope[name]}, {name})",
             )
         )
+    # one series per cell, one metric each
+    for title, unit, selector in (
+        ("Latency (mean)", "s", f"farm_cell_latency_mean_seconds{{{CELL}}}"),
+        ("Latency (median)", "s", f'farm_cell_latency_seconds{{{CELL}, quantile="0.5"}}'),
+        (
+            "Energy per inference (net of idle)",
+            "J",
+            f"farm_cell_energy_per_inference_joules{{{CELL}}}",
+        ),
+        ("Average power", "watt", f"farm_cell_power_watts{{{CELL}}}"),
+        ("Battery life (estimate)", "s", f"farm_cell_battery_life_seconds{{{CELL}}}"),
+    ):
+        d = d.with_panel(_series(title, unit, _query(selector, cells)))
     return (
         d.with_panel(
-            _series(
-                "Latency (mean)",
-                "s",
-                _query(f"farm_cell_latency_mean_seconds{{{CELL}}}", cells),
-            )
-        )
-        .with_panel(
-            _series(
-                "Latency (median)",
-                "s",
-                _query(f'farm_cell_latency_seconds{{{CELL}, quantile="0.5"}}', cells),
-            )
-        )
-        .with_panel(
-            _series(
-                "Energy per inference (net of idle)",
-                "J",
-                _query(f"farm_cell_energy_per_inference_joules{{{CELL}}}", cells),
-            )
-        )
-        .with_panel(
-            _series(
-                "Average power",
-                "watt",
-                _query(f"farm_cell_power_watts{{{CELL}}}", cells),
-            )
-        )
-        .with_panel(
-            _series(
-                "Battery life (estimate)",
-                "s",
-                _query(f"farm_cell_battery_life_seconds{{{CELL}}}", cells),
-            )
-        )
-        .with_panel(
             _series(
                 "Memory against the processor's limit",
                 "bytes",

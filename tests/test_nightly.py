@@ -335,14 +335,20 @@ def test_a_board_slower_than_its_same_tag_peers_is_degraded():
     assert not drift.board_drift(medians, k=50)["t3"].degraded
 
 
-def test_status_names_a_degraded_board(db_path):
-    rng = np.random.default_rng(8)
+def _night_with_a_slow_board(db_path, seed: int) -> Store:
+    """Four same-tag boards, two models each; t3 runs 1.5x slower than its peers."""
+    rng = np.random.default_rng(seed)
     store = Store(db_path)
     cells = {}
     for board, factor in (("t0", 1.0), ("t1", 1.01), ("t2", 0.99), ("t3", 1.5)):
         for model, base in (("kws", 0.5), ("svhn", 1.0)):
             cells[(model, board)] = _result(_lat(rng, base * factor, n=30))
     add_night(store, "nightly", cells)
+    return store
+
+
+def test_status_names_a_degraded_board(db_path):
+    store = _night_with_a_slow_board(db_path, seed=8)
     assert {b for b, d in nightly.degraded(store).items() if d.degraded} == {"t3"}
     res = run_farm("status", "--db", str(db_path))
     assert res.returncode == 0, res.stderr
@@ -358,13 +364,7 @@ def test_the_exporter_names_a_degraded_board(db_path):
     from farm.metrics.fleet import FleetCollector
     from farm.metrics.source import StoreSource
 
-    rng = np.random.default_rng(9)
-    store = Store(db_path)
-    cells = {}
-    for board, factor in (("t0", 1.0), ("t1", 1.01), ("t2", 0.99), ("t3", 1.5)):
-        for model, base in (("kws", 0.5), ("svhn", 1.0)):
-            cells[(model, board)] = _result(_lat(rng, base * factor, n=30))
-    add_night(store, "nightly", cells)
+    _night_with_a_slow_board(db_path, seed=9)
     registry = CollectorRegistry()
     registry.register(FleetCollector(StoreSource(db_path)))
     text = generate_latest(registry).decode()

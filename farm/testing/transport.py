@@ -253,13 +253,28 @@ def _zero_latency(n: int) -> dict:
     }
 
 
-class FakeEngineChannel(Channel):
-    """The warm engine's protocol, answered synchronously as each line is sent."""
+class _AnsweringChannel(Channel):
+    """A fake board process that answers on a queue: alive until closed, silent stderr."""
 
     def __init__(self, transport: FakeTransport):
         self.transport = transport
         self._answers: collections.deque[str] = collections.deque()
         self._open = True
+
+    def _no_answer(self, timeout: float) -> TransportTimeout:
+        return TransportTimeout(self.transport.name, f"no answer within {timeout:g} s")
+
+    @property
+    def alive(self) -> bool:
+        return self._open
+
+    @property
+    def stderr_tail(self) -> str:
+        return ""
+
+
+class FakeEngineChannel(_AnsweringChannel):
+    """The warm engine's protocol, answered synchronously as each line is sent."""
 
     def send_line(self, line: str) -> None:
         if not self._open:
@@ -292,15 +307,7 @@ class FakeEngineChannel(Channel):
         if not self._open:
             return ""
         # every answer is produced at send time: nothing pending means none will come
-        raise TransportTimeout(self.transport.name, f"no answer within {timeout:g} s")
-
-    @property
-    def alive(self) -> bool:
-        return self._open
-
-    @property
-    def stderr_tail(self) -> str:
-        return ""
+        raise self._no_answer(timeout)
 
     def close(self) -> None:
         self._open = False
@@ -311,14 +318,12 @@ class FakeEngineChannel(Channel):
         self.exit_status = -9
 
 
-class FakeLeaseChannel(Channel):
+class FakeLeaseChannel(_AnsweringChannel):
     """The board-side lease process: the fake board's lock, taken and released on request."""
 
     def __init__(self, transport: FakeTransport):
-        self.transport = transport
-        self._answers: collections.deque[str] = collections.deque()
+        super().__init__(transport)
         self._held = self._waiting = False
-        self._open = True
 
     def send_line(self, line: str) -> None:
         op = json.loads(line).get("op")
@@ -338,15 +343,7 @@ class FakeLeaseChannel(Channel):
         if self._waiting and self.transport.state.lease.acquire(timeout=timeout):
             self._waiting, self._held = False, True
             return json.dumps({"held": {}})
-        raise TransportTimeout(self.transport.name, f"no answer within {timeout:g} s")
-
-    @property
-    def alive(self) -> bool:
-        return self._open
-
-    @property
-    def stderr_tail(self) -> str:
-        return ""
+        raise self._no_answer(timeout)
 
     def close(self) -> None:
         if self._held:

@@ -36,6 +36,12 @@ def shell_command(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(str(a)) for a in argv)
 
 
+# How long ``Channel.close`` waits for the process to exit on its own before killing it.
+# An engine with torch loaded takes seconds to tear down on a busy or Edison-class
+# board; a kill loses its exit status and its last lines, so the wait is generous.
+CLOSE_GRACE_S = 20.0
+
+
 class Channel(abc.ABC):
     """A long-lived process on a board, spoken to in lines (the warm engine).
 
@@ -70,7 +76,10 @@ class Channel(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Close stdin and let the process end on its own (the engine exits on EOF)."""
+        """Close stdin and let the process end on its own (the engine exits on EOF).
+
+        A process still running after :data:`CLOSE_GRACE_S` is killed.
+        """
 
     @abc.abstractmethod
     def kill(self) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from farm.errors import BoardUnreachable, CommandFailed, CommandResult, TransportTimeout
-from farm.transport.base import Channel, Transport, register, shell_command
+from farm.transport.base import CLOSE_GRACE_S, Channel, Transport, register, shell_command
 
 _STDERR_TAIL_BYTES = 8192
 
@@ -142,7 +142,7 @@ class LocalChannel(Channel):
 
     def _reap(self) -> None:
         try:
-            self.exit_status = self.proc.wait(timeout=5)
+            self.exit_status = self.proc.wait(timeout=CLOSE_GRACE_S)
         except subprocess.TimeoutExpired:
             self.exit_status = None
 
@@ -159,7 +159,7 @@ class LocalChannel(Channel):
         with contextlib.suppress(OSError):
             self.proc.stdin.close()  # type: ignore[union-attr]
         try:
-            self.exit_status = self.proc.wait(timeout=5)
+            self.exit_status = self.proc.wait(timeout=CLOSE_GRACE_S)
         except subprocess.TimeoutExpired:
             self.kill()
 

@@ -41,7 +41,7 @@ from farm.errors import (
     TransportError,
     TransportTimeout,
 )
-from farm.transport.base import Channel, Transport, register, shell_command
+from farm.transport.base import CLOSE_GRACE_S, Channel, Transport, register, shell_command
 from farm.transport.ssh_connect import close_chain, fingerprint, open_chain, translate
 
 _STDERR_TAIL_BYTES = 8192
@@ -311,7 +311,7 @@ class SSHChannel(Channel):
     def close(self) -> None:
         try:
             self._chan.shutdown_write()
-            self._chan.status_event.wait(5.0)
+            self._chan.status_event.wait(CLOSE_GRACE_S)
         except (paramiko.SSHException, OSError, EOFError):
             pass
         if not self._chan.exit_status_ready():
