@@ -83,7 +83,7 @@ def sha256_file(path: Path) -> str:
     board checks the bytes it received against this name before using them, so a
     lying name fails the upload instead of reaching the engine.
     """
-    stem = Path(path).name.split(".", 1)[0]
+    stem = os.path.basename(path).split(".", 1)[0]
     if _CONTENT_ADDRESSED.fullmatch(stem):
         return stem
     st = os.stat(path)
@@ -120,9 +120,9 @@ def cache_root(transport: Transport, board: Any) -> str:
 
 def remote_path(transport: Transport, board: Any, path: Path) -> str:
     """Where ``path`` lives in the board's cache: ``<cache>/<kind>/<sha256><ext>``."""
-    path = Path(path)
-    kind = KINDS.get(path.suffix, "files")
-    return f"{cache_root(transport, board)}/{kind}/{sha256_file(path)}{path.suffix}"
+    suffix = os.path.splitext(path)[1]  # as Path.suffix, without building a Path (per task)
+    kind = KINDS.get(suffix, "files")
+    return f"{cache_root(transport, board)}/{kind}/{sha256_file(path)}{suffix}"
 
 
 def _remote_hashes(transport: Transport, paths: Sequence[str]) -> dict[str, str]:

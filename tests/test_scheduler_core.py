@@ -396,3 +396,25 @@ def test_the_scheduler_hears_every_move_through_the_store(make):
         ]  # fmt: skip
     job_moves = [e.to_state for e in heard if hasattr(e, "name")]
     assert job_moves == ["queued", "running", "done"]
+
+
+def test_running_reports_go_in_batches_and_an_outcome_overtakes_its_own():
+    """A station's "engine started" reports: gathered into one call, and a report whose
+    outcome already left is not sent (the outcome carries it)."""
+    from farm.scheduler.reports import RunningReports
+
+    sent: list[list] = []
+    reports = RunningReports(sent.append, delay_s=3600)  # sent when flushed, here
+    reports.add("t.0", 1, 10.0)
+    reports.add("t.1", 1, 11.0)
+    reports.add("t.2", 2, 12.0)
+    reports.overtaken("t.1", 1)  # its outcome is on its way
+    reports.overtaken("t.2", 1)  # another attempt's outcome: the report of attempt 2 stays
+    reports.flush()
+    reports.flush()  # nothing left: no empty call
+    assert sent == [[("t.0", 1, 10.0), ("t.2", 2, 12.0)]]
+
+    arrived = threading.Event()
+    alone = RunningReports(lambda batch: arrived.set(), delay_s=0.01)
+    alone.add("t.3", 1, 13.0)
+    assert arrived.wait(30)  # and by itself, soon after it came in

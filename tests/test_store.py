@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -63,7 +64,7 @@ def test_new_file_has_the_current_schema_in_wal(db_path):
     db = sqlite3.connect(db_path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert version == str(SCHEMA_VERSION) == "3"
+    assert version == str(SCHEMA_VERSION) == "4"
 
 
 def test_newer_schema_is_refused(db_path):
@@ -97,6 +98,15 @@ def test_a_file_written_by_schema_1_migrates_and_keeps_everything(tmp_path):
         (TaskState.RUNNING, TaskState.DONE),
     ]
     assert cells[1].task.planned().candidates == ["local"]
+    # each distinct candidate list is stored once per job, the tasks point at it
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT job_id, idx, boards FROM candidate_sets").fetchall() == [
+        (job.id, 0, '["local"]')
+    ]
+    specs = raw.execute("SELECT spec, candidates FROM tasks ORDER BY idx").fetchall()
+    assert [json.loads(spec).get("candidates") for spec, _ in specs] == [None] * 3
+    assert [index for _, index in specs] == [0] * 3
+    raw.close()
     assert store.board_health()["local"].failures == 1
     # the migrated file goes on: a restarted head requeues the in-flight task
     assert store.requeue_in_flight() == 1
@@ -283,3 +293,39 @@ def test_states_as_data():
     assert TaskState.DOES_NOT_FIT.has_result() and not TaskState.FAILED.has_result()
     assert JobState.FAILED.is_terminal() and not JobState.RUNNING.is_terminal()
     assert f"{TaskState.DOES_NOT_FIT}" == "does-not-fit"
+
+
+def test_a_candidate_list_is_stored_once_per_job_and_read_back_shared(db_path):
+    store = Store(db_path)
+    wide = [f"b{i}" for i in range(1000)]
+    tasks = [t.model_copy(update={"candidates": wide}) for t in _tasks(3)]
+    tasks.append(_tasks(4)[3].model_copy(update={"candidates": list(wide)}))  # equal, not same
+    tasks.append(_tasks(5, board="other")[4])
+    store.add_job("j", "j", {}, tasks)
+    raw = sqlite3.connect(db_path)
+    assert [json.loads(b) for (b,) in raw.execute("SELECT boards FROM candidate_sets")] == [
+        wide,
+        ["other"],
+    ]
+    assert max(len(spec) for (spec,) in raw.execute("SELECT spec FROM tasks")) < 1000
+    raw.close()
+    planned = [t.planned() for t in store.tasks("j")]
+    assert [p.candidates for p in planned] == [wide] * 4 + [["other"]]
+    assert planned[0].candidates is planned[3].candidates  # one list for the job, not a copy
+    assert planned[2].model_dump(exclude={"candidates"}) == tasks[2].model_dump(
+        exclude={"candidates"}
+    )
+    # what a scheduler keeps of a queued task: no spec, the job's shared list
+    store.transition("j.1", TaskState.DEPLOYING, attempt=1)
+    queued = store.queued("j")
+    assert [(q.id, q.index, q.board, q.attempts) for q in queued] == [
+        ("j.0", 0, "local", 0),
+        ("j.2", 2, "local", 0),
+        ("j.3", 3, "local", 0),
+        ("j.4", 4, "other", 0),
+    ]
+    assert queued[0].candidates is queued[2].candidates == wide
+    assert store.task_spec("j.4").model_dump() == tasks[4].model_dump(exclude={"candidates"})
+    with pytest.raises(UnknownTask):
+        store.task_spec("j.9")
+    store.close()

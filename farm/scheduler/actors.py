@@ -34,6 +34,7 @@ from farm.errors import FarmError, HeadError, MonitorUnavailable, UserError
 from farm.scheduler.cluster import HeadInfo, NodeInfo
 from farm.scheduler.core import Scheduler
 from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
+from farm.scheduler.reports import Report, RunningReports
 from farm.scheduler.station import Station
 from farm.spec import Board, Job, Monitor, PlannedTask
 from farm.store import Store
@@ -123,12 +124,10 @@ class StationActor:
         self._monitors = monitors
         self._placed = placed
         self._monitor_handles: dict[str, RemoteMonitor] = {}
+        self._reports = RunningReports(lambda reports: scheduler.running.remote(reports))
         self.station = Station(
-            name, cache_dir=cache_dir, running=self._report_running, monitor=self._monitor
+            name, cache_dir=cache_dir, running=self._reports.add, monitor=self._monitor
         )
-
-    def _report_running(self, task_id: str, attempt: int, at: float) -> None:
-        self._scheduler.running.remote(task_id, attempt, at)
 
     def _monitor(self, name: str) -> RemoteMonitor:
         if name not in self._monitor_handles:
@@ -143,7 +142,9 @@ class StationActor:
         self._monitors.update(monitors)
 
     def run_task(self, payload: TaskPayload) -> Outcome:
-        return self.station.run_task(payload)
+        outcome = self.station.run_task(payload)
+        self._reports.overtaken(payload.task_id, payload.attempt)
+        return outcome
 
     def check_board(self, board: Board) -> BoardCheck:
         return self.station.check_board(board)
@@ -285,8 +286,10 @@ class SchedulerActor:
     def cancel(self, job_id: str) -> None:
         self.core.cancel(job_id)
 
-    def running(self, task_id: str, attempt: int, at: float) -> None:
-        self.core.running(task_id, attempt, at)
+    def running(self, reports: list[Report]) -> None:
+        """A station's batch of "engine started" reports (``farm.scheduler.reports``)."""
+        for task_id, attempt, at in reports:
+            self.core.running(task_id, attempt, at)
 
     def progress(self, job_id: str):
         return self.core.progress(job_id)

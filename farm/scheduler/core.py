@@ -48,7 +48,7 @@ from farm.errors import NotFound, UserError
 from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
 from farm.spec import Board, Job, PlannedTask
 from farm.states import BoardHealth, JobState, TaskState
-from farm.store import Event, JobEvent, JobProgress, Store, TaskEvent, new_job_id
+from farm.store import Event, JobEvent, JobProgress, QueuedTask, Store, TaskEvent, new_job_id
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,17 @@ class BoardState:
         return (self.spec.station if self.spec else None) or "head"
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskRun:
-    """The scheduler's in-memory view of a queued or in-flight task."""
+    """The scheduler's in-memory view of a queued or in-flight task: what placing it
+    takes, not its spec. A head holds one per unfinished task (100,000 in a wide
+    sweep), so it is small: ``candidates`` is the list its job's tasks share, and the
+    spec (model, measure, variant) is read from the store when the task is dispatched."""
 
     id: str
     job_id: str
-    spec: PlannedTask
+    index: int
+    candidates: list[str]  # shared with the job's other tasks: read-only
     board: str
     priority: int
     job_seq: int
@@ -114,7 +118,7 @@ class TaskRun:
     state: TaskState = TaskState.QUEUED
 
     def sort_key(self) -> tuple[int, int, int, str]:
-        return (-self.priority, self.job_seq, self.spec.index, self.id)
+        return (-self.priority, self.job_seq, self.index, self.id)
 
 
 @dataclass
@@ -321,8 +325,8 @@ class Scheduler:
         self.jobs[job_id] = run
         if record is not None and record.state is JobState.QUEUED:
             self.store.set_job_state(job_id, JobState.RUNNING)
-        for task in self.store.tasks(job_id, states=[TaskState.QUEUED]):
-            self._enqueue_new(run, task.id, task.planned(), task.board, task.attempts)
+        for task in self.store.queued(job_id):
+            self._enqueue_new(run, task)
         self._maybe_finish_job(job_id)
 
     def _resume(self) -> None:
@@ -337,17 +341,16 @@ class Scheduler:
             boards = [Board.model_validate(b, strict=False) for b in job.boards]
             self._on_submit(job_id, JobPolicy.of(job.spec), boards)
 
-    def _enqueue_new(
-        self, job: JobRun, task_id: str, spec: PlannedTask, board: str, attempts: int
-    ) -> None:
+    def _enqueue_new(self, job: JobRun, task: QueuedTask) -> None:
         run = TaskRun(
-            id=task_id,
+            id=task.id,
             job_id=job.id,
-            spec=spec,
-            board=board,
+            index=task.index,
+            candidates=task.candidates,
+            board=task.board,
             priority=job.policy.priority,
             job_seq=job.seq,
-            attempts=attempts,
+            attempts=task.attempts,
         )
         self.tasks[run.id] = run
         job.remaining.add(run.id)
@@ -363,7 +366,7 @@ class Scheduler:
         """Put a queued task in the queue of a usable board, or let it wait for one."""
         if not self._usable(run.board):
             movable = self.jobs[run.job_id].policy.migrate
-            options = [b for b in run.spec.candidates if self._usable(b)] if movable else []
+            options = [b for b in run.candidates if self._usable(b)] if movable else []
             if not options:
                 self._wait_for_board(run, movable)
                 return
@@ -374,7 +377,7 @@ class Scheduler:
     def _wait_for_board(self, run: TaskRun, movable: bool) -> None:
         """Every board the task may use is quarantined (or unknown): wait for a health
         check to bring one back until the job's deadline, then fail saying why."""
-        boards = run.spec.candidates if movable else [run.board]
+        boards = run.candidates if movable else [run.board]
         known = [b for b in boards if b in self.boards]
         hopeful = [b for b in known if not self.boards[b].refused]
         job = self.jobs[run.job_id]
@@ -413,7 +416,7 @@ class Scheduler:
         """``board`` is back: the tasks that were waiting for it go to a queue."""
         for task_id in list(self._waiting):
             run = self.tasks.get(task_id)
-            if run is not None and board in (*run.spec.candidates, run.board):
+            if run is not None and board in (*run.candidates, run.board):
                 self._place(run)
 
     def _dispatch_ready(self) -> None:
@@ -436,7 +439,9 @@ class Scheduler:
         payload = TaskPayload(
             task_id=run.id,
             job_id=run.job_id,
-            task=run.spec,
+            # the attempt's own board only: a wide job's candidates (1,000 names) would be
+            # pickled into every dispatch, and the station has no use for them
+            task=PlannedTask.of(self.store.task_spec(run.id), [board.name]),
             board=board.spec,
             attempt=run.attempts,
             isolation=self.jobs[run.job_id].policy.isolation,  # type: ignore[arg-type]
@@ -488,7 +493,7 @@ class Scheduler:
             for at, line in outcome.logs:
                 self.store.log(run.id, line, at)
             if job.policy.migrate:
-                others = [b for b in run.spec.candidates if b != run.board and self._usable(b)]
+                others = [b for b in run.candidates if b != run.board and self._usable(b)]
                 if others:
                     run.board = min(others, key=lambda b: len(self.boards[b].queue))
             run.ready_at = time.time() + delay

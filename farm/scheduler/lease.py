@@ -12,6 +12,7 @@ with the SSH session, or renewals stop).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -28,9 +29,12 @@ TTL_S = 60.0
 LOCK_FILE = "lease"
 
 
+_HOST = socket.gethostname()
+
+
 def holder(task_id: str, job_id: str | None) -> dict[str, Any]:
     """Who asks, as the next farm will be told: host, station pid, job and task."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "job": job_id, "task": task_id}
+    return {"host": _HOST, "pid": os.getpid(), "job": job_id, "task": task_id}
 
 
 def describe(who: dict[str, Any] | None) -> str:
@@ -70,8 +74,8 @@ class BoardLease:
         self.wait_s = wait_s
         self.reply_s = reply_s
         self.log = log
-        self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
+        self._holding = False
+        self._sending = threading.Lock()  # a renewal never interleaves with the release
 
     def __enter__(self) -> BoardLease:
         try:
@@ -80,14 +84,14 @@ class BoardLease:
         except BaseException:
             self.channel.kill()
             raise
-        self._renewer = threading.Thread(target=self._renew, name="farm-lease", daemon=True)
-        self._renewer.start()
+        self._holding = True
+        _renewals.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._renewer is not None:
-            self._renewer.join(timeout=5)
+        _renewals.discard(self)
+        with self._sending:
+            self._holding = False
         try:
             self.channel.send_line(json.dumps({"op": "release"}))
             self._until("released", self.reply_s)
@@ -120,9 +124,45 @@ class BoardLease:
                 if deadline is None:
                     deadline = time.monotonic() + self.wait_s
 
-    def _renew(self) -> None:
-        while not self._stop.wait(TTL_S / 4):
-            try:
+    def renew(self) -> None:
+        """Tell the board we are alive (``_renewals`` calls it while the lease is held)."""
+        with self._sending:
+            if not self._holding:
+                return
+            # a dropped connection is for the task's own calls to report
+            with contextlib.suppress(TransportError):
                 self.channel.send_line(json.dumps({"op": "renew"}))
-            except TransportError:
-                return  # the connection dropped: the task's own calls will say so
+
+
+class _Renewals:
+    """Every lease this process holds, renewed by one thread every ``TTL_S / 4``.
+
+    A thread per lease, started and joined for each task, cost more than the rest of
+    a short task's lease; one thread for all of them costs nothing per task."""
+
+    def __init__(self) -> None:
+        self._held: set[BoardLease] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, lease: BoardLease) -> None:
+        with self._lock:
+            self._held.add(lease)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="farm-lease", daemon=True)
+                self._thread.start()
+
+    def discard(self, lease: BoardLease) -> None:
+        with self._lock:
+            self._held.discard(lease)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(TTL_S / 4)
+            with self._lock:
+                held = list(self._held)
+            for lease in held:
+                lease.renew()
+
+
+_renewals = _Renewals()

@@ -1,7 +1,8 @@
 """What travels between the scheduler and a station: typed, frozen records.
 
     scheduler ──TaskPayload──► station        (one task on one board, one attempt)
-    station   ──running(task, attempt, at)──► scheduler   (the engine started)
+    station   ──running([(task, attempt, at)])──► scheduler
+                                              (engines started, in batches: reports.py)
     station   ──Outcome──────► scheduler      (state, result, what the error means)
     scheduler ──Board────────► station ──BoardCheck──► scheduler / CLI (health check)
 

@@ -2,8 +2,9 @@
 
 PyYAML's ``safe_load`` throws away where things were, and happily builds a
 "billion laughs" document whose aliases expand exponentially the moment anyone
-walks it (pydantic would). So this module composes the node tree itself with a
-``SafeLoader`` subclass and then builds the data by walking the nodes:
+walks it (pydantic would). So this module composes the node tree itself (PyYAML's
+composer over libyaml's scanner and parser, five times faster than PyYAML's own:
+5,000 boards load in about a second) and then builds the data by walking the nodes:
 
 - every mapping key and sequence item records its 1-based line under its path,
   e.g. ``("boards", 0, "processors")``, so a validation error can name a line;
@@ -27,8 +28,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from farm.errors import SpecError
+
+try:
+    from yaml.cyaml import CParser as _Events  # libyaml: PyYAML's wheels carry it
+except ImportError:  # a PyYAML built without it: the same events, in Python
+
+    class _Events(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):  # type: ignore[no-redef]
+        def __init__(self, text: str):
+            yaml.reader.Reader.__init__(self, text)
+            yaml.scanner.Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
+
 
 MAX_BYTES = 8 * 1024 * 1024
 """Largest document accepted. An inventory of 5,000 ordinary boards is ~1.2 MiB."""
@@ -60,11 +75,14 @@ class _TooBig(Exception):
         self.message = message
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """A SafeLoader whose composer refuses documents that nest too deep or grow too big."""
+class _BoundedLoader(Composer, _Events, SafeConstructor, Resolver):
+    """A safe loader whose composer refuses documents that nest too deep or grow too big."""
 
     def __init__(self, text: str):
-        super().__init__(text)
+        _Events.__init__(self, text)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
         self._depth = 0
         self._composed = 0
 
@@ -127,7 +145,7 @@ def parse_yaml(text: str | bytes, file: str = "<string>") -> Document:
         except UnicodeDecodeError as e:
             raise SpecError(file, None, None, f"not UTF-8 text: {e.reason}") from e
     try:
-        loader = _BoundedLoader(text)  # the reader checks the characters here already
+        loader = _BoundedLoader(text)
     except yaml.YAMLError as e:
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SpecError(file, None, None, f"invalid YAML: {first_line}") from e
@@ -155,7 +173,7 @@ def parse_yaml(text: str | bytes, file: str = "<string>") -> Document:
 class _Builder:
     """Builds plain data from composed nodes, recording lines and counting expansions."""
 
-    def __init__(self, loader: yaml.SafeLoader, doc: Document, budget: int):
+    def __init__(self, loader: _BoundedLoader, doc: Document, budget: int):
         self.loader = loader
         self.doc = doc
         self.budget = budget  # nodes the walk may visit, aliases counted at every use

@@ -37,6 +37,7 @@ from farm.store.records import (
     JobRecord,
     LayerRecord,
     LogLine,
+    QueuedTask,
     TaskEvent,
     TaskRecord,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "JobState",
     "LayerRecord",
     "LogLine",
+    "QueuedTask",
     "Store",
     "Subscriber",
     "TaskEvent",

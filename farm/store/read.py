@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any
 
+from farm.errors import UnknownTask
 from farm.result import EngineResult
+from farm.spec import TaskSpec
 from farm.states import BoardHealth, JobState, TaskState
 from farm.store.blobs import unpack
 from farm.store.records import (
@@ -35,17 +38,21 @@ from farm.store.records import (
     JobRecord,
     LayerRecord,
     LogLine,
+    QueuedTask,
     TaskEvent,
     TaskRecord,
 )
 
 _TASK_COLUMNS = (
     "t.id, t.job_id, t.idx, t.key, t.model, t.board, t.processor, t.variant, t.state,"
-    " t.attempts, t.error, t.created, t.updated, t.spec"
+    " t.attempts, t.error, t.created, t.updated, t.spec, t.candidates"
 )
 
+_Lists = dict[tuple[str, int], list[str]]
+"""Candidate board lists by (job, index): ``tasks.candidates`` points into them."""
 
-def _task(row: sqlite3.Row) -> TaskRecord:
+
+def _task(row: sqlite3.Row, lists: _Lists) -> TaskRecord:
     return TaskRecord(
         id=row["id"],
         job_id=row["job_id"],
@@ -61,13 +68,14 @@ def _task(row: sqlite3.Row) -> TaskRecord:
         created=row["created"],
         updated=row["updated"],
         spec_json=row["spec"],
+        candidates=lists[row["job_id"], row["candidates"]],
     )
 
 
-def _cell(row: sqlite3.Row) -> Cell:
+def _cell(row: sqlite3.Row, lists: _Lists) -> Cell:
     data = row["data"]
     return Cell(
-        task=_task(row),
+        task=_task(row, lists),
         result=EngineResult.model_validate_json(data) if data else None,
         result_at=row["result_at"],
     )
@@ -172,11 +180,49 @@ class Reader:
             marks, values = _in(states)
             sql += f" AND t.state IN {marks}"
             args += values
-        return [_task(r) for r in self._query(sql + " ORDER BY t.idx", args)]
+        rows = self._query(sql + " ORDER BY t.idx", args)
+        lists = self._candidate_lists(rows)
+        return [_task(r, lists) for r in rows]
 
     def task(self, task_id: str) -> TaskRecord | None:
         rows = self._query(f"SELECT {_TASK_COLUMNS} FROM tasks t WHERE t.id=?", (task_id,))
-        return _task(rows[0]) if rows else None
+        return _task(rows[0], self._candidate_lists(rows)) if rows else None
+
+    def queued(self, job_id: str) -> list[QueuedTask]:
+        """The job's queued tasks in order, without their specs: what a scheduler
+        keeps of each (a spec is read when its task is dispatched, ``task_spec``)."""
+        rows = self._query(
+            "SELECT id, job_id, idx, board, candidates, attempts FROM tasks"
+            " WHERE job_id=? AND state=? ORDER BY idx",
+            (job_id, TaskState.QUEUED),
+        )
+        lists = self._candidate_lists(rows)
+        return [
+            QueuedTask(
+                r["id"],
+                r["idx"],
+                sys.intern(r["board"]),  # one string per board, not one per task
+                lists[job_id, r["candidates"]],
+                r["attempts"],
+            )
+            for r in rows
+        ]
+
+    def task_spec(self, task_id: str) -> TaskSpec:
+        """The task's cell and measure settings as planned (without its candidates)."""
+        rows = self._query("SELECT spec FROM tasks WHERE id=?", (task_id,))
+        if not rows:
+            raise UnknownTask(f"no task {task_id!r} in the store")
+        return TaskSpec.model_validate_json(rows[0]["spec"])
+
+    def _candidate_lists(self, rows: list[sqlite3.Row]) -> _Lists:
+        """The candidate lists of the jobs ``rows`` belong to, each parsed once and
+        shared by every task that points at it."""
+        marks, values = _in({r["job_id"] for r in rows})
+        found = self._query(
+            f"SELECT job_id, idx, boards FROM candidate_sets WHERE job_id IN {marks}", values
+        )
+        return {(r["job_id"], r["idx"]): json.loads(r["boards"]) for r in found}
 
     def events(self, task_id: str) -> list[TaskEvent]:
         """A task's history, oldest first, in the shape the writer published it."""
@@ -213,7 +259,8 @@ class Reader:
             " LEFT JOIN results r ON r.task_id = t.id WHERE t.job_id=? ORDER BY t.idx",
             (job_id,),
         )
-        return [_cell(r) for r in rows]
+        lists = self._candidate_lists(rows)
+        return [_cell(r, lists) for r in rows]
 
     def latest_cells(self) -> list[Cell]:
         """The newest result of every cell (model, board, processor, variant) across
@@ -225,7 +272,8 @@ class Reader:
             " FROM tasks t JOIN results r ON r.task_id = t.id) WHERE newest = 1"
             " ORDER BY model, board, processor, variant"
         )
-        return [_cell(r) for r in rows]
+        lists = self._candidate_lists(rows)
+        return [_cell(r, lists) for r in rows]
 
     def match_cells(self, job_a: str, job_b: str) -> list[tuple[CellKey, Cell | None, Cell | None]]:
         """The cells of two jobs side by side, matched by cell; a cell only one job

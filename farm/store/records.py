@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from farm.result import EngineResult
-from farm.spec import PlannedTask
+from farm.spec import PlannedTask, TaskSpec
 from farm.states import BoardHealth, JobState, TaskState
 
 
@@ -72,7 +72,8 @@ class TaskRecord:
     error: str | None
     created: float
     updated: float
-    spec_json: str = field(repr=False, default="{}")
+    spec_json: str = field(repr=False, default="{}")  # the TaskSpec, without candidates
+    candidates: list[str] = field(repr=False, default_factory=list)  # shared per job: read-only
 
     @property
     def cell(self) -> CellKey:
@@ -80,7 +81,18 @@ class TaskRecord:
 
     def planned(self) -> PlannedTask:
         """The task as planned: model reference, measure settings, candidate boards."""
-        return PlannedTask.model_validate_json(self.spec_json)
+        return PlannedTask.of(TaskSpec.model_validate_json(self.spec_json), self.candidates)
+
+
+class QueuedTask(NamedTuple):
+    """A queued task as a scheduler queues it: where it waits and where it may go, not
+    its spec (``Reader.task_spec``, read when it is dispatched)."""
+
+    id: str
+    index: int
+    board: str
+    candidates: list[str]  # shared by the job's tasks that have the same list: read-only
+    attempts: int
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,37 @@ def _v3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v2, _v3]
+def _v4(db: sqlite3.Connection) -> None:
+    """Each distinct candidate list stored once per job, not once per task.
+
+    - ``candidate_sets``: a job's candidate board lists (JSON), numbered from 0;
+    - ``tasks.candidates``: the task's list, an index into its job's sets; the
+      list leaves ``tasks.spec`` (1,000 boards made 10 KB of JSON per task).
+    """
+    db.execute(
+        "CREATE TABLE candidate_sets (job_id TEXT NOT NULL REFERENCES jobs(id),"
+        " idx INTEGER NOT NULL, boards TEXT NOT NULL, PRIMARY KEY (job_id, idx))"
+    )
+    db.execute("ALTER TABLE tasks ADD COLUMN candidates INTEGER NOT NULL DEFAULT 0")
+    sets: dict[str, dict[str, int]] = {}  # job -> its lists (JSON) -> index
+    rows = db.execute("SELECT id, job_id, board, spec FROM tasks ORDER BY job_id, idx")
+    for task_id, job_id, board, spec in rows.fetchall():
+        spec = json.loads(spec)
+        boards = json.dumps(spec.pop("candidates", None) or [board])
+        job_sets = sets.setdefault(job_id, {})
+        if boards not in job_sets:
+            job_sets[boards] = len(job_sets)
+            db.execute(
+                "INSERT INTO candidate_sets(job_id, idx, boards) VALUES (?,?,?)",
+                (job_id, job_sets[boards], boards),
+            )
+        db.execute(
+            "UPDATE tasks SET spec=?, candidates=? WHERE id=?",
+            (json.dumps(spec), job_sets[boards], task_id),
+        )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v2, _v3, _v4]
 """``MIGRATIONS[i]`` takes a file from version ``i + 1`` to ``i + 2``."""
 
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

@@ -148,11 +148,11 @@ class Writer:
                 ),
             )
             events.append(JobEvent(job_id, name, None, JobState.QUEUED, now))
+            sets = _CandidateSets()
+            rows, queued = [], []
             for t in tasks:
                 task_id = f"{job_id}.{t.index}"
-                self._db.execute(
-                    "INSERT INTO tasks(id, job_id, idx, key, model, board, processor, variant,"
-                    " spec, state, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows.append(
                     (
                         task_id,
                         job_id,
@@ -162,18 +162,28 @@ class Writer:
                         t.board,
                         t.processor,
                         json.dumps(t.variant, sort_keys=True),
-                        t.model_dump_json(),
+                        t.model_dump_json(exclude={"candidates"}),
+                        sets.index(t.candidates),
                         TaskState.QUEUED,
                         now,
                         now,
-                    ),
+                    )
                 )
-                self._db.execute(
-                    "INSERT INTO task_events(task_id, state, at, board, attempt)"
-                    " VALUES (?,?,?,?,0)",
-                    (task_id, TaskState.QUEUED, now, t.board),
-                )
+                queued.append((task_id, TaskState.QUEUED, now, t.board))
                 events.append(TaskEvent(task_id, job_id, t.board, None, TaskState.QUEUED, 0, now))
+            self._db.executemany(
+                "INSERT INTO candidate_sets(job_id, idx, boards) VALUES (?,?,?)",
+                [(job_id, i, json.dumps(boards)) for i, boards in enumerate(sets.lists)],
+            )
+            self._db.executemany(
+                "INSERT INTO tasks(id, job_id, idx, key, model, board, processor, variant,"
+                " spec, candidates, state, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            self._db.executemany(
+                "INSERT INTO task_events(task_id, state, at, board, attempt) VALUES (?,?,?,?,0)",
+                queued,
+            )
 
     def set_job_state(self, job_id: str, state: JobState) -> JobEvent:
         """Move a job; refuses a move ``farm.states.JOB_MOVES`` does not allow."""
@@ -391,3 +401,24 @@ class Writer:
             event = BoardEvent(name, current, state, failures, error, now)
             events.append(event)
         return event
+
+
+class _CandidateSets:
+    """A job's distinct candidate lists, numbered in order of first use.
+
+    Tasks planned together share one list object (``PlannedTask.of``): a list
+    seen before is found by identity without hashing its names again."""
+
+    def __init__(self) -> None:
+        self.lists: list[list[str]] = []
+        self._by_names: dict[tuple[str, ...], int] = {}
+        self._by_id: dict[int, int] = {}
+
+    def index(self, candidates: list[str]) -> int:
+        found = self._by_id.get(id(candidates))
+        if found is None:
+            found = self._by_names.setdefault(tuple(candidates), len(self.lists))
+            if found == len(self.lists):
+                self.lists.append(candidates)
+            self._by_id[id(candidates)] = found
+        return found
