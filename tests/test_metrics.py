@@ -63,7 +63,7 @@ def _result(mean_ms: float, energy_mj: float | None = None) -> EngineResult:
 
 def _run(store: Store, task_id: str, board: str, state: TaskState, **kw) -> None:
     store.transition(task_id, TaskState.DEPLOYING, board=board, at=100.0, attempt=1)
-    store.transition(task_id, TaskState.RUNNING, board=board, at=100.5)
+    store.transition(task_id, TaskState.RUNNING, board=board, at=100.5, deploy_bytes=4096)
     store.finish(task_id, state, board=board, **kw)
 
 
@@ -110,6 +110,8 @@ def test_counters_move_on_state_events(store: Store) -> None:
     assert got[("farm_transport_errors_total", (("kind", "TransportTimeout"),))] == 0
     assert got[("farm_deploy_duration_seconds_count", ())] == 1  # deploying at 100, running 100.5
     assert got[("farm_deploy_duration_seconds_sum", ())] == pytest.approx(0.5)
+    assert got[("farm_deploy_bytes_total", (("board", "b0"),))] == 4096  # b1 never ran
+    assert ("farm_deploy_bytes_total", (("board", "b1"),)) not in got
     assert got[("farm_task_duration_seconds_count", (("state", "done"),))] == 1
     assert got[("farm_task_duration_seconds_count", (("state", "failed"),))] == 1
     # the done attempt started at 100 (deploying) and ended now: its whole run is observed

@@ -27,6 +27,7 @@ import pytest
 import yaml
 from test_head import Farm, job_file, wait_for
 
+from farm.store import Store
 from farm.testing.sysfs import FakeRapl
 from farm.testing.testbed import Testbed, free_port
 
@@ -265,6 +266,17 @@ def test_counters_and_rules_on_the_real_prometheus(swept: dict[str, Any]) -> Non
     assert prom.query('farm_queue_depth{band="normal"} == 0')
     assert prom.query('farm_jobs{state="done"} == 1')
     assert prom.query("farm_build_info == 1")
+    # what the deploy steps pushed, counted on their events: the tasks' logs say the same
+    store = Store(swept["farm"].db, readonly=True)
+    try:
+        job = store.job("latest")
+        assert job is not None
+        logs = [line.line for task in store.tasks(job.id) for line in store.logs(task.id)]
+    finally:
+        store.close()
+    logged = sum(int(n) for line in logs for n in re.findall(r"\((\d+) bytes\)", line))
+    pushed = prom.query("sum(farm_deploy_bytes_total)")
+    assert (float(pushed[0]["value"][1]) if pushed else 0.0) == logged
     groups = prom.api("rules")["groups"]
     rules = {r["name"]: r for g in groups for r in g["rules"]}
     assert set(rules) == {

@@ -405,14 +405,14 @@ def test_running_reports_go_in_batches_and_an_outcome_overtakes_its_own():
 
     sent: list[list] = []
     reports = RunningReports(sent.append, delay_s=3600)  # sent when flushed, here
-    reports.add("t.0", 1, 10.0)
+    reports.add("t.0", 1, 10.0, 4096)  # what its deploy step pushed
     reports.add("t.1", 1, 11.0)
     reports.add("t.2", 2, 12.0)
     reports.overtaken("t.1", 1)  # its outcome is on its way
     reports.overtaken("t.2", 1)  # another attempt's outcome: the report of attempt 2 stays
     reports.flush()
     reports.flush()  # nothing left: no empty call
-    assert sent == [[("t.0", 1, 10.0), ("t.2", 2, 12.0)]]
+    assert sent == [[("t.0", 1, 10.0, 4096), ("t.2", 2, 12.0, 0)]]
 
     arrived = threading.Event()
     alone = RunningReports(lambda batch: arrived.set(), delay_s=0.01)

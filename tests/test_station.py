@@ -41,8 +41,12 @@ def test_a_task_on_a_fake_board_is_done_with_a_typed_result(station):
     outcome = station.run_task(_payload())
     assert outcome.state is TaskState.DONE, outcome.error
     assert outcome.result.latency.n == 3 and outcome.markers["kinds"][0] == "task_begin"
-    assert [(task, attempt) for task, attempt, _ in reports] == [("j.0", 1)]
+    assert [(task, attempt) for task, attempt, *_ in reports] == [("j.0", 1)]
     assert outcome.running_at == reports[0][2]
+    # the first deploy pushed the engine and the weights; the second finds them there
+    assert outcome.deploy_bytes == reports[0][3] > 100_000
+    again = station.run_task(_payload())
+    assert again.state is TaskState.DONE and again.deploy_bytes == reports[1][3] == 0
 
 
 def test_a_lost_board_is_retryable(station):

@@ -63,6 +63,12 @@ class FarmMetrics:
             buckets=DEPLOY_BUCKETS,
             registry=registry,
         )
+        self.deploy_bytes = Counter(
+            "farm_deploy_bytes",
+            "Bytes the deploy step pushed to boards (engine, weights, users' packages), by board",
+            ["board"],
+            registry=registry,
+        )
         self.transport_errors = Counter(
             "farm_transport_errors",
             "Transport errors met by tasks, by kind (the error's class)",
@@ -90,6 +96,8 @@ class FarmMetrics:
         if state is TaskState.RUNNING:
             if started is not None:  # deploying → running: the deploy step
                 self.deploy_seconds.observe(max(0.0, event.at - started))
+            if event.deploy_bytes and event.board:
+                self.deploy_bytes.labels(event.board).inc(event.deploy_bytes)
             return
         self._started.pop(event.task_id, None)  # back to the queue, or the end
         if state.is_terminal() and started is not None:

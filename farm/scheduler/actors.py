@@ -288,8 +288,8 @@ class SchedulerActor:
 
     def running(self, reports: list[Report]) -> None:
         """A station's batch of "engine started" reports (``farm.scheduler.reports``)."""
-        for task_id, attempt, at in reports:
-            self.core.running(task_id, attempt, at)
+        for task_id, attempt, at, deploy_bytes in reports:
+            self.core.running(task_id, attempt, at, deploy_bytes)
 
     def progress(self, job_id: str):
         return self.core.progress(job_id)

@@ -225,9 +225,10 @@ class Scheduler:
         self._inbox.put(("submit", (job.id, JobPolicy.of(job.spec), boards)))
         return self.store.counts(job.id).get(TaskState.QUEUED, 0)
 
-    def running(self, task_id: str, attempt: int, at: float) -> None:
-        """A station says the engine started on attempt ``attempt`` of a task."""
-        self._inbox.put(("running", (task_id, attempt, at)))
+    def running(self, task_id: str, attempt: int, at: float, deploy_bytes: int = 0) -> None:
+        """A station says the engine started on attempt ``attempt`` of a task, after
+        pushing ``deploy_bytes`` to the board."""
+        self._inbox.put(("running", (task_id, attempt, at, deploy_bytes)))
 
     def progress(self, job_id: str) -> JobProgress | None:
         published = self._progress.get(job_id)
@@ -455,12 +456,12 @@ class Scheduler:
             lambda f, tid=run.id, n=run.attempts: self._inbox.put(("done", (tid, n, _result(f))))
         )
 
-    def _on_running(self, task_id: str, attempt: int, at: float) -> None:
+    def _on_running(self, task_id: str, attempt: int, at: float, deploy_bytes: int = 0) -> None:
         run = self.tasks.get(task_id)
         if run is None or run.attempts != attempt or run.running:
             return  # a late report of an attempt already over
         run.running = True
-        self.store.transition(task_id, TaskState.RUNNING, at=at)
+        self.store.transition(task_id, TaskState.RUNNING, at=at, deploy_bytes=deploy_bytes)
         self._moved(run, TaskState.RUNNING)
 
     # -- outcomes -----------------------------------------------------------------
@@ -473,7 +474,7 @@ class Scheduler:
         if board.busy == task_id:
             board.busy = None
         if outcome.running_at is not None:
-            self._on_running(task_id, attempt, outcome.running_at)
+            self._on_running(task_id, attempt, outcome.running_at, outcome.deploy_bytes)
         job = self.jobs[run.job_id]
         if job.cancelled:
             self._finish(run, TaskState.CANCELLED, outcome, error="cancelled")

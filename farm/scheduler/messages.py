@@ -51,6 +51,7 @@ class Outcome:
     logs: list[tuple[float, str]] = field(default_factory=list)
     trace: bytes | None = None
     running_at: float | None = None  # when the engine started (None: it never did)
+    deploy_bytes: int = 0  # what the deploy step pushed to the board
 
     @classmethod
     def lost(cls, exc: BaseException) -> Outcome:

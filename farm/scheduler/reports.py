@@ -18,8 +18,9 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-Report = tuple[str, int, float]
-"""``(task_id, attempt, at)``: the engine started on that attempt at ``at``."""
+Report = tuple[str, int, float, int]
+"""``(task_id, attempt, at, deploy_bytes)``: the engine started on that attempt at
+``at``, after the deploy step pushed ``deploy_bytes`` to the board."""
 
 
 class RunningReports:
@@ -29,15 +30,15 @@ class RunningReports:
     def __init__(self, send: Callable[[list[Report]], object], *, delay_s: float = 0.05):
         self._send = send
         self.delay_s = delay_s
-        self._pending: dict[tuple[str, int], float] = {}
+        self._pending: dict[tuple[str, int], tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._due = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="farm-running", daemon=True)
         self._thread.start()
 
-    def add(self, task_id: str, attempt: int, at: float) -> None:
+    def add(self, task_id: str, attempt: int, at: float, deploy_bytes: int = 0) -> None:
         with self._lock:
-            self._pending[task_id, attempt] = at
+            self._pending[task_id, attempt] = (at, deploy_bytes)
         self._due.set()
 
     def overtaken(self, task_id: str, attempt: int) -> None:
@@ -53,7 +54,7 @@ class RunningReports:
         if not batch:
             return
         try:
-            self._send([(task, attempt, at) for (task, attempt), at in batch.items()])
+            self._send([(task, attempt, *report) for (task, attempt), report in batch.items()])
         except Exception:  # a lost report is repeated by its outcome: log, carry on
             log.exception("could not send %d running reports", len(batch))
 

@@ -31,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,8 @@ from farm.transport import connect
 
 log = logging.getLogger(__name__)
 
-Running = Callable[[str, int, float], None]
-"""``running(task_id, attempt, at)``: tell the scheduler the engine started."""
+Running = Callable[[str, int, float, int], None]
+"""``running(task_id, attempt, at, deploy_bytes)``: tell the scheduler the engine started."""
 
 
 class _TaskLog:
@@ -118,7 +119,7 @@ class Station:
         board = payload.board
         tlog(f"station {self.name}: attempt {payload.attempt} on {board.name}")
         link = self._link(board)
-        started: list[float] = []  # when the engine started, if it did
+        started = _Started()
         with link.lock:
             link.task = payload.task_id
             try:
@@ -219,16 +220,20 @@ class Station:
     # -- the steps ------------------------------------------------------------------
 
     def _run(
-        self, link: _Link, payload: TaskPayload, tlog: _TaskLog, started: list[float]
+        self, link: _Link, payload: TaskPayload, tlog: _TaskLog, started: _Started
     ) -> tuple[EngineResult, dict | None, bytes | None]:
         board, task = link.board, payload.task
         transport = self._transport(link)
         engine = self._engine_zip()
         artifact = self._artifact(task)
         began = time.time()
-        pushed = self._deploy(link, transport, [engine, Path(artifact.path), *artifact.companions])
-        if pushed:
-            tlog(f"deployed {', '.join(pushed)} in {time.time() - began:.2f}s")
+        report = deploy.deploy(
+            transport, link.board, [engine, Path(artifact.path), *artifact.companions]
+        )
+        started.deploy_bytes = report.bytes_pushed
+        if report.pushed:
+            names = ", ".join(Path(p).name for p in report.pushed)
+            tlog(f"deployed {names} ({report.bytes_pushed} bytes) in {time.time() - began:.2f}s")
         request = self._request(link, task, artifact, payload.task_id)
         monitor = self._monitor(board.power.monitor) if board.power and self._monitor else None
         timeout = float(task.measure.timeout_s)
@@ -245,8 +250,8 @@ class Station:
             wait_s=timeout,
             log=tlog,
         ):
-            started.append(time.time())
-            self._running(payload.task_id, payload.attempt, started[0])
+            started.at = time.time()
+            self._running(payload.task_id, payload.attempt, started.at, started.deploy_bytes)
             if payload.isolation != "process":
                 self._start_engine(link, transport, engine, startup)
             if monitor is None:
@@ -303,11 +308,6 @@ class Station:
                     return ref
                 self._artifacts[key] = ref
             return self._artifacts[key]
-
-    def _deploy(self, link: _Link, transport, files: list[Path]) -> list[str]:
-        """Push what the board lacks; files deploy verified before cost one SFTP stat each."""
-        report = deploy.deploy(transport, link.board, files)
-        return [Path(p).name for p in report.pushed]
 
     def _request(self, link: _Link, task: PlannedTask, artifact, task_id: str) -> dict[str, Any]:
         """The engine's request (its JSON contract, docs/internals.md) from the typed task."""
@@ -431,6 +431,21 @@ def _exit_reason(status: int) -> str:
     return f"status {status}"
 
 
-def _outcome(state: TaskState, tlog: _TaskLog, started: list[float], **fields: Any) -> Outcome:
+@dataclass
+class _Started:
+    """How far an attempt got: when its engine started (None: it never did), and what
+    its deploy step pushed."""
+
+    at: float | None = None
+    deploy_bytes: int = 0
+
+
+def _outcome(state: TaskState, tlog: _TaskLog, started: _Started, **fields: Any) -> Outcome:
     """The attempt's outcome, with its log lines and when the engine started (if it did)."""
-    return Outcome(state, logs=tlog.lines, running_at=started[0] if started else None, **fields)
+    return Outcome(
+        state,
+        logs=tlog.lines,
+        running_at=started.at,
+        deploy_bytes=started.deploy_bytes,
+        **fields,
+    )

@@ -155,6 +155,7 @@ class TaskEvent:
     at: float
     error: str | None = None
     detail: str | None = None
+    deploy_bytes: int = 0  # on deploying → running: what the deploy step pushed to the board
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ logged and the others still hear the event (a broken exporter never stops a run)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -212,13 +213,17 @@ class Writer:
         error: str | None = None,
         attempt: int | None = None,
         at: float | None = None,
+        deploy_bytes: int = 0,
     ) -> TaskEvent:
         """Move a task to ``state`` and record the event, in one transaction.
 
         ``attempt`` (when given) becomes the task's attempt count: the scheduler
-        passes it when it hands the task to a board."""
+        passes it when it hands the task to a board. ``deploy_bytes`` (on the move to
+        running) is what the deploy step pushed; the event carries it to metrics."""
         with self._tx() as events:
             event = self._move(task_id, state, board, detail, error, attempt, at or time.time())
+            if deploy_bytes:
+                event = dataclasses.replace(event, deploy_bytes=deploy_bytes)
             events.append(event)
         return event
 
