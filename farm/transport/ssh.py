@@ -321,10 +321,23 @@ class SSHChannel(Channel):
         self._chan.close()
 
     def kill(self) -> None:
-        self._pump()
-        self._transport._kill_group(self._pid)
+        self._transport._kill_group(self._await_pid())
         self._chan.close()
         self._eof = True
+
+    def _await_pid(self) -> int | None:
+        """The remote process's pid. Its first stderr line says it, but a kill right after
+        the start may come before that line has arrived: wait for it (within the connect
+        limit) while the channel is open, or the kill would miss a running process."""
+        deadline = time.monotonic() + self._transport.connect_timeout
+        self._pump()
+        while self._pid is None and not (self._chan.closed or self._chan.eof_received):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            select.select([self._chan], [], [], min(remaining, _POLL_S))
+            self._pump()
+        return self._pid
 
 
 def _drain_until_eof(
