@@ -26,7 +26,6 @@ import json
 import os
 import stat
 
-import pytest
 from farmcli import run_farm
 from test_farm_ssh import bed_boards, submit, wait, write_inventory
 
@@ -40,13 +39,6 @@ JOB = {
 }
 
 
-@pytest.fixture
-def schedulers(ray_session):
-    actors = []
-    yield actors
-    for actor in actors:
-        ray_session.kill(actor)
-
 
 def _scalar_python(path, python: str):
     path.write_text(
@@ -58,7 +50,7 @@ def _scalar_python(path, python: str):
     return path
 
 
-def test_two_nights_one_board_slower(ray_session, testbed, tmp_path, schedulers):
+def test_two_nights_one_board_slower(ray_session, testbed, tmp_path, scheduler_cleanup):
     boards = bed_boards(testbed)
     for b in boards:
         b["processors"][0]["threads"] = 1
@@ -71,7 +63,7 @@ def test_two_nights_one_board_slower(ray_session, testbed, tmp_path, schedulers)
     night_ids = []
     for inventory in (first, second):
         actor, job_id, _ = submit(ray_session, tmp_path, inventory, JOB)
-        schedulers.append(actor)
+        scheduler_cleanup.append(actor)
         assert wait(ray_session, actor, job_id, timeout=600).state == "done"
         night_ids.append(job_id)
 

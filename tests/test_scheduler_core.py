@@ -211,8 +211,10 @@ def _health(healthy: threading.Event):
     return check
 
 
-def test_tasks_of_a_quarantined_board_wait_for_its_health_check(make):
-    broken, healthy = threading.Event(), threading.Event()
+def _quarantining_scheduler(make, healthy: threading.Event):
+    """A scheduler whose board fails (and is quarantined) while ``broken`` is set, and
+    whose health checks pass once ``healthy`` is set."""
+    broken = threading.Event()
     broken.set()
     sched, _ = make(
         _quarantining(broken),
@@ -220,6 +222,12 @@ def test_tasks_of_a_quarantined_board_wait_for_its_health_check(make):
         health_check=_health(healthy),
         health_interval_s=0.05,
     )
+    return sched, broken
+
+
+def test_tasks_of_a_quarantined_board_wait_for_its_health_check(make):
+    healthy = threading.Event()
+    sched, broken = _quarantining_scheduler(make, healthy)
     job = sched.submit(_job("j", retries=0, deadline_s=60), _tasks(3), _boards("b0"))
     deadline = time.time() + 10
     while sched.store.board_health().get("b0") is None or (
@@ -239,14 +247,7 @@ def test_tasks_of_a_quarantined_board_wait_for_its_health_check(make):
 
 
 def test_a_task_still_waiting_at_the_jobs_deadline_fails_saying_why(make):
-    broken, never = threading.Event(), threading.Event()
-    broken.set()
-    sched, _ = make(
-        _quarantining(broken),
-        quarantine_after=1,
-        health_check=_health(never),
-        health_interval_s=0.05,
-    )
+    sched, _ = _quarantining_scheduler(make, threading.Event())  # never healthy
     t0 = time.time()
     job = sched.submit(_job("j", retries=0, deadline_s=1.0), _tasks(2), _boards("b0"))
     assert wait_job(sched, job).state is JobState.FAILED
