@@ -39,7 +39,6 @@ JOB = {
 }
 
 
-
 def _scalar_python(path, python: str):
     path.write_text(
         "#!/bin/sh\n"
