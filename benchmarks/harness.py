@@ -5,7 +5,9 @@
     ``perf_counter`` loop over the same module and input, at the same threads,
     garbage collector paused in both. Blocks of the two alternate in one process
     (which goes first alternates too), so drift and neighbours hit both alike.
-    Figure ``median_vs_plain_<model>``: |engine / plain − 1| in %, target ≤ 1 for
+    Figure ``median_vs_plain_<model>``: |r − 1| in %, r the median over block
+    pairs of the engine's median over the plain block's next to it (a pair ran
+    back to back, so the machine's drift between pairs cancels), target ≤ 1 for
     the zoo. Besides the zoo, two users' models given as ``module:`` models
     (``benchmarks/users/benchnets.py``): a residual CNN with functional ReLUs and a
     skip addition, and a two-layer ``nn.TransformerEncoder``. The engine runs the
@@ -17,8 +19,11 @@
 (b) Per-layer shares. The engine's layer pass at the job's default layer
     iterations (20) against a hook-free reference: prefix differencing, i.e. the
     zoo graph cut after each node, every prefix timed without hooks, round
-    robin; layer k's time is prefix k minus prefix k−1 and the graph's own
-    entry/exit is a one-identity graph minus the identity. Both sides take
+    robin, each right after an untimed forward of the whole model (so every
+    prefix starts from the caches a forward leaves, as the engine's forwards
+    do); the graph's own entry/exit is a one-identity graph minus the identity
+    called alone, the first layer the first prefix minus that, and layer k's
+    time prefix k minus prefix k−1. Both sides take
     the mean of the faster half of their forwards (``fast_mean``). Engine tasks and
     reference rounds alternate. Figure ``share_error_<model>``: the largest
     absolute difference in share over the layers, in points, target ≤ 3; and
@@ -66,12 +71,12 @@ from farm.spec.job import ModelRef
 
 # model -> (inferences per block, blocks) for (a); the last two are users' models given
 # as ``module:`` models (model_form "eager"): the plain loop runs the user's own module
-LATENCY_PLAN = {"kws": (1000, 12), "svhn": (300, 10), "alexnet": (10, 8),
+LATENCY_PLAN = {"kws": (400, 100), "svhn": (100, 60), "alexnet": (10, 30),
                 "user_transformer": (300, 20), "user_resnet": (300, 20)}  # fmt: skip
 # |engine / plain - 1| in % for (a): the zoo's, and users' models'
 ZOO_TARGET_PCT, USER_TARGET_PCT = 1.0, 3.0
 # model -> (engine tasks = reference rounds, forwards of each prefix per round) for (b)
-SHARE_PLAN = {"kws": (7, 60), "svhn": (7, 30), "deepear": (7, 40), "alexnet": (3, 3)}
+SHARE_PLAN = {"kws": (60, 60), "svhn": (15, 30), "deepear": (20, 40), "alexnet": (4, 8)}
 LAYER_ITERATIONS = 20  # the job's default (farm.spec: measure.layer_iterations)
 
 
@@ -100,7 +105,7 @@ def latency(
     cache = ModelCache(capacity=1)
     request = parse_request({"artifact": path, "iterations": n, "warmup": 5, "layers": False,
                              "memory": False, "threads": threads})  # fmt: skip
-    engine_medians, plain, forms, classes = [], [], set(), set()
+    engine_medians, plain_medians, forms, classes = [], [], set(), set()
     loaded, _ = cache.get(path, torch.device("cpu"))
     x = loaded.example_input("cpu")
     reference_module = own if own is not None else loaded.module
@@ -115,13 +120,17 @@ def latency(
             classes.add(result["env"]["model_class"])
 
         def reference() -> None:  # same threads: the engine task just set them
-            plain.extend(_plain_block(lambda: reference_module(x), n))
+            plain_medians.append(stats.median(_plain_block(lambda: reference_module(x), n)))
 
         for step in (engine, reference) if block % 2 == 0 else (reference, engine):
             step()
-    e, p = stats.median(engine_medians), stats.median(plain)
+    # each block's engine median over its neighbour plain block's: the pair ran back to
+    # back, so a drift of the machine's speed between blocks cancels in the ratio
+    ratios = [e / p for e, p in zip(engine_medians, plain_medians, strict=True)]
+    ratio = stats.median(ratios)
+    e, p = stats.median(engine_medians), stats.median(plain_medians)
     return {"n": n, "blocks": blocks, "engine_ms": e, "plain_ms": p,
-            "error_pct": 100 * abs(e / p - 1), "threads": torch.get_num_threads(),
+            "error_pct": 100 * abs(ratio - 1), "threads": torch.get_num_threads(),
             "form": "/".join(sorted(forms)), "model_class": "/".join(sorted(classes)),
             "plain_class": f"{type(reference_module).__module__}."
                            f"{type(reference_module).__qualname__}"}  # fmt: skip
@@ -154,8 +163,20 @@ def _prefixes(module: artifact.GraphModule) -> list[nn.Module]:
     return [artifact.GraphModule([("noop", nn.Identity(), module.inputs[0])]), *cuts]
 
 
-def _reference_round(prefixes: list[nn.Module], x: torch.Tensor, reps: int) -> list[list[int]]:
-    """``reps`` hook-free forwards of every prefix, round robin; ns per prefix."""
+def _reference_round(
+    whole: nn.Module, prefixes: list[nn.Module], x: torch.Tensor, reps: int
+) -> list[list[int]]:
+    """``reps`` hook-free forwards of every prefix, round robin; ns per prefix.
+
+    Each timed prefix follows an untimed forward of the whole model, so it starts from
+    the caches a forward of the model leaves behind, as every forward of the engine's
+    passes does; timed right after the previous (shorter) prefix, a layer would find
+    the next one's weights evicted or not, depending on its neighbours in the round.
+    A prefix's output is freed after the clock is read: in a forward a layer's output
+    is freed by the graph right after its last reader ran, inside that reader's time
+    (the engine's convention too), so prefix k less prefix k−1 is layer k plus
+    freeing its input, never plus freeing its own output.
+    """
     clock = time.perf_counter_ns
     identity = nn.Identity()
     times: list[list[int]] = [[] for _ in range(len(prefixes) + 1)]
@@ -164,24 +185,28 @@ def _reference_round(prefixes: list[nn.Module], x: torch.Tensor, reps: int) -> l
     try:
         with torch.inference_mode():
             for _ in range(reps):
+                whole(x)
                 t0 = clock()
                 identity(x)
                 times[0].append(clock() - t0)
                 for k, prefix in enumerate(prefixes):
+                    whole(x)
                     t0 = clock()
-                    prefix(x)
-                    times[k + 1].append(clock() - t0)
+                    out = prefix(x)
+                    t1 = clock()
+                    del out  # freed after the clock: see the docstring
+                    times[k + 1].append(t1 - t0)
     finally:
         gc.enable()
     return times
 
 
-def shares(path: str, tasks: int, reps: int) -> dict:
+def shares(path: str, tasks: int, reps: int, threads: int | None = None) -> dict:
     loaded = artifact.load(path)
     x = loaded.example_input("cpu")
     prefixes = _prefixes(loaded.module)
     request = parse_request({"artifact": path, "iterations": 10, "warmup": 3, "memory": False,
-                             "layer_iterations": LAYER_ITERATIONS})  # fmt: skip
+                             "layer_iterations": LAYER_ITERATIONS, "threads": threads})  # fmt: skip
     cache = ModelCache(capacity=1, loader=lambda _p: loaded)
     engine_rows: list[list[dict]] = []
     ratios: list[float] = []
@@ -196,15 +221,18 @@ def shares(path: str, tasks: int, reps: int) -> dict:
             ratios.append(result["layer_pass"]["layer_sum_vs_whole"])
 
         def reference() -> None:
-            for k, values in enumerate(_reference_round(prefixes, x, reps)):
+            for k, values in enumerate(_reference_round(loaded.module, prefixes, x, reps)):
                 ref[k].extend(values)
 
         for step in (engine, reference) if t % 2 == 0 else (reference, engine):
             step()
     # the same statistic the engine uses: another process only ever adds time
     med = [fast_mean(v) for v in ref]  # identity, empty graph, prefix 1..n
+    # the graph's own entry/exit: the one-identity graph less the identity's own call;
+    # the first layer is the first prefix less that (not less the one-identity graph,
+    # which would take an identity's call from it), every later one prefix k - (k-1)
     graph_ns = max(0.0, med[1] - med[0])
-    layer_ns = [med[k + 2] - med[k + 1] for k in range(len(prefixes) - 1)]
+    layer_ns = [med[2] - graph_ns] + [med[k + 2] - med[k + 1] for k in range(1, len(prefixes) - 1)]
     whole = med[-1]
     names = [row["name"] for row in engine_rows[0]]
     reference_share = {name: ns / whole for name, ns in zip(names[:-1], layer_ns, strict=True)}
@@ -217,7 +245,13 @@ def shares(path: str, tasks: int, reps: int) -> dict:
     worst = max(diffs, key=lambda name: abs(diffs[name]))
     return {"tasks": tasks, "reps": reps, "engine": engine_share, "reference": reference_share,
             "diff_points": diffs, "worst": worst, "max_abs_points": abs(diffs[worst]),
-            "ratio": stats.median(ratios), "whole_ms": whole / 1e6}  # fmt: skip
+            "ratio": stats.median(ratios), "whole_ms": whole / 1e6,
+            "engine_us": {name: 1e3 * stats.median([rows[i]["time_ms"] for rows in engine_rows])
+                          for i, name in enumerate(names)},
+            "reference_us": {name: ns / 1e3 for name, ns in
+                             zip([*names[:-1], GRAPH_ROW], [*layer_ns, graph_ns], strict=True)},
+            "engine_whole_us": 1e3 * stats.median([sum(r["time_ms"] for r in rows)
+                                                   for rows in engine_rows])}  # fmt: skip
 
 
 def main() -> int:
@@ -246,7 +280,8 @@ def main() -> int:
         own = {name: module for name, (_, module) in users.items()}
         lat = {m: latency(paths[m], *plan, args.threads, own.get(m))
                for m, plan in LATENCY_PLAN.items() if m in chosen}  # fmt: skip
-        sh = {m: shares(paths[m], *plan) for m, plan in SHARE_PLAN.items() if m in chosen}
+        sh = {m: shares(paths[m], *plan, args.threads)
+              for m, plan in SHARE_PLAN.items() if m in chosen}  # fmt: skip
     load_after = os.getloadavg()
 
     t = Table(title="(a) the engine's reported median vs a plain perf_counter loop, interleaved")
@@ -268,11 +303,14 @@ def main() -> int:
     for m, r in sh.items():
         t = Table(title=f"(b) {m}: per-layer share, engine (layer iterations {LAYER_ITERATIONS}, "
                         f"median of {r['tasks']} tasks) vs prefix differencing")  # fmt: skip
-        for col in ("layer", "engine %", "reference %", "diff points"):
+        for col in ("layer", "engine µs", "reference µs", "engine %", "reference %",
+                    "diff points"):  # fmt: skip
             t.add_column(col, justify="right")
         for name, diff in r["diff_points"].items():
-            t.add_row(name, f"{100 * r['engine'][name]:.2f}",
-                      f"{100 * r['reference'][name]:.2f}", f"{diff:+.2f}")  # fmt: skip
+            t.add_row(name, f"{r['engine_us'][name]:.2f}", f"{r['reference_us'][name]:.2f}",
+                      f"{100 * r['engine'][name]:.2f}", f"{100 * r['reference'][name]:.2f}",
+                      f"{diff:+.2f}")  # fmt: skip
+        t.add_row("whole", f"{r['engine_whole_us']:.2f}", f"{1e3 * r['whole_ms']:.2f}", "", "", "")
         console.print(t)
         figure(f"share_error_{m}", r["max_abs_points"], "<= 3", "points", r["max_abs_points"] <= 3)
         ok = abs(r["ratio"] - 1) <= 0.05

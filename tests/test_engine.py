@@ -540,6 +540,52 @@ def test_zoo_model_layer_pass_reports_its_sum_against_the_whole(artifacts, name)
     assert lp["layer_compute_sum_ms"] > 0  # below the sum only as a timing matter: no test
     assert len(r["layers"]) == len(r["markers"]["layer_names"]) + 1 > 4
     assert r["memory"]["param_bytes"] == 4 * r["env"]["model"]["params"]
+    # a zoo graph is timed by clock reads in its own loop, not by hooks: each layer's
+    # window starts where the previous one's ends
+    assert lp["attribution"] == "graph layers" and "ticked" in lp["hook_cost_source"]
+    m = r["markers"]
+    begins, ends = _kind(r, "layer_begin"), _kind(r, "layer_end")
+    n = len(m["layer_names"])
+    assert len(begins) == len(ends) == n * 40
+    for it in range(40):
+        b = [m["t_ns"][i] for i in begins if m["iteration"][i] == it]
+        e = [m["t_ns"][i] for i in ends if m["iteration"][i] == it]
+        assert b[1:] == e[:-1] and all(x < y for x, y in zip(b, e, strict=True))
+
+
+def test_a_ticked_pass_bills_each_node_its_interval_less_one_tick():
+    from farm.engine import artifact, layers
+
+    graph = artifact.GraphModule([("a", nn.ReLU(), "input"), ("b", nn.Tanh(), "a")])
+    seen: list[int] = []
+    with graph.ticking(seen.append):
+        graph(torch.ones(3))
+    assert seen == [0, 1, 2] and graph._tick is None  # disarmed after the block
+    graph(torch.ones(3))
+    assert seen == [0, 1, 2]
+    # two iterations of ticks at known times: node a took 1000 and 1200 ns, b 500 and 700;
+    # the ticked forwards took 300 ns more than the plain ones: 100 ns per tick
+    lp = layers.LayerPass(
+        times=[100, 1100, 1600, 5100, 6300, 7000],
+        codes=[0, 1, 2, 0, 1, 2],
+        starts=[0, 3],
+        begin_ns=[0, 5000],
+        whole_ns=[1700, 2100],
+        bare_ns=[1400, 1800],
+        mono_offset_ns=0,
+    )
+    times, graph_ns, tick = layers.tick_times(lp, [0, 1], 2)
+    # the typical iteration (the faster half of the ticked forwards) is the first
+    assert tick == pytest.approx(100)
+    assert times == pytest.approx([900, 400])
+    assert graph_ns == pytest.approx(1700 - 1500 - 100)
+    rows, summary = layers.summarize_ticked(lp, [layers.LayerInfo("a", "ReLU", 0, 0, 0, 0),
+                                                 layers.LayerInfo("b", "Tanh", 0, 0, 0, 0)])  # fmt: skip
+    assert [row["name"] for row in rows] == ["a", "b", "(graph)"]
+    assert [row["time_ms"] for row in rows] == pytest.approx([900e-6, 400e-6, 100e-6])
+    assert summary["hook_cost_ns"] == 100 and summary["nonlinear_share"] == pytest.approx(
+        1300 / 1400
+    )
 
 
 def test_batch_scales_the_input_and_the_activations():

@@ -36,7 +36,7 @@ import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,22 @@ def _from_json(value: Any) -> Any:
 # ----------------------------------------------------------------------------- graph
 
 
+class _Ticking:
+    """Arms a graph's ticks for a ``with`` block: two dict writes, no generator and no
+    ``Module.__setattr__``, since the layer pass enters it between timed forwards."""
+
+    __slots__ = ("graph", "tick")
+
+    def __init__(self, graph: GraphModule, tick: Callable[[int], None]) -> None:
+        self.graph, self.tick = graph, tick
+
+    def __enter__(self) -> None:
+        self.graph.__dict__["_tick"] = self.tick
+
+    def __exit__(self, *_: object) -> None:
+        self.graph.__dict__["_tick"] = None
+
+
 class GraphModule(nn.Module):
     """A small DAG of whitelisted one-input layers with named inputs, run in listed order.
 
@@ -188,6 +204,7 @@ class GraphModule(nn.Module):
     ):
         super().__init__()
         self.inputs: tuple[str, ...] = tuple(inputs)
+        self._tick: Callable[[int], None] | None = None  # see `ticking`
         self.outputs: tuple[str, ...] = ()  # set below; claimed now so no node takes the name
         self._drop_after: list[list[str]] = []
         defined: set[str] = set()
@@ -234,12 +251,30 @@ class GraphModule(nn.Module):
         if len(xs) != len(self.inputs):
             raise TypeError(f"expected {len(self.inputs)} inputs {self.inputs}, got {len(xs)}")
         env = dict(zip(self.inputs, xs, strict=True))
-        for (name, source), dead in zip(self._steps, self._drop_after, strict=True):
-            env[name] = self._modules[name](env[source])
-            for gone in dead:
-                del env[gone]
+        tick = self._tick
+        if tick is None:
+            for (name, source), dead in zip(self._steps, self._drop_after, strict=True):
+                env[name] = self._modules[name](env[source])
+                for gone in dead:
+                    del env[gone]
+        else:  # the same loop, with a tick before the first node and after each
+            tick(0)
+            for k, ((name, source), dead) in enumerate(
+                zip(self._steps, self._drop_after, strict=True)
+            ):
+                env[name] = self._modules[name](env[source])
+                for gone in dead:
+                    del env[gone]
+                tick(k + 1)
         out = tuple(env[name] for name in self.outputs)
         return out[0] if len(out) == 1 else out
+
+    def ticking(self, tick: Callable[[int], None]) -> _Ticking:
+        """Within a ``with`` block, forwards call ``tick(0)`` before the first node and
+        ``tick(k + 1)`` after node k (its dead inputs dropped): the per-layer pass's
+        clock reads in the graph's own loop (`farm.engine.layers.run_tick_pass`),
+        without hooks, so every layer keeps ``Module.__call__``'s fast path."""
+        return _Ticking(self, tick)
 
     def layers(self) -> list[tuple[str, nn.Module]]:
         """Every node's layer in execution order (they are all leaves)."""

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ import torch
 from torch import fx
 
 from farm.engine import layers
-from farm.engine.markers import LAYER_BEGIN, LAYER_END, Markers
+from farm.engine.markers import Markers
 
 # ATen operation name (the overload packet's, e.g. "relu" for aten.relu.default) -> kind.
 _KINDS: dict[str, frozenset[str]] = {
@@ -256,63 +255,18 @@ def run_graph_pass(
     """``iterations`` ticked forwards of ``gm``, each beside a plain one, interleaved."""
     times: list[int] = []
     codes: list[int] = []
-    clock, add_t, add_c = time.perf_counter_ns, times.append, codes.append
-    if sync is None:
-
-        def tick(code: int) -> None:
-            add_c(code)
-            add_t(clock())
-    else:
-
-        def tick(code: int) -> None:
-            add_c(code)
-            sync()
-            add_t(clock())
-
     args = example if isinstance(example, tuple) else (example,)
-    ticked = ticked_copy(gm, tick)
+    ticked = ticked_copy(gm, layers.tick_recorder(times, codes, sync))
     return layers.interleave(
         lambda: ticked(*args), lambda: gm(*args), iterations, sync, times, codes
     )
-
-
-def node_intervals(lp: layers.LayerPass, n_work: int) -> tuple[list[list[int]], list[int]]:
-    """Per iteration, each node's interval (previous tick to its own) and the graph's share.
-
-    The graph's share is the forward's start to the first tick plus the last tick to
-    the forward's end.
-    """
-    intervals, graph = [], []
-    for it, start in enumerate(lp.starts):
-        t = lp.times[start : start + n_work + 1]
-        if lp.codes[start : start + n_work + 1] != list(range(n_work + 1)):
-            raise RuntimeError(f"graph pass iteration {it}: ticks out of order")
-        intervals.append([t[k + 1] - t[k] for k in range(n_work)])
-        graph.append(lp.whole_ns[it] - (t[-1] - t[0]))
-    return intervals, graph
 
 
 def summarize(
     lp: layers.LayerPass, plan: Plan, infos: list[layers.LayerInfo]
 ) -> tuple[list[dict], dict]:
     """Rows (the graph's entry/exit last, ``kind`` and ``module`` added) and the summary."""
-    n_work = len(plan.work)
-    intervals, graph_ns = node_intervals(lp, n_work)
-    typical = layers.typical_iterations(lp.whole_ns)
-
-    def mean(values: list[int]) -> float:
-        return sum(values[i] for i in typical) / len(typical)
-
-    raw = [mean([iv[k] for iv in intervals]) for k in range(n_work)]
-    # every interval holds one tick, so none can cost more than the cheapest interval:
-    # on a loaded machine the ticked-minus-plain difference can overshoot that bound.
-    tick = max(0.0, layers.fast_mean(lp.whole_ns) - layers.fast_mean(lp.bare_ns)) / (n_work + 1)
-    tick = min([tick, *raw])
-    node_ns = [max(0.0, t - tick) for t in raw]
-    times = [0.0] * len(plan.rows)
-    for k, r in enumerate(plan.row_of):
-        times[r] += node_ns[k]
-    graph = max(0.0, mean(graph_ns) - tick)  # the one tick no node interval holds
+    times, graph, tick = layers.tick_times(lp, plan.row_of, len(plan.rows))
     total = sum(times) + graph
     rows = []
     for i, (row, info) in enumerate(zip(plan.rows, infos, strict=True)):
@@ -326,20 +280,10 @@ def summarize(
         lp, rows, graph, tick, "in place (ticked vs plain graph forwards, interleaved)"
     )
     summary["attribution"] = "graph nodes"
-    summary["nodes"] = n_work
+    summary["nodes"] = len(plan.work)
     return rows, summary
 
 
 def add_markers(lp: layers.LayerPass, plan: Plan, markers: Markers) -> None:
     """``layer_begin``/``layer_end`` markers, one pair per run of consecutive nodes of a row."""
-    n_work = len(plan.work)
-    for it, start in enumerate(lp.starts):
-        t = lp.times[start : start + n_work + 1]
-        k = 0
-        while k < n_work:
-            row, first = plan.row_of[k], k
-            while k + 1 < n_work and plan.row_of[k + 1] == row:
-                k += 1
-            markers.add(t[first] + lp.mono_offset_ns, LAYER_BEGIN, it, row)
-            markers.add(t[k + 1] + lp.mono_offset_ns, LAYER_END, it, row)
-            k += 1
+    layers.add_tick_markers(lp, plan.row_of, markers)

@@ -1,33 +1,44 @@
-"""The per-layer pass: forward hooks time every leaf layer (Figure 6, Table 7).
+"""The per-layer pass (Figure 6, Table 7): where a forward's time goes, layer by layer.
 
-It runs apart from the latency pass because hooks slow a forward down. Each
-leaf layer gets a pre-hook whose *last* act is reading the clock and a hook
-whose *first* act is reading it; both only append two ints to two lists, and
-pairing them into times happens after the clock stops.
+It runs apart from the latency pass because instrumenting a forward slows it down.
+Instrumented and plain forwards of the same model alternate, one each per
+iteration (which goes first alternates too), so the two are taken under the same
+conditions and their difference is what the instrument costs *in place*, which is
+subtracted. Three instruments, the lightest that can say who did the work:
 
-Hooked and unhooked forwards of the same model alternate, one each per
-iteration (which goes first alternates too), so the two medians are taken
-under the same conditions and their difference is what the hooks cost *in
-place*: calibrating on an ``nn.Identity`` in a tight loop (the old way) read
-2.5 µs a pair where a layer of a real model pays about 6 µs, because a module
-with hooks leaves ``Module.__call__``'s fast path.
+- **Ticks in a zoo graph's own loop** (:func:`run_tick_pass`): a
+  :class:`~farm.engine.artifact.GraphModule` runs its layers in a Python loop, so
+  it reads the clock before its first layer and after each (``ticking``): about
+  0.3 µs a layer, no hooks, every layer keeps ``Module.__call__``'s fast path. A
+  layer's time runs from the previous tick to its own: its dispatch, its
+  ``forward``, and freeing the inputs it was the last to read.
+- **Ticks between an exported graph's nodes** (`farm.engine.graph_layers`), for
+  users' models, billed to the module that ran each operation.
+- **Forward hooks** on leaf layers, for any other model: a pre-hook whose *last*
+  act is reading the clock and a hook whose *first* act is; both only append two
+  ints to two lists, paired after the clock stops. A hooked module leaves
+  ``Module.__call__``'s fast path: a pair costs about 6 µs in place (calibrating
+  on an ``nn.Identity`` in a tight loop, the old way, read 2.5 µs).
 
 Times that come out:
 
 - ``time_ms`` per layer: its share of the forward's wall time, from the end of
-  the previous layer (for the first layer, its own pre-hook) to its own end,
-  minus the in-place hook cost of each call. That includes the framework's
-  dispatch of the layer, a large part of a small model's latency.
+  the previous layer (for the first layer, its own start) to its own end, net of
+  the instrument's in-place cost. That includes the framework's dispatch of the
+  layer, a large part of a small model's latency.
 - a ``(graph)`` row: the forward's own entry and exit (the root module's call,
   the graph handing back its output), never billed to the first or last layer.
-- ``compute_ms``: pre-hook to hook, the layer's own ``forward`` alone, net of
-  the sliver of hook machinery inside that interval (calibrated on an identity).
-- the layer sum against the unhooked forwards (``layer_sum_vs_whole``), both
-  from this pass, and a flag when it falls outside ±5%.
+- ``compute_ms``: with hooks, pre-hook to hook, the layer's own ``forward``
+  alone, net of the sliver of hook machinery inside that interval (calibrated on
+  an identity); with ticks it equals ``time_ms``.
+- the layer sum against the plain forwards (``layer_sum_vs_whole``), both from
+  this pass, and a flag when it falls outside ±5%.
 
-Per-layer times and the hook cost are means over the faster half of the
+Per-layer times and the instrument's cost are means over the faster half of the
 iterations (``fast_mean``): on a shared machine another process only ever adds
 time to a forward, and a median per layer would not add up to a forward.
+``benchmarks/harness.py`` holds the shares to a hook-free reference (prefix
+differencing), within 3 points a layer.
 """
 
 from __future__ import annotations
@@ -189,6 +200,45 @@ def run_layer_pass(
     return interleave(run_once, run_once, iterations, sync, times, codes, hooked)
 
 
+def tick_recorder(
+    times: list[int], codes: list[int], sync: Callable[[], None] | None
+) -> Callable[[int], None]:
+    """``tick(code)``: append the code, then read the clock (after ``sync`` on a GPU)."""
+    clock, add_t, add_c = time.perf_counter_ns, times.append, codes.append
+    if sync is None:
+
+        def tick(code: int) -> None:
+            add_c(code)
+            add_t(clock())
+    else:
+
+        def tick(code: int) -> None:
+            add_c(code)
+            sync()
+            add_t(clock())
+
+    return tick
+
+
+def run_tick_pass(
+    graph: Any,
+    run_once: Callable[[], Any],
+    iterations: int,
+    sync: Callable[[], None] | None = None,
+) -> LayerPass:
+    """``iterations`` ticked forwards of a zoo graph, each beside a plain one, interleaved.
+
+    ``graph`` is a :class:`farm.engine.artifact.GraphModule`; its ``ticking`` arms the
+    ticks outside the timed interval, so the plain forward is the latency pass's own.
+    """
+    times: list[int] = []
+    codes: list[int] = []
+    tick = tick_recorder(times, codes, sync)
+    return interleave(
+        run_once, run_once, iterations, sync, times, codes, lambda: graph.ticking(tick)
+    )
+
+
 def interleave(
     instrumented: Callable[[], Any],
     plain: Callable[[], Any],
@@ -298,6 +348,75 @@ def per_iteration_ns(lp: LayerPass, n_layers: int) -> Spans:
         out.calls.append(calls)
         out.graph.append(graph)
     return out
+
+
+def tick_intervals(lp: LayerPass, n_nodes: int) -> tuple[list[list[int]], list[int]]:
+    """Per iteration of a ticked pass, each node's interval (previous tick to its own) and
+    the graph's share: the forward's start to the first tick plus the last tick to its end."""
+    intervals, graph = [], []
+    for it, start in enumerate(lp.starts):
+        t = lp.times[start : start + n_nodes + 1]
+        if lp.codes[start : start + n_nodes + 1] != list(range(n_nodes + 1)):
+            raise RuntimeError(f"layer pass iteration {it}: ticks out of order")
+        intervals.append([t[k + 1] - t[k] for k in range(n_nodes)])
+        graph.append(lp.whole_ns[it] - (t[-1] - t[0]))
+    return intervals, graph
+
+
+def tick_times(lp: LayerPass, row_of: list[int], n_rows: int) -> tuple[list[float], float, float]:
+    """Net ns per row, the graph's entry/exit, and the tick cost in place, from a ticked pass.
+
+    ``row_of[k]`` is the row node k's time adds to. The cost of one tick is the ticked
+    forwards' fast mean over the plain ones', per tick; no node interval (which holds
+    one tick) can cost less, so on a loaded machine it is capped at the cheapest.
+    """
+    n_nodes = len(row_of)
+    intervals, graph_ns = tick_intervals(lp, n_nodes)
+    typical = typical_iterations(lp.whole_ns)
+
+    def mean(values: list[int]) -> float:
+        return sum(values[i] for i in typical) / len(typical)
+
+    raw = [mean([iv[k] for iv in intervals]) for k in range(n_nodes)]
+    tick = max(0.0, fast_mean(lp.whole_ns) - fast_mean(lp.bare_ns)) / (n_nodes + 1)
+    tick = min([tick, *raw])
+    times = [0.0] * n_rows
+    for k, r in enumerate(row_of):
+        times[r] += max(0.0, raw[k] - tick)
+    graph = max(0.0, mean(graph_ns) - tick)  # the one tick no node interval holds
+    return times, graph, tick
+
+
+def summarize_ticked(lp: LayerPass, infos: list[LayerInfo]) -> tuple[list[dict], dict]:
+    """Rows of a zoo graph's ticked pass (one per node, the graph's entry/exit last)."""
+    times, graph, tick = tick_times(lp, list(range(len(infos))), len(infos))
+    total = sum(times) + graph
+    rows = [
+        make_row(i, info.name, info.type, info, times[i], times[i], total)
+        for i, info in enumerate(infos)
+    ]
+    rows.append(make_row(len(infos), GRAPH_ROW, "Graph", None, graph, 0.0, total))
+    summary = pass_summary(
+        lp, rows, graph, tick, "in place (ticked vs plain graph forwards, interleaved)"
+    )
+    summary["attribution"] = "graph layers"
+    return rows, summary
+
+
+def add_tick_markers(lp: LayerPass, row_of: list[int], markers: Markers) -> None:
+    """``layer_begin``/``layer_end`` markers of a ticked pass, one pair per run of
+    consecutive nodes of a row."""
+    n_nodes = len(row_of)
+    for it, start in enumerate(lp.starts):
+        t = lp.times[start : start + n_nodes + 1]
+        k = 0
+        while k < n_nodes:
+            row, first = row_of[k], k
+            while k + 1 < n_nodes and row_of[k + 1] == row:
+                k += 1
+            markers.add(t[first] + lp.mono_offset_ns, LAYER_BEGIN, it, row)
+            markers.add(t[k + 1] + lp.mono_offset_ns, LAYER_END, it, row)
+            k += 1
 
 
 def add_markers(lp: LayerPass, markers: Markers) -> None:

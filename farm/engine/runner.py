@@ -14,8 +14,9 @@ The order of steps matters and is fixed:
 6. one instrumented forward measuring peak live activations; refuse with
    ``does_not_fit`` if parameters + peak exceed the memory available,
 7. warmup, then the latency pass (one inference at a time),
-8. the per-layer pass (instrumented forwards interleaved with plain ones: hooks
-   on a zoo graph's layers, ticks between an exported graph's nodes),
+8. the per-layer pass (instrumented forwards interleaved with plain ones: ticks
+   between a zoo graph's layers and between an exported graph's nodes, hooks on
+   the leaves of any other model),
 9. the sync pulse again, peak RSS, the board's state after, and the result
    with the warnings a reader must see (a busy board, a layer sum off by >5%).
 
@@ -223,7 +224,7 @@ class _Task:
             self.result["layer_pass"]["model_form"] = graph_form
         elif req.layers and leaf_layers:
             layer_run = run_once if layer_root is module else forward_fn(layer_root, example)
-            self._layer_pass(layer_run, leaf_layers, probe, device, sync)
+            self._layer_pass(layer_run, layer_root, leaf_layers, probe, device, sync)
             self.result["layer_pass"]["model_form"] = getattr(model, "layer_form", "eager")
 
         if req.sync_pulse is not None:
@@ -279,6 +280,7 @@ class _Task:
     def _layer_pass(
         self,
         run_once: Callable[[], Any],
+        root: torch.nn.Module,
         leaf_layers: list[tuple[str, torch.nn.Module]],
         probe: memory.Probe,
         device: torch.device,
@@ -297,6 +299,13 @@ class _Task:
                     output_bytes=out_b,
                 )
             )
+        if hasattr(root, "ticking") and len(root.layers()) == len(leaf_layers):
+            # a zoo graph: clock reads in its own loop between layers, no hooks
+            with torch.inference_mode():
+                lp = layers.run_tick_pass(root, run_once, self.req.layer_iterations, sync)
+            layers.add_tick_markers(lp, list(range(len(infos))), self.markers)
+            self._layer_result(*layers.summarize_ticked(lp, infos))
+            return
         interval = layers.calibrate_interval_cost(device)
         with torch.inference_mode():
             lp = layers.run_layer_pass(run_once, leaf_layers, self.req.layer_iterations, sync)
