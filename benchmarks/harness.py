@@ -72,7 +72,7 @@ from farm.spec.job import ModelRef
 # model -> (inferences per block, blocks) for (a); the last two are users' models given
 # as ``module:`` models (model_form "eager"): the plain loop runs the user's own module
 LATENCY_PLAN = {"kws": (400, 100), "svhn": (100, 60), "alexnet": (10, 30),
-                "user_transformer": (300, 20), "user_resnet": (300, 20)}  # fmt: skip
+                "user_transformer": (200, 40), "user_resnet": (200, 40)}  # fmt: skip
 # |engine / plain - 1| in % for (a): the zoo's, and users' models'
 ZOO_TARGET_PCT, USER_TARGET_PCT = 1.0, 3.0
 # model -> (engine tasks = reference rounds, forwards of each prefix per round) for (b)
