@@ -257,6 +257,7 @@ def test_failures_become_error_results():
         {"artifact": "a", "layers": "yes"},
         {"artifact": "a", "sync_pulse": {"chips": 1}},
         {"artifact": "a", "iteration": 10},  # a typo is refused, not ignored
+        {"artifact": "a", "board_lock": 5},
     ],
 )
 def test_bad_requests_are_refused(bad):
@@ -368,6 +369,38 @@ def test_peak_rss_is_inference_not_the_loader():
     mem = r["memory"]
     assert mem["load_peak_rss_mb"] >= mem["baseline_rss_mb"] + 190
     assert mem["peak_rss_mb"] < mem["load_peak_rss_mb"] - 150
+
+
+def test_two_engines_on_one_board_never_measure_at_once(artifacts, tmp_path):
+    """The engine holds the board's measuring lock itself: an engine left running by a
+    farm whose lease lapsed (its host vanished) still keeps a second one waiting."""
+    lock = tmp_path / "cache" / "measuring"
+
+    def request(task: str, iterations: int) -> str:
+        return json.dumps({"task_id": task, "artifact": artifacts["kws"], "threads": 1,
+                           "iterations": iterations, "layers": False, "memory": False,
+                           "board_lock": str(lock)})  # fmt: skip
+
+    first = _engine("run")
+    first.stdin.write(request("t-first", 20_000))
+    first.stdin.close()
+    deadline = time.monotonic() + 120
+    while f'"pid": {first.pid}' not in (lock.read_text() if lock.exists() else ""):
+        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+        time.sleep(0.05)
+    second = _engine("run")
+    b_out, b_err = second.communicate(request("t-second", 10), timeout=180)
+    a_out, a_err = first.stdout.read(), first.stderr.read()
+    first.wait(timeout=180)
+    assert first.returncode == second.returncode == 0, a_err + b_err
+    a, b = json.loads(a_out), json.loads(b_out)
+    assert a["status"] == b["status"] == "ok"
+    assert a["env"]["board_lock_wait_s"] == 0 and not any("waited" in w for w in a["warnings"])
+    assert b["env"]["board_lock_wait_s"] > 0
+    assert any(f"pid {first.pid} task t-first" in w for w in b["warnings"]), b["warnings"]
+    a_end = a["markers"]["t_ns"][a["markers"]["kind"].index(markers.TASK_END)]
+    b_begin = b["markers"]["t_ns"][b["markers"]["kind"].index(markers.TASK_BEGIN)]
+    assert b_begin > a_end  # one clock on one machine: the second began after the first ended
 
 
 def test_run_command_exit_codes(artifacts, tmp_path):

@@ -49,6 +49,19 @@ def test_a_task_on_a_fake_board_is_done_with_a_typed_result(station):
     assert again.state is TaskState.DONE and again.deploy_bytes == reports[1][3] == 0
 
 
+def test_the_engine_is_told_the_boards_measuring_lock_beside_its_lease(station, monkeypatch):
+    requests = []
+    real = fake.FakeTransport._result
+    monkeypatch.setattr(
+        fake.FakeTransport, "_result", lambda self, r: requests.append(r) or real(self, r)
+    )
+    assert station.run_task(_payload()).state is TaskState.DONE
+    payload = _payload()
+    transport = station._transport(station._link(payload.board))
+    root = deploy.cache_root(transport, payload.board)
+    assert [r["board_lock"] for r in requests] == [f"{root}/measuring"]
+
+
 def test_a_lost_board_is_retryable(station):
     fake.set_down("f0")
     outcome = station.run_task(_payload())

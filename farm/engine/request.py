@@ -34,6 +34,7 @@ class Request:
     layer_iterations: int = 20
     memory: bool = True
     sync_pulse: PulseSpec | None = None
+    board_lock: str | None = None  # the board's measuring lock (farm.engine.measuring)
 
 
 def _int(obj: dict, key: str, default: Any, minimum: int) -> Any:
@@ -95,6 +96,9 @@ def parse_request(obj: Any) -> Request:
         if not ok or not all(isinstance(c, int) and not isinstance(c, bool) for c in affinity):
             raise RequestError("affinity must be a non-empty list of CPU ids")
         affinity = tuple(affinity)
+    board_lock = obj.get("board_lock")
+    if board_lock is not None and (not isinstance(board_lock, str) or not board_lock):
+        raise RequestError("board_lock must be a path or null")
     memory_mb = obj.get("memory_mb")
     if memory_mb is not None and (
         isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float)) or memory_mb <= 0
@@ -116,4 +120,5 @@ def parse_request(obj: Any) -> Request:
         layer_iterations=_int(obj, "layer_iterations", 20, 1),
         memory=_bool(obj, "memory", True),
         sync_pulse=_pulse(obj.get("sync_pulse", False)),
+        board_lock=board_lock,
     )

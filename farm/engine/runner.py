@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from farm.engine import board, graph_layers, host, layers, memory, process, pulse, stats
+from farm.engine import board, graph_layers, host, layers, measuring, memory, process, pulse, stats
 from farm.engine.markers import (
     COLD_BEGIN,
     COLD_END,
@@ -119,17 +119,21 @@ RESULT_VERSION = 1
 def run_task(request: Request, cache: ModelCache | None = None) -> dict:
     """Run one measurement task and return the result object of docs/internals.md."""
     task = _Task(request, ModelCache(capacity=0) if cache is None else cache)
-    try:
-        task.run()
-    except DoesNotFit as e:
-        task.finish("does_not_fit", str(e))
-    except _OOM as e:  # the allocator disagreed with our estimate: same answer, honestly
-        task.finish("does_not_fit", f"out of memory: {e}")
-    except Exception as e:
-        log.exception("task %s failed", request.task_id)
-        task.finish("error", f"{type(e).__name__}: {e}")
-    else:
-        task.finish("ok", None)
+    with measuring.hold(request.board_lock, request.task_id) as waited:
+        task.env["board_lock_wait_s"] = waited.seconds
+        if waited.warning():
+            task.warnings.append(waited.warning())
+        try:
+            task.run()
+        except DoesNotFit as e:
+            task.finish("does_not_fit", str(e))
+        except _OOM as e:  # the allocator disagreed with our estimate: same answer, honestly
+            task.finish("does_not_fit", f"out of memory: {e}")
+        except Exception as e:
+            log.exception("task %s failed", request.task_id)
+            task.finish("error", f"{type(e).__name__}: {e}")
+        else:
+            task.finish("ok", None)
     return task.result
 
 

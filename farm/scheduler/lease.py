@@ -27,6 +27,8 @@ TTL_S = 60.0
 """A lease not renewed for this long is let go by the board (its holder hung)."""
 
 LOCK_FILE = "lease"
+# the lock the engine itself holds for each task (farm.engine.measuring), beside the lease
+MEASURING_FILE = "measuring"
 
 
 _HOST = socket.gethostname()

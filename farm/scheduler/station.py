@@ -47,7 +47,7 @@ from farm.errors import (
     without_board,
 )
 from farm.result import EngineResult, parse_engine_result
-from farm.scheduler.lease import LOCK_FILE, TTL_S, BoardLease, holder
+from farm.scheduler.lease import LOCK_FILE, MEASURING_FILE, TTL_S, BoardLease, holder
 from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
 from farm.spec import Board, PlannedTask
 from farm.states import TaskState
@@ -332,6 +332,7 @@ class Station:
             "sync_pulse": {"chips": 16, "chip_ms": 20, "seed": 1}
             if board.power and self._monitor
             else False,
+            "board_lock": f"{deploy.cache_root(link.transport, board)}/{MEASURING_FILE}",
         }
 
     def _engine_argv(self, link: _Link, engine: Path, mode: str) -> list[str]:
