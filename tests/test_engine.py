@@ -401,6 +401,13 @@ def test_two_engines_on_one_board_never_measure_at_once(artifacts, tmp_path):
     a_end = a["markers"]["t_ns"][a["markers"]["kind"].index(markers.TASK_END)]
     b_begin = b["markers"]["t_ns"][b["markers"]["kind"].index(markers.TASK_BEGIN)]
     assert b_begin > a_end  # one clock on one machine: the second began after the first ended
+    # a lock that cannot be opened fails the task, saying where, and nothing is measured
+    (tmp_path / "file").write_text("")
+    blocked = run(board_lock=str(tmp_path / "file" / "measuring"), iterations=2)
+    assert (
+        blocked["status"] == "error" and f"board lock {tmp_path}/file/measuring" in blocked["error"]
+    )
+    assert blocked["latency"] is None
 
 
 def test_run_command_exit_codes(artifacts, tmp_path):

@@ -26,6 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class BoardLockError(RuntimeError):
+    """The board's measuring lock cannot be opened (the task fails, saying where)."""
+
+
 @dataclass
 class Waited:
     """How long a run waited for the board, and who held it meanwhile."""
@@ -54,8 +58,11 @@ def hold(path: str | None, task_id: str | None) -> Iterator[Waited]:
     if path is None:
         yield waited
         return
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise BoardLockError(f"board lock {path}: {e.strerror or e}") from None
     try:
         began = time.monotonic()
         try:

@@ -119,11 +119,11 @@ RESULT_VERSION = 1
 def run_task(request: Request, cache: ModelCache | None = None) -> dict:
     """Run one measurement task and return the result object of docs/internals.md."""
     task = _Task(request, ModelCache(capacity=0) if cache is None else cache)
-    with measuring.hold(request.board_lock, request.task_id) as waited:
-        task.env["board_lock_wait_s"] = waited.seconds
-        if waited.warning():
-            task.warnings.append(waited.warning())
+    with contextlib.ExitStack() as held:  # the board's measuring lock, until the result is done
         try:
+            waited = held.enter_context(measuring.hold(request.board_lock, request.task_id))
+            task.env["board_lock_wait_s"] = waited.seconds
+            task.warnings.extend(filter(None, [waited.warning()]))
             task.run()
         except DoesNotFit as e:
             task.finish("does_not_fit", str(e))
