@@ -4,6 +4,7 @@ rich tables for the terminal."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.rule import Rule
 from rich.table import Table
 
 from farm.report.build import FIGURE_CAPTIONS, Report
@@ -59,7 +60,8 @@ def to_terminal(report: Report, console: Console) -> None:
         if s.figures:
             console.print(f"\n[dim]{s.title}: written with --out DIR[/]")
             continue
-        console.rule(s.title)
+        # in a pipe the console is as wide as the widest table; a rule is kept to a screen's
+        console.print(Rule(s.title), width=min(console.width, 120))
         for p in s.paragraphs:
             console.print(p)
         for f in s.findings:
