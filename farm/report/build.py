@@ -42,6 +42,10 @@ class Report:
     sections: list[Section]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def assemble(sweep: Sweep, against: Sweep | None = None, ref: Reference | None = None) -> Report:
     ref = ref or reference()
     states = Counter(c.state for c in sweep.cells)
@@ -50,7 +54,8 @@ def assemble(sweep: Sweep, against: Sweep | None = None, ref: Reference | None =
         [
             f"Job {sweep.id} ({sweep.job.name}): {len(sweep.cells)} cells "
             f"({', '.join(f'{n} {s}' for s, n in states.most_common())}) of "
-            f"{len(sweep.models())} models on {len(sweep.places())} board/processors.",
+            f"{_count(len(sweep.models()), 'model')} on "
+            f"{_count(len(sweep.places()), 'board/processor')}.",
             "Every number below is measured by farm; the study's (Lane et al. 2015) appear "
             "only where farm's reference data holds them, with where they were read.",
         ],
