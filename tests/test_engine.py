@@ -568,7 +568,7 @@ def test_zoo_model_layer_pass_reports_its_sum_against_the_whole(artifacts, name)
     assert r["status"] == "ok", r["error"]
     whole = r["latency"]["median_ms"]
     lp = r["layer_pass"]
-    # against the unhooked forwards interleaved with the hooked ones; how close it comes
+    # against the plain forwards interleaved with the ticked ones; how close it comes
     # is a timing target (benchmarks/harness.py), here: it is reported and flagged
     rows = r["layers"]
     assert lp["layer_sum_ms"] == pytest.approx(sum(row["time_ms"] for row in rows))

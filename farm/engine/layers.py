@@ -81,7 +81,7 @@ class LayerPass:
     starts: list[int]  # index into times where each iteration begins
     begin_ns: list[int]  # perf_counter_ns just before each hooked forward
     whole_ns: list[int]  # whole forward per iteration, hooks included
-    bare_ns: list[int]  # the unhooked forward of the same iteration
+    bare_ns: list[int]  # the plain (uninstrumented) forward of the same iteration
     mono_offset_ns: int  # add to a perf_counter_ns reading to get monotonic_ns
 
     def pair_cost_ns(self) -> float:

@@ -354,7 +354,7 @@ class _Task:
         )
         if summary["layer_sum_outside_5pct"]:
             self.warnings.append(
-                f"layer sum {summary['layer_sum_vs_whole']:.2f}x the unhooked forward (outside 5%)"
+                f"layer sum {summary['layer_sum_vs_whole']:.2f}x the plain forwards (outside 5%)"
             )
         self.result["layers"] = rows
         self.result["layer_pass"] = summary
