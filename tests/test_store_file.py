@@ -114,6 +114,31 @@ def test_a_writer_leaves_one_whole_file(tmp_path):
     assert Store(copy, readonly=True).job("j-1") is not None
 
 
+def test_a_new_store_appears_whole(tmp_path, monkeypatch):
+    """A reader polling for the first store (``farm status`` while the first ``farm
+    submit`` starts) must never find the empty file SQLite creates before its first page."""
+    from farm.store import schema
+
+    path = tmp_path / "farm.db"
+    opened = []
+    real = sqlite3.connect
+
+    def connect(target, *args, **kw):
+        if str(target) == str(path):  # the moment it becomes visible at its own name
+            opened.append(path.stat().st_size if path.exists() else None)
+            assert Store(path, readonly=True).job("latest") is None  # a whole, empty store
+        return real(target, *args, **kw)
+
+    monkeypatch.setattr(schema.sqlite3, "connect", connect)
+    Store(path).close()
+    assert opened and opened[0] and opened[0] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["farm.db"]  # nothing left beside it
+    # a second writer that built its own at the same moment keeps the first one's file
+    inode = path.stat().st_ino
+    schema._create(path)
+    assert path.stat().st_ino == inode and sorted(p.name for p in tmp_path.iterdir()) == ["farm.db"]
+
+
 def test_backup_is_a_consistent_copy_of_a_live_store(tmp_path):
     path = tmp_path / "farm.db"
     live = _store_with_a_job(path)  # open, its latest rows only in the -wal file

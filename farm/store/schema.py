@@ -205,18 +205,52 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         db.row_factory = sqlite3.Row
         return db
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=15000")
-    db.execute("PRAGMA foreign_keys=ON")
+    if found is None:
+        _create(path)
+    db = _open(path)
     try:
         migrate(db, path)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=15000")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+def _create(path: Path) -> None:
+    """A new store appears whole: built beside ``path`` and linked into place, so a reader
+    never finds the empty file SQLite creates before it writes a page (``farm status``
+    while the first ``farm submit`` starts). Where another writer got there first, its
+    file stays and this one is dropped."""
+    building = path.with_name(f".{path.name}.{os.getpid()}.new")
+    db = _open(building)
+    try:
+        migrate(db, building)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    try:
+        os.link(building, path)
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links: a rename, unless one appeared
+        if not path.exists():
+            os.replace(building, path)
+    finally:
+        for leftover in (
+            building,
+            *(building.with_name(building.name + x) for x in ("-wal", "-shm")),
+        ):
+            leftover.unlink(missing_ok=True)
 
 
 def version_of(db: sqlite3.Connection) -> int:
