@@ -9,6 +9,7 @@ no two measurements ever overlapped on a board.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import time
 import pytest
 import yaml
 
-from farm.errors import BoardBusy
+from farm.errors import BoardBusy, TransportTimeout
 from farm.scheduler.lease import BoardLease, holder
 from farm.spec import Board
 from farm.store import Store
@@ -91,6 +92,20 @@ def test_the_lock_frees_itself_when_its_holder_is_killed(tmp_path):
     os.kill(first.proc.pid, signal.SIGKILL)  # the holder dies without a word
     waiter.join(30)
     assert got and got[0] >= killed
+
+
+def test_a_task_that_timed_out_gives_the_board_up_without_asking(tmp_path):
+    """A board that stopped answering the task would not answer a release either: its
+    lease process is killed at once (the lock goes with it), not asked and waited for."""
+    channel = _process(tmp_path / "lease")
+    sent: list[str] = []
+    send = channel.send_line
+    channel.send_line = lambda line: (sent.append(json.loads(line)["op"]), send(line))[1]
+    with pytest.raises(TransportTimeout), _lease(channel, "task-a"):
+        raise TransportTimeout("here", "the engine did not answer")
+    assert sent == ["acquire"] and not channel.alive
+    with _lease(_process(tmp_path / "lease"), "task-b", wait_s=5):  # the lock is free
+        pass
 
 
 def test_a_holder_that_stops_renewing_loses_the_lock(tmp_path):

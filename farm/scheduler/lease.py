@@ -90,10 +90,16 @@ class BoardLease:
         _renewals.add(self)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         _renewals.discard(self)
         with self._sending:
             self._holding = False
+        if isinstance(exc, TransportTimeout):
+            # The board stopped answering the task (frozen, or its engine hung): asking it
+            # to release would wait out another reply limit for nothing. The lock dies with
+            # the process, as it does when the release itself goes unanswered.
+            self.channel.kill()
+            return
         try:
             self.channel.send_line(json.dumps({"op": "release"}))
             self._until("released", self.reply_s)
