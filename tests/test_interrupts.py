@@ -28,7 +28,9 @@ def _job(tmp_path: Path, iterations: int) -> Path:
     doc = {
         "version": 1,
         "name": "long",
-        "models": ["kws", "svhn"],
+        # two tasks of one small model: the first is caught running, the second waits;
+        # a larger second model would only make the resumed run longer
+        "models": [{"zoo": "kws", "name": "first"}, {"zoo": "kws", "name": "second"}],
         "targets": [{"boards": ["board0"]}],
         "variants": {"threads": [1]},
         "measure": {"iterations": iterations, "warmup": 1, "layers": False, "memory": False},
