@@ -119,8 +119,8 @@ def test_reading_results_never_imports_ray(db):
         "        assert exit.code == 0, (argv, exit.code)\n"
         "print('RAY LOADED' if 'ray' in sys.modules else 'NO RAY')\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["FARM_DB"] = str(db)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "RAY_ADDRESS")}
+    env["FARM_DB"] = str(db)  # stdout a pipe and no COLUMNS: every table cell whole
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=120,

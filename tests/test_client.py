@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from farm.errors import FarmError, HeadError, MonitorUnavailable, NotFound
+from farm.procs import started
 from farm.scheduler.actors import RemoteMonitor, wait
 
 
@@ -20,6 +24,9 @@ def actor(ray_session):
 
         def start(self, board):
             return {"board": board}
+
+        def pid(self):
+            return os.getpid()
 
     handle = Probe.remote()
     yield handle
@@ -40,7 +47,14 @@ def test_any_other_error_in_an_actor_becomes_a_farm_error(actor):
 
 def test_a_dead_actor_is_a_head_error_or_what_the_caller_names(ray_session, actor):
     assert wait(actor.start.remote("b0"), "monitor") == {"board": "b0"}
+    pid = wait(actor.pid.remote(), "probe")
+    born = started(pid)
     ray_session.kill(actor)
+    # ray.kill only asks: a call made before the actor's process is gone may still run
+    deadline = time.monotonic() + 60
+    while started(pid) == born and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started(pid) != born, "the killed actor's process lives on"
     with pytest.raises(HeadError, match="head: ping: "):
         wait(actor.start.remote("b0"), "head: ping")
     with pytest.raises(MonitorUnavailable, match="power monitor 'm1'"):

@@ -66,8 +66,9 @@ def test_engine_zip_runs_the_warm_engine(engine_zip):
 
 
 @pytest.fixture
-def board0(testbed):
-    board = board_spec(testbed, "board0")
+def board0(testbed, tmp_path):
+    """The session's board0 with a cache of the test's own: empty, whatever ran before."""
+    board = board_spec(testbed, "board0", cache_dir=str(tmp_path / "board0-cache"))
     transport = connect(board)
     yield transport, board
     deploy.prune(transport, board, keep=set())

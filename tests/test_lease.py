@@ -104,8 +104,10 @@ def test_a_task_that_timed_out_gives_the_board_up_without_asking(tmp_path):
     with pytest.raises(TransportTimeout), _lease(channel, "task-a"):
         raise TransportTimeout("here", "the engine did not answer")
     assert sent == ["acquire"] and not channel.alive
-    with _lease(_process(tmp_path / "lease"), "task-b", wait_s=5):  # the lock is free
+    free = _process(tmp_path / "lease")
+    with _lease(free, "task-b", wait_s=5):  # the lock went with the killed process
         pass
+    free.close()
 
 
 def test_a_holder_that_stops_renewing_loses_the_lock(tmp_path):
