@@ -7,7 +7,6 @@ ticker advances them at a given power so polled captures see energy flow.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -50,16 +49,10 @@ class FakeRapl:
         self._write()
 
     def run(self, period_s: float = 0.001) -> None:
-        """Advance with wall time on a thread until ``halt``.
-
-        The thread asks for real-time priority where the machine allows it: a hardware
-        counter never stalls, and a ticker starved by a busy machine for a whole capture
-        window would read as zero watts."""
+        """Advance with wall time on a thread until ``halt``."""
         self._last = time.monotonic()
 
         def loop() -> None:
-            with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))  # this thread only
             while not self._halt.wait(period_s):
                 now = time.monotonic()
                 self.advance(now - self._last)
