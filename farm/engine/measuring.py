@@ -22,7 +22,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -32,18 +32,16 @@ class BoardLockError(RuntimeError):
 
 @dataclass
 class Waited:
-    """How long a run waited for the board, and who held it meanwhile."""
+    """How long a run waited for the board, and who held it when it asked (None: nobody)."""
 
     seconds: float = 0.0
-    holders: list[dict[str, Any]] = field(default_factory=list)
+    holder: dict[str, Any] | None = None
 
     def warning(self) -> str | None:
-        if not self.holders:
+        if self.holder is None:
             return None
-        who = ", ".join(
-            f"pid {h.get('pid', '?')}" + (f" task {h['task_id']}" if h.get("task_id") else "")
-            for h in self.holders
-        )
+        h = self.holder
+        who = f"pid {h.get('pid', '?')}" + (f" task {h['task_id']}" if h.get("task_id") else "")
         return f"waited {self.seconds:.1f} s for another engine measuring on this board ({who})"
 
 
@@ -68,7 +66,7 @@ def hold(path: str | None, task_id: str | None) -> Iterator[Waited]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            waited.holders.append(_holder(fd))
+            waited.holder = _holder(fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
             waited.seconds = time.monotonic() - began
         me = json.dumps({"pid": os.getpid(), "task_id": task_id, "since": time.time()})

@@ -123,7 +123,8 @@ def run_task(request: Request, cache: ModelCache | None = None) -> dict:
         try:
             waited = held.enter_context(measuring.hold(request.board_lock, request.task_id))
             task.env["board_lock_wait_s"] = waited.seconds
-            task.warnings.extend(filter(None, [waited.warning()]))
+            if warning := waited.warning():
+                task.warnings.append(warning)
             task.run()
         except DoesNotFit as e:
             task.finish("does_not_fit", str(e))
