@@ -26,6 +26,7 @@ import json
 import os
 import stat
 
+import pytest
 from farmcli import run_farm
 from test_farm_ssh import bed_boards, submit, wait, write_inventory
 
@@ -49,6 +50,7 @@ def _scalar_python(path, python: str):
     return path
 
 
+@pytest.mark.timing  # the slowed board must be slower than load alone moves a cell
 def test_two_nights_one_board_slower(ray_session, testbed, tmp_path, scheduler_cleanup):
     boards = bed_boards(testbed)
     for b in boards:

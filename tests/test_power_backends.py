@@ -133,6 +133,7 @@ def test_rapl_zone_unwraps_the_counter(tmp_path):
     assert total == pytest.approx(6.0, abs=1e-5)
 
 
+@pytest.mark.timing  # the monitor's polling must see each wrap of a counter the fake runs
 def test_rapl_monitor_reads_top_level_zones_with_wraparound(tmp_path):
     fake = FakeRapl(tmp_path, {"package-0": 15.0, "psys": 5.0}, max_uj=3_000_000)
     monitor = open_monitor("rapl", {"root": str(tmp_path), "poll_hz": 200})
@@ -169,6 +170,7 @@ def test_real_rapl_where_present_else_a_clear_error():
 # -- nvml -------------------------------------------------------------------------
 
 
+@pytest.mark.timing  # mean power within 10% over 0.5 s of a fake GPU's real-time counter
 def test_nvml_uses_the_energy_counter_never_the_averaged_power():
     gpu = fake_pynvml.FakeGpu(power_w=80.0, update_period_s=0.01)
     with fake_pynvml.install(gpu):
