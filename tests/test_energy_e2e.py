@@ -29,7 +29,8 @@ from farm import spec, zoo
 from farm.power import BatteryModel, Trace, battery_life_hours, inferences_on_share
 from farm.power import markers as mk
 from farm.power.synthetic import PowerModel, expected_energy_j, synthesize
-from farm.scheduler.actors import NAMESPACE, SchedulerActor
+from farm.scheduler.actors import SchedulerActor
+from farm.scheduler.names import NAMESPACE
 from farm.store import Cell, Store
 from farm.testing.waiting import wait_for, wait_job
 

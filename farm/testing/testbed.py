@@ -43,8 +43,8 @@ from typing import Any
 
 import yaml
 
+from farm.addresses import free_port
 from farm.procs import descendants
-from farm.scheduler.cluster import free_port
 from farm.testing.cgroup import SlowGroup
 
 SSHD = "/usr/sbin/sshd"
