@@ -1,8 +1,10 @@
 """The ``farm`` command.
 
 Exit codes: 0 success (``submit``: every cell has a result, does-not-fit
-included); 1 a task or command failed; 2 bad input (one line naming file, line
-and field; nothing started).
+included); 1 a task or command failed (``compare``: a cleanly measured cell
+regressed); 2 bad input (one line naming file, line and field; nothing started);
+3 ``compare`` could not judge (a cell was measured on a busy board or a check
+warned, and no clean cell regressed); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -412,11 +414,28 @@ def compare(
     ] = 0.05,
     alpha: Annotated[float, typer.Option(help="significance level after correction")] = 0.05,
     correction: Annotated[str, typer.Option(help="bh (Benjamini–Hochberg) | holm")] = "bh",
+    statistic: Annotated[
+        str,
+        typer.Option(
+            help="what a verdict rests on: wall (latency and energy) | cpu (CPU time per"
+            " inference; a busy board does not void it)"
+        ),
+    ] = "wall",
     fmt: FormatOpt = Format.table,
     db: DbOpt = None,
     address: AddressOpt = None,
 ) -> None:
-    """Compare two jobs cell by cell; exit 1 when any cell regressed."""
+    """Compare two jobs cell by cell (default: the latest finished job against the last
+    finished one of its name).
+
+    Verdicts rest on each inference's wall-clock latency and net energy (--statistic
+    wall), or on its CPU time (--statistic cpu); the other figures are shown beside. A
+    cell measured on a busy board (wall only), hot or with steal, or whose layer sum or
+    power alignment warned, on either side, is "unreliable", never a verdict.
+
+    Exit: 0 nothing regressed; 1 a cleanly measured cell regressed; 3 could not judge
+    (a cell unreliable, none regressed); 2 bad input.
+    """
     from farm import nightly
     from farm.nightly import render
 
@@ -427,6 +446,7 @@ def compare(
         threshold=threshold,
         alpha=alpha,
         correction=correction,
+        statistic=statistic,
     )
     if fmt is Format.json:
         sys.stdout.write(render.comparison_json(result) + "\n")
