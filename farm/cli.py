@@ -14,6 +14,21 @@ import io
 import json
 import os
 import sys
+
+
+def _interrupted_on_import(kind: type[BaseException], value: BaseException, tb: object) -> None:
+    """A Ctrl-C while farm's own modules load (before ``main``): one line, not a traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.stderr.write("interrupted while farm started: nothing was done\n")
+        sys.stderr.flush()
+        os._exit(130)
+    sys.__excepthook__(kind, value, tb)
+
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "farm":  # the program, not a library
+    sys.excepthook = _interrupted_on_import
+
+# ruff: noqa: E402 (the hook above is set first: the imports below take the longest)
 import time
 from collections.abc import Callable, Sequence
 from enum import StrEnum
@@ -63,6 +78,18 @@ def _width() -> int | None:
     if sys.stdout.isatty() or os.environ.get("COLUMNS"):
         return None
     return 100_000
+
+
+class _Doing:
+    """What the command is doing, for the one line a Ctrl-C prints (typer turns an
+    interrupt anywhere in a command into a silent exit 130)."""
+
+    what = ""  # "" : a command that says nothing special when interrupted
+    said = False  # the interruption was already reported
+
+
+def _doing(what: str) -> None:
+    _Doing.what = what
 
 
 out = Console(width=_width())
@@ -202,6 +229,7 @@ def submit(
     ] = False,
 ) -> None:
     """Run a job: every model × target × variant cell, with a progress bar and a results table."""
+    _doing("reading the job: nothing was started")
     from farm import spec, zoo
     from farm.client import Head, station_cache_dir
 
@@ -222,10 +250,17 @@ def submit(
     if address is None:
         path = _db_path(db)
         _inspect_store(path)  # a store it cannot trust is refused before Ray starts
+        _doing("starting Ray in this process: no job was submitted, nothing ran")
         head = Head.embedded(path, cache_dir=station_cache_dir())
     else:
+        _doing(f"reaching the head at {address}: no job was submitted")
         head = Head.attach(address)
+    _doing(
+        f"submitting {job.name}: if it was stored, `farm status` shows it"
+        + (" interrupted (`farm resume` runs it)" if address is None else "")
+    )
     job_id = head.submit(job, plan, source=str(job_file))
+    _doing("")
     if detach:
         sys.stdout.write(job_id + "\n")
         return
@@ -295,7 +330,9 @@ def _run_to_the_end(
     except KeyboardInterrupt:
         _interrupted(head, job_id)
     _print_results(head.reader, job_id)
+    _doing(f"closing the head: {job_id} ended, its results are stored")
     head.close()
+    _doing("")
     if then is not None:
         then()
     bad = final.counts.get(TaskState.FAILED, 0) + final.counts.get(TaskState.CANCELLED, 0)
@@ -323,6 +360,7 @@ def _interrupted(head: Head, job_id: str) -> NoReturn:
     """Ctrl-C while following a job. A head's job goes on without us; a job this
     process runs itself is cancelled (its engines stopped), the store says so, exit 130.
     A second Ctrl-C leaves at once: the next farm to open the store marks it interrupted."""
+    _Doing.said = True
     if head.address is not None:
         err.print(
             f"detached: {job_id} goes on at the head {head.address};"
@@ -569,7 +607,11 @@ def report(
     if out_dir is None:
         to_terminal(doc, out)
         return
-    paths = build.write(doc, sweep, out_dir)
+    _out_dir(out_dir)
+    try:
+        paths = build.write(doc, sweep, out_dir)
+    except OSError as exc:  # the disk filled, or the folder changed under us
+        raise FarmError(f"{out_dir}: the report could not be written: {exc}") from exc
     out.print(f"report of {sweep.id}: {paths['report.html']} ({len(paths)} files in {out_dir})")
 
 
@@ -783,7 +825,7 @@ def board_bootstrap(
 @head_app.command("start")
 def head_start(
     db: DbOpt = None,
-    port: Annotated[int, typer.Option(help="Ray GCS port")] = 6379,
+    port: Annotated[int, typer.Option(help="Ray GCS port", min=1, max=65535)] = 6379,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     metrics_address: MetricsAddressOpt = "127.0.0.1:9500",
 ) -> None:
@@ -878,9 +920,26 @@ def metrics_backfill(
     """Write the store's history as OpenMetrics for `promtool tsdb create-blocks-from openmetrics`."""
     from farm.metrics.backfill import backfill
 
-    path, n = backfill(_readable_store(_db_path(db)), out_dir)
+    store = _readable_store(_db_path(db))
+    _out_dir(out_dir)
+    try:
+        path, n = backfill(store, out_dir)
+    except OSError as exc:
+        raise FarmError(f"{out_dir}: the history could not be written: {exc}") from exc
     out.print(f"{n} results written to {path}")
     out.print(f"  promtool tsdb create-blocks-from openmetrics {path} PROMETHEUS_DATA_DIR")
+
+
+def _out_dir(path: Path) -> Path:
+    """An ``--out`` folder farm can write into, made if need be; else one line, exit 2
+    (called once the rest of the command's input was checked)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {path}: cannot make that folder: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"--out {path}: not a folder this account can write into")
+    return path
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
@@ -895,17 +954,36 @@ def _usage_errors() -> tuple[type[Exception], ...]:
 
 
 def main() -> None:
+    sys.excepthook = sys.__excepthook__  # from here on, main says what an interrupt stopped
+    rc = _run()
+    if rc == 130 and not _Doing.said:
+        err.print(f"interrupted{' while ' + _Doing.what if _Doing.what else ''}", highlight=False)
+        _Doing.said = True
+    if "ray" in sys.modules:  # Ray's C++ teardown after Python's runs with Ctrl-C unhandled
+        rc = _shut_ray_down(rc)
+        import logging
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the exit code is decided
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
+def _run() -> int:
+    """The command's exit code; every farm error, usage error and interrupt as one line."""
     try:
         rc = app(standalone_mode=False)
-        sys.exit(rc if isinstance(rc, int) else 0)
+        return rc if isinstance(rc, int) else 0
     except FarmError as exc:  # UserError (exit 2) included
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        sys.exit(130)
+        return 130
     except _usage_errors() as exc:
         message = exc.format_message()  # type: ignore[attr-defined]
         if type(exc).__name__ == "NoArgsIsHelpError":  # `farm` alone: the help is the answer
@@ -915,7 +993,27 @@ def main() -> None:
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             line = " ".join(message.split())
             err.print(f"[red]usage:[/] {line}{hint}", highlight=False)
-        sys.exit(2)
+        return 2
+
+
+def _shut_ray_down(rc: int) -> int:
+    """An embedded run's Ray is shut down here, not by Ray's atexit hook, where a Ctrl-C
+    prints "Exception ignored in atexit callback" and a traceback. Interrupted, it says
+    so in one line and finishes the shutdown (its processes must not outlive farm)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return rc
+    import signal
+
+    try:
+        ray.shutdown()
+        return rc
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if not _Doing.said:
+            err.print("interrupted while Ray shut down: what ran is stored; finishing the shutdown")
+        ray.shutdown()
+        return 130
 
 
 if __name__ == "__main__":

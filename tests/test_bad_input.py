@@ -93,3 +93,24 @@ def test_a_refused_submit_starts_nothing_and_a_dry_run_prints_the_matrix(tmp_pat
     far = run_farm("submit", str(_job(tmp_path / "bad.yaml", measure={"iterations": 10**12})),
                    "--address", "127.0.0.1:1")  # fmt: skip
     assert far.returncode == 2 and "iterations" in far.stderr, far.stderr
+
+
+def test_bad_ports_and_unwritable_out_folders_are_one_line(tmp_path):
+    from farm.spec import Measure, ModelRef, PlannedTask
+    from farm.store import Store
+
+    port = run_farm("head", "start", "--port", "99999", "--db", str(tmp_path / "h.db"))
+    assert port.returncode == 2 and "--port" in port.stderr and "65535" in port.stderr
+    assert len(port.stderr.strip().splitlines()) == 1 and not (tmp_path / "h.db").exists()
+    db = tmp_path / "farm.db"
+    store = Store(db)
+    task = PlannedTask(index=0, key="kws/b/cpu", model=ModelRef(name="kws", zoo="kws"), board="b",
+                       processor="cpu", variant={}, measure=Measure(), candidates=["b"])  # fmt: skip
+    store.add_job("j-1", "j", {"name": "j"}, [task])
+    store.close()
+    for command in (["report", "latest"], ["metrics", "backfill"]):
+        res = run_farm(*command, "--out", "/proc/x", "--db", str(db))
+        assert res.returncode == 2, (command, res.stderr)
+        assert res.stderr.strip().splitlines() == [
+            "error: --out /proc/x: cannot make that folder: No such file or directory"
+        ], res.stderr
