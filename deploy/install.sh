@@ -29,4 +29,5 @@ PY=${PYTHON:-python3}
 $PY -m pip install -q "torch==2.13.0"
 # everything else at the versions farm is tested with (Ray bounded: see the file)
 $PY -m pip install -q -c deploy/constraints.txt -e ".[test]"
-echo "farm installed: $(command -v farm)"
+# the `farm` of the python it was installed into (a venv's bin, not whatever PATH finds first)
+echo "farm installed: $($PY -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/farm"
