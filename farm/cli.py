@@ -623,10 +623,7 @@ def logs(
     store = _reader(address, db)
     if store.task(task) is None:
         raise NotFound(f"no task {task!r} (task ids look like JOB.N; see `farm status JOB`)")
-    lines = [
-        (e.at, f"[{e.to_state}] {e.board or ''} {e.detail or ''}".rstrip())
-        for e in store.events(task)
-    ]
+    lines = [(e.at, _event_line(e)) for e in store.events(task)]
     lines += [(x.at, x.line) for x in store.logs(task)]
     lines.sort(key=lambda x: x[0])
     if fmt is not Format.table:
@@ -638,6 +635,14 @@ def logs(
             markup=False,
             highlight=False,
         )
+
+
+def _event_line(e: Any) -> str:
+    """One history event: its state, board, detail and, on a failure or a retry, why."""
+    line = f"[{e.to_state}] {e.board or ''} {e.detail or ''}".rstrip()
+    if e.error:
+        line += f": {e.error}"
+    return line
 
 
 @app.command()

@@ -165,3 +165,22 @@ def test_the_cli_reaches_the_head_only_through_the_client():
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     assert not {m for m in imported if m == "ray" or m.startswith(("ray.", "farm.scheduler"))}
+
+
+def test_logs_say_why_a_task_failed_or_was_retried(tmp_path):
+    path = tmp_path / "farm.db"
+    store = Store(path)
+    task = PlannedTask(
+        index=0, key="kws/board1/cpu", model=ModelRef(name="kws", zoo="kws"), board="board1",
+        processor="cpu", variant={}, measure=Measure(), candidates=["board1"],
+    )  # fmt: skip
+    store.add_job("hk-1", "hk", {"name": "hk"}, [task])
+    store.transition("hk-1.0", TaskState.DEPLOYING, board="board1", attempt=1)
+    store.transition("hk-1.0", TaskState.QUEUED, error="BoardUnreachable: board1: reset by peer")
+    store.transition("hk-1.0", TaskState.DEPLOYING, board="board1", attempt=2)
+    changed = "HostKeyMismatch: board1: the host key of 127.0.0.1 changed"
+    store.transition("hk-1.0", TaskState.FAILED, error=changed)
+    store.close()
+    lines = run_farm("logs", "hk-1.0", "--db", str(path)).stdout.splitlines()
+    assert any(line.endswith(f"[failed] board1: {changed}") for line in lines), lines
+    assert any("[queued] board1: BoardUnreachable: board1: reset by peer" in ln for ln in lines)
