@@ -124,6 +124,40 @@ def _emit(
         out.print(table)
 
 
+KEEP_COLUMNS = 5
+"""A table's first columns (model, board, variant, state, the mean) stay at any width."""
+
+
+def _fit(table: Table, width: int | None = None) -> Table:
+    """``table`` as it fits ``width`` columns (the terminal's) without cutting a number:
+    each column is as wide as its widest cell, unwrapped; where they do not all fit,
+    columns from the right are left out (the caption names them; ``--format csv`` or
+    a wider terminal shows them) and the first columns' words may wrap."""
+    from rich.text import Text
+
+    width = width or out.width
+
+    def cell_width(cell: Any) -> int:
+        text = Text.from_markup(cell) if isinstance(cell, str) else cell
+        return max((Text(line).cell_len for line in str(text).splitlines()), default=0)
+
+    needed = [max([cell_width(c.header), *(cell_width(x) for x in c.cells)]) for c in table.columns]
+    for column, w in zip(table.columns, needed, strict=True):
+        column.no_wrap, column.min_width = True, w
+    dropped: list[str] = []
+    while len(table.columns) > KEEP_COLUMNS and sum(needed) + 3 * len(needed) + 1 > width:
+        dropped.insert(0, str(table.columns.pop().header))
+        needed.pop()
+    if sum(needed) + 3 * len(needed) + 1 > width:  # the kept columns' words may wrap
+        for column in table.columns:
+            if column.justify == "left":
+                column.no_wrap, column.min_width, column.overflow = False, None, "fold"
+    if dropped:
+        note = f"not shown at {width} columns: {', '.join(dropped)} (--format csv has all)"
+        table.caption = f"{table.caption}\n{note}" if table.caption else note
+    return table
+
+
 def _records(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(columns, r, strict=True)) for r in rows]
 
@@ -406,7 +440,7 @@ def _print_results(reader: Reader, job_id: str) -> None:
     from farm.report.tables import results_table
 
     cells = reader.cells(job_id)
-    out.print(results_table(cells, title=f"{job_id}"))
+    out.print(_fit(results_table(cells, title=f"{job_id}")))
     for cell in cells:
         if cell.task.state is TaskState.FAILED:
             err.print(
@@ -576,7 +610,7 @@ def results(
     elif fmt is Format.csv:
         sys.stdout.write(to_csv(cells))
     else:
-        out.print(results_table(cells, title=f"{record.id} ({record.state})"))
+        out.print(_fit(results_table(cells, title=f"{record.id} ({record.state})")))
         if layers:
             for cell in cells:
                 if cell.task.state is TaskState.DONE:
