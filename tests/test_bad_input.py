@@ -114,3 +114,30 @@ def test_bad_ports_and_unwritable_out_folders_are_one_line(tmp_path):
         assert res.stderr.strip().splitlines() == [
             "error: --out /proc/x: cannot make that folder: No such file or directory"
         ], res.stderr
+
+
+PROBE = """
+import runpy, sys
+sys.argv = ["farm", *sys.argv[1:]]
+try:
+    runpy.run_module("farm.cli", run_name="__main__")
+except SystemExit as e:
+    heavy = sorted(m for m in ("torch", "ray", "numpy") if m in sys.modules)
+    print("EXIT", e.code, "HEAVY", ",".join(heavy) or "-", file=sys.stderr)
+"""
+
+
+def test_a_refused_submit_never_imports_torch_or_ray(tmp_path):
+    """Validation needs the zoo's names, not its models: a bad job is refused before torch
+    (seconds to import) or Ray loads. The time it takes is benchmarks/bad_input.py's."""
+    huge = _job(tmp_path / "huge.yaml", models=["kws", "svhn", "deepear", "alexnet"],
+                variants={"threads": list(range(1, 1001)), "batch": list(range(1, 1001))})  # fmt: skip
+    bad = _job(tmp_path / "bad.yaml", models=["nosuchmodel"])
+    ok = _job(tmp_path / "ok.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    for args, code in (([str(huge)], 2), ([str(bad)], 2), ([str(huge), "--address", "127.0.0.1:1"], 2),
+                       ([str(ok), "--dry-run"], 0)):  # fmt: skip
+        res = subprocess.run([sys.executable, "-c", PROBE, "submit", *args], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert f"EXIT {code} HEAVY -" in res.stderr, (args, res.stderr)
