@@ -891,11 +891,13 @@ def head_stop(
     address: AddressOpt = None,
     force: Annotated[bool, typer.Option(help="SIGKILL at once (as in a crash)")] = False,
 ) -> None:
-    """Stop a head this machine started, and only it (the store keeps everything)."""
+    """Stop a head this machine started, with the stations this machine joined to it
+    (the store keeps everything)."""
     from farm import client
 
-    record, count = client.stop_head(_address(address), force=force)
-    out.print(f"head {record.address} stopped ({count} processes)")
+    record, count, stations = client.stop_head(_address(address), force=force)
+    also = f"; stations stopped with it: {', '.join(stations)}" if stations else ""
+    out.print(f"head {record.address} stopped ({count} processes){also}")
 
 
 @head_app.command("status")
