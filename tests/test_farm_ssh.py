@@ -453,3 +453,13 @@ def test_a_refused_host_key_or_key_file_is_one_line_on_stderr(make_testbed, tmp_
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1, (why, proc.stderr)
         assert "host key changed" in lines[0], (why, proc.stderr)
+
+
+def test_a_missing_board_python_is_one_line_and_the_board_reachable(testbed, tmp_path):
+    inv = write_inventory(tmp_path / "inv.yaml", [{**bed_boards(testbed)[0], "python": "python9"}])
+    proc = _check(inv, tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "reachable" in lines[0] and "'python9' was not found" in lines[0], proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if "board0" in line)
+    assert row.split("│")[2].strip() == "yes", proc.stdout  # reachable: yes
