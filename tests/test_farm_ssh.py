@@ -463,3 +463,33 @@ def test_a_missing_board_python_is_one_line_and_the_board_reachable(testbed, tmp
     assert "reachable" in lines[0] and "'python9' was not found" in lines[0], proc.stderr
     row = next(line for line in proc.stdout.splitlines() if "board0" in line)
     assert row.split("│")[2].strip() == "yes", proc.stdout  # reachable: yes
+
+
+def test_a_changed_host_key_moves_every_task_to_a_healthy_sibling(
+    ray_session, make_testbed, tmp_path, scheduler_cleanup
+):
+    """With migrate on (the default), the board is at fault, not the task: the first task
+    to meet the changed key moves as the tasks queued behind it do. One fault, one outcome."""
+    bed = make_testbed(n=2)
+    inv = write_inventory(tmp_path / "inv.yaml", bed_boards(bed))
+    bed.rekey("board0")
+    job = {
+        "name": "rekeyed-moved",
+        "models": [{"zoo": "kws", "name": f"kws{i}"} for i in range(4)],
+        "targets": [{"tags": ["testbed"]}],
+        "variants": {"threads": [1]},
+        "retries": 0,  # a move is not a retry: it needs none
+        "measure": FAST,
+    }
+    actor, job_id, store = submit(ray_session, tmp_path, inv, job)
+    scheduler_cleanup.append(actor)
+    assert wait(ray_session, actor, job_id, timeout=300).state == "done"
+    tasks = store.tasks(job_id)
+    assert all(t.state == "done" and t.board == "board1" for t in tasks), tasks
+    met = [t for t in tasks
+           if any(e.board == "board0" and e.to_state == "deploying" for e in store.events(t.id))]  # fmt: skip
+    assert met, "a task should have met board0's changed key"
+    for task in met:
+        details = " ".join(e.detail or "" for e in store.events(task.id))
+        assert "HostKeyMismatch" in details and "moved" in details, details
+    assert store.board_health()["board0"].state == "quarantined"

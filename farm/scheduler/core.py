@@ -502,6 +502,17 @@ class Scheduler:
         error = outcome.error or "unknown error"
         if outcome.board_fault:
             self._board_failed(board, error, now=outcome.quarantine)
+        if outcome.quarantine and job.policy.migrate:  # the board is at fault, not the task
+            others = [b for b in run.candidates if b != run.board and self._usable(b)]
+            if others:  # it moves, as the tasks queued behind it on that board do
+                detail = f"attempt {run.attempts}: {run.board} taken out of service: {error}; moved"
+                self.store.transition(run.id, TaskState.QUEUED, board=run.board, detail=detail)
+                self._moved(run, TaskState.QUEUED)
+                for at, line in outcome.logs:
+                    self.store.log(run.id, line, at)
+                run.board = min(others, key=lambda b: len(self.boards[b].queue))
+                self._place(run)
+                return
         if outcome.retryable and run.attempts <= job.policy.retries:
             delay = min(self.backoff_max_s, self.backoff_s * 2 ** (run.attempts - 1))
             detail = f"attempt {run.attempts} failed: {error}; retry in {delay:.1f}s"
