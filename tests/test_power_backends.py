@@ -119,6 +119,20 @@ def test_monsoon_absent_device_is_unavailable():
         open_monitor("monsoon", {"serial": 99})
 
 
+def test_monsoon_without_libusb_says_what_to_install(monkeypatch):
+    """pyusb without a libusb to drive raises NoBackendError("No backend available"):
+    the monitor says what is missing and how to install it."""
+    import usb.core
+
+    def no_backend(*args, **kwargs):
+        raise usb.core.NoBackendError("No backend available")
+
+    monkeypatch.setattr(usb.core, "find", no_backend)
+    with pytest.raises(MonitorUnavailable) as caught:
+        open_monitor("monsoon", {"serial": 7})
+    assert str(caught.value) == "monsoon 7: libusb-1.0 is not installed: apt install libusb-1.0-0"
+
+
 # -- rapl -------------------------------------------------------------------------
 
 

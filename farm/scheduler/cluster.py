@@ -131,7 +131,10 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
 
 
 def init_embedded() -> None:
-    """Start a private Ray inside this process (once)."""
+    """Start a private Ray inside this process (once), every listener on the loopback
+    (GCS, raylet, agents, workers): an embedded run has no reason to open ports to the lab."""
+    if "ray" not in sys.modules:  # read at import: keep 127.0.0.1 as given (module doc)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if not ray.is_initialized():
@@ -144,6 +147,7 @@ def init_embedded() -> None:
             try:
                 ray.init(
                     namespace=NAMESPACE,
+                    _node_ip_address="127.0.0.1",
                     include_dashboard=False,
                     log_to_driver=False,
                     configure_logging=False,

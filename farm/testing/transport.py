@@ -259,6 +259,7 @@ def _zero_latency(n: int) -> dict:
         "iqr_ms": 0.0,
         "outliers": 0,
         "cold_ms": 0.0,
+        "cpu_median_ms": 0.0,
     }
 
 
