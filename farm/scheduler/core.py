@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from farm.errors import NotFound, UserError
@@ -65,25 +65,20 @@ HealthCheck = Callable[[str, Board], "Future[BoardCheck]"]
 
 @dataclass(frozen=True)
 class JobPolicy:
-    """What the scheduler reads of a job: its order and how it retries and runs."""
+    """What the scheduler reads of a job: its order and how it retries and runs. The
+    names are ``Job``'s own fields; a job stored without one runs by ``Job``'s default."""
 
-    priority: int = 0
-    retries: int = 2
-    migrate: bool = True
-    isolation: str = "warm"
-    deadline_s: float = 3600.0  # tasks waiting for a quarantined board fail after it
+    priority: int
+    retries: int
+    migrate: bool
+    isolation: str
+    deadline_s: float  # tasks waiting for a quarantined board fail after it
 
     @classmethod
     def of(cls, spec: dict[str, Any]) -> JobPolicy:
         """From a job as stored (``Job`` dumped to JSON): what a resumed job runs by."""
-        defaults = cls()
-        return cls(
-            priority=spec.get("priority", defaults.priority),
-            retries=spec.get("retries", defaults.retries),
-            migrate=spec.get("migrate", defaults.migrate),
-            isolation=spec.get("isolation", defaults.isolation),
-            deadline_s=spec.get("deadline_s", defaults.deadline_s),
-        )
+        job = Job.model_fields
+        return cls(**{f.name: spec.get(f.name, job[f.name].default) for f in fields(cls)})
 
 
 @dataclass
