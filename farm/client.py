@@ -25,8 +25,8 @@ from farm.store import JobProgress, Store
 from farm.store.read import Reader
 
 if TYPE_CHECKING:
-    from farm.scheduler.cluster import HeadInfo, NodeInfo, NodeRecord
-    from farm.scheduler.messages import BoardCheck
+    from farm.scheduler.cluster import NodeRecord
+    from farm.scheduler.messages import BoardCheck, HeadInfo, NodeInfo
     from farm.spec import Board, Job, Plan
 
 READ_API = frozenset(name for name in vars(Reader) if not name.startswith("_"))
@@ -78,10 +78,10 @@ class Head:
         cluster.connect(address)  # sets Ray's environment before Ray is imported
         import ray
 
-        from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME
+        from farm.scheduler.names import NAMESPACE, SCHEDULER
 
         try:
-            actor = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
+            actor = ray.get_actor(SCHEDULER, namespace=NAMESPACE)
         except ValueError as exc:
             raise UserError(
                 f"no farm scheduler on the Ray cluster at {address}: run `farm head start` there"

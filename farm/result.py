@@ -51,6 +51,7 @@ class Latency(_Open):
     iqr_ms: float | None = None
     outliers: int | None = None
     cold_ms: float | None = None
+    cpu_median_ms: float | None = None  # the process's CPU time per inference (timing.py)
 
 
 class LayerRow(_Open):

@@ -205,6 +205,7 @@ def test_threads_and_affinity_are_applied_and_restored():
         process.apply_affinity(None)
 
 
+@pytest.mark.timing  # a pulse train within 50 ms of its deadlines
 def test_sync_pulse_marks_every_chip_edge():
     r = run(iterations=3, layers=False, sync_pulse={"chips": 4, "chip_ms": 5, "seed": 3})
     assert r["status"] == "ok"

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import yaml
 
 from farm.states import JobState, TaskState
 from farm.store import Store
+from farm.testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -50,16 +50,16 @@ def _farm(tmp_path: Path, *args: str) -> subprocess.Popen:
 
 
 def _wait_running(tmp_path: Path, proc: subprocess.Popen, timeout: float = 300) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def running() -> str | None:
         assert proc.poll() is None, proc.communicate()
         if (tmp_path / "farm.db").exists():
             store = Store(tmp_path / "farm.db", readonly=True)
             job = store.job("latest")
             if job is not None and store.counts(job.id).get(TaskState.RUNNING):
                 return job.id
-        time.sleep(0.5)
-    raise AssertionError("no task started running")
+        return None
+
+    return wait_for(running, timeout, "a task running", interval=0.2)
 
 
 def _engines(cache_dir: str) -> list[int]:
@@ -72,7 +72,8 @@ def test_ctrl_c_cancels_an_embedded_job_and_stops_its_engine(make_testbed, tmp_p
     bed = make_testbed(n=1)
     farm = _farm(tmp_path, "submit", str(_job(tmp_path, 500_000)), "-i", str(bed.inventory_path))
     job_id = _wait_running(tmp_path, farm)
-    time.sleep(1.0)
+    cache = bed.board_specs()[0]["cache_dir"]
+    wait_for(lambda: _engines(cache), 60, "the engine's process")  # what Ctrl-C must stop
     farm.send_signal(signal.SIGINT)
     _, stderr = farm.communicate(timeout=300)
     assert farm.returncode == 130, stderr
@@ -80,11 +81,8 @@ def test_ctrl_c_cancels_an_embedded_job_and_stops_its_engine(make_testbed, tmp_p
     store = Store(tmp_path / "farm.db", readonly=True)
     assert store.job(job_id).state is JobState.CANCELLED
     assert set(store.counts(job_id)) == {TaskState.CANCELLED}
-    cache = bed.board_specs()[0]["cache_dir"]
-    deadline = time.time() + 30
-    while _engines(cache) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not _engines(cache)  # the engine was stopped, not left measuring
+    # the engine was stopped, not left measuring
+    wait_for(lambda: not _engines(cache), 30, "the engine to stop")
     assert not Path(f"{tmp_path / 'farm.db'}-wal").exists() or not os.path.getsize(
         f"{tmp_path / 'farm.db'}-wal"
     )  # and the store was closed cleanly
@@ -99,15 +97,15 @@ def test_a_killed_farms_job_is_marked_interrupted_and_resumes(make_testbed, tmp_
     before = Store(tmp_path / "farm.db", readonly=True)
     assert before.job(job_id).state is JobState.RUNNING  # as it was left
     assert before.job(job_id).owner["pid"] == farm.pid
-    deadline = time.time() + 60  # the killed farm's Ray processes go with it
-    while time.time() < deadline:
+
+    def reopened_state() -> bool:
         writer = Store(tmp_path / "farm.db")  # the next farm that opens the store
         state = writer.job(job_id).state
         writer.close()
-        if state is JobState.INTERRUPTED:
-            break
-        time.sleep(0.5)
-    assert state is JobState.INTERRUPTED
+        return state is JobState.INTERRUPTED
+
+    # the killed farm's Ray processes go with it, and then its job is interrupted
+    wait_for(reopened_state, 60, "the killed farm's job to be marked interrupted", 0.5)
     counts = Store(tmp_path / "farm.db", readonly=True).counts(job_id)
     assert TaskState.RUNNING not in counts and TaskState.DEPLOYING not in counts
     resumed = _farm(tmp_path, "resume", job_id)

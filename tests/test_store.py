@@ -11,27 +11,15 @@ import pytest
 
 from farm.errors import IllegalTransition, SchemaTooNew, UnknownTask
 from farm.result import EngineResult
-from farm.spec import Measure, ModelRef, PlannedTask
 from farm.states import BoardHealth, JobState, TaskState
 from farm.store import SCHEMA_VERSION, BoardEvent, CellKey, JobEvent, Store, TaskEvent
+from farm.testing.plans import planned_tasks
 
 V1_FILE = Path(__file__).parent / "data" / "farm-v1.db"  # written by farm's schema-1 store
 
 
 def _tasks(n, board="local"):
-    return [
-        PlannedTask(
-            index=i,
-            key=f"kws/{board}/cpu/threads={i}",
-            model=ModelRef(name="kws", zoo="kws"),
-            board=board,
-            processor="cpu",
-            variant={"threads": i},
-            measure=Measure(),
-            candidates=[board],
-        )
-        for i in range(n)
-    ]
+    return planned_tasks(n, board, threads=True)
 
 
 RESULT = EngineResult.model_validate(

@@ -229,8 +229,11 @@ class _Task:
             if sync is not None:
                 sync()
             timed = time_inferences(run_once, req.iterations, sync)
-        self.markers.add_pairs(timed.mono_begin, timed.mono_end, INFERENCE_BEGIN, INFERENCE_END)
-        self.result["latency"] = stats.summarize(timed.latencies_ms(), cold.latencies_ms()[0])
+        self.markers.add_pairs(timed.mono_begin, timed.mono_end, INFERENCE_BEGIN, INFERENCE_END,
+                               timed.cpu_ns())  # fmt: skip
+        self.result["latency"] = stats.summarize(
+            timed.latencies_ms(), cold.latencies_ms()[0], timed.cpu_ns()
+        )
         self.env["gc_paused_while_timing"] = True
 
         if graph is not None:

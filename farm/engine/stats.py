@@ -71,8 +71,11 @@ def median_ci95(sorted_values: Sequence[float]) -> tuple[float | None, float | N
     return sorted_values[lo - 1], sorted_values[hi - 1]
 
 
-def summarize(samples_ms: Sequence[float], cold_ms: float | None = None) -> dict:
-    """Summary of per-inference latencies (ms) as the engine reports it.
+def summarize(
+    samples_ms: Sequence[float], cold_ms: float | None = None, cpu_ns: Sequence[int] | None = None
+) -> dict:
+    """Summary of per-inference latencies (ms) as the engine reports it; with ``cpu_ns``
+    (each inference's process CPU time) also their median CPU time, ``cpu_median_ms``.
 
     ``stdev_ms`` is the sample standard deviation (n - 1). Fields that need more
     samples than there are (stdev and CI for one sample, p99 below
@@ -111,6 +114,7 @@ def summarize(samples_ms: Sequence[float], cold_ms: float | None = None) -> dict
         "iqr_ms": iqr,
         "outliers": sum(1 for x in xs if x < low_fence or x > high_fence),
         "cold_ms": cold_ms,
+        "cpu_median_ms": median([c / 1e6 for c in cpu_ns]) if cpu_ns else None,
     }
 
 

@@ -134,7 +134,7 @@ class JobRun:
 
 class Scheduler:
     """Owns the queue. Thread-safe entry points: ``submit``, ``cancel``, ``running``,
-    ``progress``; everything else runs on the loop thread."""
+    ``progress``, ``settle``; everything else runs on the loop thread."""
 
     def __init__(
         self,
@@ -243,6 +243,15 @@ class Scheduler:
     def idle(self) -> bool:
         return not self.jobs and self._inbox.empty()
 
+    def settle(self, timeout: float = 30.0) -> None:
+        """Return once the loop has finished a round that handled everything put in
+        before this call (submissions, outcomes, cancels) and dispatched what it could:
+        how a caller waits for the scheduler without guessing at a sleep."""
+        done = threading.Event()
+        self._inbox.put(("settle", done))
+        if not done.wait(timeout):
+            raise TimeoutError(f"the scheduler loop did not finish a round in {timeout:.0f} s")
+
     def stop(self) -> None:
         self._stop.set()
         self._inbox.put(("wake", None))
@@ -260,17 +269,23 @@ class Scheduler:
             except queue.Empty:
                 kind, payload = "wake", None
             with self.store.batch():  # one round, one transaction
-                self._round(kind, payload)
+                settled = self._round(kind, payload)
+            for event in settled:  # what waits on the round sees it written
+                event.set()
 
-    def _round(self, kind: str, payload: Any) -> None:
+    def _round(self, kind: str, payload: Any) -> list[threading.Event]:
+        """Handle what arrived and dispatch; returns the ``settle`` calls it answers."""
+        settled: list[threading.Event] = []
         try:
-            self._handle(kind, payload)
-            while True:  # drain what else arrived, then dispatch once
+            while True:  # handle what arrived, then dispatch once
+                if kind == "settle":
+                    settled.append(payload)
+                else:
+                    self._handle(kind, payload)
                 try:
                     kind, payload = self._inbox.get_nowait()
                 except queue.Empty:
                     break
-                self._handle(kind, payload)
             self._release_delayed()
             self._expire_waiting()
             self._maybe_health_check()
@@ -283,6 +298,7 @@ class Scheduler:
             )
             for job in self.jobs.values()
         }
+        return settled
 
     def _next_wakeup(self) -> float:
         wake = 1.0
