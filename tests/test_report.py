@@ -553,3 +553,28 @@ def test_energy_and_battery_cells():
     detail = [r for r in study.ci_detail(sweep).rows if r[3] == "mean energy (mJ)"]
     assert detail == [["kws", "m/cpu", "relu", "mean energy (mJ)", "0.489", "0.241", "0.736",
                        "0.489", "300"]]  # fmt: skip
+
+
+def test_figures_show_the_studys_models_and_limits(bench, store):
+    """Figure 4 is SVHN (4a) and Deep KWS (4b) as shares of time; Figure 5 draws the limit
+    of the study's processor a board stands for and decides "does not fit" against it."""
+    sweep = cells.load(store, bench["jobs"][1], spec.load_inventory(bench["inv"]))
+    fig = figures.figure4(sweep)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("(a) svhn (CNN)") and titles[1].startswith("(b) kws (DNN)")
+    bars = [p.get_width() for p in fig.axes[1].patches]
+    assert sum(bars) == pytest.approx(100.0)  # shares of the layers' time, in percent
+
+    ref = paper.reference()
+    on_edison = sweep.cell("svhn", "local/cpu")  # local/cpu stands for the Edison CPU
+    assert figures.limit(on_edison, ref) == (1024.0, "the study's Edison CPU: 1 GB")
+    tiny = sweep.cell("svhn", "local/tiny")  # stands for none: its own 1 MB
+    assert figures.limit(tiny, ref) == (1.0, "this board's: 1 MB")
+    assert figures.fits(tiny, 1.0) is False and figures.fits(on_edison, 1024.0) is True
+    env = {"model": {"zoo": "alexnet"}}
+    alexnet = _stored("d", TaskState.DONE, {"status": "ok", "env": env, "latency": _latency(9.0),
+                                            "memory": {"required_mb": 233.0}})  # fmt: skip
+    on_dsp = cells.Cell(alexnet, paper="snapdragon-800-dsp")
+    cap, label = figures.limit(on_dsp, ref)
+    assert (cap, label) == (8.0, "the study's Snapdragon DSP: 8 MB")
+    assert figures.fits(on_dsp, cap) is False  # 233 MB: over the line the panel draws

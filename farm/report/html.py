@@ -44,7 +44,7 @@ td.warned { background: #fff4d6; }
 """
 
 
-NUMBER = re.compile(r"[+-]?[\d,.]+(%|×| †)?( \[[\d,. ]+\])?")
+NUMBER = re.compile(r"[+-]?[\d,.]+(%|×)?( †)?( \[[\d,. ]+\])?( \([\d.e+-]+×\))?")
 
 
 def _numeric(text: str) -> bool:
