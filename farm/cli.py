@@ -220,9 +220,9 @@ def submit(
               title=f"{job.name}: {len(plan.tasks)} tasks (dry run: nothing started)")  # fmt: skip
         return
     if address is None:
-        from farm.store import default_db_path
-
-        head = Head.embedded(db or default_db_path(), cache_dir=station_cache_dir())
+        path = _db_path(db)
+        _inspect_store(path)  # a store it cannot trust is refused before Ray starts
+        head = Head.embedded(path, cache_dir=station_cache_dir())
     else:
         head = Head.attach(address)
     job_id = head.submit(job, plan, source=str(job_file))
@@ -262,10 +262,20 @@ def resume(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Run what is left of a job whose farm died (``farm status`` shows it interrupted)."""
+    from farm import client
     from farm.client import Head, station_cache_dir
-    from farm.store import default_db_path
+    from farm.store import SCHEMA_VERSION
 
-    head = Head.embedded(db or default_db_path(), cache_dir=station_cache_dir())
+    path = _db_path(db)
+    found = _existing_store(path)
+    if found.schema == SCHEMA_VERSION:  # an older store is upgraded by the writer first
+        reader = client.reader(None, path)  # read-only: a refusal changes no byte
+        try:
+            if reader.job(job) is None:
+                raise NotFound(f"no job {job!r} in {path}")
+        finally:
+            reader.close()  # type: ignore[attr-defined]
+    head = Head.embedded(path, cache_dir=station_cache_dir())
     record = head.reader.job(job)
     if record is None:
         raise NotFound(f"no job {job!r}")
@@ -685,6 +695,37 @@ def _db_path(db: Path | None) -> Path:
     return (db or default_db_path()).expanduser()
 
 
+def _inspect_store(path: Path) -> Any:
+    """What the store at ``path`` holds (``None``: nothing there), read without a byte
+    changed; a file farm cannot trust is refused (one line, exit 2) before anything
+    opens it for writing."""
+    from farm.store import SCHEMA_VERSION, file
+
+    return file.inspect(path, SCHEMA_VERSION)
+
+
+def _existing_store(path: Path) -> Any:
+    """A store that must be there already (resume, backfill, exporter): no file is created
+    for a typo'd ``--db``."""
+    found = _inspect_store(path)
+    if found is None:
+        raise UserError(f"{path}: no farm store there yet (nothing has run with it)")
+    return found
+
+
+def _readable_store(path: Path) -> Path:
+    """A store a read-only command can read as it is: there, trusted, this farm's schema."""
+    from farm.store import SCHEMA_VERSION
+
+    found = _existing_store(path)
+    if found.schema < SCHEMA_VERSION:
+        raise UserError(
+            f"{path}: written by an older farm (schema {found.schema}); a command that"
+            " writes (farm submit, farm head start) upgrades it"
+        )
+    return path
+
+
 def _found(found: Any) -> str:
     return (
         f"{found.path}: a farm store, schema {found.schema}, {found.jobs} jobs, {found.tasks}"
@@ -825,9 +866,8 @@ def station_stop(
 def exporter(db: DbOpt = None, metrics_address: MetricsAddressOpt = "127.0.0.1:9501") -> None:
     """Serve the store's metrics to Prometheus without a head (until interrupted)."""
     from farm.metrics.exporter import serve_store
-    from farm.store import default_db_path
 
-    serve_store(db or default_db_path(), metrics_address, ready=err.print)
+    serve_store(_readable_store(_db_path(db)), metrics_address, ready=err.print)
 
 
 @metrics_app.command("backfill")
@@ -837,9 +877,8 @@ def metrics_backfill(
 ) -> None:
     """Write the store's history as OpenMetrics for `promtool tsdb create-blocks-from openmetrics`."""
     from farm.metrics.backfill import backfill
-    from farm.store import default_db_path
 
-    path, n = backfill(db or default_db_path(), out_dir)
+    path, n = backfill(_readable_store(_db_path(db)), out_dir)
     out.print(f"{n} results written to {path}")
     out.print(f"  promtool tsdb create-blocks-from openmetrics {path} PROMETHEUS_DATA_DIR")
 
