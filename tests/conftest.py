@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-pytest_plugins: list[str] = ["testbed_fixtures"]
+pytest_plugins: list[str] = ["testbed_fixtures", "runtime_fixtures"]
 
 
 @pytest.fixture(scope="session")

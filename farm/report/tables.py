@@ -141,7 +141,8 @@ def results_table(cells: list[Cell], title: str | None = None) -> Table:
         if f["mean_ms"] is not None:
             mean = _mean_ci(f["mean_ms"], f["ci95_lo_ms"], f["ci95_hi_ms"], "{:.3f}")
         elif task.state is TaskState.DOES_NOT_FIT:
-            mean = "- (does not fit)"
+            why = (task.error or "").strip().splitlines()  # a runtime's own reason, if any
+            mean = f"- (does not fit: {why[0][:60]})" if why else "- (does not fit)"
         else:
             mean = "-"
         row = [
