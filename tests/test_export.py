@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from farm import export, spec
-from farm.engine import bundle
+from farm.engine import bundle, runtimes
 from farm.errors import CannotLower, SpecError
 from farm.export import agree, cache, lower
 from farm.scheduler.messages import TaskPayload
@@ -131,14 +131,15 @@ variants:
 
 def test_runtime_and_precision_are_variant_axes_of_a_job():
     inventory = spec.parse_inventory(INVENTORY, file="inv.yaml")
-    job = spec.parse_job(JOB, file="rt.yaml", inventory=inventory)
+    names = runtimes.names()
+    job = spec.parse_job(JOB, file="rt.yaml", inventory=inventory, known_runtimes=names)
     keys = [t.key for t in spec.expand(job, inventory)]
     assert len(keys) == 6
     assert "kws/local/cpu/precision=int8,runtime=onnxruntime" in keys
     assert "kws/local/cpu/precision=fp32,runtime=eager" in keys
     bad = JOB.replace("executorch]", "tflite]")
     with pytest.raises(SpecError) as err:
-        spec.parse_job(bad, file="rt.yaml", inventory=inventory)
+        spec.parse_job(bad, file="rt.yaml", inventory=inventory, known_runtimes=names)
     assert str(err.value).startswith("rt.yaml:7: variants.runtime[2]: unknown runtime 'tflite'")
     assert "registered: eager, executorch, onnxruntime" in str(err.value)
     with pytest.raises(SpecError, match=r"rt.yaml:8: variants.precision\[1\]"):
