@@ -28,5 +28,5 @@ PY=${PYTHON:-python3}
 # torch first, pinned: any other version pulls gigabytes of CUDA packages.
 $PY -m pip install -q "torch==2.13.0"
 # everything else at the versions farm is tested with (Ray bounded: see the file)
-$PY -m pip install -q -c deploy/constraints.txt -e ".[test]"
+$PY -m pip install -q -c deploy/constraints.txt -e ".[test,onnx,executorch]"
 echo "farm installed: $(command -v farm)"

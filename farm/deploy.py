@@ -105,8 +105,9 @@ def build_engine_zip(out_dir: str | Path) -> Path:
     """
     package = Path(farm.__file__).parent
     sources = {"farm/__init__.py": (package / "__init__.py").read_bytes(), "__main__.py": _MAIN}
-    for py in sorted((package / "engine").glob("*.py")):
-        sources[f"farm/engine/{py.name}"] = py.read_bytes()
+    for py in sorted((package / "engine").rglob("*.py")):  # with runtimes/ and any subpackage
+        if "__pycache__" not in py.parts:
+            sources[py.relative_to(package.parent).as_posix()] = py.read_bytes()
     data = files.zip_bytes(sorted(sources.items()), compression=zipfile.ZIP_DEFLATED)
     return files.store(data, out_dir, ".zip")
 
