@@ -111,9 +111,10 @@ def test_the_runner_serves_requests_in_one_warm_process(kws, runner):
         [str(runner), "--model", str(root / "kws-fp32.pte"), "--serve"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    answers, _ = proc.communicate("3\n5\n", timeout=120)
-    first, second = (json.loads(line) for line in answers.splitlines())
+    answers, _ = proc.communicate("3\nbare 4\n5\n", timeout=120)
+    first, bare, second = (json.loads(line) for line in answers.splitlines())
     assert len(first["begin_ns"]) == 3 and len(second["begin_ns"]) == 5
+    assert bare["n"] == 4 and bare["bare_ns"] > 0  # four inferences, one reading each side
     assert first["end_ns"][-1] <= second["begin_ns"][0]
     assert first["load_ns"] == second["load_ns"]  # loaded once
     assert proc.returncode == 0

@@ -224,6 +224,16 @@ class NativeSession:
         self.load_ns = answer["load_ns"]
         return answer
 
+    def bare_run(self, n: int) -> int:
+        """ns for ``n`` inferences in a loop with no clock reading between them (benchmarks)."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(f"bare {n}\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise NativeError(f"the runner exited ({self._proc.wait(timeout=10)})")
+        return int(json.loads(line)["bare_ns"])
+
     def timed_run(self, n: int) -> Any:
         from farm.engine.timing import Timed
 
