@@ -52,7 +52,9 @@ from rich.table import Table
 from farm import deploy, spec, zoo
 from farm.scheduler.actors import SchedulerActor
 from farm.scheduler.messages import TaskPayload
+from farm.scheduler.names import NAMESPACE
 from farm.scheduler.station import Station
+from farm.testing import transport as fake_transport
 from farm.testing.testbed import Testbed
 from farm.transport import connect
 
@@ -428,8 +430,9 @@ def main() -> int:
     load_before = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="farm-bench-"))
     ray.init(
-        namespace="farm", include_dashboard=False, log_to_driver=False, configure_logging=False
-    )
+        namespace=NAMESPACE, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        runtime_env={"worker_process_setup_hook": fake_transport.installed},  # fake boards
+    )  # fmt: skip
     figures: list[dict] = []
     rows: list[tuple[str, ...]] = []
     if args.only != "scale":

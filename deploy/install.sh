@@ -19,9 +19,11 @@ if command -v apt-get >/dev/null 2>&1; then
     # executorch wheel's headers and library.
     # prometheus (with promtool) and prometheus-pushgateway: the monitoring tests start
     # their own on loopback ports; the packages' services are not needed.
+    # libusb-1.0-0: pyusb's backend, for the Monsoon power monitor (without it pyusb says
+    # only "No backend available").
     $SUDO apt-get install -y -qq --no-install-recommends \
         openssh-server openssh-client systemd chromium iproute2 util-linux \
-        prometheus prometheus-pushgateway g++ >/dev/null
+        prometheus prometheus-pushgateway libusb-1.0-0 g++ >/dev/null
 fi
 
 PY=${PYTHON:-python3}

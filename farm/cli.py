@@ -1,8 +1,10 @@
 """The ``farm`` command.
 
 Exit codes: 0 success (``submit``: every cell has a result, does-not-fit
-included); 1 a task or command failed; 2 bad input (one line naming file, line
-and field; nothing started).
+included); 1 a task or command failed (``compare``: a cleanly measured cell
+regressed); 2 bad input (one line naming file, line and field; nothing started);
+3 ``compare`` could not judge (a cell was measured on a busy board or a check
+warned, and no clean cell regressed); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -195,15 +197,28 @@ def submit(
         str | None,
         typer.Option(help="push the job's measurements to this Prometheus pushgateway URL"),
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="validate, count and print the task matrix; start nothing")
+    ] = False,
 ) -> None:
     """Run a job: every model × target × variant cell, with a progress bar and a results table."""
     from farm import spec, zoo
     from farm.client import Head, station_cache_dir
 
+    address = _address(address)
+    if detach and address is None:
+        raise UserError("--detach needs a running head (--address or RAY_ADDRESS): nothing started")
+    # everything the files say is checked before any head is contacted or started
     inv = _load_inventory(inventory)
     job = spec.load_job(job_file, inventory=inv, known_models=zoo.names())
     plan = spec.plan(job, inv)
-    address = _address(address)
+    if address is None:  # a head elsewhere imports users' modules itself
+        _check_user_modules(job)
+    if dry_run:
+        _emit(["index", "key", "candidates"],
+              [[t.index, t.key, ", ".join(t.candidates)] for t in plan.tasks], Format.table,
+              title=f"{job.name}: {len(plan.tasks)} tasks (dry run: nothing started)")  # fmt: skip
+        return
     if address is None:
         from farm.store import default_db_path
 
@@ -212,16 +227,32 @@ def submit(
         head = Head.attach(address)
     job_id = head.submit(job, plan, source=str(job_file))
     if detach:
-        if address is None:
-            err.print("[yellow]--detach needs a running head (--address); waiting here instead[/]")
-        else:
-            sys.stdout.write(job_id + "\n")
-            return
+        sys.stdout.write(job_id + "\n")
+        return
     err.print(f"job [bold]{job_id}[/]: {len(plan.tasks)} tasks")
     push = (
         None if pushgateway is None else partial(_push, pushgateway, address, db, job_id, job.name)
     )
     _run_to_the_end(head, job_id, len(plan.tasks), quiet=quiet, then=push)
+
+
+def _check_user_modules(job: Any) -> None:
+    """A ``module:`` model whose package this machine cannot find: one line, exit 2, before
+    Ray starts (the head would import it to export the model)."""
+    import importlib.util
+
+    from farm.spec.loader import source_of
+
+    for i, model in enumerate(job.models):
+        if model.module is None:
+            continue
+        top = model.module.split(":")[0].split(".")[0]
+        if importlib.util.find_spec(top) is None:
+            message = f"no package {top!r} importable here (PYTHONPATH?)"
+            doc = source_of(job)
+            if doc is not None:
+                raise doc.error(("models", i, "module"), message)
+            raise UserError(f"models[{i}].module: {message}")
 
 
 @app.command()
@@ -412,11 +443,28 @@ def compare(
     ] = 0.05,
     alpha: Annotated[float, typer.Option(help="significance level after correction")] = 0.05,
     correction: Annotated[str, typer.Option(help="bh (Benjamini–Hochberg) | holm")] = "bh",
+    statistic: Annotated[
+        str,
+        typer.Option(
+            help="what a verdict rests on: wall (latency and energy) | cpu (CPU time per"
+            " inference; a busy board does not void it)"
+        ),
+    ] = "wall",
     fmt: FormatOpt = Format.table,
     db: DbOpt = None,
     address: AddressOpt = None,
 ) -> None:
-    """Compare two jobs cell by cell; exit 1 when any cell regressed."""
+    """Compare two jobs cell by cell (default: the latest finished job against the last
+    finished one of its name).
+
+    Verdicts rest on each inference's wall-clock latency and net energy (--statistic
+    wall), or on its CPU time (--statistic cpu); the other figures are shown beside. A
+    cell measured on a busy board (wall only), hot or with steal, or whose layer sum or
+    power alignment warned, on either side, is "unreliable", never a verdict.
+
+    Exit: 0 nothing regressed; 1 a cleanly measured cell regressed; 3 could not judge
+    (a cell unreliable, none regressed); 2 bad input.
+    """
     from farm import nightly
     from farm.nightly import render
 
@@ -427,6 +475,7 @@ def compare(
         threshold=threshold,
         alpha=alpha,
         correction=correction,
+        statistic=statistic,
     )
     if fmt is Format.json:
         sys.stdout.write(render.comparison_json(result) + "\n")

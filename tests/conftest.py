@@ -1,4 +1,14 @@
-"""Shared fixtures. Fixture modules of each room are registered as plugins below."""
+"""Shared fixtures. Fixture modules of each room are registered as plugins below.
+
+The suite runs in two phases (``python3 tests/run.py``): everything not marked
+``timing`` on xdist workers, then the ``timing`` tests alone. Each worker is a
+process of its own with its own session fixtures — its own Ray, its own SSH test
+bed, its own temporary directories (pytest gives each worker a base temp of its
+own) — and, from ``_private_farm_home`` below, its own farm cache and default
+store, so two workers never share a file. A module whose tests share a
+module-scoped fixture (a job run once, a Prometheus) stays on one worker
+(``xdist_group``), so its fixture is built once.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,23 @@ import os
 import pytest
 
 pytest_plugins: list[str] = ["testbed_fixtures"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_farm_home(tmp_path_factory):
+    """``FARM_CACHE`` (node records, the cluster token, the station's cache) and
+    ``FARM_DB`` of this test session's own, for what a test does not name itself:
+    a test never reads or writes ``~/.cache/farm`` or another worker's files."""
+    home = tmp_path_factory.mktemp("farm-home")
+    saved = {k: os.environ.get(k) for k in ("FARM_CACHE", "FARM_DB")}
+    os.environ["FARM_CACHE"] = str(home / "cache")
+    os.environ["FARM_DB"] = str(home / "farm.db")
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +61,17 @@ def scheduler_cleanup(ray_session):
 @pytest.fixture
 def db_path(tmp_path):
     return tmp_path / "farm.db"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep a module whose tests share a module-scoped fixture on one xdist worker
+    (``--dist loadgroup``; xdist hands out the largest groups first)."""
+    shared: set[str] = set()
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        for fixturedefs in (defs.name2fixturedefs.values() if defs else ()):
+            if any(d.scope == "module" for d in fixturedefs):
+                shared.add(item.module.__name__)
+    for item in items:
+        if item.module.__name__ in shared:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -177,6 +177,7 @@ def test_deploy_many_with_one_board_down(testbed, engine_zip, artifact):
             deploy.prune(t, b, keep=set())
 
 
+@pytest.mark.timing  # the whole fan-out within 1.5 s
 def test_deploy_many_times_out_per_board(engine_zip):
     fake.reset()
 

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from farm import spec, zoo
 from farm.scheduler.actors import SchedulerActor
 from farm.store import Store
 from farm.testing.testbed import EDISON
+from farm.testing.waiting import wait_for, wait_job
 
 FAST = {"iterations": 20, "warmup": 1, "layers": False, "memory": False, "timeout_s": 60}
 
@@ -86,22 +86,8 @@ def submit_to(ray, actor, tmp_path, inventory_path: Path, job: dict) -> str:
 
 
 def wait(ray, actor, job_id, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        p = ray.get(actor.progress.remote(job_id))
-        if p.state.is_terminal():
-            return p
-        time.sleep(0.1)
-    raise AssertionError(f"{job_id} did not finish: {ray.get(actor.progress.remote(job_id))}")
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    """The job's progress once it finished, asked of the scheduler actor."""
+    return wait_job(lambda: ray.get(actor.progress.remote(job_id)), timeout, job_id)
 
 
 def test_sweep_over_ssh_boards_one_measurement_per_board(
@@ -284,7 +270,6 @@ def test_engine_killed_like_the_oom_killer_is_recorded_and_the_board_recovers(
         timeout=patience(board_class),
         what="the engine running",
     )
-    time.sleep(1.0)
     for pid in _engine_pids(cache):
         os.kill(pid, signal.SIGKILL)
     assert wait(ray_session, actor, job_id, timeout=patience(board_class)).state == "failed"

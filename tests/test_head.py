@@ -29,6 +29,7 @@ from farm.procs import started
 from farm.scheduler.cluster import node_pids
 from farm.store import Store
 from farm.testing.testbed import Testbed, free_port
+from farm.testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -88,15 +89,6 @@ class Farm:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def job_file(root: Path, name: str, *, boards: list[str] | None = None, **measure: Any) -> Path:

@@ -2,8 +2,8 @@
 
 An embedded ``farm submit`` is its job's head. Interrupted (SIGINT, as Ctrl-C
 sends it), it cancels its job, stops the engines and exits 130. Killed outright,
-it can say nothing: the next farm that opens the store for writing finds the
-dead owner, marks the job interrupted, and ``farm resume`` runs what is left.
+it can say nothing: the next farm's scheduler, starting, finds the dead owner,
+marks the job interrupted, and ``farm resume`` runs what is left.
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 import yaml
 
+from farm.owner import Owner
+from farm.scheduler.core import Scheduler
 from farm.states import JobState, TaskState
-from farm.store import Store
+from farm.store import Store, open_writer
+from farm.testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -50,16 +53,16 @@ def _farm(tmp_path: Path, *args: str) -> subprocess.Popen:
 
 
 def _wait_running(tmp_path: Path, proc: subprocess.Popen, timeout: float = 300) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def running() -> str | None:
         assert proc.poll() is None, proc.communicate()
         if (tmp_path / "farm.db").exists():
             store = Store(tmp_path / "farm.db", readonly=True)
             job = store.job("latest")
             if job is not None and store.counts(job.id).get(TaskState.RUNNING):
                 return job.id
-        time.sleep(0.5)
-    raise AssertionError("no task started running")
+        return None
+
+    return wait_for(running, timeout, "a task running", interval=0.2)
 
 
 def _engines(cache_dir: str) -> list[int]:
@@ -72,7 +75,8 @@ def test_ctrl_c_cancels_an_embedded_job_and_stops_its_engine(make_testbed, tmp_p
     bed = make_testbed(n=1)
     farm = _farm(tmp_path, "submit", str(_job(tmp_path, 500_000)), "-i", str(bed.inventory_path))
     job_id = _wait_running(tmp_path, farm)
-    time.sleep(1.0)
+    cache = bed.board_specs()[0]["cache_dir"]
+    wait_for(lambda: _engines(cache), 60, "the engine's process")  # what Ctrl-C must stop
     farm.send_signal(signal.SIGINT)
     _, stderr = farm.communicate(timeout=300)
     assert farm.returncode == 130, stderr
@@ -80,11 +84,8 @@ def test_ctrl_c_cancels_an_embedded_job_and_stops_its_engine(make_testbed, tmp_p
     store = Store(tmp_path / "farm.db", readonly=True)
     assert store.job(job_id).state is JobState.CANCELLED
     assert set(store.counts(job_id)) == {TaskState.CANCELLED}
-    cache = bed.board_specs()[0]["cache_dir"]
-    deadline = time.time() + 30
-    while _engines(cache) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not _engines(cache)  # the engine was stopped, not left measuring
+    # the engine was stopped, not left measuring
+    wait_for(lambda: not _engines(cache), 30, "the engine to stop")
     assert not Path(f"{tmp_path / 'farm.db'}-wal").exists() or not os.path.getsize(
         f"{tmp_path / 'farm.db'}-wal"
     )  # and the store was closed cleanly
@@ -99,15 +100,14 @@ def test_a_killed_farms_job_is_marked_interrupted_and_resumes(make_testbed, tmp_
     before = Store(tmp_path / "farm.db", readonly=True)
     assert before.job(job_id).state is JobState.RUNNING  # as it was left
     assert before.job(job_id).owner["pid"] == farm.pid
-    deadline = time.time() + 60  # the killed farm's Ray processes go with it
-    while time.time() < deadline:
-        writer = Store(tmp_path / "farm.db")  # the next farm that opens the store
-        state = writer.job(job_id).state
-        writer.close()
-        if state is JobState.INTERRUPTED:
-            break
-        time.sleep(0.5)
-    assert state is JobState.INTERRUPTED
+    # the killed farm's Ray processes go with it...
+    owner = Owner.from_dict(before.job(job_id).owner)
+    wait_for(lambda: owner.alive() is False, 60, "the killed farm to be gone", 0.5)
+    # ...and the next farm's scheduler, starting, marks its job interrupted
+    writer = open_writer(tmp_path / "farm.db")
+    Scheduler(writer, lambda station, payload: Future(), resume=False).stop()
+    writer.close()
+    assert Store(tmp_path / "farm.db", readonly=True).job(job_id).state is JobState.INTERRUPTED
     counts = Store(tmp_path / "farm.db", readonly=True).counts(job_id)
     assert TaskState.RUNNING not in counts and TaskState.DEPLOYING not in counts
     resumed = _farm(tmp_path, "resume", job_id)

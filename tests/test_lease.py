@@ -8,6 +8,7 @@ no two measurements ever overlapped on a board.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -20,6 +21,8 @@ import time
 import pytest
 import yaml
 
+import farm as farm_package
+from farm.engine import measuring
 from farm.errors import BoardBusy, TransportTimeout
 from farm.scheduler.lease import BoardLease, holder
 from farm.spec import Board
@@ -129,6 +132,8 @@ def test_a_holder_that_stops_renewing_loses_the_lock(tmp_path):
 
 
 def test_two_embedded_farms_never_measure_on_one_board_at_once(testbed, tmp_path):
+    """Two lab members' farms: each its own inventory, cache directory (as two home
+    directories give) and store, the same boards."""
     job = {
         "version": 1,
         "name": "shared",
@@ -143,7 +148,11 @@ def test_two_embedded_farms_never_measure_on_one_board_at_once(testbed, tmp_path
     for n in (1, 2):
         env = {**os.environ, "FARM_CACHE": str(tmp_path / f"cache{n}"), "COLUMNS": "200"}
         env.pop("RAY_ADDRESS", None)
-        argv = ["submit", str(job_path), "-i", str(testbed.inventory_path), "--quiet"]
+        boards = [{**b, "cache_dir": str(tmp_path / f"home{n}" / b["name"])}
+                  for b in testbed.board_specs()]  # fmt: skip
+        inventory = tmp_path / f"inventory{n}.yaml"
+        inventory.write_text(yaml.safe_dump({"version": 1, "boards": boards}))
+        argv = ["submit", str(job_path), "-i", str(inventory), "--quiet"]
         argv += ["--db", str(tmp_path / f"farm{n}.db")]
         farms.append(
             subprocess.Popen(
@@ -173,3 +182,85 @@ def test_two_embedded_farms_never_measure_on_one_board_at_once(testbed, tmp_path
         assert {f for *_, f in found} == {"farm1", "farm2"}  # both farms measured there
         for a, b in itertools.pairwise(found):
             assert a[1] <= b[0], f"{board}: {a} overlaps {b}"
+
+
+def _other_account_python() -> list[str]:
+    """A python another account (``nobody``) can run, with this tree on its path: the
+    lease process is standard library only."""
+    for python in (sys.executable, "/usr/bin/python3"):
+        try:
+            probe = subprocess.run([python, "-c", "import farm.engine.lease"], user=NOBODY,
+                                   env=_nobody_env(), cwd="/", capture_output=True)  # fmt: skip
+        except PermissionError:  # not this one (a home only its owner enters)
+            continue
+        if probe.returncode == 0:
+            return [python]
+    raise AssertionError("no python the nobody account can run (install python3)")
+
+
+NOBODY = 65534
+
+
+def _nobody_env() -> dict[str, str]:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(farm_package.__file__)))
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": root, "HOME": "/"}
+
+
+def test_two_accounts_on_one_board_exclude_each_other_and_a_killed_holder_frees_it(tmp_path):
+    """The lock is the board's, not an account's: root holds it, ``nobody`` (another
+    account, another cache directory, nothing shared but the board) waits; the holder is
+    killed and the other account has it at once (the kernel, not the 60 s time to live)."""
+    name = f"farm-test-{os.getpid()}-{time.monotonic_ns()}"  # a bare name: /run/lock
+    path = measuring.resolve(name + ".lease")
+    try:
+        mine = _process(name + ".lease")
+        _lease(mine, "task-root").__enter__()
+        assert os.stat(path).st_mode & 0o777 == 0o666  # every account may open it
+        theirs = subprocess.Popen(
+            [*_other_account_python(), "-m", "farm.engine", "lease", name + ".lease"],
+            user=NOBODY, env=_nobody_env(), cwd="/", text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            theirs.stdin.write('{"op": "acquire", "holder": {"task": "task-nobody"}}\n')
+            theirs.stdin.flush()
+            busy = json.loads(theirs.stdout.readline())
+            assert "busy" in busy and busy["busy"]["task"] == "task-root", busy
+            killed = time.monotonic()
+            os.kill(mine.proc.pid, signal.SIGKILL)  # the holder dies without a word
+            held = json.loads(theirs.stdout.readline())
+            waited = time.monotonic() - killed
+            assert held["held"]["task"] == "task-nobody"
+            assert waited < 10, waited  # the time to live is 60 s: the kernel let it go
+        finally:
+            theirs.kill()
+            theirs.communicate()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def test_the_engine_measuring_lock_is_the_boards_whoever_runs_it(tmp_path):
+    """The engine's own lock: an account's engine holding it keeps another account's
+    waiting; a file another account created is opened without O_CREAT."""
+    name = f"farm-test-{os.getpid()}-{time.monotonic_ns()}.measuring"
+    path = measuring.resolve(name)
+    code = ("import sys, time; from farm.engine import measuring\n"
+            "with measuring.hold(sys.argv[1], 'task-nobody') as w:\n"
+            "    print('held', flush=True); time.sleep(float(sys.argv[2]))\n"
+            "    print(time.monotonic_ns(), flush=True)\n")  # fmt: skip
+    try:
+        theirs = subprocess.Popen(
+            [*_other_account_python(), "-c", code, name, "1.5"], user=NOBODY,
+            env=_nobody_env(), cwd="/", text=True, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert theirs.stdout.readline().strip() == "held"
+        assert os.stat(path).st_uid == NOBODY
+        with measuring.hold(name, "task-root") as waited:
+            began = time.monotonic_ns()
+        assert began > int(theirs.stdout.readline())  # we began after their last moment held
+        assert waited.seconds > 0.2 and "task task-nobody" in waited.warning()
+        theirs.wait()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

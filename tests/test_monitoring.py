@@ -25,11 +25,12 @@ from typing import Any
 
 import pytest
 import yaml
-from test_head import Farm, job_file, wait_for
+from test_head import Farm, job_file
 
 from farm.store import Store
 from farm.testing.sysfs import FakeRapl
 from farm.testing.testbed import Testbed, free_port
+from farm.testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -134,7 +134,7 @@ ENV = {"threads": 2, "torch": "2.13.0", "engine": "e1", "cpu_model": "X", "kerne
        "governor": "performance", "loadavg_before": [0.5, 0.4, 0.3]}  # fmt: skip
 
 
-def _result(lat, *, env=None, energy=None, artifact="a" * 64):
+def _result(lat, *, env=None, energy=None, artifact="a" * 64, warnings=(), cpu=None):
     result = {
         "status": "ok",
         "latency": {
@@ -146,8 +146,10 @@ def _result(lat, *, env=None, energy=None, artifact="a" * 64):
         "markers": _markers(lat),
         "env": {**ENV, **(env or {})},
         "artifact": {"sha256": artifact},
-        "warnings": [],
+        "warnings": list(warnings),
     }
+    if cpu is not None:
+        result["markers"]["inference_cpu_ns"] = [round(c * 1e6) for c in cpu]
     if energy is not None:
         result["energy"] = {
             "energy_per_inference_mj": {"net": {"mean": float(np.mean(energy))}},
@@ -260,7 +262,8 @@ def test_compare_command_formats_and_exit_codes(two_nights):
     assert table.returncode == 1, table.stderr
     assert "regression" in table.stdout and "artifact changed" in table.stdout
     data = json.loads(run_farm("compare", a, b, "--format", "json", *db).stdout)
-    assert data["counts"] == {"regression": 2, "improvement": 1, "unchanged": 1, "incomparable": 2}
+    assert data["counts"] == {"regression": 2, "improvement": 1, "unchanged": 1, "incomparable": 2,
+                              "unreliable": 0}  # fmt: skip
     csv_out = run_farm("compare", "--baseline", a, "--format", "csv", *db)
     assert csv_out.returncode == 1 and csv_out.stdout.count("\n") == 7
     ok = run_farm("compare", a, b, "--threshold", "0.9", "--format", "json", *db)
@@ -275,6 +278,103 @@ def test_compare_command_formats_and_exit_codes(two_nights):
         res = run_farm("compare", *bad, *db)
         assert res.returncode == 2 and message in res.stderr, (bad, res.stderr)
         assert "Traceback" not in res.stderr
+
+
+def test_a_cell_measured_on_a_busy_board_is_unreliable_and_compare_cannot_judge(db_path):
+    """Two identical runs, one on a busy board: no verdict, exit 3; a clean regression
+    beside it still exits 1."""
+    rng = np.random.default_rng(3)
+    store = Store(db_path)
+    busy = ["board busy: load 7.1 on 2 CPUs"]
+    a = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.0)),
+                               ("svhn", "b0"): _result(_lat(rng, 2.0))})  # fmt: skip
+    # B's kws is 30% slower, but measured on a busy board: that is no regression
+    b = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.3), warnings=busy),
+                               ("svhn", "b0"): _result(_lat(rng, 2.0))})  # fmt: skip
+    cmp = nightly.compare_jobs(store, [a, b])
+    kws, svhn = cmp.cells
+    assert kws.verdict is nightly.Verdict.UNRELIABLE and "B: board busy" in kws.why
+    assert kws.latency.a == pytest.approx(1.0, rel=0.05) and kws.latency.p_adjusted is None
+    assert svhn.verdict is nightly.Verdict.UNCHANGED
+    assert cmp.exit_code == 3
+    res = run_farm("compare", a, b, "--db", str(db_path))
+    assert res.returncode == 3, res.stderr
+    assert "unreliable" in res.stdout and "board busy" in res.stdout
+    assert "wall-clock latency" in res.stdout  # what the verdicts rest on
+    doc = json.loads(run_farm("compare", a, b, "--format", "json", "--db", str(db_path)).stdout)
+    assert doc["counts"]["unreliable"] == 1 and doc["exit_code"] == 3
+    # a layer sum or alignment warning on A voids it just the same
+    for warning in (["layer sum 1.31x the plain forwards (outside 5%)"],):
+        c = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.0), warnings=warning)})
+        d = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.0))})
+        (cell,) = nightly.compare_jobs(store, [c, d]).cells
+        assert cell.verdict is nightly.Verdict.UNRELIABLE and cell.why.startswith("A: layer sum")
+    unaligned = _result(_lat(rng, 1.0))
+    unaligned["energy"] = {"quality": {"warnings": ["markers fall outside the capture"]}}
+    e = add_night(store, "n", {("kws", "b0"): unaligned})
+    (cell,) = nightly.compare_jobs(store, [d, e]).cells
+    assert cell.verdict is nightly.Verdict.UNRELIABLE and "alignment" in cell.why
+    # a clean regression beside an unreliable cell: exit 1, as before
+    f = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.0), warnings=busy),
+                               ("svhn", "b0"): _result(_lat(rng, 2.8))})  # fmt: skip
+    assert nightly.compare_jobs(store, [b, f]).exit_code == 1
+    store.close()
+
+
+def test_both_sides_of_an_arrow_are_the_same_statistic():
+    """The medians fell 70% while the shift estimate says +3% (two modes): the line says
+    both, each named, never "89.58 → 27.02 ms +2.98%"."""
+    from farm.nightly.compare import Change
+    from farm.nightly.render import _change
+
+    text = _change(Change(89.58, 27.02, change=0.0298, low=0.01, high=0.05), "ms")
+    assert text.startswith("89.58 → 27.02 ms (-69.84%)")
+    assert "shift +2.98% [+1.00%, +5.00%]" in text
+
+
+def test_plain_compare_judges_the_latest_finished_job_and_shows_cpu_time(db_path):
+    rng = np.random.default_rng(4)
+    store = Store(db_path)
+    a = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.0), cpu=[0.9] * 400)})
+    b = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.0), cpu=[0.8] * 400)})
+    late = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.0))})
+    # a cancelled run is no night to judge
+    store._db.execute("UPDATE jobs SET state=? WHERE id=?", (JobState.CANCELLED.value, late))
+    cmp = nightly.compare_jobs(store, [])
+    assert (cmp.baseline, cmp.candidate) == (a, b)
+    cpu = cmp.cells[0].cpu
+    assert (cpu.a, cpu.b) == pytest.approx((0.9, 0.8)) and cpu.p is None  # shown, not judged
+    res = run_farm("compare", "--db", str(db_path), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout)["cells"][0]
+    assert (row["cpu_a"], row["cpu_b"]) == pytest.approx((0.9, 0.8))
+
+
+def test_a_verdict_on_cpu_time_is_not_voided_by_a_busy_board(db_path):
+    """Wall time stretched by load (and a busy warning), CPU time 40% up: on CPU time
+    that is a regression; on wall time it cannot be judged."""
+    rng = np.random.default_rng(8)
+    store = Store(db_path)
+    busy = ["board busy: load 7.1 on 2 CPUs"]
+    a = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.0), cpu=_lat(rng, 0.9))})
+    b = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 3.0), warnings=busy,
+                                                      cpu=_lat(rng, 0.9 * 1.4))})  # fmt: skip
+    (wall,) = nightly.compare_jobs(store, [a, b]).cells
+    assert wall.verdict is nightly.Verdict.UNRELIABLE
+    on_cpu = nightly.compare_jobs(store, [a, b], statistic="cpu")
+    (cell,) = on_cpu.cells
+    assert cell.verdict is nightly.Verdict.REGRESSION and cell.cpu.low < 0.4 < cell.cpu.high
+    assert cell.latency.p is None and "CPU time" in on_cpu.basis
+    res = run_farm("compare", a, b, "--statistic", "cpu", "--db", str(db_path))
+    assert res.returncode == 1 and "regression" in res.stdout, res.stderr
+    # a hot board voids a CPU-time verdict too (the clock slows down)
+    c = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.0), warnings=["board hot: 85 C"],
+                                                      cpu=_lat(rng, 0.9))})  # fmt: skip
+    (hot,) = nightly.compare_jobs(store, [a, c], statistic="cpu").cells
+    assert hot.verdict is nightly.Verdict.UNRELIABLE
+    bad = run_farm("compare", a, b, "--statistic", "gpu", "--db", str(db_path))
+    assert bad.returncode == 2 and "--statistic" in bad.stderr
+    store.close()
 
 
 # -- trend -------------------------------------------------------------------------
@@ -316,6 +416,7 @@ def test_trend_command_dates_a_change(db_path):
     assert ids[7] in table.stdout
     bad = run_farm("trend", "--name", "weekly", "--db", str(db_path))
     assert bad.returncode == 2 and "no finished job named 'weekly'" in bad.stderr
+    assert "adhoc, nightly" in bad.stderr  # the names there are
 
 
 # -- drift -------------------------------------------------------------------------

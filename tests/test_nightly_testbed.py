@@ -18,6 +18,12 @@ minute apart on a busy two-core machine (with a load average of 10 a 1 ms
 inference is often preempted, and unchanged cells were seen to move by up to 25%,
 their intervals reaching 41%). On a quiet lab machine farm's default 5% is the
 right threshold; the statistics behind it are measured in benchmarks/regress.py.
+
+The verdicts are asked on CPU time (``--statistic cpu``): the test's own engines
+make the machine "busy" by farm's own measure (load of half the CPUs), and a
+wall-clock verdict on a busy board is "unreliable" by design. On wall time the
+test checks that contract instead: every cell a busy warning touches is
+unreliable, and the exit code follows.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import json
 import os
 import stat
 
+import pytest
 from farmcli import run_farm
 from test_farm_ssh import bed_boards, submit, wait, write_inventory
 
@@ -49,6 +56,7 @@ def _scalar_python(path, python: str):
     return path
 
 
+@pytest.mark.timing  # the slowed board must be slower than load alone moves a cell
 def test_two_nights_one_board_slower(ray_session, testbed, tmp_path, scheduler_cleanup):
     boards = bed_boards(testbed)
     for b in boards:
@@ -67,24 +75,40 @@ def test_two_nights_one_board_slower(ray_session, testbed, tmp_path, scheduler_c
         night_ids.append(job_id)
 
     env = {**os.environ, "FARM_DB": str(tmp_path / "farm.db")}
-    res = run_farm("compare", "--threshold", "0.5", "--format", "json", env=env)
+    res = run_farm(
+        "compare", "--threshold", "0.5", "--statistic", "cpu", "--format", "json", env=env
+    )
     assert res.returncode == 1, res.stderr
     data = json.loads(res.stdout)
     assert (data["baseline"], data["candidate"]) == tuple(night_ids)
     verdicts = {f"{c['model']}/{c['board']}": c for c in data["cells"]}
     for key, c in verdicts.items():  # shown with -s, and in the report of a failure
-        print(f"{key}: {c['verdict']} {c['latency_change']:+.3f}"
-              f" [{c['latency_low']:+.3f}, {c['latency_high']:+.3f}] p={c['latency_p_adjusted']:.2g}")  # fmt: skip
+        print(f"{key}: {c['verdict']} {c['cpu_change']:+.3f}"
+              f" [{c['cpu_low']:+.3f}, {c['cpu_high']:+.3f}] p={c['cpu_p_adjusted']:.2g}")  # fmt: skip
     assert len(verdicts) == 4
     slower = verdicts.pop("svhn/board1")
     assert slower["verdict"] == "regression", slower
-    assert slower["latency_high"] > 0.5 and slower["latency_p_adjusted"] < 1e-6
+    assert slower["cpu_high"] > 0.5 and slower["cpu_p_adjusted"] < 1e-6
     assert {k: c["verdict"] for k, c in verdicts.items()} == dict.fromkeys(verdicts, "unchanged"), {
-        k: (c["verdict"], c["latency_change"], c["latency_low"], c["latency_high"])
-        for k, c in verdicts.items()
+        k: (c["verdict"], c["cpu_change"], c["cpu_low"], c["cpu_high"]) for k, c in verdicts.items()
     }
     # the same verdicts as a person reads them
-    table = run_farm("compare", "--threshold", "0.5", env={**env, "COLUMNS": "250"})
+    table = run_farm(
+        "compare", "--threshold", "0.5", "--statistic", "cpu", env={**env, "COLUMNS": "250"}
+    )
     assert table.returncode == 1
     line = next(ln for ln in table.stdout.splitlines() if "svhn/board1" in ln)
     assert "regression" in line
+    # on wall time, a cell a busy warning touches is unreliable, and the exit code says so
+    wall = run_farm("compare", "--threshold", "0.5", "--format", "json", env=env)
+    cells = json.loads(wall.stdout)["cells"]
+    for c in cells:
+        busy = any(w.startswith("board busy") for w in c["warnings"]) or "board busy" in c["why"]
+        assert (c["verdict"] == "unreliable") == ("board busy" in c["why"]), c
+        if any(w.startswith("board busy") for w in c["warnings"]):  # B's own
+            assert c["verdict"] == "unreliable", c
+        assert busy or c["verdict"] != "unreliable", c
+    verdict_of = {f"{c['model']}/{c['board']}": c["verdict"] for c in cells}
+    unreliable = "unreliable" in verdict_of.values()
+    expected = 1 if verdict_of["svhn/board1"] == "regression" else (3 if unreliable else 0)
+    assert wall.returncode == expected, (wall.returncode, verdict_of)

@@ -119,6 +119,20 @@ def test_monsoon_absent_device_is_unavailable():
         open_monitor("monsoon", {"serial": 99})
 
 
+def test_monsoon_without_libusb_says_what_to_install(monkeypatch):
+    """pyusb without a libusb to drive raises NoBackendError("No backend available"):
+    the monitor says what is missing and how to install it."""
+    import usb.core
+
+    def no_backend(*args, **kwargs):
+        raise usb.core.NoBackendError("No backend available")
+
+    monkeypatch.setattr(usb.core, "find", no_backend)
+    with pytest.raises(MonitorUnavailable) as caught:
+        open_monitor("monsoon", {"serial": 7})
+    assert str(caught.value) == "monsoon 7: libusb-1.0 is not installed: apt install libusb-1.0-0"
+
+
 # -- rapl -------------------------------------------------------------------------
 
 
@@ -133,6 +147,7 @@ def test_rapl_zone_unwraps_the_counter(tmp_path):
     assert total == pytest.approx(6.0, abs=1e-5)
 
 
+@pytest.mark.timing  # the monitor's polling must see each wrap of a counter the fake runs
 def test_rapl_monitor_reads_top_level_zones_with_wraparound(tmp_path):
     fake = FakeRapl(tmp_path, {"package-0": 15.0, "psys": 5.0}, max_uj=3_000_000)
     monitor = open_monitor("rapl", {"root": str(tmp_path), "poll_hz": 200})
@@ -169,6 +184,7 @@ def test_real_rapl_where_present_else_a_clear_error():
 # -- nvml -------------------------------------------------------------------------
 
 
+@pytest.mark.timing  # mean power within 10% over 0.5 s of a fake GPU's real-time counter
 def test_nvml_uses_the_energy_counter_never_the_averaged_power():
     gpu = fake_pynvml.FakeGpu(power_w=80.0, update_period_s=0.01)
     with fake_pynvml.install(gpu):

@@ -12,9 +12,11 @@ from farm.errors import IllegalTransition
 from farm.result import EngineResult
 from farm.scheduler.core import Scheduler
 from farm.scheduler.messages import BoardCheck, Outcome
-from farm.spec import Board, Job, Measure, ModelRef, PlannedTask
+from farm.spec import Board, Job
 from farm.states import BoardHealth, JobState, TaskState
 from farm.store import Store
+from farm.testing import waiting
+from farm.testing.plans import planned_tasks
 
 
 def _boards(*names):
@@ -32,20 +34,7 @@ def _job(name, **settings):
     return Job.model_validate({**doc, **settings}, strict=False)
 
 
-def _tasks(n, board="b0", candidates=None, model="kws", start=0):
-    return [
-        PlannedTask(
-            index=start + i,
-            key=f"{model}/{board}/cpu/{start + i}",
-            model=ModelRef(name=model, zoo=model),
-            board=board,
-            processor="cpu",
-            variant={},
-            measure=Measure(),
-            candidates=candidates or [board],
-        )
-        for i in range(n)
-    ]
+_tasks = planned_tasks
 
 
 class FakeStations:
@@ -85,13 +74,7 @@ def failed(error, *, retryable, board_fault=True, logs=()):
 
 
 def wait_job(sched, job_id, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        p = sched.progress(job_id)
-        if p.state.is_terminal():
-            return p
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish: {sched.progress(job_id)}")
+    return waiting.wait_job(lambda: sched.progress(job_id), timeout, f"job {job_id}")
 
 
 @pytest.fixture
@@ -123,18 +106,24 @@ def test_one_measurement_per_board_at_a_time(make):
     assert min(b1) < max(b0)
 
 
-def test_priority_then_fifo(make):
-    gate = threading.Event()
+def _gated(gate: threading.Event, started: threading.Event):
+    """A station whose engine runs until ``gate`` opens; ``started`` says one began."""
 
     def gated(payload):
-        gate.wait(5)
+        started.set()
+        assert gate.wait(30)
         return ok(payload)
 
-    sched, stations = make(gated)
+    return gated
+
+
+def test_priority_then_fifo(make):
+    gate, started = threading.Event(), threading.Event()
+    sched, stations = make(_gated(gate, started))
     low = sched.submit(_job("low", priority=0), _tasks(3), _boards("b0"))
-    time.sleep(0.1)  # low.0 is now running; the rest wait
+    assert started.wait(30)  # low.0 is now running; the rest wait
     high = sched.submit(_job("high", priority=5), _tasks(2), _boards("b0"))
-    time.sleep(0.1)
+    sched.settle()  # the scheduler has queued high's tasks
     gate.set()
     wait_job(sched, low)
     wait_job(sched, high)
@@ -202,8 +191,10 @@ def _quarantining(broken: threading.Event):
     return behaviour
 
 
-def _health(healthy: threading.Event):
+def _health(healthy: threading.Event, checks: list | None = None):
     def check(station, board):
+        if checks is not None:
+            checks.append(board.name)
         f: Future = Future()
         f.set_result(BoardCheck(board.name, ok=healthy.is_set()))
         return f
@@ -211,34 +202,31 @@ def _health(healthy: threading.Event):
     return check
 
 
-def _quarantining_scheduler(make, healthy: threading.Event):
+def _quarantining_scheduler(make, healthy: threading.Event, checks: list | None = None):
     """A scheduler whose board fails (and is quarantined) while ``broken`` is set, and
-    whose health checks pass once ``healthy`` is set."""
+    whose health checks (listed in ``checks``) pass once ``healthy`` is set."""
     broken = threading.Event()
     broken.set()
     sched, _ = make(
         _quarantining(broken),
         quarantine_after=1,
-        health_check=_health(healthy),
+        health_check=_health(healthy, checks),
         health_interval_s=0.05,
     )
     return sched, broken
 
 
 def test_tasks_of_a_quarantined_board_wait_for_its_health_check(make):
-    healthy = threading.Event()
-    sched, broken = _quarantining_scheduler(make, healthy)
+    healthy, checks = threading.Event(), []
+    sched, broken = _quarantining_scheduler(make, healthy, checks)
     job = sched.submit(_job("j", retries=0, deadline_s=60), _tasks(3), _boards("b0"))
-    deadline = time.time() + 10
-    while sched.store.board_health().get("b0") is None or (
-        sched.store.board_health()["b0"].state is not BoardHealth.QUARANTINED
-    ):
-        assert time.time() < deadline, "b0 was never quarantined"
-        time.sleep(0.02)
-    time.sleep(0.3)  # several health checks fail meanwhile: the others keep waiting
+    # several health checks fail meanwhile (a check runs only on a quarantined board)
+    waiting.wait_for(lambda: len(checks) >= 3, 30, "three failed health checks of b0")
+    sched.settle()  # the others keep waiting
+    assert sched.store.board_health()["b0"].state is BoardHealth.QUARANTINED
     assert sched.store.counts(job) == {TaskState.FAILED: 1, TaskState.QUEUED: 2}
-    waiting = " ".join(x.line for x in sched.store.logs(f"{job}.1"))
-    assert "waiting up to" in waiting and "b0" in waiting
+    logged = " ".join(x.line for x in sched.store.logs(f"{job}.1"))
+    assert "waiting up to" in logged and "b0" in logged
     broken.clear()
     healthy.set()
     assert wait_job(sched, job).state is JobState.FAILED  # task 0 failed; 1 and 2 ran
@@ -288,10 +276,9 @@ def test_cancel_asks_the_station_to_stop_the_running_engine(db_path):
     sched = Scheduler(Store(db_path), stations.dispatch, abort=abort)
     try:
         job = sched.submit(_job("j"), _tasks(3), _boards("b0"))
-        deadline = time.time() + 10
-        while sched.store.counts(job).get(TaskState.DEPLOYING) is None:
-            assert time.time() < deadline
-            time.sleep(0.02)
+        waiting.wait_for(
+            lambda: sched.store.counts(job).get(TaskState.DEPLOYING), 30, "task 0 to deploy"
+        )
         t0 = time.time()
         sched.cancel(job)
         assert wait_job(sched, job).state is JobState.CANCELLED
@@ -304,17 +291,12 @@ def test_cancel_asks_the_station_to_stop_the_running_engine(db_path):
 
 
 def test_cancel_drops_queued_tasks(make):
-    gate = threading.Event()
-
-    def gated(payload):
-        gate.wait(5)
-        return ok(payload)
-
-    sched, stations = make(gated)
+    gate, started = threading.Event(), threading.Event()
+    sched, stations = make(_gated(gate, started))
     job = sched.submit(_job("j"), _tasks(5), _boards("b0"))
-    time.sleep(0.1)
+    assert started.wait(30)
     sched.cancel(job)
-    time.sleep(0.1)
+    sched.settle()  # the cancel was handled while task 0 still ran
     gate.set()
     assert wait_job(sched, job).state is JobState.CANCELLED
     assert sched.store.counts(job) == {TaskState.CANCELLED: 5}
@@ -334,9 +316,7 @@ def test_restart_resumes_without_losing_or_duplicating(db_path):
     stations = FakeStations(first)
     sched = Scheduler(Store(db_path), stations.dispatch)
     job = sched.submit(_job("j"), _tasks(4, "b0") + _tasks(4, "b1", start=4), _boards("b0", "b1"))
-    deadline = time.time() + 10
-    while sched.store.counts(job).get(TaskState.DONE, 0) < 2 and time.time() < deadline:
-        time.sleep(0.02)
+    waiting.wait_for(lambda: sched.store.counts(job).get(TaskState.DONE, 0) >= 2, 30, "2 done")
     sched.stop()  # loop gone: in-flight outcomes are never recorded
     done_before = {
         c.task.id: c.result for c in sched.store.cells(job) if c.task.state is TaskState.DONE
@@ -376,7 +356,7 @@ def test_a_late_running_report_cannot_move_a_finished_or_later_attempt(make):
     task_id = f"{job}.0"
     sched.running(task_id, 1, time.time())  # late: the task is done
     sched.running(task_id, 7, time.time())  # an attempt that never was
-    time.sleep(0.2)
+    sched.settle()  # both reports were handled
     assert [e.to_state for e in sched.store.events(task_id)] == [
         "queued", "deploying", "running", "done",
     ]  # fmt: skip

@@ -1,8 +1,10 @@
 """The board lease, board side: one measurement per board, whoever asks.
 
-Two farms (two heads, a laptop and a head, two embedded ``farm submit``) may
-point at one board; each scheduler believes it owns it. So the lock lives on the
-board itself: an exclusive ``flock`` on a file in the board's cache directory,
+Two farms (two heads, a laptop and a head, two embedded ``farm submit``, two lab
+members under their own accounts) may point at one board; each scheduler
+believes it owns it. So the lock lives on the board itself: an exclusive
+``flock`` on a board-wide file (``farm.engine.measuring.resolve``: a bare name
+in ``/run/lock``, or an absolute path; every account opens the same file),
 taken for the length of each task by ``python3 engine.zip lease PATH``, a small
 process (stdlib only, no torch) the station keeps beside the warm engine.
 
@@ -24,12 +26,15 @@ descriptor, so a dead holder never leaves a board locked.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import select
 import time
 from typing import IO, Any
+
+from farm.engine.measuring import open_shared, resolve
 
 POLL_S = 0.1
 
@@ -64,7 +69,9 @@ class _Lines:
 
 def serve(path: str, ttl_s: float, out: IO[str], stdin_fd: int = 0) -> int:
     """Answer lease requests on ``stdin_fd`` for the lock file ``path``; exit code."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    path = resolve(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = open_shared(path)
     lines = _Lines(stdin_fd)
     try:
         while True:
@@ -98,8 +105,11 @@ def _acquire(fd: int, holder: dict[str, Any], lines: _Lines, out: IO[str]) -> bo
         except _Silent:
             pass
     me = {**holder, "board_pid": os.getpid(), "since": time.time()}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(me).encode(), 0)
+    with contextlib.suppress(
+        OSError
+    ):  # read-only: another account's, locked down; held all the same
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
     _say(out, {"held": me})
     return True
 
@@ -116,7 +126,8 @@ def _hold(fd: int, lines: _Lines, ttl_s: float) -> bool:
     except _Silent:
         return False
     finally:
-        os.ftruncate(fd, 0)  # still ours: the next holder never reads a stale name
+        with contextlib.suppress(OSError):  # read-only: another account's, locked down
+            os.ftruncate(fd, 0)  # still ours: the next holder never reads a stale name
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 

@@ -41,6 +41,8 @@ class Markers:
         self.kind: list[int] = []
         self.iteration: list[int] = []
         self.layer: list[int] = []
+        # the latency pass's CPU time per inference (ns, by iteration), beside its windows
+        self.inference_cpu_ns: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.t_ns)
@@ -51,22 +53,36 @@ class Markers:
         self.iteration.append(iteration)
         self.layer.append(layer)
 
-    def add_pairs(self, begins: Sequence[int], ends: Sequence[int], begin: int, end: int) -> None:
-        """Record ``begin``/``end`` markers for iterations 0..n-1 in time order.
+    def add_pairs(
+        self,
+        begins: Sequence[int],
+        ends: Sequence[int],
+        begin: int,
+        end: int,
+        cpu_ns: Sequence[int] | None = None,
+    ) -> None:
+        """Record ``begin``/``end`` markers for iterations 0..n-1 in time order, and
+        (the latency pass) each inference's CPU time.
 
-        The timed loop only fills two preallocated lists; turning them into
+        The timed loop only fills preallocated lists; turning them into
         markers happens here, after the clock has stopped.
         """
         for i, (b, e) in enumerate(zip(begins, ends, strict=True)):
             self.add(b, begin, i)
             self.add(e, end, i)
+        if cpu_ns is not None:
+            self.inference_cpu_ns = list(cpu_ns)
 
     def to_json(self, layer_names: Sequence[str] = (), layer_types: Sequence[str] = ()) -> dict:
         """The column-array form of docs/internals.md, sorted by time.
 
         ``layer_types`` (Conv2d, Linear, ...) lets a power analysis group layers by kind."""
         order = sorted(range(len(self.t_ns)), key=self.t_ns.__getitem__)
+        cpu = {}
+        if self.inference_cpu_ns is not None:
+            cpu = {"cpu_clock": "process_cputime_ns", "inference_cpu_ns": self.inference_cpu_ns}
         return {
+            **cpu,
             "clock": "monotonic_ns",
             "kinds": list(KINDS),
             "t_ns": [self.t_ns[i] for i in order],

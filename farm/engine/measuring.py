@@ -8,10 +8,20 @@ behind may still be in a long run. A second farm would then take the lease and
 measure beside it.
 
 So the engine also holds a lock of its own for exactly the length of each task:
-an exclusive ``flock`` on a file in the board's cache directory (the request's
-``board_lock``). A run that finds it held waits for it, and its result says how
-long and for whom; the kernel drops the lock with the process, so a killed
-engine never leaves it held. Standard library only: it runs on the board.
+an exclusive ``flock`` on a board-wide file (the request's ``board_lock``). A
+run that finds it held waits for it, and its result says how long and for
+whom; the kernel drops the lock with the process, so a killed engine never
+leaves it held. Standard library only: it runs on the board.
+
+The lock is the *board's*, not an account's: two lab members with their own
+accounts (their own cache directories) exclude each other. Its name comes from
+the inventory's ``board_lock``: a bare name lives in the first of
+``LOCK_DIRS`` the board has (world-writable and sticky on any Linux), an
+absolute path is used as it is (its directory must let every account create
+and open the file). ``open_shared`` creates it readable and writable by all,
+and opens an existing one without ``O_CREAT``: with ``fs.protected_regular``
+on, a sticky directory refuses ``O_CREAT`` of another user's file even where
+its mode would allow it.
 """
 
 from __future__ import annotations
@@ -25,9 +35,46 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+LOCK_DIRS = ("/run/lock", "/dev/shm", "/tmp")
+"""Where a bare ``board_lock`` name lives: the first of these the board has."""
+
 
 class BoardLockError(RuntimeError):
     """The board's measuring lock cannot be opened (the task fails, saying where)."""
+
+
+def resolve(name: str) -> str:
+    """The board-wide lock file for ``name``: an absolute path as it is, a bare name in
+    the first of ``LOCK_DIRS`` that exists (every farm on the board finds the same)."""
+    if os.path.isabs(name):
+        return name
+    for folder in LOCK_DIRS:
+        if os.path.isdir(folder):
+            return os.path.join(folder, name)
+    raise BoardLockError(f"board lock {name}: none of {', '.join(LOCK_DIRS)} exists")
+
+
+def open_shared(path: str) -> int:
+    """A descriptor on the lock file at ``path``, created readable and writable by every
+    account; an existing file (maybe another account's) is opened without ``O_CREAT``,
+    read-only where its mode allows no more (a ``flock`` needs no write access)."""
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            pass
+        else:
+            os.fchmod(fd, 0o666)  # the umask must not shut other accounts out
+            return fd
+        for mode in (os.O_RDWR, os.O_RDONLY):
+            try:
+                return os.open(path, mode)
+            except FileNotFoundError:
+                break  # removed between the two opens: create it again
+            except PermissionError:
+                if mode == os.O_RDONLY:
+                    raise
+    raise FileNotFoundError(path)
 
 
 @dataclass
@@ -57,8 +104,9 @@ def hold(path: str | None, task_id: str | None) -> Iterator[Waited]:
         yield waited
         return
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        path = resolve(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = open_shared(path)
     except OSError as e:
         raise BoardLockError(f"board lock {path}: {e.strerror or e}") from None
     try:
@@ -70,8 +118,9 @@ def hold(path: str | None, task_id: str | None) -> Iterator[Waited]:
             fcntl.flock(fd, fcntl.LOCK_EX)
             waited.seconds = time.monotonic() - began
         me = json.dumps({"pid": os.getpid(), "task_id": task_id, "since": time.time()})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, me.encode(), 0)
+        with contextlib.suppress(OSError):  # read-only (another account's, locked down)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, me.encode(), 0)
         yield waited
     finally:
         os.close(fd)  # the lock goes with the descriptor

@@ -94,6 +94,11 @@ class ModelCache:
     def forget(self, path: str, device: torch.device) -> None:
         self._models.pop((path, str(device)), None)
 
+    def keep_only(self, path: str, device: torch.device) -> None:
+        """Drop every model but this one (so memory read next is this model's own)."""
+        for key in [k for k in self._models if k != (path, str(device))]:
+            del self._models[key]
+
     def __len__(self) -> int:
         return len(self._models)
 
@@ -169,7 +174,11 @@ class _Task:
     def run(self) -> None:
         req = self.req
         self.markers.add(time.monotonic_ns(), TASK_BEGIN)
-        self.mem["hwm_reset"] = memory.reset_peak_rss() if req.memory else False
+        self.mem["hwm_reset"] = False
+        if req.memory:  # the peak read at the end is this task's own (farm.engine.memory)
+            own = lambda: self.cache.keep_only(req.artifact, torch.device(req.device))  # noqa: E731
+            self.mem["hwm_reset"], why = memory.start_own_peak(own)
+            self.warnings.extend([why] if why else [])
         self.mem["baseline_rss_mb"] = memory.rss_mb()
         avail_before = memory.mem_available_mb()
         self._own_process()
@@ -220,8 +229,11 @@ class _Task:
             if sync is not None:
                 sync()
             timed = time_inferences(run_once, req.iterations, sync)
-        self.markers.add_pairs(timed.mono_begin, timed.mono_end, INFERENCE_BEGIN, INFERENCE_END)
-        self.result["latency"] = stats.summarize(timed.latencies_ms(), cold.latencies_ms()[0])
+        self.markers.add_pairs(timed.mono_begin, timed.mono_end, INFERENCE_BEGIN, INFERENCE_END,
+                               timed.cpu_ns())  # fmt: skip
+        self.result["latency"] = stats.summarize(
+            timed.latencies_ms(), cold.latencies_ms()[0], timed.cpu_ns()
+        )
         self.env["gc_paused_while_timing"] = True
 
         if graph is not None:

@@ -6,9 +6,22 @@ Latencies come from ``time.perf_counter_ns`` and markers from
 the value for both — halving the clock reads inside the measurement. Where the
 two clocks differ (other platforms) both are read.
 
-The loop body is deliberately bare: two preallocated lists written by index,
-no dict building, no marker objects. ``benchmarks/harness.py`` holds it to
-within 1% of a plain ``for`` loop over the same model.
+The loop body is deliberately bare: preallocated lists written by index, no
+dict building, no marker objects. ``benchmarks/harness.py`` holds it to within
+1% of a plain ``for`` loop over the same model.
+
+Beside each inference's wall time the loop records its CPU time: the
+*process's* CPU clock (``time.process_time_ns``, ``CLOCK_PROCESS_CPUTIME_ID``)
+read just before the wall clock starts and just after it stops, so the wall
+window is exactly what it was without it. The process clock, not the calling
+thread's: at more than one intra-op thread the inference runs on torch's (or a
+runtime's) worker threads, whose CPU time the calling thread's clock would miss
+(it would show the caller waiting). The cost is that any other thread of the
+engine process is billed too; the engine runs none while it times. At one
+thread the two clocks agree. A board that is busy stretches wall times (the
+engine waits for a CPU) far more than CPU times, so CPU-time ratios between two
+runs stay honest where wall-time ratios do not; the pair is kept per inference
+(``cpu_ns``), with the markers.
 """
 
 from __future__ import annotations
@@ -31,19 +44,29 @@ def forward_fn(module: Any, example: Any) -> Callable[[], Any]:
     return lambda: module(example)
 
 
-class Timed:
-    """Begin/end times of ``n`` inferences: monotonic for markers, perf for latency."""
+CPU_CLOCK = "process_cputime_ns"  # what ``cpu_ns`` counts (docs/internals.md, markers)
 
-    __slots__ = ("mono_begin", "mono_end", "perf_begin", "perf_end")
+
+class Timed:
+    """Begin/end times of ``n`` inferences: monotonic for markers, perf for latency,
+    the process's CPU clock for CPU time (read outside the wall window)."""
+
+    __slots__ = ("cpu_begin", "cpu_end", "mono_begin", "mono_end", "perf_begin", "perf_end")
 
     def __init__(self, n: int) -> None:
         self.mono_begin = [0] * n
         self.mono_end = [0] * n
         self.perf_begin = self.mono_begin
         self.perf_end = self.mono_end
+        self.cpu_begin = [0] * n
+        self.cpu_end = [0] * n
 
     def latencies_ms(self) -> list[float]:
         return [(e - b) / 1e6 for b, e in zip(self.perf_begin, self.perf_end, strict=True)]
+
+    def cpu_ns(self) -> list[int]:
+        """Each inference's process CPU time (ns), in run order."""
+        return [e - b for b, e in zip(self.cpu_begin, self.cpu_end, strict=True)]
 
 
 def time_inferences(
@@ -62,7 +85,7 @@ def time_inferences(
     gc.disable()
     try:
         if sync is None and SAME_CLOCK:
-            _loop_one_clock(run_once, n, timed.mono_begin, timed.mono_end)
+            _loop_one_clock(run_once, n, timed)
         else:
             timed.perf_begin, timed.perf_end = [0] * n, [0] * n
             _loop_two_clocks(run_once, n, timed, sync or _no_sync)
@@ -76,24 +99,30 @@ def _no_sync() -> None:
     return None
 
 
-def _loop_one_clock(run_once: Callable[[], Any], n: int, begin: list, end: list) -> None:
-    clock = time.perf_counter_ns
+def _loop_one_clock(run_once: Callable[[], Any], n: int, timed: Timed) -> None:
+    clock, cpu = time.perf_counter_ns, time.process_time_ns
+    begin, end, cb, ce = timed.mono_begin, timed.mono_end, timed.cpu_begin, timed.cpu_end
     for i in range(n):
+        cb[i] = cpu()  # outside the wall window: it stays what it was without it
         begin[i] = clock()
         run_once()
         end[i] = clock()
+        ce[i] = cpu()
 
 
 def _loop_two_clocks(
     run_once: Callable[[], Any], n: int, timed: Timed, sync: Callable[[], None]
 ) -> None:
-    mono, perf = time.monotonic_ns, time.perf_counter_ns
+    mono, perf, cpu = time.monotonic_ns, time.perf_counter_ns, time.process_time_ns
     mb, pb, pe, me = timed.mono_begin, timed.perf_begin, timed.perf_end, timed.mono_end
+    cb, ce = timed.cpu_begin, timed.cpu_end
     for i in range(n):
         sync()
+        cb[i] = cpu()
         mb[i] = mono()
         pb[i] = perf()
         run_once()
         sync()
         pe[i] = perf()
         me[i] = mono()
+        ce[i] = cpu()

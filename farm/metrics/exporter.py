@@ -16,25 +16,18 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from farm.addresses import parse_listen_address
 from farm.errors import UserError
 from farm.metrics.cells import MeasurementCollector
 from farm.metrics.fleet import FarmMetrics, FleetCollector, register_build_info
-from farm.metrics.power import LivePowerCollector, ray_monitor_stats
+from farm.metrics.power import LivePowerCollector
 from farm.metrics.source import StoreSource
-from farm.store import Store
+from farm.store import StoreWriter
 
 DEFAULT_ADDRESS = "127.0.0.1:9500"
 
 
-def parse_address(address: str) -> tuple[str, int] | None:
-    """``HOST:PORT``, or ``off`` (None). The host is whatever the operator wrote: the
-    default listens on the loopback only."""
-    if address.strip().lower() == "off":
-        return None
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--metrics-address: expected HOST:PORT or off, got {address!r}")
-    return host.strip("[]"), int(port)
+parse_address = parse_listen_address  # its old home
 
 
 def register_store_families(
@@ -57,7 +50,7 @@ def serve(registry: CollectorRegistry, host: str, port: int) -> Any:
 
 def serve_store(db: Path, address: str, *, ready: Callable[[str], None] = print) -> None:
     """``farm exporter``: serve the store's families until interrupted."""
-    where = parse_address(address)
+    where = parse_listen_address(address)
     if where is None:
         raise UserError("farm exporter: --metrics-address off leaves nothing to do")
     source = StoreSource(db)
@@ -72,12 +65,13 @@ def serve_store(db: Path, address: str, *, ready: Callable[[str], None] = print)
 
 class HeadMetrics:
     """The head's exporter. Built before the scheduler (to hear its first events),
-    ``serve(core)`` once it runs. ``monitors()`` names the monitors jobs declared."""
+    ``serve(core)`` once it runs. ``live()`` lists the monitors' live readings
+    (``MonitorService.stats()`` of each, as ``LivePowerCollector`` reads them)."""
 
-    def __init__(self, store: Store, address: str, monitors: Callable[[], list[str]]):
-        self._where = parse_address(address)
+    def __init__(self, store: StoreWriter, address: str, live: Callable[[], list[dict[str, Any]]]):
+        self._where = parse_listen_address(address)
         self._store = store
-        self._monitors = monitors
+        self._live = live
         self.registry = CollectorRegistry()
         self.server: Any = None
         if self._where is not None:
@@ -93,5 +87,5 @@ class HeadMetrics:
             spec = state.spec if state is not None else None
             return spec.power.channel if spec is not None and spec.power is not None else "main"
 
-        self.registry.register(LivePowerCollector(ray_monitor_stats(self._monitors), channel_of))
+        self.registry.register(LivePowerCollector(self._live, channel_of))
         self.server = serve(self.registry, *self._where)

@@ -14,7 +14,15 @@ from typing import Any
 
 from farm.errors import UserError
 from farm.nightly import source
-from farm.nightly.compare import ALPHA, CORRECTION, THRESHOLD, CellComparison, Comparison, Verdict
+from farm.nightly.compare import (
+    ALPHA,
+    CORRECTION,
+    STATISTICS,
+    THRESHOLD,
+    CellComparison,
+    Comparison,
+    Verdict,
+)
 from farm.nightly.compare import compare as compare_cells
 from farm.nightly.drift import BoardDrift, BoardMedian, K, board_drift
 from farm.nightly.source import NIGHTLY, Cell, Measured
@@ -38,10 +46,12 @@ def compare_jobs(
     threshold: float = THRESHOLD,
     alpha: float = ALPHA,
     correction: str = CORRECTION,
+    statistic: str = "wall",
 ) -> Comparison:
-    """``farm compare``: ``jobs`` is ``[A, B]``, ``[B]`` or ``[]`` (B = latest); with fewer
-    than two, A is ``baseline``: ``previous`` (the job of B's name before it, the
-    default), ``last-nightly`` (the last job named nightly before B) or a job id."""
+    """``farm compare``: ``jobs`` is ``[A, B]``, ``[B]`` or ``[]`` (B = the latest finished
+    job); with fewer than two, A is ``baseline``: ``previous`` (the last finished job of
+    B's name before it, the default), ``last-nightly`` (the last finished job named
+    nightly before B) or a job id."""
     if len(jobs) > 2:
         raise UserError(f"compare takes at most two jobs, got {len(jobs)}")
     if len(jobs) == 2:
@@ -49,7 +59,7 @@ def compare_jobs(
             raise UserError("give two jobs or --baseline, not both")
         a, b = source.find_job(store, jobs[0]), source.find_job(store, jobs[1])
     else:
-        b = source.find_job(store, jobs[0] if jobs else "latest")
+        b = source.find_job(store, jobs[0]) if jobs else source.latest_finished(store)
         baseline = baseline or "previous"
         if baseline == "previous":
             a = source.previous_job(store, b)
@@ -65,6 +75,8 @@ def compare_jobs(
         raise UserError(f"--threshold: expected a fraction above 0 (0.05 = 5%), got {threshold}")
     if not 0 < alpha < 1:
         raise UserError(f"--alpha: expected a level between 0 and 1, got {alpha}")
+    if statistic not in STATISTICS:
+        raise UserError(f"--statistic: expected wall or cpu, got {statistic!r}")
     return compare_cells(
         source.measured(store, a),
         source.measured(store, b),
@@ -73,6 +85,7 @@ def compare_jobs(
         threshold=threshold,
         alpha=alpha,
         correction=correction,
+        statistic=statistic,
     )
 
 
@@ -82,7 +95,9 @@ def trend_jobs(store: Any, *, name: str = NIGHTLY, last: int = 30) -> list[Serie
         raise UserError(f"--last: a trend needs at least 2 nights, got {last}")
     jobs = source.jobs_named(store, name, last)
     if not jobs:
-        raise UserError(f"no finished job named {name!r}")
+        names = source.job_names(store)
+        there = f"the finished jobs are named: {', '.join(names)}" if names else "none finished"
+        raise UserError(f"no finished job named {name!r} ({there}; --name NAME picks one)")
     return cell_trends([source.measured(store, job) for job in jobs])
 
 

@@ -23,6 +23,22 @@ per-inference latencies are mildly autocorrelated, which the threshold absorbs.
 A cell whose engine, torch, artifact or board changed is flagged with what
 changed; the verdict stands (a new engine that is slower is exactly what a
 nightly run is for), and the differing environment values are listed.
+
+A cell either side of which was measured on a busy board, or whose layer sum
+or power alignment check warned (``reliability``), is *unreliable*, with the
+warning as its reason: it gets no verdict, and its tests stay out of the
+correction. ``Comparison.exit_code``: 1 when a cleanly measured cell regressed,
+else 3 ("could not judge") when any cell is unreliable, else 0.
+
+What a verdict rests on (``BASIS``, ``statistic``): by default (``wall``) each
+inference's wall-clock latency, and net energy per inference where a monitor
+measured it; each inference's CPU time (the engine's process clock,
+``farm.engine.timing``) is shown beside, as medians, not judged. With ``cpu``
+the verdict rests on CPU time alone (wall time and energy shown, not judged):
+a board shared with other work stretches wall times (the engine waits for a
+CPU) far more than the CPU time an inference takes, so a busy board does not
+void a CPU-time verdict; a hot board, steal, a layer sum off or a misaligned
+trace still do.
 """
 
 from __future__ import annotations
@@ -33,12 +49,24 @@ from typing import Any
 
 import numpy as np
 
-from farm.nightly import environment, stats
+from farm.nightly import environment, reliability, stats
 from farm.nightly.source import Cell, Measured
+from farm.states import TaskState
 
 THRESHOLD = 0.05
 ALPHA = 0.05
 CORRECTION = "bh"  # Benjamini–Hochberg: see the module docstring
+STATISTICS = ("wall", "cpu")
+BASIS = {
+    "wall": "verdicts rest on each inference's wall-clock latency (Hodges–Lehmann shift on"
+    " the log scale, Mann–Whitney test) and net energy per inference; medians on both sides"
+    " of an arrow; CPU time (process clock) shown, not judged",
+    "cpu": "verdicts rest on each inference's CPU time (process clock; Hodges–Lehmann shift on"
+    " the log scale, Mann–Whitney test); medians on both sides of an arrow; wall-clock"
+    " latency and energy shown, not judged",
+}
+EXIT_REGRESSION = 1
+EXIT_UNJUDGED = 3  # "could not judge": a cell unreliable, none regressed cleanly
 
 
 class Verdict(StrEnum):
@@ -46,6 +74,7 @@ class Verdict(StrEnum):
     IMPROVEMENT = "improvement"
     UNCHANGED = "unchanged"
     INCOMPARABLE = "incomparable"
+    UNRELIABLE = "unreliable"  # measured on a busy board, or a check warned: not judged
 
 
 @dataclass
@@ -80,9 +109,10 @@ class Change:
 class CellComparison:
     cell: Cell
     verdict: Verdict
-    why: str = ""  # for incomparable cells: what is missing
+    why: str = ""  # incomparable: what is missing; unreliable: the warnings that void it
     latency: Change | None = None
     energy: Change | None = None
+    cpu: Change | None = None  # CPU time per inference (tested only with statistic "cpu")
     peak_rss_mb: tuple[float | None, float | None] = (None, None)
     changed: list[str] = field(default_factory=list)  # engine, torch, artifact, board
     environment: dict[str, tuple[Any, Any]] = field(default_factory=dict)
@@ -99,14 +129,22 @@ class Comparison:
     alpha: float
     correction: str
     cells: list[CellComparison]
+    statistic: str = "wall"
 
     def count(self, verdict: Verdict) -> int:
         return sum(c.verdict is verdict for c in self.cells)
 
     @property
+    def basis(self) -> str:
+        return BASIS[self.statistic]
+
+    @property
     def exit_code(self) -> int:
-        """1 when any cell regressed, else 0 (the CLI's contract)."""
-        return 1 if self.count(Verdict.REGRESSION) else 0
+        """The CLI's contract: 1 when a cleanly measured cell regressed, else 3 when a cell
+        could not be judged (unreliable), else 0."""
+        if self.count(Verdict.REGRESSION):
+            return EXIT_REGRESSION
+        return EXIT_UNJUDGED if self.count(Verdict.UNRELIABLE) else 0
 
 
 def compare(
@@ -119,8 +157,13 @@ def compare(
     alpha: float = ALPHA,
     correction: str = CORRECTION,
     confidence: float = 0.95,
+    statistic: str = "wall",
 ) -> Comparison:
-    """Compare the measured cells of job A (baseline) with job B (candidate)."""
+    """Compare the measured cells of job A (baseline) with job B (candidate); ``statistic``
+    says what a verdict rests on (see the module docstring)."""
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+    on_cpu = statistic == "cpu"
     if not threshold > 0:
         raise ValueError(f"threshold must be > 0, got {threshold}")
     if not 0 < alpha < 1:
@@ -129,6 +172,7 @@ def compare(
     by_b = {m.cell: m for m in b}
     cells: list[CellComparison] = []
     pairs: list[tuple[CellComparison, Measured, Measured]] = []
+    doubtful: list[tuple[CellComparison, Measured, Measured]] = []
     for cell in sorted(by_a.keys() | by_b.keys()):
         ma, mb = by_a.get(cell), by_b.get(cell)
         out = CellComparison(cell, Verdict.INCOMPARABLE)
@@ -142,21 +186,60 @@ def compare(
         out.changed = environment.changed(out.environment)
         out.warnings = list((mb.result or {}).get("warnings") or [])
         out.peak_rss_mb = (_peak_rss(ma.result), _peak_rss(mb.result))
-        if ma.state != "done" or mb.state != "done":
+        if ma.state is not TaskState.DONE or mb.state is not TaskState.DONE:
             out.why = f"{ma.state} → {mb.state}"
             continue
-        pairs.append((out, ma, mb))
+        why = reliability.why_unreliable(ma.result, mb.result, load_matters=not on_cpu)
+        if on_cpu and why is None and (ma.cpu_ms() is None or mb.cpu_ms() is None):
+            out.why = "no CPU times on " + ("A" if ma.cpu_ms() is None else "B")
+            continue
+        if why is not None:
+            out.verdict, out.why = Verdict.UNRELIABLE, why
+            doubtful.append((out, ma, mb))
+        else:
+            pairs.append((out, ma, mb))
 
-    latency = changes([(m.latencies_ms(), n.latencies_ms()) for _, m, n in pairs], True, confidence)
-    energy = changes([(m.energies_mj(), n.energies_mj()) for _, m, n in pairs], False, confidence)
-    verdicts = judge(latency, energy, threshold=threshold, alpha=alpha, correction=correction)
-    for (out, _, _), lat, en, verdict in zip(pairs, latency, energy, verdicts, strict=True):
-        out.latency, out.energy = lat, en
+    judged = [(m.cpu_ms() if on_cpu else m.latencies_ms(), n.cpu_ms() if on_cpu else
+               n.latencies_ms()) for _, m, n in pairs]  # fmt: skip
+    timing = changes(judged, True, confidence)
+    energy = [None] * len(pairs) if on_cpu else changes(
+        [(m.energies_mj(), n.energies_mj()) for _, m, n in pairs], False, confidence
+    )  # fmt: skip
+    verdicts = judge(timing, energy, threshold=threshold, alpha=alpha, correction=correction)
+    for (out, ma, mb), tm, en, verdict in zip(pairs, timing, energy, verdicts, strict=True):
+        _shown(out, ma, mb)
+        if on_cpu:
+            out.cpu = tm
+        else:
+            out.latency, out.energy = tm, en
         if verdict is None:
-            out.why = "no latency samples"
+            out.why = "no CPU time samples" if on_cpu else "no latency samples"
         else:
             out.verdict = verdict
-    return Comparison(baseline, candidate, threshold, alpha, correction, cells)
+    # unreliable cells: their numbers are shown, outside the tested family (no adjusted p)
+    for out, ma, mb in doubtful:
+        _shown(out, ma, mb)
+    return Comparison(baseline, candidate, threshold, alpha, correction, cells, statistic)
+
+
+def _shown(out: CellComparison, ma: Measured, mb: Measured) -> None:
+    """Both sides' medians of every metric, untested (a test result replaces its own)."""
+    out.latency = _medians(ma.latencies_ms(), mb.latencies_ms())
+    out.energy = _medians(ma.energies_mj(), mb.energies_mj())
+    out.cpu = _medians(ma.cpu_ms(), mb.cpu_ms())
+
+
+def _median(x: np.ndarray | None) -> float | None:
+    return float(np.median(x)) if x is not None and len(x) else None
+
+
+def _medians(x: np.ndarray | None, y: np.ndarray | None) -> Change | None:
+    """Both sides' medians, untested."""
+    if x is None and y is None:
+        return None
+    return Change(
+        _median(x), _median(y), n_a=0 if x is None else len(x), n_b=0 if y is None else len(y)
+    )
 
 
 def changes(
@@ -200,7 +283,7 @@ def changes(
 
 
 def judge(
-    latency: list[Change | None],
+    latency: list[Change | None],  # or CPU time: the timing a verdict rests on
     energy: list[Change | None],
     *,
     threshold: float = THRESHOLD,

@@ -20,6 +20,7 @@ VERDICT_STYLE = {
     Verdict.IMPROVEMENT: "green",
     Verdict.UNCHANGED: "dim",
     Verdict.INCOMPARABLE: "yellow",
+    Verdict.UNRELIABLE: "bold yellow",
 }
 
 
@@ -28,11 +29,17 @@ def _pct(x: float | None) -> str:
 
 
 def _change(c: Change | None, unit: str) -> str:
+    """``A median → B median unit (their change); shift HL [CI]``: one statistic on each
+    side of the arrow, and the shift the verdict rests on named as such."""
     if c is None or c.a is None:
         return "-"
-    text = f"{c.a:.4g} → {c.b:.4g} {unit}" if c.b is not None else f"{c.a:.4g} → - {unit}"
+    if c.b is None:
+        return f"{c.a:.4g} → - {unit}"
+    text = f"{c.a:.4g} → {c.b:.4g} {unit}"
+    if c.a:
+        text += f" ({_pct(c.b / c.a - 1)})"
     if c.change is not None:
-        text += f"  {_pct(c.change)} [{_pct(c.low)}, {_pct(c.high)}]"
+        text += f"; shift {_pct(c.change)} [{_pct(c.low)}, {_pct(c.high)}]"
     return text
 
 
@@ -59,13 +66,16 @@ def _what_changed(cell) -> str:
 
 def comparison_table(cmp: Comparison) -> Table:
     table = Table(
-        "cell", "verdict", "latency median (HL shift, CI)", "p adj", "energy/inference",
-        "p adj", "peak RSS", "what differs",
+        "cell", "verdict", "latency: medians; HL shift [CI]", "p adj",
+        "energy/inference: medians; shift", "p adj", "CPU/inference: medians; shift", "p adj",
+        "peak RSS",
+        "what differs",
         header_style="bold",
         title=f"{cmp.baseline} → {cmp.candidate}",
         caption=(
             f"threshold {100 * cmp.threshold:g}%, alpha {cmp.alpha:g} ({cmp.correction}): "
             + ", ".join(f"{cmp.count(v)} {v.value}" for v in Verdict)
+            + f"\n{cmp.basis}"
         ),
     )  # fmt: skip
     for c in cmp.cells:
@@ -76,6 +86,8 @@ def comparison_table(cmp: Comparison) -> Table:
             _p(c.latency),
             _change(c.energy, "mJ"),
             _p(c.energy),
+            _change(c.cpu, "ms"),
+            _p(c.cpu),
             _memory(c.peak_rss_mb),
             _what_changed(c),
         )
@@ -95,7 +107,7 @@ def _flat(cmp: Comparison) -> list[dict[str, Any]]:
             "task_a": c.task_a,
             "task_b": c.task_b,
         }
-        for name, change in (("latency", c.latency), ("energy", c.energy)):
+        for name, change in (("latency", c.latency), ("energy", c.energy), ("cpu", c.cpu)):
             for key, value in asdict(change or Change(None, None)).items():
                 row[f"{name}_{key}"] = value
         row["peak_rss_mb_a"], row["peak_rss_mb_b"] = c.peak_rss_mb
@@ -114,6 +126,9 @@ def comparison_json(cmp: Comparison) -> str:
             "threshold": cmp.threshold,
             "alpha": cmp.alpha,
             "correction": cmp.correction,
+            "statistic": cmp.statistic,
+            "basis": cmp.basis,
+            "exit_code": cmp.exit_code,
             "counts": {v.value: cmp.count(v) for v in Verdict},
             "cells": _flat(cmp),
         },

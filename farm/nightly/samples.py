@@ -27,6 +27,15 @@ def latencies_ms(markers: Mapping[str, Any] | None) -> np.ndarray:
     return (windows[:, 1] - windows[:, 0]).astype(np.float64) / 1e6
 
 
+def cpu_ms(markers: Mapping[str, Any] | None) -> np.ndarray | None:
+    """Each timed inference's CPU time (ms, the engine's process clock), or None where
+    the engine did not record it (older results)."""
+    kept = (markers or {}).get("inference_cpu_ns")
+    if not kept:
+        return None
+    return np.asarray(kept, dtype=np.float64) / 1e6
+
+
 def energies_mj(result: Mapping[str, Any] | None) -> np.ndarray | None:
     """Each timed inference's net energy (mJ), or None where no monitor measured it."""
     report = (result or {}).get("energy") or {}

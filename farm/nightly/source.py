@@ -54,18 +54,28 @@ class Measured:
 
     cell: Cell
     task_id: str
-    state: str
+    state: TaskState
     result: dict[str, Any] | None
     job_id: str
     created: float
     tags: tuple[str, ...] | None = None  # the board's tags in the job's inventory
     store: Any = field(default=None, repr=False, compare=False)  # where the markers are
 
+    def markers(self) -> dict[str, Any] | None:
+        """The stored markers, read on first use (None for a task that did not finish)."""
+        if self.store is None or self.state is not TaskState.DONE:
+            return None
+        if "_markers" not in self.__dict__:
+            self.__dict__["_markers"] = self.store.markers(self.task_id)
+        return self.__dict__["_markers"]
+
     def latencies_ms(self) -> np.ndarray:
-        """Per-inference latencies, read from the stored markers on first use."""
-        if self.store is None or self.state != TaskState.DONE.value:
-            return np.zeros(0)
-        return samples.latencies_ms(self.store.markers(self.task_id))
+        """Per-inference latencies (wall clock), read from the stored markers."""
+        return samples.latencies_ms(self.markers())
+
+    def cpu_ms(self) -> np.ndarray | None:
+        """Per-inference CPU time (the engine's process clock), where it was recorded."""
+        return samples.cpu_ms(self.markers())
 
     def energies_mj(self) -> np.ndarray | None:
         return samples.energies_mj(self.result)
@@ -77,6 +87,20 @@ def find_job(store: Reader, ref: str) -> JobRecord:
     if job is None:
         raise NotFound(f"no job {ref!r}")
     return job
+
+
+def latest_finished(store: Reader) -> JobRecord:
+    """The newest job that ran to its end (done or failed): what a plain ``compare`` judges
+    (a running or cancelled job is no night to judge)."""
+    rows = store.jobs(limit=1, states=_FINISHED)
+    if not rows:
+        raise NotFound("no finished job in the store")
+    return rows[0]
+
+
+def job_names(store: Reader) -> list[str]:
+    """The names of the finished jobs in the store, sorted."""
+    return sorted({row.name for row in store.jobs(limit=_SCAN, states=_FINISHED)})
 
 
 def previous_job(store: Reader, job: JobRecord, name: str | None = None) -> JobRecord:
@@ -108,7 +132,7 @@ def measured(store: Reader, job: JobRecord) -> list[Measured]:
             Measured(
                 cell=Cell(task.model, task.board, task.processor, variant_label(task.variant)),
                 task_id=task.id,
-                state=task.state.value,
+                state=task.state,
                 result=cell.result.to_json() if cell.result is not None else None,
                 job_id=job.id,
                 created=job.created,
@@ -124,7 +148,7 @@ def latest_per_cell(store: Reader, jobs: Iterable[JobRecord]) -> list[Measured]:
     newest: dict[Cell, Measured] = {}
     for job in jobs:
         for m in measured(store, job):
-            if m.state != TaskState.DONE.value or not m.result:
+            if m.state is not TaskState.DONE or not m.result:
                 continue
             if m.cell not in newest or m.created >= newest[m.cell].created:
                 newest[m.cell] = m

@@ -54,6 +54,10 @@ def _library(model: str) -> tuple[Any, Any, Any]:
     return device, engine, pmapi
 
 
+NO_LIBUSB = "libusb-1.0 is not installed: apt install libusb-1.0-0"
+"""What pyusb's "No backend available" means, in words a lab person acts on."""
+
+
 class _PacketLedger:
     """The library's device object, with a ledger of what each bulk read held.
 
@@ -108,6 +112,8 @@ class MonsoonMonitor(Monitor):
         except MonitorUnavailable:
             raise
         except Exception as exc:  # pyusb/libusb errors: the library has no exception type
+            if type(exc).__name__ == "NoBackendError":  # pyusb found no libusb to drive USB
+                raise MonitorUnavailable(f"{where}: {NO_LIBUSB}") from exc
             raise MonitorUnavailable(f"{where}: {exc}") from exc
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()

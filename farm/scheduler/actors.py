@@ -13,6 +13,8 @@ the one place an actor call is awaited (:func:`wait`):
   board's work runs where the board is reachable;
 - ``farm-monitor-<name>`` on the station its monitor is plugged into.
 
+The names are spelled once, in :mod:`farm.scheduler.names`.
+
 Every actor asks for ``num_cpus=0``: they wait on boards, not on the CPU, and a
 two-core head must still hold hundreds of boards. Stations are threaded
 (``max_concurrency``) rather than one process per board. Every actor method is a
@@ -31,23 +33,26 @@ from typing import Any
 import ray
 
 from farm.errors import FarmError, HeadError, MonitorUnavailable, UserError
-from farm.scheduler.cluster import HeadInfo, NodeInfo
 from farm.scheduler.core import Scheduler
-from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
+from farm.scheduler.messages import BoardCheck, HeadInfo, NodeInfo, Outcome, TaskPayload
+from farm.scheduler.names import (
+    NAMESPACE,
+    SCHEDULER,
+    monitor_actor,
+    station_actor,
+    station_of,
+    station_resource,
+)
 from farm.scheduler.reports import Report, RunningReports
 from farm.scheduler.station import Station
 from farm.spec import Board, Job, Monitor, PlannedTask
-from farm.store import Store
+from farm.store import open_writer
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "farm"
-SCHEDULER_NAME = "farm-scheduler"
+SCHEDULER_NAME = SCHEDULER  # the names' old home: farm.scheduler.names spells them now
 STATION_CONCURRENCY = 1024
-
-
-def station_resource(name: str) -> str:
-    return f"station:{name}"
+STATS_TIMEOUT_S = 0.5  # well inside a 1 s scrape timeout: a slow monitor misses one scrape
 
 
 def wait(
@@ -115,6 +120,39 @@ class RemoteMonitor:
         self._wait(self._actor.abort.remote(board))
 
 
+def monitor_stats(names: Callable[[], list[str]]) -> Callable[[], list[dict[str, Any]]]:
+    """The head's live-power source (``farm.metrics.power.LivePowerCollector``): ask
+    the named monitor actors that exist for ``MonitorService.stats()``. A monitor not
+    yet used by any task has no actor and no series; one slow to answer is left out of
+    this scrape, one gone is looked up again at the next."""
+
+    actors: dict[str, Any] = {}  # found once; a named actor lookup is a GCS round trip
+
+    def stats() -> list[dict[str, Any]]:
+        for name in names():
+            if name not in actors:
+                try:
+                    actors[name] = ray.get_actor(monitor_actor(name), namespace=NAMESPACE)
+                except ValueError:
+                    continue
+        asked = {actor.stats.remote(): name for name, actor in actors.items()}
+        if not asked:
+            return []
+        ready, _ = ray.wait(list(asked), num_returns=len(asked), timeout=STATS_TIMEOUT_S)
+        found = []
+        for ref in ready:
+            name = asked[ref]
+            try:
+                found.append(wait(ref, f"power monitor {name!r}", gone=MonitorUnavailable))
+            except MonitorUnavailable:
+                actors.pop(name, None)  # gone: look it up again next time
+            except FarmError:
+                continue
+        return [s for s in found if s is not None]
+
+    return stats
+
+
 @ray.remote(num_cpus=0, max_concurrency=STATION_CONCURRENCY)
 class StationActor:
     def __init__(
@@ -133,7 +171,7 @@ class StationActor:
         if name not in self._monitor_handles:
             spec = self._monitors[name]
             actor = MonitorActor.options(
-                **_placement(spec.station or "head", self._placed, f"farm-monitor-{name}")
+                **_placement(spec.station or "head", self._placed, monitor_actor(name))
             ).remote(spec)
             self._monitor_handles[name] = RemoteMonitor(actor, name)
         return self._monitor_handles[name]
@@ -219,8 +257,9 @@ class SchedulerActor:
         self._stations: dict[str, Any] = {}
         self._monitors: dict[str, Monitor] = {}
         self._me = ray.get_runtime_context().current_actor
-        self.store = Store(db_path)
-        metrics = HeadMetrics(self.store, metrics_address, monitors=lambda: list(self._monitors))
+        self.store = open_writer(db_path)  # farm's one writable store: the head owns it
+        live = monitor_stats(lambda: list(self._monitors))
+        metrics = HeadMetrics(self.store, metrics_address, live=live)
         atexit.register(self.close)  # a head stopped with SIGTERM closes its store too
         self.core = Scheduler(
             self.store,
@@ -236,7 +275,7 @@ class SchedulerActor:
     def _station(self, name: str) -> Any:
         if name not in self._stations:
             self._stations[name] = StationActor.options(
-                **_placement(name, self._placed, f"farm-station-{name}")
+                **_placement(name, self._placed, station_actor(name))
             ).remote(name, self._me, self._cache_dir, self._monitors, self._placed)
         return self._stations[name]
 
@@ -317,7 +356,7 @@ class SchedulerActor:
                 address=n["NodeManagerAddress"],
                 id=n["NodeID"],
                 stations=sorted(
-                    k.split(":", 1)[1] for k in n["Resources"] if k.startswith("station:")
+                    station for k in n["Resources"] if (station := station_of(k)) is not None
                 ),
             )
             for n in ray.nodes()

@@ -54,34 +54,17 @@ from typing import Any
 
 import psutil
 
+from farm.addresses import LOOPBACK, free_port, parse_listen_address, split_address
 from farm.errors import HeadError, UserError
-from farm.metrics.exporter import parse_address
 from farm.procs import descendants, started
+from farm.scheduler.messages import HeadInfo
+from farm.scheduler.names import NAMESPACE, SCHEDULER, station_resource
 
 STATION_SLOTS = 1000  # a station's resource amount: far more boards than one node will hold
 MARKER_ENV = "FARM_RAY_NODE"
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 START_TIMEOUT_S = 120.0
 EMBEDDED_START_TRIES = 3
 STOP_GRACE_S = 10.0
-
-
-@dataclass(frozen=True)
-class HeadInfo:
-    """A head: its address, its store and the jobs it is running."""
-
-    address: str | None
-    db: str
-    running: list[str]
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """A live Ray node of a head's cluster and the stations it serves."""
-
-    address: str
-    id: str
-    stations: list[str]
 
 
 # -- where things are -------------------------------------------------------------
@@ -94,20 +77,6 @@ def state_root() -> Path:
 
 def address_from_env(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
-
-
-def split_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise UserError(f"not a Ray address: {address!r} (expected HOST:PORT)")
-    return host, int(port)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free right now on ``host``."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1" if host == "localhost" else host, 0))
-        return s.getsockname()[1]
 
 
 # -- environment shared by nodes and clients ----------------------------------------
@@ -162,10 +131,11 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
 
 
 def init_embedded() -> None:
-    """Start a private Ray inside this process (once)."""
+    """Start a private Ray inside this process (once), every listener on the loopback
+    (GCS, raylet, agents, workers): an embedded run has no reason to open ports to the lab."""
+    if "ray" not in sys.modules:  # read at import: keep 127.0.0.1 as given (module doc)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
-
-    from farm.scheduler.actors import NAMESPACE
 
     if not ray.is_initialized():
         # A private, in-process Ray: its notice that token auth is on (it is, and
@@ -177,6 +147,7 @@ def init_embedded() -> None:
             try:
                 ray.init(
                     namespace=NAMESPACE,
+                    _node_ip_address="127.0.0.1",
                     include_dashboard=False,
                     log_to_driver=False,
                     configure_logging=False,
@@ -194,8 +165,6 @@ def connect(address: str) -> None:
     """Join this process to the Ray cluster at ``address`` as a driver (once)."""
     _prepare_client(address)
     import ray
-
-    from farm.scheduler.actors import NAMESPACE
 
     if ray.is_initialized():
         return
@@ -398,11 +367,11 @@ def start_head(
         kill_node(existing, force=True)
     if not _port_free(host, port):
         raise UserError(f"port {port} on {host} is in use")
-    metrics = parse_address(metrics_address)
+    metrics = parse_listen_address(metrics_address)
     if metrics is not None and not _port_free(*metrics):
         raise UserError(f"--metrics-address {metrics_address}: the port is in use")
     db = Path(db).expanduser().resolve()
-    resources = json.dumps({f"station:{station}": STATION_SLOTS})
+    resources = json.dumps({station_resource(station): STATION_SLOTS})
     args = [
         "--head", f"--port={port}", f"--resources={resources}",
         "--include-dashboard=false", f"--ray-client-server-port={free_port()}",
@@ -420,14 +389,14 @@ def _create_scheduler(
     address: str, db: Path, station: str, cache_dir: str, metrics_address: str
 ) -> HeadInfo:
     connect(address)
-    from farm.scheduler.actors import NAMESPACE, SCHEDULER_NAME, SchedulerActor, wait
+    from farm.scheduler.actors import SchedulerActor, wait
 
     scheduler = SchedulerActor.options(
-        name=SCHEDULER_NAME,
+        name=SCHEDULER,
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
-        resources={f"station:{station}": 0.001},
+        resources={station_resource(station): 0.001},
     ).remote(
         str(db), placed=True, resume=True, cache_dir=cache_dir, metrics_address=metrics_address
     )
@@ -483,7 +452,7 @@ def start_station(*, address: str, name: str) -> NodeRecord:
     host, port = split_address(address)
     if not _reachable(host, port):
         raise UserError(f"cannot reach a Ray head at {address}: nothing listens there")
-    resources = json.dumps({f"station:{name}": STATION_SLOTS})
+    resources = json.dumps({station_resource(name): STATION_SLOTS})
     return _start_node(
         "station", name, address, [f"--address={address}", f"--resources={resources}"]
     )

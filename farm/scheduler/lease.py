@@ -26,9 +26,9 @@ from farm.errors import BoardBusy, EngineError, TransportError, TransportTimeout
 TTL_S = 60.0
 """A lease not renewed for this long is let go by the board (its holder hung)."""
 
-LOCK_FILE = "lease"
+LOCK_FILE = ".lease"  # the board's ``board_lock`` name + this
 # the lock the engine itself holds for each task (farm.engine.measuring), beside the lease
-MEASURING_FILE = "measuring"
+MEASURING_FILE = ".measuring"
 
 
 _HOST = socket.gethostname()

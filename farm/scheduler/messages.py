@@ -5,6 +5,7 @@
                                               (engines started, in batches: reports.py)
     station   ──Outcome──────► scheduler      (state, result, what the error means)
     scheduler ──Board────────► station ──BoardCheck──► scheduler / CLI (health check)
+    head      ──HeadInfo, [NodeInfo]──► client  (ping, nodes)
 
 They cross a Ray actor call as pickles; no ``dict`` is dug into by key on either side.
 """
@@ -74,3 +75,21 @@ class BoardCheck:
     engine_deployed: bool | None = None
     probe: BoardProbe | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """A head: its address, its store and the jobs it is running."""
+
+    address: str | None
+    db: str
+    running: list[str]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A live Ray node of a head's cluster and the stations it serves."""
+
+    address: str
+    id: str
+    stations: list[str]

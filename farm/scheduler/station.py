@@ -332,7 +332,7 @@ class Station:
             "sync_pulse": {"chips": 16, "chip_ms": 20, "seed": 1}
             if board.power and self._monitor
             else False,
-            "board_lock": f"{deploy.cache_root(link.transport, board)}/{MEASURING_FILE}",
+            "board_lock": board.board_lock + MEASURING_FILE,  # board-wide: any account
         }
 
     def _engine_argv(self, link: _Link, engine: Path, mode: str) -> list[str]:
@@ -352,7 +352,7 @@ class Station:
         may take: a fresh one starts Python first."""
         if link.leaser is not None and link.leaser.alive:
             return link.leaser, link.board.command_timeout_s
-        path = f"{deploy.cache_root(transport, link.board)}/{LOCK_FILE}"
+        path = link.board.board_lock + LOCK_FILE  # board-wide: any account, any cache_dir
         argv = [*self._engine_argv(link, engine, "lease"), path, f"--ttl={TTL_S:g}"]
         link.leaser = transport.open_process(argv)
         return link.leaser, startup_s

@@ -13,7 +13,7 @@ Every failure is one ``farm.errors.SpecError`` whose ``str`` is
 all read specs without starting anything.
 """
 
-from farm.spec.expand import Plan, PlannedTask, TaskSpec, expand, plan, task_key
+from farm.spec.expand import Plan, PlannedTask, TaskSpec, count, expand, plan, task_key
 from farm.spec.inventory import Board, Hop, Inventory, Monitor, PowerRef, Processor
 from farm.spec.job import Job, Measure, ModelRef, Target, Variants
 from farm.spec.loader import json_schema, load_inventory, load_job, parse_inventory, parse_job
@@ -33,6 +33,7 @@ __all__ = [
     "Target",
     "TaskSpec",
     "Variants",
+    "count",
     "expand",
     "json_schema",
     "load_inventory",

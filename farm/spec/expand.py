@@ -11,6 +11,7 @@ the same board) is kept once, where it first appeared.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,7 @@ def expand(job: Job, inventory: Inventory) -> list[TaskSpec]:
         if doc is not None:
             raise doc.error(problem.path, problem.message) from problem
         raise SpecError("<job>", None, format_path(problem.path), problem.message) from problem
+    _refuse_past_the_limit(job, inventory)
     tasks: list[TaskSpec] = []
     seen: set[str] = set()
     for model in job.models:
@@ -132,6 +134,34 @@ def expand(job: Job, inventory: Inventory) -> list[TaskSpec]:
                         )
                     )
     return tasks
+
+
+def count(job: Job, inventory: Inventory) -> int:
+    """How many tasks ``job`` can make on ``inventory`` at most (repeats counted), without
+    building one: models × places × variant cells, multiplied, not enumerated."""
+    places = sum(len(_places(target, inventory)) for target in job.targets)
+    total = 0
+    for model in job.models:
+        axes = (model.variants or job.variants).axes()
+        if model.zoo is None:
+            axes.pop("activation", None)
+        total += places * math.prod(len(values) for values in axes.values())
+    return total
+
+
+def _refuse_past_the_limit(job: Job, inventory: Inventory) -> None:
+    n = count(job, inventory)
+    if n <= job.max_tasks:
+        return
+    message = (
+        f"the matrix is {n:,} tasks, more than max_tasks {job.max_tasks:,}: "
+        "fewer variant values, or raise max_tasks in the job"
+    )
+    path = ("variants",) if job.variants.axes() else ("models",)
+    doc = source_of(job)
+    if doc is not None:
+        raise doc.error(path, message)
+    raise SpecError("<job>", None, format_path(path), message)
 
 
 def task_key(model: str, board: str, processor: str, variant: dict[str, Any]) -> str:

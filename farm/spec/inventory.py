@@ -125,6 +125,13 @@ class Board(SpecModel):
     proxy_jump: list[Hop] | None = None  # None: ssh_config's ProxyJump; []: connect directly
     python: str = "python3"
     cache_dir: str = "~/.cache/farm"
+    # the board's lock, whoever asks (any account, any cache_dir): a bare name lives in
+    # /run/lock (else /dev/shm, /tmp) on the board; an absolute path needs a directory
+    # every account can write. Boards that are one machine share it; one machine that
+    # stands for several boards (a test bed) gives each its own.
+    board_lock: Annotated[
+        str, StringConstraints(pattern=r"^(/[^\x00\n\r]+|[A-Za-z0-9][A-Za-z0-9._-]*)$")
+    ] = "farm-board"
     station: str = "head"
     tags: list[str] = Field(default_factory=list)
     connect_timeout_s: float = Field(default=10, gt=0)

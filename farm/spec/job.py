@@ -52,16 +52,22 @@ class Variants(SpecModel):
         return out
 
 
+MAX_TASKS = 200_000
+"""A job's matrix past this many tasks is refused unless the job raises ``max_tasks``."""
+
+
 class Measure(SpecModel):
     """How each task measures: the study's 1000 inferences, a layer pass, memory."""
 
-    iterations: int = Field(default=1000, ge=1)
-    warmup: int = Field(default=10, ge=0)
+    # upper bounds: the engine preallocates per inference, and a board has little memory
+    iterations: int = Field(default=1000, ge=1, le=1_000_000)
+    warmup: int = Field(default=10, ge=0, le=1_000_000)
     layers: bool = True
-    layer_iterations: int = Field(default=20, ge=1)
+    layer_iterations: int = Field(default=20, ge=1, le=100_000)
     memory: bool = True
-    timeout_s: float = Field(default=900, gt=0)
-    startup_timeout_s: float | None = Field(default=None, gt=0)  # None: the board's own
+    timeout_s: float = Field(default=900, gt=0, le=7 * 86400, allow_inf_nan=False)
+    # None: the board's own
+    startup_timeout_s: float | None = Field(default=None, gt=0, le=86400, allow_inf_nan=False)
 
 
 def _name_or_mapping(schema: dict[str, Any]) -> None:
@@ -167,7 +173,9 @@ class Job(SpecModel):
     retries: int = Field(default=2, ge=0)
     migrate: bool = True
     # seconds from submission: a task still waiting then for a quarantined board fails
-    deadline_s: float = Field(default=3600, gt=0)
+    deadline_s: float = Field(default=3600, gt=0, le=365 * 86400, allow_inf_nan=False)
+    # the matrix is counted before it is built: a job past this many tasks is refused
+    max_tasks: int = Field(default=MAX_TASKS, ge=1)
     models: list[ModelRef] = Field(min_length=1)
     targets: list[Target] = Field(min_length=1)
     variants: Variants = Field(default_factory=Variants)

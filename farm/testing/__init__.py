@@ -7,6 +7,8 @@ farm's own code except the ``fake`` transport's registration.
     monsoon_usb.py  a Monsoon HVPM on USB, beneath the real ``monsoon`` package
     pynvml.py     ``pynvml`` shaped like NVIDIA's library
     sysfs.py      powercap (RAPL) and hwmon sysfs trees
+    waiting.py    ``wait_for`` and ``wait_job``: the tests' one way to poll
+    plans.py      planned tasks built by hand, for store and scheduler tests
 
 Fakes stand in only for hardware we do not have, shaped exactly like the real
 library's or sysfs interface.

@@ -45,8 +45,8 @@ from typing import Any
 
 import yaml
 
+from farm.addresses import free_port
 from farm.procs import descendants
-from farm.scheduler.cluster import free_port
 from farm.testing.cgroup import SlowGroup
 
 SSHD = "/usr/sbin/sshd"
@@ -455,6 +455,8 @@ class Testbed:
                 "trust_on_first_use": False,
                 "python": b.python or sys.executable,
                 "cache_dir": str(b.cache_dir),
+                # one machine stands for every board here: each board its own lock
+                "board_lock": str(b.dir / "board"),
                 "station": "head",
                 "tags": ["testbed", *b.tags],
                 "connect_timeout_s": 30 if b.cpu else 5,

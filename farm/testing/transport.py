@@ -18,6 +18,10 @@ shaped like a real one at the transport interface:
 Board state lives as long as the process, keyed by board name, so a second
 ``connect`` sees what the first deployed (like a real board). ``set_down(name)``
 makes a board unreachable; ``reset()`` forgets every board.
+
+Importing this module registers ``fake``; farm's own packages never import it. A
+Ray driver whose stations reach fake boards passes ``installed`` as its workers'
+setup hook (``ray.init(runtime_env={"worker_process_setup_hook": installed})``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ class FakeBoard:
 
 
 _boards: dict[str, FakeBoard] = {}
+
+
+def installed() -> None:
+    """Nothing left to do: importing this module registered ``fake``. As a Ray
+    worker's setup hook, it makes the worker import it."""
 _boards_lock = threading.Lock()
 
 
@@ -250,6 +259,7 @@ def _zero_latency(n: int) -> dict:
         "iqr_ms": 0.0,
         "outliers": 0,
         "cold_ms": 0.0,
+        "cpu_median_ms": 0.0,
     }
 
 

@@ -1,14 +1,14 @@
 """Reaching boards: ``connect(board)`` picks the transport the board names.
 
 Importing this package registers the built-in transports: ``local`` (this
-machine), ``ssh`` (fabric: ssh_config, jump hosts, strict host keys) and
-``fake`` (in-process boards for benchmarks of the scheduler; it lives with the
-other fakes in :mod:`farm.testing.transport`, and is registered here so that any
-station can reach a fake board). See
+machine) and ``ssh`` (fabric: ssh_config, jump hosts, strict host keys). The
+``fake`` transport (in-process boards for tests and benchmarks of the scheduler)
+lives with the other fakes and registers itself when :mod:`farm.testing.transport`
+is imported: a process that reaches fake boards imports it (a Ray worker through
+``farm.testing.transport.WORKER_SETUP``); production code never does. See
 :mod:`farm.transport.base` for the interface.
 """
 
-from farm.testing import transport as fake  # registers ``fake``
 from farm.transport import local, ssh
 from farm.transport.base import Channel, Transport, connect, register, registered, shell_command
 
@@ -16,7 +16,6 @@ __all__ = [
     "Channel",
     "Transport",
     "connect",
-    "fake",
     "local",
     "register",
     "registered",

@@ -1,0 +1,95 @@
+"""Bad input costs nothing: a huge matrix is counted, not built; measure values have upper
+bounds; a refused submit starts nothing and writes nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from farmcli import ROOT, run_farm
+
+from farm import spec
+
+LOCAL = """
+version: 1
+boards:
+  - name: local
+    processors: [{name: cpu}]
+"""
+
+
+def _job(path: Path, **fields) -> Path:
+    doc = {"version": 1, "name": "j", "models": ["kws"], "targets": [{"boards": ["local"]}]}
+    path.write_text(yaml.safe_dump({**doc, **fields}))
+    return path
+
+
+def test_a_four_million_task_job_is_counted_and_refused_not_built(tmp_path):
+    huge = _job(tmp_path / "huge.yaml", models=["kws", "svhn", "deepear", "alexnet"],
+                variants={"threads": list(range(1, 1001)), "batch": list(range(1, 1001))})  # fmt: skip
+    inv = spec.parse_inventory(LOCAL, file="inv.yaml")
+    job = spec.load_job(huge, inventory=inv, known_models=["kws", "svhn", "deepear", "alexnet"])
+    assert spec.count(job, inv) == 4_000_000
+    # the command, in a process of its own: refused, one line, exit 2, little memory
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "farm.cli", "submit", str(huge), "--db", str(tmp_path / "f.db")],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _, status, usage = os.wait4(child.pid, 0)
+    err = child.stderr.read()
+    assert os.waitstatus_to_exitcode(status) == 2, err
+    assert "4,000,000 tasks, more than max_tasks 200,000" in err and "huge.yaml:" in err
+    assert len(err.strip().splitlines()) == 1
+    assert usage.ru_maxrss < 300 * 1024, usage.ru_maxrss  # kB: the matrix was never built
+    assert not (tmp_path / "f.db").exists()
+    # a job may raise its limit
+    allowed = _job(tmp_path / "ok.yaml", max_tasks=3, variants={"threads": [1, 2, 3]})
+    assert (
+        len(spec.plan(spec.load_job(allowed, inventory=inv, known_models=["kws"]), inv).tasks) == 3
+    )
+    over = _job(tmp_path / "over.yaml", max_tasks=2, variants={"threads": [1, 2, 3]})
+    res = run_farm("submit", str(over), "--dry-run")
+    assert res.returncode == 2 and "more than max_tasks 2" in res.stderr
+
+
+def test_measure_values_have_upper_bounds_named_in_the_message(tmp_path):
+    cases = [
+        ({"iterations": 99999999999999999999999999}, "1000000"),
+        ({"iterations": 1_000_000_000}, "1000000"),
+        ({"warmup": 10**12}, "1000000"),
+        ({"layer_iterations": 10**9}, "100000"),
+        ({"timeout_s": float("inf")}, "finite"),
+        ({"timeout_s": 10**9}, "604800"),
+    ]
+    for measure, bound in cases:
+        job = _job(tmp_path / "j.yaml", measure=measure)
+        res = run_farm("submit", str(job), "--dry-run")
+        assert res.returncode == 2 and bound in res.stderr and "measure." in res.stderr, (
+            measure, res.stderr)  # fmt: skip
+        assert "Traceback" not in res.stderr
+
+
+def test_a_refused_submit_starts_nothing_and_a_dry_run_prints_the_matrix(tmp_path):
+    db = tmp_path / "farm.db"
+    job = _job(tmp_path / "j.yaml", variants={"threads": [1, 2]})
+    dry = run_farm("submit", str(job), "--dry-run", "--db", str(db))
+    assert dry.returncode == 0, dry.stderr
+    assert "kws/local/cpu/threads=1" in dry.stdout and "kws/local/cpu/threads=2" in dry.stdout
+    assert "2 tasks" in dry.stdout and not db.exists()
+    detach = run_farm("submit", str(job), "--detach", "--db", str(db))
+    assert detach.returncode == 2 and "--detach needs a running head" in detach.stderr
+    assert not db.exists()
+    user = _job(tmp_path / "u.yaml", models=[
+        {"name": "mine", "module": "nosuchpkg.models:build", "input_shape": [1, 16]}])  # fmt: skip
+    res = run_farm("submit", str(user), "--db", str(db))
+    assert res.returncode == 2 and "nosuchpkg" in res.stderr and "u.yaml:" in res.stderr, res.stderr
+    assert not db.exists()
+    # the job's own fault is said before an unreachable head is tried
+    far = run_farm("submit", str(_job(tmp_path / "bad.yaml", measure={"iterations": 10**12})),
+                   "--address", "127.0.0.1:1")  # fmt: skip
+    assert far.returncode == 2 and "iterations" in far.stderr, far.stderr
