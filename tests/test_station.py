@@ -56,10 +56,9 @@ def test_the_engine_is_told_the_boards_measuring_lock_beside_its_lease(station, 
         fake.FakeTransport, "_result", lambda self, r: requests.append(r) or real(self, r)
     )
     assert station.run_task(_payload()).state is TaskState.DONE
-    payload = _payload()
-    transport = station._transport(station._link(payload.board))
-    root = deploy.cache_root(transport, payload.board)
-    assert [r["board_lock"] for r in requests] == [f"{root}/measuring"]
+    board = _payload().board
+    # board-wide, not in the account's cache: every farm on the board, any account, meets it
+    assert [r["board_lock"] for r in requests] == [f"{board.board_lock}.measuring"]
 
 
 def test_a_lost_board_is_retryable(station):
