@@ -8,6 +8,7 @@ import pytest
 from farm import deploy
 from farm.errors import CommandFailed, CommandResult
 from farm.result import ENGINE_RESULT_VERSION, parse_engine_result
+from farm.scheduler.lease import MEASURING_FILE
 from farm.scheduler.messages import TaskPayload
 from farm.scheduler.station import Station
 from farm.spec import Board, Measure, ModelRef, PlannedTask
@@ -56,9 +57,9 @@ def test_the_engine_is_told_the_boards_measuring_lock_beside_its_lease(station, 
         fake.FakeTransport, "_result", lambda self, r: requests.append(r) or real(self, r)
     )
     assert station.run_task(_payload()).state is TaskState.DONE
-    board = _payload().board
-    # board-wide, not in the account's cache: every farm on the board, any account, meets it
-    assert [r["board_lock"] for r in requests] == [f"{board.board_lock}.measuring"]
+    payload = _payload()
+    # the measuring lock sits beside the lease, board-wide (any account, any cache_dir)
+    assert [r["board_lock"] for r in requests] == [payload.board.board_lock + MEASURING_FILE]
 
 
 def test_a_lost_board_is_retryable(station):
