@@ -40,6 +40,7 @@ from farm.errors import (
     BoardBusy,
     BoardUnreachable,
     CannotLower,
+    CommandFailed,
     EngineError,
     Failure,
     FarmError,
@@ -191,13 +192,21 @@ class Station:
             try:
                 transport = self._transport(link)
                 engine = self._engine_zip()
+                deployed = deploy.is_present(transport, board, [engine])
+                try:
+                    found = deploy.probe(transport, board)
+                except CommandFailed as exc:  # reached, but its python could not answer
+                    return BoardCheck(
+                        board.name, reachable=True, host_key="ok", engine_deployed=deployed,
+                        error=_probe_failed(board, exc),
+                    )  # fmt: skip
                 return BoardCheck(
                     board=board.name,
                     ok=True,
                     reachable=True,
                     host_key="ok",
-                    engine_deployed=deploy.is_present(transport, board, [engine]),
-                    probe=deploy.probe(transport, board),
+                    engine_deployed=deployed,
+                    probe=found,
                 )
             except HostKeyError as exc:
                 link.drop()
@@ -486,4 +495,20 @@ def _outcome(state: TaskState, tlog: _TaskLog, started: _Started, **fields: Any)
         running_at=started.at,
         deploy_bytes=started.deploy_bytes,
         **fields,
+    )
+
+
+def _probe_failed(board: Board, exc: CommandFailed) -> str:
+    """One line for a board that answered but whose ``python:`` could not run the probe
+    (not the probe script itself, which the command's text would repeat)."""
+    result = exc.result
+    said = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+    if result.exit_code in (126, 127) or "not found" in said[0]:
+        return (
+            f"the board is reachable, but its python {board.python!r} was not found there"
+            " (the inventory's `python:`)"
+        )
+    return (
+        f"the board is reachable, but the probe run with {board.python!r} exited"
+        f" {result.exit_code}: {said[0]}"
     )
