@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
-from farm.report.build import FIGURE_CAPTIONS, Report
+from farm.report.document import FIGURE_CAPTIONS, Report
 from farm.report.findings import Finding
 from farm.report.study import View
 from farm.report.tables import is_busy
