@@ -1,7 +1,8 @@
 """A whole report: its sections in order, and the files ``farm report --out DIR`` writes.
 
 The report is assembled once, as ``Section`` records of views, findings and
-figures; ``markdown``, ``html`` and the terminal only render it.
+figures (the document model, ``farm.report.document``); ``markdown``, ``html``
+and the terminal only render it.
 """
 
 from __future__ import annotations

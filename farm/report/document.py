@@ -1,6 +1,6 @@
-"""The report as a document: sections of views, findings and figures, and the figures'
-captions. ``build`` assembles it; ``markdown``, ``html`` and the terminal render it.
-"""
+"""The report as a document: its sections (paragraphs, findings, views, figures) and
+the figures' captions. ``build`` assembles one; ``markdown`` and ``html`` render it,
+importing only this, never ``build``."""
 
 from __future__ import annotations
 
