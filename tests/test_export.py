@@ -233,3 +233,24 @@ def test_the_report_names_the_best_runtime_per_board_with_its_cost():
     assert warning in "\n".join(markdown.view(view))
     plain = cells.Sweep(job, [_cell({}, TaskState.DONE, _ok(1.0))])
     assert report_runtimes.best_runtime(plain) is None
+
+
+def test_the_report_pairs_cells_across_sweeps_runtime_by_runtime():
+    from farm.report import cells, compare
+    from farm.states import JobState
+    from farm.store import JobRecord
+
+    job = JobRecord(id="j", name="j", source=None, spec={}, boards=[], priority=0,
+                    state=JobState.DONE, created=0.0, updated=0.0)  # fmt: skip
+    a = cells.Sweep(job, [
+        _cell({"runtime": "eager", "precision": "fp32"}, TaskState.DONE, _ok(1.0)),
+        _cell({"runtime": "onnxruntime", "precision": "fp32"}, TaskState.DONE, _ok(0.4)),
+    ])  # fmt: skip
+    b = cells.Sweep(job, [  # an older sweep without the axes: its cells ran eager fp32
+        _cell({}, TaskState.DONE, _ok(2.0)),
+        _cell({"runtime": "onnxruntime"}, TaskState.DONE, _ok(0.8)),
+    ])  # fmt: skip
+    rows = [dict(zip(v.columns, r, strict=True)) for v in [compare.against(a, b)] for r in v.rows]
+    assert [(r["median time A (ms)"], r["median time B (ms)"]) for r in rows] == [
+        ("1.000", "2.000"), ("0.400", "0.800"),
+    ]  # fmt: skip
