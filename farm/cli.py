@@ -224,9 +224,9 @@ def submit(
               title=f"{job.name}: {len(plan.tasks)} tasks (dry run: nothing started)")  # fmt: skip
         return
     if address is None:
-        from farm.store import default_db_path
-
-        head = Head.embedded(db or default_db_path(), cache_dir=station_cache_dir())
+        path = _db_path(db)
+        _inspect_store(path)  # a store it cannot trust is refused before Ray starts
+        head = Head.embedded(path, cache_dir=station_cache_dir())
     else:
         head = Head.attach(address)
     job_id = head.submit(job, plan, source=str(job_file))
@@ -266,10 +266,20 @@ def resume(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Run what is left of a job whose farm died (``farm status`` shows it interrupted)."""
+    from farm import client
     from farm.client import Head, station_cache_dir
-    from farm.store import default_db_path
+    from farm.store import SCHEMA_VERSION
 
-    head = Head.embedded(db or default_db_path(), cache_dir=station_cache_dir())
+    path = _db_path(db)
+    found = _existing_store(path)
+    if found.schema == SCHEMA_VERSION:  # an older store is upgraded by the writer first
+        reader = client.reader(None, path)  # read-only: a refusal changes no byte
+        try:
+            if reader.job(job) is None:
+                raise NotFound(f"no job {job!r} in {path}")
+        finally:
+            reader.close()  # type: ignore[attr-defined]
+    head = Head.embedded(path, cache_dir=station_cache_dir())
     record = head.reader.job(job)
     if record is None:
         raise NotFound(f"no job {job!r}")
@@ -649,7 +659,8 @@ def models_list(fmt: FormatOpt = Format.table) -> None:
 def inventory_check(
     inventory: InventoryOpt = None, fmt: FormatOpt = Format.table, address: AddressOpt = None
 ) -> None:
-    """Reach every board: host key, python and torch, free disk and memory, engine deployed."""
+    """Reach every board: host key, python and torch, the runtimes it can run, free disk
+    and memory, engine deployed (json: ``unavailable`` says why each other runtime is not)."""
     from farm import client
 
     inv = _load_inventory(inventory)
@@ -664,14 +675,16 @@ def inventory_check(
             c.host_key,
             p.python if p else None,
             p.torch if p else None,
+            (", ".join(p.runtimes) or "none" if table else p.runtimes) if p else None,
+            *([] if table else [p.unavailable if p else None]),
             (f"{p.disk_free_mb / 1024:.1f}" if table else p.disk_free_mb / 1024) if p else None,
             (f"{p.memory_available_mb:.0f}" if table else p.memory_available_mb)
             if p and p.memory_available_mb is not None else None,
             ("yes" if c.engine_deployed else "no") if table else c.engine_deployed,
         ])  # fmt: skip
     _emit(
-        ["board", "reachable", "host key", "python", "torch", "disk free GB", "mem avail MB",
-         "engine"],
+        ["board", "reachable", "host key", "python", "torch", "runtimes",
+         *([] if table else ["unavailable"]), "disk free GB", "mem avail MB", "engine"],
         rows, fmt,
     )  # fmt: skip
     for c in checks:
@@ -687,6 +700,37 @@ def _db_path(db: Path | None) -> Path:
     from farm.store import default_db_path
 
     return (db or default_db_path()).expanduser()
+
+
+def _inspect_store(path: Path) -> Any:
+    """What the store at ``path`` holds (``None``: nothing there), read without a byte
+    changed; a file farm cannot trust is refused (one line, exit 2) before anything
+    opens it for writing."""
+    from farm.store import SCHEMA_VERSION, file
+
+    return file.inspect(path, SCHEMA_VERSION)
+
+
+def _existing_store(path: Path) -> Any:
+    """A store that must be there already (resume, backfill, exporter): no file is created
+    for a typo'd ``--db``."""
+    found = _inspect_store(path)
+    if found is None:
+        raise UserError(f"{path}: no farm store there yet (nothing has run with it)")
+    return found
+
+
+def _readable_store(path: Path) -> Path:
+    """A store a read-only command can read as it is: there, trusted, this farm's schema."""
+    from farm.store import SCHEMA_VERSION
+
+    found = _existing_store(path)
+    if found.schema < SCHEMA_VERSION:
+        raise UserError(
+            f"{path}: written by an older farm (schema {found.schema}); a command that"
+            " writes (farm submit, farm head start) upgrades it"
+        )
+    return path
 
 
 def _found(found: Any) -> str:
@@ -829,9 +873,8 @@ def station_stop(
 def exporter(db: DbOpt = None, metrics_address: MetricsAddressOpt = "127.0.0.1:9501") -> None:
     """Serve the store's metrics to Prometheus without a head (until interrupted)."""
     from farm.metrics.exporter import serve_store
-    from farm.store import default_db_path
 
-    serve_store(db or default_db_path(), metrics_address, ready=err.print)
+    serve_store(_readable_store(_db_path(db)), metrics_address, ready=err.print)
 
 
 @metrics_app.command("backfill")
@@ -841,9 +884,8 @@ def metrics_backfill(
 ) -> None:
     """Write the store's history as OpenMetrics for `promtool tsdb create-blocks-from openmetrics`."""
     from farm.metrics.backfill import backfill
-    from farm.store import default_db_path
 
-    path, n = backfill(db or default_db_path(), out_dir)
+    path, n = backfill(_readable_store(_db_path(db)), out_dir)
     out.print(f"{n} results written to {path}")
     out.print(f"  promtool tsdb create-blocks-from openmetrics {path} PROMETHEUS_DATA_DIR")
 

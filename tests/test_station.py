@@ -67,6 +67,7 @@ def test_a_lost_board_is_retryable(station):
     outcome = station.run_task(_payload())
     assert outcome.state is TaskState.FAILED and "BoardUnreachable" in outcome.error
     assert outcome.retryable and outcome.board_fault and not outcome.quarantine
+    assert outcome.failure.kind == "BoardUnreachable"
     assert outcome.running_at is None  # it never reached the engine
 
 

@@ -41,6 +41,7 @@ from farm.errors import (
     BoardUnreachable,
     CannotLower,
     EngineError,
+    Failure,
     FarmError,
     HostKeyError,
     TransportError,
@@ -133,36 +134,27 @@ class Station:
                 # failed or a host key refused no. A host key that cannot be trusted
                 # takes its board out of service at once.
                 # A board busy with another farm's task is not at fault either.
-                return _outcome(
-                    TaskState.FAILED,
-                    tlog,
-                    started,
-                    error=f"{type(exc).__name__}: {exc}",
-                    retryable=exc.retryable,
+                failure = Failure.of(
+                    exc,
                     board_fault=not isinstance(exc, BoardBusy),
                     quarantine=isinstance(exc, HostKeyError),
                 )
+                return _outcome(TaskState.FAILED, tlog, started, failure=failure)
             except CannotLower as exc:  # the runtime cannot take this model: its reason
                 tlog(f"does not fit: {exc}")
-                return _outcome(TaskState.DOES_NOT_FIT, tlog, started, error=str(exc))
+                return _outcome(TaskState.DOES_NOT_FIT, tlog, started, failure=Failure.of(exc))
             except EngineError as exc:
                 link.drop()
                 tlog(f"engine error: {exc}")
-                return _outcome(
-                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
-                )
+                return _outcome(TaskState.FAILED, tlog, started, failure=Failure.of(exc))
             except FarmError as exc:
                 tlog(f"error: {exc}")
-                return _outcome(
-                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
-                )
+                return _outcome(TaskState.FAILED, tlog, started, failure=Failure.of(exc))
             except Exception as exc:  # a bug or an unexpected library error: record it whole
                 log.exception("task %s failed unexpectedly", payload.task_id)
                 link.drop()
                 tlog(f"unexpected error: {exc!r}")
-                return _outcome(
-                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
-                )
+                return _outcome(TaskState.FAILED, tlog, started, failure=Failure.of(exc))
             finally:
                 link.task = None
         if result.status == "does_not_fit":
@@ -176,7 +168,7 @@ class Station:
             tlog(f"engine reported: {result.error}")
             return _outcome(
                 TaskState.FAILED, tlog, started, result=result, markers=markers,
-                error=f"engine: {result.error}",
+                failure=Failure("engine", result.error or "no error given"),
             )  # fmt: skip
         return _outcome(TaskState.DONE, tlog, started, result=result, markers=markers, trace=trace)
 
