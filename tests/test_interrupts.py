@@ -12,8 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-from concurrent.futures import Future
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
