@@ -96,3 +96,33 @@ def test_bootstrap_takes_a_torch_free_board_and_builds_the_runner_where_it_can(b
     assert "executorch-native" in facts["runtimes"]
     again = bootstrap.bootstrap(board_spec(bed, "board0"), engine=engine, facts_dir=tmp_path / "f")
     assert {s.name: s.status for s in again.steps}["native"] == "ok"  # built once
+
+
+FAST = {"iterations": 20, "warmup": 1, "layers": False, "memory": False, "timeout_s": 120}
+
+
+def _submit(ray, tmp_path, bed, job: dict):
+    from test_farm_ssh import submit, wait
+
+    actor, job_id, store = submit(ray, tmp_path, bed.inventory_path, job)
+    try:
+        progress = wait(ray, actor, job_id, timeout=600)
+    finally:
+        ray.kill(actor)
+    return progress, store.cells(job_id), store
+
+
+def test_an_eager_cell_on_a_torch_free_board_does_not_fit_with_the_reason(
+    ray_session, bed, tmp_path
+):
+    job = {"name": "eager-on-torch-free", "models": ["kws"], "targets": [{"tags": ["torch-free"]}],
+           "measure": FAST}  # fmt: skip
+    progress, cells, store = _submit(ray_session, tmp_path, bed, job)
+    assert progress.state == "done" and len(cells) == 1
+    cell = cells[0]
+    assert cell.task.state == "does-not-fit" and cell.task.board == "board1"
+    python = str(torchfree.python())
+    assert cell.result.error == f"board1 cannot run eager: torch is not installed in {python}"
+    logs = " ".join(entry.line for entry in store.logs(cell.task.id))
+    assert "does not fit: board1 cannot run eager" in logs and "Traceback" not in logs
+    assert "deployed" not in logs  # refused before the engine or an artifact went there
