@@ -30,7 +30,7 @@ PY=${PYTHON:-python3}
 # torch first, pinned: any other version pulls gigabytes of CUDA packages.
 $PY -m pip install -q "torch==2.13.0"
 # everything else at the versions farm is tested with (Ray bounded: see the file)
-$PY -m pip install -q -c deploy/constraints.txt -e ".[test]"
+$PY -m pip install -q -c deploy/constraints.txt -e ".[test,onnx,executorch]"
 # The test bed's torch-free board: a venv with only onnxruntime and numpy (no torch),
 # built once per machine under ~/.cache/farm/testbed, so the tests download nothing.
 $PY -m farm.testing.torchfree build --constraints deploy/constraints.txt

@@ -210,7 +210,11 @@ def submit(
         raise UserError("--detach needs a running head (--address or RAY_ADDRESS): nothing started")
     # everything the files say is checked before any head is contacted or started
     inv = _load_inventory(inventory)
-    job = spec.load_job(job_file, inventory=inv, known_models=zoo.names())
+    from farm.engine import runtimes  # the registry only: no runtime library is imported
+
+    job = spec.load_job(
+        job_file, inventory=inv, known_models=zoo.names(), known_runtimes=runtimes.names()
+    )
     plan = spec.plan(job, inv)
     if address is None:  # a head elsewhere imports users' modules itself
         _check_user_modules(job)

@@ -50,6 +50,11 @@ class UserError(FarmError):
     exit_code = 2
 
 
+class CannotLower(FarmError):
+    """A runtime cannot take a model or precision (a missing operator, a lowering that
+    fails): the cell does not fit, with the runtime's own reason (`farm.export`)."""
+
+
 class SpecError(UserError):
     """A YAML document is invalid. ``str()`` is ``file:line: field: message``."""
 

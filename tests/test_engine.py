@@ -528,13 +528,12 @@ def test_stdout_carries_only_the_protocol():
 
 
 def test_zip_engine_behaves_like_the_module(artifacts, tmp_path):
-    # the shape farm.deploy ships: farm/__init__.py, farm/engine/*.py, a top-level __main__.py
-    bundle = tmp_path / "engine.zip"
-    with zipfile.ZipFile(bundle, "w") as zf:
-        zf.write(ROOT / "farm" / "__init__.py", "farm/__init__.py")
-        for source in sorted((ROOT / "farm" / "engine").glob("*.py")):
-            zf.write(source, f"farm/engine/{source.name}")
-        zf.writestr("__main__.py", "from farm.engine.__main__ import main\nmain()\n")
+    # what farm.deploy ships: farm/__init__.py, farm/engine/**/*.py, a top-level __main__.py
+    from farm import deploy
+
+    bundle = deploy.build_engine_zip(tmp_path / "zip")
+    names = zipfile.ZipFile(bundle).namelist()
+    assert "farm/engine/runtimes/ort.py" in names and "__main__.py" in names
     request = {"artifact": artifacts["svhn"], "iterations": 5, "warmup": 1, "layers": False}
     proc = subprocess.run(
         [sys.executable, str(bundle), "run"],

@@ -90,7 +90,6 @@ class Farm:
                     os.kill(pid, signal.SIGKILL)
 
 
-
 def job_file(root: Path, name: str, *, boards: list[str] | None = None, **measure: Any) -> Path:
     doc = {
         "version": 1,

@@ -27,6 +27,7 @@ ROOMS = [
     "farm.spec",
     "farm.engine",
     "farm.zoo",
+    "farm.export",
     "farm.result",
     "farm.transport",
     "farm.deploy",

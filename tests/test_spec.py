@@ -231,9 +231,9 @@ JOB_ERRORS = [
     ),
     (
         "bad-variant-key",
-        job_text("models: [kws]\ntargets: [{boards: [alpha]}]\nvariants:\n  precision: [fp16]\n"),
+        job_text("models: [kws]\ntargets: [{boards: [alpha]}]\nvariants:\n  dtype: [fp16]\n"),
         6,
-        "variants.precision",
+        "variants.dtype",
         "unknown key",
     ),
     (

@@ -32,17 +32,20 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from farm.engine.board import kb_field
 
 MB = 1 << 20
 
+if TYPE_CHECKING:  # torch is imported where it is used: a runtime without torch reads RSS here
+    import torch
+
 
 def tensors_in(value: Any) -> list[torch.Tensor]:
     """Every tensor in a module input/output (tensor, or nested tuple/list/dict)."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, (tuple, list)):
@@ -111,6 +114,8 @@ def probe(
 
     The example input counts as live for the whole forward (the caller holds it).
     """
+    import torch
+
     live = _Liveness()
     io: dict[int, tuple[int, int]] = {}
     index = {id(m): i for i, (_, m) in enumerate(layers)}

@@ -177,7 +177,8 @@ class Cell:
             need, have = self.memory("required_mb"), self.memory("available_mb")
             if need is not None and have is not None:
                 return f"does not fit: needs {need:.0f} MB, has {have:.0f} MB"
-            return "does not fit"
+            why = (self.stored.task.error or "").strip().splitlines()  # a runtime's reason
+            return f"does not fit: {why[0][:80]}" if why else "does not fit"
         if self.state == TaskState.FAILED.value:
             first = (self.stored.task.error or "").strip().splitlines()
             return "failed" + (f": {first[0][:80]}" if first else "")

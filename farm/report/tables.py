@@ -177,7 +177,8 @@ def results_table(cells: list[Cell], title: str | None = None) -> Table:
         if f["median_ms"] is not None:
             median = _median_ci(f)
         elif task.state is TaskState.DOES_NOT_FIT:
-            median = "- (does not fit)"
+            why = (task.error or "").strip().splitlines()  # a runtime's own reason, if any
+            median = f"- (does not fit: {why[0][:60]})" if why else "- (does not fit)"
         else:
             median = "-"
         marks = [notes.setdefault(w, len(notes) + 1) for w in warnings_of(cell.result)]

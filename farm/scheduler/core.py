@@ -536,7 +536,8 @@ class Scheduler:
             return
         if outcome.state.has_result():
             self._board_ok(board)
-            self._finish(run, outcome.state, outcome)
+            # a cell that does not fit keeps its reason (a runtime's missing operator)
+            self._finish(run, outcome.state, outcome, error=outcome.error)
             return
         error = outcome.error or "unknown error"
         if outcome.board_fault:

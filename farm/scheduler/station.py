@@ -39,6 +39,7 @@ from farm import deploy
 from farm.errors import (
     BoardBusy,
     BoardUnreachable,
+    CannotLower,
     EngineError,
     FarmError,
     HostKeyError,
@@ -143,6 +144,9 @@ class Station:
                     board_fault=not isinstance(exc, BoardBusy),
                     quarantine=isinstance(exc, HostKeyError),
                 )
+            except CannotLower as exc:  # the runtime cannot take this model: its reason
+                tlog(f"does not fit: {exc}")
+                return _outcome(TaskState.DOES_NOT_FIT, tlog, started, error=str(exc))
             except EngineError as exc:
                 link.drop()
                 tlog(f"engine error: {exc}")
@@ -281,7 +285,8 @@ class Station:
                 )
         for line in raw.get("log", None) or []:
             tlog(f"engine: {line}")
-        raw["artifact"] = {"sha256": artifact.sha256, "size_bytes": artifact.size_bytes}
+        raw["artifact"] = artifact.record()
+        raw.setdefault("warnings", []).extend(_agreement_warnings(artifact.record()))
         return parse_engine_result(raw), raw.get("markers"), trace
 
     def _cannot_run(self, link: _Link, transport, task: PlannedTask) -> str | None:
@@ -315,22 +320,41 @@ class Station:
         return self._engine_file
 
     def _artifact(self, task: PlannedTask):
-        from farm import zoo  # torch: imported only by stations that run tasks
+        """The cell's artifact (`farm.export`: eager, or lowered for its runtime and
+        precision), made once per station; `CannotLower` (remembered too) when the
+        runtime cannot take the model."""
+        from farm import export  # torch: imported only by stations that run tasks
 
-        activation = task.variant.get("activation") or "relu"
-        key = json.dumps([task.model.model_dump(mode="json"), activation], sort_keys=True)
+        variant = task.variant
+        activation = variant.get("activation") or "relu"
+        runtime = variant.get("runtime") or "eager"
+        precision = variant.get("precision") or "fp32"
+        # an exported program has static shapes: a runtime's artifact is made per batch
+        batch = 1 if runtime == "eager" else variant.get("batch") or 1
+        key = json.dumps(
+            [task.model.model_dump(mode="json"), activation, runtime, precision, batch],
+            sort_keys=True,
+        )
         found = self._artifacts.get(key)  # exported before: no lock (a thousand boards wait on it)
-        if found is not None:
-            return found
-        with self._export_lock:
-            if key not in self._artifacts:
-                ref = zoo.export(
-                    task.model, activation=activation, cache_dir=self.cache_dir / "artifacts"
-                )
-                if task.model.module:  # the user's code may change: package it every time
-                    return ref
-                self._artifacts[key] = ref
-            return self._artifacts[key]
+        if found is None:
+            with self._export_lock:
+                if key not in self._artifacts:
+                    try:
+                        ref = export.export(
+                            task.model, runtime=runtime, precision=precision,
+                            activation=activation, batch=batch,
+                            cache_dir=self.cache_dir / "artifacts",
+                        )  # fmt: skip
+                    except CannotLower as exc:
+                        ref = exc
+                    if task.model.module:  # the user's code may change: package it every time
+                        found = ref
+                    else:
+                        self._artifacts[key] = ref
+                found = found if found is not None else self._artifacts[key]
+        if isinstance(found, CannotLower):
+            raise found
+        return found
 
     def _request(self, link: _Link, task: PlannedTask, artifact, task_id: str) -> dict[str, Any]:
         """The engine's request (its JSON contract, docs/internals.md) from the typed task."""
@@ -346,7 +370,8 @@ class Station:
             "threads": variant.get("threads") or proc.threads,
             "affinity": proc.affinity,
             "memory_mb": proc.memory_mb,
-            "batch": variant.get("batch") or 1,
+            # a runtime's artifact has its batch built in (static shapes)
+            "batch": (variant.get("batch") or 1) if artifact.runtime == "eager" else 1,
             "iterations": measure.iterations,
             "warmup": measure.warmup,
             "layers": measure.layers,
@@ -356,6 +381,8 @@ class Station:
             if board.power and self._monitor
             else False,
             "board_lock": board.board_lock + MEASURING_FILE,  # board-wide: any account
+            "runtime": artifact.runtime,
+            "precision": artifact.precision,
         }
 
     def _engine_argv(self, link: _Link, engine: Path, mode: str) -> list[str]:
@@ -443,6 +470,24 @@ class Station:
                 + (result.stderr.strip().splitlines() or [""])[-1]
             )
         return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _agreement_warnings(record: dict[str, Any]) -> list[str]:
+    """An int8 cell whose top-1 class disagrees with eager on more than 1% of the
+    seeded inputs says so beside its time."""
+    agreement = record.get("agreement") or {}
+    top1 = agreement.get("top1")
+    if record.get("precision") != "int8" or top1 is None:
+        return []
+    from farm.export.agree import TOP1_WARN  # the threshold lives with the check
+
+    if top1 >= TOP1_WARN:
+        return []
+    return [
+        f"{record['runtime']} int8 agrees with eager on top-1 for {top1:.1%} of "
+        f"{agreement.get('n')} seeded inputs (< {TOP1_WARN:.0%}); max abs diff "
+        f"{agreement.get('max_abs_diff'):.2g}"
+    ]
 
 
 def _exit_reason(status: int) -> str:
