@@ -112,17 +112,28 @@ def _submit(ray, tmp_path, bed, job: dict):
     return progress, store.cells(job_id), store
 
 
-def test_an_eager_cell_on_a_torch_free_board_does_not_fit_with_the_reason(
+def test_a_job_on_a_torch_free_board_runs_onnxruntime_and_refuses_eager(
     ray_session, bed, tmp_path
 ):
-    job = {"name": "eager-on-torch-free", "models": ["kws"], "targets": [{"tags": ["torch-free"]}],
+    """Through Ray and sshd: onnxruntime fp32 and int8 measured in the venv without torch;
+    the eager cells are does-not-fit with the board's reason, never a traceback."""
+    job = {"name": "torch-free", "models": ["kws"], "targets": [{"tags": ["torch-free"]}],
+           "variants": {"runtime": ["eager", "onnxruntime"], "precision": ["fp32", "int8"]},
            "measure": FAST}  # fmt: skip
     progress, cells, store = _submit(ray_session, tmp_path, bed, job)
-    assert progress.state == "done" and len(cells) == 1
-    cell = cells[0]
-    assert cell.task.state == "does-not-fit" and cell.task.board == "board1"
+    assert progress.state == "done" and len(cells) == 4
+    by = {(c.task.variant["runtime"], c.task.variant["precision"]): c for c in cells}
     python = str(torchfree.python())
-    assert cell.result.error == f"board1 cannot run eager: torch is not installed in {python}"
-    logs = " ".join(entry.line for entry in store.logs(cell.task.id))
-    assert "does not fit: board1 cannot run eager" in logs and "Traceback" not in logs
-    assert "deployed" not in logs  # refused before the engine or an artifact went there
+    for precision in ("fp32", "int8"):
+        ort = by[("onnxruntime", precision)]
+        assert ort.task.state == "done", (ort.task.error, ort.result and ort.result.error)
+        assert ort.task.board == "board1" and ort.result.latency.n == FAST["iterations"]
+        env = ort.result.env
+        assert env.model_extra["runtime_impl"] == "python"
+        assert env.model["precision"] == precision and env.model_extra["precision"] == precision
+        eager = by[("eager", precision)]
+        assert eager.task.state == "does-not-fit"
+        assert eager.result.error == f"board1 cannot run eager: torch is not installed in {python}"
+        logs = " ".join(entry.line for entry in store.logs(eager.task.id))
+        assert "does not fit: board1 cannot run eager" in logs and "Traceback" not in logs
+        assert "deployed" not in logs  # refused before an artifact went there

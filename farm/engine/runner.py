@@ -115,7 +115,7 @@ class ModelCache:
     def forget(self, path: str, device: Any) -> None:
         self._models.pop((path, str(device)), None)
 
-    def keep_only(self, path: str, device: torch.device) -> None:
+    def keep_only(self, path: str, device: Any) -> None:
         """Drop every model but this one (so memory read next is this model's own)."""
         for key in [k for k in self._models if k != (path, str(device))]:
             del self._models[key]
@@ -214,7 +214,7 @@ class _Task:
         self.markers.add(time.monotonic_ns(), TASK_BEGIN)
         self.mem["hwm_reset"] = False
         if req.memory:  # the peak read at the end is this task's own (farm.engine.memory)
-            own = lambda: self.cache.keep_only(req.artifact, torch.device(req.device))  # noqa: E731
+            own = lambda: self.cache.keep_only(req.artifact, req.device)  # noqa: E731
             self.mem["hwm_reset"], why = memory.start_own_peak(own)
             self.warnings.extend([why] if why else [])
         self.mem["baseline_rss_mb"] = memory.rss_mb()
