@@ -9,10 +9,16 @@ reports nothing changed and changes nothing:
    (TOFU, once), its fingerprint printed and kept with the facts;
 2. ``python``   the board's interpreter is recent enough for the engine;
 3. ``torch``    torch imports there, at the head's version (else how to install it);
+   a board without torch that has another runtime (onnxruntime) is a torch-free
+   board: the step is skipped with the same advice, and the board runs the rest;
 4. ``cache``    the cache directory exists;
 5. ``engine``   the engine is deployed (content-addressed: pushed once);
-6. ``facts``    the board's CPU model, cores, memory and frequency governor
-   (from :func:`farm.deploy.probe`), kept in ``$FARM_CACHE/boards/<board>.json``.
+6. ``native``   the ExecuTorch C++ runner is built there from the board's executorch
+   wheel (``farm.engine.native``, once per source and executorch version); skipped
+   where the board has no executorch or no compiler;
+7. ``facts``    the board's CPU model, cores, memory, frequency governor and the
+   runtimes it can run (from :func:`farm.deploy.probe`), kept in
+   ``$FARM_CACHE/boards/<board>.json``.
 
 Nothing secret is stored: facts, and at most a public key's fingerprint.
 """
@@ -37,7 +43,16 @@ from farm.transport import Transport, connect
 MIN_PYTHON = (3, 10)
 """The oldest interpreter the engine runs on (``requires-python`` in pyproject.toml)."""
 
-FACTS = ("machine", "cpu_model", "cpus", "memory_total_mb", "governor", "python", "torch")
+FACTS = (
+    "machine",
+    "cpu_model",
+    "cpus",
+    "memory_total_mb",
+    "governor",
+    "python",
+    "torch",
+    "runtimes",
+)
 """What is recorded about a board: what it is, never what it is doing (free memory)."""
 
 OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
@@ -57,7 +72,9 @@ class BoardReport:
 
     @property
     def ok(self) -> bool:
-        return all(s.status in (OK, CHANGED) for s in self.steps)
+        """No step failed (a skipped step is one the board does not need, or one after a
+        failure, which is then the reason)."""
+        return bool(self.steps) and all(s.status != FAILED for s in self.steps)
 
     @property
     def changed(self) -> list[str]:
@@ -115,7 +132,9 @@ def bootstrap(
         transport, step, host_key = _connect(board, trust_host_key)
     except TransportError as e:
         report.steps.append(Step("connect", FAILED, str(e)))
-        report.steps += [Step(n, SKIPPED) for n in ("python", "torch", "cache", "engine", "facts")]
+        report.steps += [
+            Step(n, SKIPPED) for n in ("python", "torch", "cache", "engine", "native", "facts")
+        ]
         return report
     report.steps.append(step)
     try:
@@ -125,7 +144,12 @@ def bootstrap(
             _torch(transport, board) if python.status == OK else Step("torch", SKIPPED)
         )
         report.steps.append(_cache(transport, board))
-        report.steps.append(_engine(transport, board, engine))
+        engine_step = _engine(transport, board, engine)
+        report.steps.append(engine_step)
+        native_ok = python.status == OK and engine_step.status in (OK, CHANGED)
+        report.steps.append(
+            _native(transport, board, engine) if native_ok else Step("native", SKIPPED)
+        )
         facts = _facts(transport, board, facts_dir, host_key) if python.status == OK else None
         report.steps.append(facts or Step("facts", SKIPPED))
     finally:
@@ -187,9 +211,57 @@ def _torch(transport: Transport, board: Any) -> Step:
             return Step("torch", OK, got)
         how = f"install it: {board.python} -m pip install 'torch=={want}'" if want else ""
         problem = f"torch {got}, the head runs {want}" if got else "torch does not import"
+        if got is None and _has_onnxruntime(transport, board):
+            problem = "no torch: a torch-free board (it runs onnxruntime); for eager"
+            return Step("torch", SKIPPED, f"{problem}, {how}".rstrip(", "))
         return Step("torch", FAILED, f"{problem}; {how}".rstrip("; "))
 
     return _guard("torch", task)
+
+
+def _has_onnxruntime(transport: Transport, board: Any) -> bool:
+    found = transport.run(
+        [board.python, "-c", "import importlib.util as u; print(u.find_spec('onnxruntime'))"],
+        timeout=deploy.COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    return found.exit_code == 0 and found.stdout.strip() not in ("", "None")
+
+
+_NATIVE_BUILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from farm.engine import native
+why = native.wheel()
+if isinstance(why, str):
+    print(json.dumps({"status": "skipped", "detail": why})); sys.exit()
+try:
+    path, built = native.build()
+except native.NativeError as e:
+    skip = str(e).startswith("no C++ compiler")
+    print(json.dumps({"status": "skipped" if skip else "failed", "detail": str(e)})); sys.exit()
+print(json.dumps({"status": "changed" if built else "ok", "detail": str(path)}))
+"""
+
+
+def _native(transport: Transport, board: Any, engine: Path) -> Step:
+    """Build the ExecuTorch C++ runner on the board, from the deployed engine's source."""
+
+    def task() -> Step:
+        zip_path = deploy.remote_path(transport, board, engine)
+        result = transport.run(
+            [board.python, "-c", _NATIVE_BUILD, zip_path],
+            timeout=deploy.COMMAND_TIMEOUT_S + 600,  # a compile on a slow board
+            check=False,
+        )
+        try:
+            said = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            return Step("native", FAILED, f"the runner build did not finish: {tail}")
+        return Step("native", said["status"], said["detail"])
+
+    return _guard("native", task)
 
 
 def _cache(transport: Transport, board: Any) -> Step:
@@ -226,6 +298,7 @@ def _facts(transport: Transport, board: Any, facts_dir: Path, host_key: str | No
             facts["host_key"] = host_key
         summary = f"{facts['cpu_model']}, {facts['cpus']} cores, {facts['memory_total_mb']} MB"
         summary += f", governor {facts['governor'] or 'n/a'}"
+        summary += f", runs {', '.join(facts['runtimes']) or 'no runtime'}"
         if facts == old:
             return Step("facts", OK, summary)
         facts_dir.mkdir(parents=True, exist_ok=True)

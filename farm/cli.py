@@ -272,7 +272,11 @@ def submit(
         raise UserError("--detach needs a running head (--address or RAY_ADDRESS): nothing started")
     # everything the files say is checked before any head is contacted or started
     inv = _load_inventory(inventory)
-    job = spec.load_job(job_file, inventory=inv, known_models=zoo.names())
+    from farm.engine import runtimes  # the registry only: no runtime library is imported
+
+    job = spec.load_job(
+        job_file, inventory=inv, known_models=zoo.names(), known_runtimes=runtimes.names()
+    )
     plan = spec.plan(job, inv)
     if address is None:  # a head elsewhere imports users' modules itself
         _check_user_modules(job)
@@ -736,7 +740,8 @@ def models_list(fmt: FormatOpt = Format.table) -> None:
 def inventory_check(
     inventory: InventoryOpt = None, fmt: FormatOpt = Format.table, address: AddressOpt = None
 ) -> None:
-    """Reach every board: host key, python and torch, free disk and memory, engine deployed."""
+    """Reach every board: host key, python and torch, the runtimes it can run, free disk
+    and memory, engine deployed (json: ``unavailable`` says why each other runtime is not)."""
     from farm import client
 
     inv = _load_inventory(inventory)
@@ -751,14 +756,16 @@ def inventory_check(
             c.host_key,
             p.python if p else None,
             p.torch if p else None,
+            (", ".join(p.runtimes) or "none" if table else p.runtimes) if p else None,
+            *([] if table else [p.unavailable if p else None]),
             (f"{p.disk_free_mb / 1024:.1f}" if table else p.disk_free_mb / 1024) if p else None,
             (f"{p.memory_available_mb:.0f}" if table else p.memory_available_mb)
             if p and p.memory_available_mb is not None else None,
             ("yes" if c.engine_deployed else "no") if table else c.engine_deployed,
         ])  # fmt: skip
     _emit(
-        ["board", "reachable", "host key", "python", "torch", "disk free GB", "mem avail MB",
-         "engine"],
+        ["board", "reachable", "host key", "python", "torch", "runtimes",
+         *([] if table else ["unavailable"]), "disk free GB", "mem avail MB", "engine"],
         rows, fmt,
     )  # fmt: skip
     for c in checks:

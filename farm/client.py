@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from farm.errors import UserError
-from farm.store import JobProgress, Store
+from farm.store import SCHEMA_VERSION, JobProgress, StoreReader, default_db_path, file, open_reader
 from farm.store.read import Reader
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class RemoteReader:
 class Head:
     """A farm head, embedded in this process or attached to a running one."""
 
-    def __init__(self, actor: Any, *, address: str | None, store: Store | None):
+    def __init__(self, actor: Any, *, address: str | None, store: StoreReader | None):
         self._actor = actor
         self.address = address
         self._store = store
@@ -63,12 +63,16 @@ class Head:
         from farm.scheduler.actors import SchedulerActor
 
         cluster.init_embedded()
-        store = Store(db)  # the scheduler's writer lives in the actor; this one reads
+        path = Path(db).expanduser() if db else default_db_path()
+        file.inspect(path, SCHEMA_VERSION)  # a store that cannot be trusted: refused here
         actor = SchedulerActor.remote(
-            str(store.path), placed=False, resume=False, cache_dir=cache_dir,
+            str(path), placed=False, resume=False, cache_dir=cache_dir,
             options=options or None,
         )  # fmt: skip
-        return cls(actor, address=None, store=store)
+        head = cls(actor, address=None, store=None)
+        head.info()  # the actor's writer has created (or migrated) the file...
+        head._store = open_reader(path)  # ...which this process only reads
+        return head
 
     @classmethod
     def attach(cls, address: str) -> Head:
@@ -144,7 +148,7 @@ class Head:
 def reader(address: str | None, db: Path | None) -> Reader:
     """Where to read results: the store file (no Ray) or, with an address, the head."""
     if address is None:
-        return Store(db, readonly=True)
+        return open_reader(db)
     return Head.attach(address).reader
 
 

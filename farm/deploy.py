@@ -50,6 +50,9 @@ package sits beside the artifacts, where the engine looks for it."""
 
 COMMAND_TIMEOUT_S = 120.0
 _TMP = ".tmp-"
+ENGINE_SUFFIXES = (".py", ".cpp")
+"""What the engine zip carries from farm/engine and its sub-packages (the runtimes, the
+ExecuTorch C++ runner's source, built on the board)."""
 _MAIN = b"from farm.engine.__main__ import main\n\nmain()\n"
 
 
@@ -105,8 +108,9 @@ def build_engine_zip(out_dir: str | Path) -> Path:
     """
     package = Path(farm.__file__).parent
     sources = {"farm/__init__.py": (package / "__init__.py").read_bytes(), "__main__.py": _MAIN}
-    for py in sorted((package / "engine").glob("*.py")):
-        sources[f"farm/engine/{py.name}"] = py.read_bytes()
+    for path in sorted((package / "engine").rglob("*")):
+        if path.suffix in ENGINE_SUFFIXES and "__pycache__" not in path.parts:
+            sources[path.relative_to(package.parent).as_posix()] = path.read_bytes()
     data = files.zip_bytes(sorted(sources.items()), compression=zipfile.ZIP_DEFLATED)
     return files.store(data, out_dir, ".zip")
 
@@ -260,6 +264,8 @@ class BoardProbe(BaseModel):
 
     python: str
     torch: str | None
+    runtimes: list[str] = []  # what the board can run: eager, onnxruntime, executorch, ...
+    unavailable: dict[str, str] = {}  # every other runtime, and why not
     machine: str
     cpus: int | None
     cpu_model: str | None
@@ -270,8 +276,9 @@ class BoardProbe(BaseModel):
 
 
 def probe(transport: Transport, board: Any) -> BoardProbe:
-    """The board's python and torch versions, CPU (model, count, frequency governor),
-    memory (total and available) and free disk at the cache."""
+    """The board's python and torch versions, the runtimes it can run (import checks,
+    the ExecuTorch C++ runner built), CPU (model, count, frequency governor), memory
+    (total and available) and free disk at the cache."""
     result = transport.run(
         [board.python, "-c", _PROBE, cache_root(transport, board)], timeout=COMMAND_TIMEOUT_S
     )

@@ -39,6 +39,8 @@ class Latency(_Open):
     ci95_low_ms: float | None = None
     ci95_high_ms: float | None = None
     median_ms: float
+    median_ci95_low_ms: float | None = None  # order statistics (farm.engine.stats.median_ci95)
+    median_ci95_high_ms: float | None = None
     p90_ms: float | None = None
     p99_ms: float | None = None
     min_ms: float | None = None

@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-pytest_plugins: list[str] = ["testbed_fixtures"]
+pytest_plugins: list[str] = ["testbed_fixtures", "runtime_fixtures"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,7 +69,7 @@ def pytest_collection_modifyitems(config, items):
     shared: set[str] = set()
     for item in items:
         defs = getattr(item, "_fixtureinfo", None)
-        for fixturedefs in (defs.name2fixturedefs.values() if defs else ()):
+        for fixturedefs in defs.name2fixturedefs.values() if defs else ():
             if any(d.scope == "module" for d in fixturedefs):
                 shared.add(item.module.__name__)
     for item in items:

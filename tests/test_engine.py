@@ -528,13 +528,12 @@ def test_stdout_carries_only_the_protocol():
 
 
 def test_zip_engine_behaves_like_the_module(artifacts, tmp_path):
-    # the shape farm.deploy ships: farm/__init__.py, farm/engine/*.py, a top-level __main__.py
-    bundle = tmp_path / "engine.zip"
-    with zipfile.ZipFile(bundle, "w") as zf:
-        zf.write(ROOT / "farm" / "__init__.py", "farm/__init__.py")
-        for source in sorted((ROOT / "farm" / "engine").glob("*.py")):
-            zf.write(source, f"farm/engine/{source.name}")
-        zf.writestr("__main__.py", "from farm.engine.__main__ import main\nmain()\n")
+    # what farm.deploy ships: farm/__init__.py, farm/engine/**/*.py, a top-level __main__.py
+    from farm import deploy
+
+    bundle = deploy.build_engine_zip(tmp_path / "zip")
+    names = zipfile.ZipFile(bundle).namelist()
+    assert "farm/engine/runtimes/ort.py" in names and "__main__.py" in names
     request = {"artifact": artifacts["svhn"], "iterations": 5, "warmup": 1, "layers": False}
     proc = subprocess.run(
         [sys.executable, str(bundle), "run"],
@@ -660,3 +659,41 @@ def test_a_program_is_timed_as_exported_and_its_layer_pass_times_the_same_graph(
     assert r["layer_pass"]["attribution"] == "graph nodes"
     assert [row["type"] for row in r["layers"]] == ["Linear", "ReLU", "Linear", "Graph"]
     assert [row["kind"] for row in r["layers"]] == ["linear", "nonlinear", "linear", "graph"]
+
+
+def test_warm_engine_peak_rss_is_each_models_own(artifacts, tmp_path):
+    """AlexNet then kws in one warm engine (one model cache): kws's peak RSS is its own,
+    not the high-water mark AlexNet's 233 MB of parameters left in the process."""
+    from farm import zoo
+
+    alexnet = str(zoo.export("alexnet", cache_dir=tmp_path).path)
+    cache = ModelCache(capacity=2)  # the serving engine's default: room for both models
+    peaks = {}
+    for name, path in (("kws-cold", artifacts["kws"]), ("alexnet", alexnet),
+                       ("kws", artifacts["kws"])):  # fmt: skip
+        request = {"artifact": path, "iterations": 3, "warmup": 1, "layers": False,
+                   "threads": 1, "memory": True}  # fmt: skip
+        r = run_task(parse_request(request), cache)
+        assert r["status"] == "ok", r["error"]
+        assert r["memory"]["hwm_reset"] is True
+        assert not [w for w in r["warnings"] if "high-water" in w]
+        peaks[name] = r["memory"]["peak_rss_mb"]
+    params_mb = 60_965_224 * 4 / memory.MB
+    assert peaks["alexnet"] > peaks["kws-cold"] + params_mb * 0.9
+    assert peaks["kws"] < peaks["alexnet"] - params_mb * 0.9  # AlexNet no longer resident
+    assert peaks["kws"] < peaks["kws-cold"] + 50  # what kws alone reads, within allocator slack
+
+
+def test_a_peak_that_cannot_be_reset_says_so(monkeypatch):
+    """Where /proc/self/clear_refs cannot be written the result carries the reason."""
+    real_write = memory.Path.write_text
+
+    def refuse(self, *args, **kw):
+        if str(self) == "/proc/self/clear_refs":
+            raise PermissionError(13, "Permission denied")
+        return real_write(self, *args, **kw)
+
+    monkeypatch.setattr(memory.Path, "write_text", refuse)
+    r = run(iterations=5, layers=False, memory=True)
+    assert r["status"] == "ok" and r["memory"]["hwm_reset"] is False
+    assert any("not this model's own" in w and "Permission denied" in w for w in r["warnings"])

@@ -92,3 +92,13 @@ def test_summary_invariants(xs):
     assert s["ci95_low_ms"] <= s["mean_ms"] <= s["ci95_high_ms"]
     assert s["min_ms"] <= s["q1_ms"] <= s["median_ms"] <= s["q3_ms"] <= s["p90_ms"] <= s["max_ms"]
     assert 0 <= s["outliers"] < len(xs)
+
+
+def test_median_ci_is_the_order_statistics_either_side():
+    from farm.engine.stats import median_ci95
+
+    xs = [float(i) for i in range(1, 101)]  # ranks 50 -/+ 9.8 (and one): 40 and 61
+    assert median_ci95(xs) == (40.0, 61.0)
+    assert median_ci95(xs[:9]) == (None, None)  # too few samples for a useful interval
+    s = stats.summarize(xs)
+    assert s["median_ci95_low_ms"] <= s["median_ms"] <= s["median_ci95_high_ms"]

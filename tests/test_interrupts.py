@@ -2,8 +2,8 @@
 
 An embedded ``farm submit`` is its job's head. Interrupted (SIGINT, as Ctrl-C
 sends it), it cancels its job, stops the engines and exits 130. Killed outright,
-it can say nothing: the next farm that opens the store for writing finds the
-dead owner, marks the job interrupted, and ``farm resume`` runs what is left.
+it can say nothing: the next farm's scheduler, starting, finds the dead owner,
+marks the job interrupted, and ``farm resume`` runs what is left.
 """
 
 from __future__ import annotations
@@ -13,13 +13,16 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 import yaml
 
+from farm.owner import Owner
+from farm.scheduler.core import Scheduler
 from farm.states import JobState, TaskState
-from farm.store import Store
+from farm.store import Store, open_writer
 from farm.testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -98,15 +101,14 @@ def test_a_killed_farms_job_is_marked_interrupted_and_resumes(make_testbed, tmp_
     before = Store(tmp_path / "farm.db", readonly=True)
     assert before.job(job_id).state is JobState.RUNNING  # as it was left
     assert before.job(job_id).owner["pid"] == farm.pid
-
-    def reopened_state() -> bool:
-        writer = Store(tmp_path / "farm.db")  # the next farm that opens the store
-        state = writer.job(job_id).state
-        writer.close()
-        return state is JobState.INTERRUPTED
-
-    # the killed farm's Ray processes go with it, and then its job is interrupted
-    wait_for(reopened_state, 60, "the killed farm's job to be marked interrupted", 0.5)
+    # the killed farm's Ray processes go with it...
+    owner = Owner.from_dict(before.job(job_id).owner)
+    wait_for(lambda: owner.alive() is False, 60, "the killed farm to be gone", 0.5)
+    # ...and the next farm's scheduler, starting, marks its job interrupted
+    writer = open_writer(tmp_path / "farm.db")
+    Scheduler(writer, lambda station, payload: Future(), resume=False).stop()
+    writer.close()
+    assert Store(tmp_path / "farm.db", readonly=True).job(job_id).state is JobState.INTERRUPTED
     counts = Store(tmp_path / "farm.db", readonly=True).counts(job_id)
     assert TaskState.RUNNING not in counts and TaskState.DEPLOYING not in counts
     resumed = _farm(tmp_path, "resume", job_id)

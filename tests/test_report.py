@@ -8,13 +8,17 @@ the store's own rows.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+import shutil
+import sqlite3
 import struct
 import subprocess
 import tempfile
 import textwrap
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,11 +27,16 @@ from matplotlib.image import imread
 
 from farm import spec
 from farm.errors import SpecError
-from farm.report import build, cells, figures, findings, paper, study
+from farm.report import build, cells, compare, figures, markdown, paper, study, vocabulary
 from farm.result import EngineResult
 from farm.states import JobState, TaskState
 from farm.store import Cell as StoredCell
 from farm.store import JobRecord, Store, TaskRecord
+
+DATA = Path(__file__).parent / "data"
+PAPER_IDS = {"tegra-cpu": "tegra-k1-cpu", "tegra-gpu": "tegra-k1-gpu",
+             "snapdragon-cpu": "snapdragon-800-cpu", "snapdragon-dsp": "snapdragon-800-dsp",
+             "edison-cpu": "edison-cpu"}  # the transcription's processor names: the inventory's  # fmt: skip
 
 JOB = """\
 version: 1
@@ -107,7 +116,7 @@ def test_files_hold_every_cell_of_the_store(bench, store):
     assert len(rows) == 8  # kws × 3 activations + svhn, on local's cpu and tiny
     out = bench["out"]
     names = {p.name for p in out.iterdir()}
-    assert {"report.md", "report.html", "cells.csv", "cells.json"} <= names
+    assert {"report.md", "report.html", "cells.csv", "cells.json", "layers.csv"} <= names
     assert {f"{n}.png" for n in figures.SIZES} <= names
 
     data = json.loads((out / "cells.json").read_text())
@@ -128,6 +137,24 @@ def test_files_hold_every_cell_of_the_store(bench, store):
     csv_lines = (out / "cells.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + len(rows)
     assert csv_lines[0].startswith("task,model,board,processor,variant,state")
+    with (out / "cells.csv").open() as f:
+        table = list(csv.DictReader(f))
+    for col in ("zoo", "options", "params", "input_shape", "warnings", "busy", "median_ci95_lo_ms"):
+        assert col in table[0], col
+    svhn = next(r for r in table if r["model"] == "svhn" and r["processor"] == "cpu")
+    assert (svhn["zoo"], svhn["params"], svhn["input_shape"]) == ("svhn", "313546", "1×3×32×32")
+    for r in table:
+        stored = by_task[r["task"]]
+        assert r["warnings"] == ("; ".join(stored["warnings"]) if stored["warnings"] else "")
+
+    with (out / "layers.csv").open() as f:
+        layer_rows = list(csv.DictReader(f))
+    for row in rows:
+        stored_layers = store.layers(row["id"])
+        mine = [r for r in layer_rows if r["task"] == row["id"]]
+        assert [int(r["number"]) for r in mine] == [x.index + 1 for x in stored_layers]
+        assert [r["name"] for r in mine] == [x.name for x in stored_layers]
+        assert mine == [] or mine[0]["number"] == "1"  # numbered from 1, as the study does
 
 
 def test_tables_show_the_stores_numbers_and_reasons(bench, store):
@@ -137,56 +164,195 @@ def test_tables_show_the_stores_numbers_and_reasons(bench, store):
         for r in results(store, bench["jobs"][1])
     }
 
-    table3 = {r["model"]: r for r in md_table(text, "Table 3:")}
-    assert set(table3) == {"kws", "svhn"}
-    assert set(table3["kws"]) == {"model", "local/cpu", "local/tiny"}
+    table3 = {(r["model"], r["board/processor"]): r for r in md_table(text, "Table 3:")}
+    assert {m for m, _ in table3} == {"kws", "svhn"}
     kws = rows[("kws", "local", "cpu", "relu")]["result"]["latency"]
-    assert table3["kws"]["local/cpu"] == f"{kws['mean_ms']:.3f}"
+    headline = table3[("kws", "local/cpu")]["median [95% CI]"]
+    assert headline.split(" ⚠")[0] == (
+        f"{kws['median_ms']:.3f} [{kws['median_ci95_low_ms']:.3f}, {kws['median_ci95_high_ms']:.3f}]"
+    )
+    assert table3[("kws", "local/cpu")]["mean"] == f"{kws['mean_ms']:.3f}"
+    assert table3[("kws", "local/cpu")]["study's model"] == "Deep KWS"
+    assert table3[("kws", "local/cpu")]["stands for"] == "Edison CPU"
     tiny = rows[("svhn", "local", "tiny", None)]
     assert tiny["state"] == "does-not-fit"
-    assert table3["svhn"]["local/tiny"].startswith("- (does not fit: needs ")
-    assert table3["svhn"]["local/tiny"].endswith("has 1 MB)")
-    table2 = {r["model"]: r for r in md_table(text, "Table 2:")}
-    assert table2["kws"]["local/cpu"] == "- (no power monitor on this board)"
+    cell = table3[("svhn", "local/tiny")]["median [95% CI]"]
+    assert cell.startswith("- (does not fit: needs ") and "has 1 MB)" in cell
+    table2 = {(r["model"], r["board/processor"]): r for r in md_table(text, "Table 2:")}
+    assert table2[("kws", "local/cpu")]["mean [95% CI]"].startswith(
+        "- (no power monitor on this board)"
+    )
 
     ci = md_table(text, "Detail: 95% confidence intervals")
     kws_ci = next(r for r in ci if r["model"] == "kws" and r["activation"] == "relu"
                   and r["board/processor"] == "local/cpu")  # fmt: skip
-    assert kws_ci["95% CI low"] == f"{kws['ci95_low_ms']:.3f}"
+    assert kws_ci["95% CI low"] == f"{kws['median_ci95_low_ms']:.3f}"
+    assert kws_ci["mean"] == f"{kws['mean_ms']:.3f}"
     assert kws_ci["n"] == "30"
 
     table7 = {(r["model"], r["board/processor"]): r for r in md_table(text, "Table 7:")}
     for activation in study.ACTIVATIONS:
-        share = rows[("kws", "local", "cpu", activation)]["result"]["layer_pass"]["nonlinear_share"]
-        assert table7[("kws", "local/cpu")][activation] == f"{share:.1%}"
+        task = rows[("kws", "local", "cpu", activation)]["id"]
+        layers = [asdict(r) for r in store.layers(task)]
+        share = vocabulary.activation_share(layers)
+        acts = [r for r in layers if r["type"] in vocabulary.MODULES["non-linear"]]
+        assert share == pytest.approx(
+            sum(r["time_ms"] for r in acts) / sum(r["time_ms"] for r in layers[:-1])
+        )  # the activation layers only, over the layers (the graph row apart)
+        assert table7[("kws", "local/cpu")][activation].split(" ⚠")[0] == f"{share:.1%}"
+    study7 = {a: table7[("kws", "local/cpu")][f"study: {a}"] for a in study.ACTIVATIONS}
+    assert study7 == {"sigmoid": "6.3%", "tanh": "0.4%", "relu": "0.2%"}  # the study's Table 7
 
     table5 = md_table(text, "Table 5:")  # svhn is the sweep's only CNN
     svhn_layers = store.layers(rows[("svhn", "local", "cpu", None)]["id"])
-    assert [r["layer"] for r in table5] == [r.name for r in svhn_layers]
-    groups = [r["group"] for r in table5]
+    named = [r for r in table5 if r["#"] != "-"]
+    assert [r["layer"] for r in named] == [r.name for r in svhn_layers[:-1]]
+    assert [r["#"] for r in named] == [str(i) for i in range(1, len(named) + 1)]
+    assert table5[-1]["layer"] == "(graph)" and table5[-1]["group"] == "-"
+    groups = [r["group"] for r in named]
     first_fc = next(i for i, r in enumerate(svhn_layers) if r.type == "Linear")
     assert groups == ["feature extraction"] * first_fc + ["classification"] * (
         len(groups) - first_fc
     )
+    assert all(r["study #"] == "" for r in table5)  # the study's Table 5 is AlexNet's
     table6 = md_table(text, "Table 6:")  # and kws its DNN
-    assert [r["type"] for r in table6] == [
-        r.type for r in store.layers(rows[("kws", "local", "cpu", "relu")]["id"])
-    ]
-
-    beside = md_table(text, "Beside the study")
-    assert {r["study's processor"] for r in beside} == {"Edison CPU"}
-    assert all(r["board/processor"] == "local/cpu" for r in beside)
+    kws_layers = store.layers(rows[("kws", "local", "cpu", "relu")]["id"])
+    assert [r["PyTorch type"] for r in table6 if r["#"] != "-"] == [r.type for r in kws_layers[:-1]]
+    assert {r["group"] for r in table6} <= {"classification", "-"}
+    assert "A DNN has no feature extraction" in text and "feature extraction: 0.0%" not in text
 
     against = md_table(text, "Change from")
     kws_change = next(r for r in against if r["model"] == "kws" and r["activation"] == "relu"
                       and r["board/processor"] == "local/cpu")  # fmt: skip
     before = results(store, bench["jobs"][0])
     old = next(r for r in before if r["model"] == "kws" and r["processor"] == "cpu"
-               and r["variant"]["activation"] == "relu")["result"]["latency"]["mean_ms"]  # fmt: skip
-    change = (kws["mean_ms"] - old) / old
+               and r["variant"]["activation"] == "relu")["result"]["latency"]["median_ms"]  # fmt: skip
+    change = (kws["median_ms"] - old) / old
     assert kws_change["time change"].split()[0] == f"{change:+.1%}"
+    # the note renders as text, not as broken emphasis (`** B's mean ...*`)
+    assert "\n† B's value lies outside A's 95% confidence interval." in text
+    assert not [line for line in text.splitlines() if line.startswith(("** ", "*†", "*\\*"))]
 
     assert "## Provenance" in text and "2.13" in text  # the torch version from the results' env
+    assert not re.search(r"\d\.\d+e\+\d", text)  # freq_mhz and friends as plain numbers
+
+
+def test_the_studys_columns_hold_the_shared_values(bench, store):
+    """Every study column of Tables 3 and 7 holds the value of the study's tables as
+    transcribed from the paper (tests/data/lane2015-tables.json), and its ratio."""
+    shared = json.loads((DATA / "lane2015-tables.json").read_text())
+    text = (bench["out"] / "report.md").read_text()
+    table3 = {(r["model"], r["board/processor"]): r for r in md_table(text, "Table 3:")}
+    ref = paper.reference()
+    sweep = cells.load(store, bench["jobs"][1], spec.load_inventory(bench["inv"]))
+    for model in ("kws", "svhn"):
+        row = table3[(model, "local/cpu")]
+        median = sweep.cell(model, "local/cpu").time_ms().value
+        for column, value in zip(
+            shared["table3_time_ms"]["columns"],
+            shared["table3_time_ms"]["rows"][model],
+            strict=True,
+        ):
+            label = ref.processor_label(PAPER_IDS[column])
+            got = row[f"study: {label}"]
+            if value is None:
+                assert got.startswith("- (does not run there")
+            else:
+                assert got == f"{value:,.1f} ({median / value:.2g}×)"
+    finding = next(line for line in text.splitlines() if "Table 3 (time): on local/cpu" in line)
+    assert "Deep KWS < SVHN" in finding and "Edison CPU" in finding
+
+
+def test_reference_data_is_the_papers_tables():
+    """data/paper.json holds exactly the transcription of the paper's tables, each value
+    with the table, row and column it was read from; its provenance is the paper's text."""
+    shared = json.loads((DATA / "lane2015-tables.json").read_text())
+    ref = paper.reference()
+    assert "search" not in json.dumps(ref.provenance).lower()
+    assert "paper's text" in ref.provenance["source"]
+    for number, key in (("2", "table2_energy_mj"), ("3", "table3_time_ms"),
+                        ("4", "table4_battery_hours")):  # fmt: skip
+        table = shared[key]
+        for model, values in table["rows"].items():
+            for column, value in zip(table["columns"], values, strict=True):
+                got, where = ref.value(number, model, PAPER_IDS[column])
+                assert got == value, (number, model, column)
+                if value is not None:
+                    assert where.startswith(f"Table {number}, row ") and "column" in where
+    for number, key, model in (("5", "table5_alexnet_layers", "alexnet"),
+                               ("6", "table6_deepear_emotion_layers", "deepear-emotion")):  # fmt: skip
+        rows = ref.layers(number, model)
+        assert [(r["layer"], r["type"], r["params"], r["percent"]) for r in rows] == [
+            tuple(r) for r in shared[key]["rows"]
+        ]
+        assert all(r["where"].startswith(f"Table {number}, row {r['layer']}") for r in rows)
+    for model, values in shared["table7_nonlinear_share_percent"]["rows"].items():
+        key = "deepear-emotion" if model == "deepear" else model
+        for activation, value in zip(study.ACTIVATIONS, values, strict=True):
+            share, where = ref.activation_share(key, activation)
+            assert share == pytest.approx(value / 100) and where.startswith("Table 7, row ")
+    for model, (kind, size, _) in shared["table1_models"]["rows"].items():
+        row = ref.row("1", model)
+        assert (row["type"], row["parameters"]) == (kind, size)
+    report = build.assemble(cells.Sweep(JOB_RECORD, []), ref=ref)  # an empty sweep renders
+    assert [s.title for s in report.sections][:3] == ["Summary", "Beside the study",
+                                                      "Table 1: models"]  # fmt: skip
+    # the limits Figure 5 draws: Section 2's words
+    assert [ref.limit_mb(p)[0] for p in ("snapdragon-800-dsp", "edison-cpu",
+            "snapdragon-800-cpu", "tegra-k1-cpu")] == [8, 1024, 1024, 1.7 * 1024]  # fmt: skip
+
+
+def test_vocabulary_reproduces_the_studys_own_split():
+    """Fed the study's own Table 5 rows, the vocabulary draws the study's line: 94.5% of
+    the time in feature extraction, 5.5% in classification, and 2.3M of 60.9M parameters,
+    3.7% as the study prints it (it truncates; 2,334,080 / 60,965,224 is 3.83%)."""
+    ref = paper.reference()
+    rows = vocabulary.study_rows(ref.layers("5", "alexnet"))
+    assert [vocabulary.study_type(r) for r in rows] == [
+        r["type"] for r in ref.layers("5", "alexnet")
+    ]
+    groups = vocabulary.group(rows)
+    assert groups == ["feature extraction"] * 15 + ["classification"] * 8  # the line: 15 | 16
+    split = vocabulary.split(rows)
+    assert f"{split['feature extraction'][0]:.1%}" == "94.5%"
+    assert f"{split['classification'][0]:.1%}" == "5.5%"
+    fe_params = sum(
+        r["params"] for r, g in zip(rows, groups, strict=True) if g == "feature extraction"
+    )
+    total = sum(r["params"] for r in rows)
+    assert (fe_params, total) == (2_334_080, 60_965_224)
+    assert split["feature extraction"][1] == pytest.approx(fe_params / total)
+    millions = vocabulary.truncated(fe_params / 1e6), vocabulary.truncated(total / 1e6)
+    assert millions == (2.3, 60.9)
+    assert vocabulary.truncated(100 * millions[0] / millions[1]) == 3.7
+    # Table 6, a DNN: no feature extraction, every layer classifies
+    dnn = vocabulary.study_rows(ref.layers("6", "deepear-emotion"))
+    assert set(vocabulary.group(dnn)) == {"classification"}
+    assert "feature extraction" not in vocabulary.split(dnn)
+
+
+def test_vocabulary_maps_modules_and_operation_kinds():
+    st = vocabulary.study_type
+    assert st({"type": "Conv2d"}) == "convolution" and st({"type": "Linear"}) == "feed-forward"
+    assert st({"type": "LocalResponseNorm"}) == "normalization"  # not non-linear (Table 7)
+    assert st({"type": "Softmax"}) == "softmax" and st({"type": "ReLU"}) == "non-linear"
+    assert st({"type": "MaxPool2d"}) == "pooling" and st({"type": "Dropout"}) == "dropout"
+    assert st({"type": "Flatten"}) is None
+    # a user's model's exported-graph rows: the kind of operation, the owner's type
+    assert st({"type": "MyBlock", "kind": "conv"}) == "convolution"
+    assert st({"type": "MyBlock", "kind": "linear"}) == "feed-forward"
+    assert st({"type": "MyBlock", "kind": "nonlinear"}) == "non-linear"
+    assert st({"type": "Softmax", "kind": "nonlinear"}) == "softmax"
+    assert st({"type": "MyBlock", "kind": "norm"}) == "normalization"
+    assert st({"type": "MyAttention", "kind": "attention"}) is None
+    assert set(vocabulary.KINDS) == {"nonlinear", "attention", "linear", "matmul", "conv",
+                                     "norm", "pooling", "dropout", "layout", "reduction",
+                                     "elementwise", "other", "graph"}  # fmt: skip
+    graph = {"name": "(graph)", "type": "Graph", "time_ms": 5.0, "params": 0}
+    rows = [{"name": "fc", "type": "Linear", "time_ms": 1.0, "params": 10},
+            {"name": "act", "type": "Tanh", "time_ms": 1.0, "params": 0}, graph]  # fmt: skip
+    assert vocabulary.group(rows) == ["classification", "classification", None]
+    assert vocabulary.activation_share(rows) == 0.5  # the graph row is no layer
 
 
 def test_figures_are_pngs_of_the_promised_size_with_content(bench):
@@ -211,7 +377,7 @@ def test_html_is_self_contained(bench):
     for banned in ("<script", "<link", "@import", "url(", "<iframe"):
         assert banned not in html.lower()
     assert html.count("data:image/png;base64,") == len(figures.SIZES)
-    assert re.search(r'<td class="num" title="95% CI [^"]+ ms, n=30">', html)
+    assert re.search(r'<td class="num[^"]*" title="95% CI [^"]+ ms, n=30">', html)
     assert '<tr class="line"><td class="num">' in html  # the study's line in Table 5
 
 
@@ -234,55 +400,83 @@ def test_html_renders_in_headless_chromium(bench):
 def test_terminal_report_and_bad_job(bench):
     proc = farm("report", bench["jobs"][1], "-i", str(bench["inv"]), env=bench["env"])
     assert proc.returncode == 0, proc.stderr
-    for title in ("Table 1", "Table 3", "Table 5", "Table 7", "Beside the study", "Provenance"):
+    for title in ("Table 1", "Table 3", "Table 5", "Table 7", "Beside the study", "Provenance",
+                  "Deep KWS", "agrees"):  # fmt: skip
         assert title in proc.stdout
     bad = farm("report", "no-such-job", env=bench["env"])
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "no-such-job" in bad.stderr
 
 
-def test_comparison_with_reference_values(bench, store):
-    """The comparison logic, fed a reference with known values. These numbers are a test
-    double, not the study's: the shipped reference data holds none (see data/paper.json)."""
-    sweep = cells.load(store, bench["jobs"][1], spec.load_inventory(bench["inv"]))
-    kws = sweep.cell("kws", "local/cpu")
-    data = json.loads(json.dumps(paper.reference().data))
-    data["tables"]["3"]["values"] = [
-        {
-            "model": "kws",
-            "processor": "edison-cpu",
-            "value": 2 * kws.time_ms().mean,
-            "where": "test",
-        }
-    ]
-    data["tables"]["7"]["values"] = [
-        {"model": "kws", "activation": a, "share": s, "where": "test"}
-        for a, s in (("sigmoid", 0.9), ("tanh", 0.5), ("relu", 0.1))
-    ]
-    ref = paper.Reference(data)
-    beside = {(r[0], r[3]): r for r in study.beside(sweep, ref).rows}
-    assert beside[("kws", "time (ms)")][-1] == "0.50×"
-    assert "not in the reference data" in beside[("kws", "energy (mJ)")][5]
-    said = findings.findings(sweep, ref)
-    assert any("time (ms), farm / study: kws on local/cpu 0.50×" in f.text for f in said)
-    order = next(f for f in said if f.text.startswith("kws on local/cpu: the non-linear"))
-    assert order.agrees is not None and "sigmoid > tanh > relu" in order.text
+def test_a_stored_warning_is_shown_beside_its_cell_everywhere(bench, tmp_path):
+    """A warning set on a stored result appears in report.md (a footnote), report.html (a
+    badge), cells.csv and cells.json (a column), and `farm results` marks the busy cell."""
+    db = tmp_path / "farm.db"
+    shutil.copy(bench["root"] / "farm.db", db)
+    job = bench["jobs"][1]
+    said = ["board busy: load 8.2 on 2 CPUs", "a stored warning for the test"]
+    with sqlite3.connect(db) as con:
+        task = con.execute(
+            "SELECT t.id FROM tasks t JOIN results r ON r.task_id = t.id WHERE t.job_id = ? "
+            "AND t.model = 'svhn' AND t.processor = 'cpu'", (job,)
+        ).fetchone()[0]  # fmt: skip
+        data = json.loads(con.execute("SELECT data FROM results WHERE task_id = ?",
+                                      (task,)).fetchone()[0])  # fmt: skip
+        con.execute("UPDATE results SET data = ? WHERE task_id = ?",
+                    (json.dumps({**data, "warnings": said}), task))  # fmt: skip
+    env = {**bench["env"], "FARM_DB": str(db)}
+    out = tmp_path / "out"
+    proc = farm("report", job, "-i", str(bench["inv"]), "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+
+    text = (out / "report.md").read_text()
+    table3 = {(r["model"], r["board/processor"]): r for r in md_table(text, "Table 3:")}
+    mark = table3[("svhn", "local/cpu")]["median [95% CI]"].split(" ⚠")[1]
+    assert mark.endswith(" busy")  # the busy board, marked in the table itself
+    assert re.search(r"⚠ \d+ of 8 cells were measured on a busy board \(load", text)
+    mark = mark.removesuffix(" busy")
+    block = text.split("**Table 3:", 1)[1].split("**Table 4:", 1)[0]
+    for n, w in zip(mark.split(","), said, strict=True):
+        assert f"⚠{n}: {w}" in block
+    html = (out / "report.html").read_text()
+    assert re.search(r'<span class="badge busy" title="board busy: load 8.2 on 2 CPUs; a stored '
+                     r'warning for the test">busy ⚠[\d,]+</span>', html)  # fmt: skip
+    with (out / "cells.csv").open() as f:
+        row = next(r for r in csv.DictReader(f) if r["task"] == task)
+    assert row["warnings"] == "; ".join(said) and row["busy"] == "True"
+    cell = next(c for c in json.loads((out / "cells.json").read_text())["cells"]
+                if c["task"] == task)  # fmt: skip
+    assert cell["warnings"] == said
+
+    shown = farm("results", job, env={**env, "COLUMNS": "250"})
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if "svhn" in x and "local/cpu" in x)
+    assert "busy" in line
+    assert "board busy: load 8.2 on 2 CPUs" in shown.stdout
 
 
-def test_reference_data_says_where_each_value_comes_from_or_why_not():
-    ref = paper.reference()
-    assert set(ref.data["processors"]) == set(spec.inventory.PaperProcessor.__args__)
-    for number in ("2", "3", "4", "5", "6", "7"):
-        table = ref.table(number)
-        entries = table.get("values", []) + table.get("layers", [])
-        assert entries or table["missing"].strip()
-        assert all(e.get("where") for e in entries), number
-    report = build.assemble(cells.Sweep(JOB_RECORD, []), ref=ref)
-    assert [s.title for s in report.sections][:3] == [
-        "Summary",
-        "Beside the study",
-        "Table 1: models",
-    ]
+def _latency(median: float) -> dict:
+    return {"n": 30, "mean_ms": median * 1.1, "median_ms": median,
+            "median_ci95_low_ms": median * 0.9, "median_ci95_high_ms": median * 1.1}  # fmt: skip
+
+
+def test_against_pairs_cells_by_model_and_effective_options():
+    """kws run with `activation: relu` pairs with kws run with no variant (ReLU is the
+    default); the change is of medians, marked where B lies outside A's CI."""
+    env = {"model": {"zoo": "kws", "activation": "relu", "options": {}}}
+    named = _stored("b", TaskState.DONE, {"status": "ok", "env": env, "latency": _latency(2.0)},
+                    variant={"activation": "relu"})  # fmt: skip
+    plain = _stored("b", TaskState.DONE, {"status": "ok", "env": env, "latency": _latency(1.0)})
+    a = cells.Sweep(JOB_RECORD, [cells.Cell(named)])
+    b = cells.Sweep(JOB_RECORD, [cells.Cell(plain)])
+    view = compare.against(a, b)
+    assert len(view.rows) == 1
+    row = dict(zip(view.columns, view.rows[0], strict=True))
+    assert (row["median time A (ms)"], row["median time B (ms)"]) == ("2.000", "1.000")
+    assert row["time change"] == "+100.0% †"
+    text = "\n".join(markdown.view(view))
+    assert "† B's value lies outside A's 95% confidence interval." in text
+    assert text.count("**") == 2  # the title's bold only
 
 
 def test_inventory_paper_field_is_checked(tmp_path):
@@ -300,11 +494,12 @@ def test_inventory_paper_field_is_checked(tmp_path):
     assert "inv.yaml:5" in str(info.value) and "paper" in str(info.value)
 
 
-def _stored(board: str, state: TaskState, result: dict | None, error: str | None = None):
+def _stored(board: str, state: TaskState, result: dict | None, error: str | None = None,
+            variant: dict | None = None):  # fmt: skip
     task = TaskRecord(
         id=f"j.{board}", job_id="j", index=0, key=board, model="kws", board=board,
-        processor="cpu", variant={}, state=state, attempts=1, error=error, created=0.0,
-        updated=0.0,
+        processor="cpu", variant=variant or {}, state=state, attempts=1, error=error,
+        created=0.0, updated=0.0,
     )  # fmt: skip
     return StoredCell(task, EngineResult.model_validate(result) if result else None)
 
@@ -319,7 +514,7 @@ def test_provenance_and_reasons_from_whatever_a_result_recorded():
     """Results carry different environment keys over farm's versions; the report shows the
     keys that exist and a reason for every missing value, and never fails on a missing key."""
     env = {"torch": "2.13.0", "threads": 2, "engine": "abc123", "governor": "performance",
-           "loadavg_before": [0.5, 0.25, 0.125]}  # fmt: skip
+           "loadavg_before": [0.5, 0.25, 0.125], "freq_mhz": 2596.134}  # fmt: skip
     done = _stored(
         "b", TaskState.DONE,
         {"status": "ok", "env": env, "latency": {"n": 5, "mean_ms": 1.5, "median_ms": 1.4}},
@@ -333,9 +528,11 @@ def test_provenance_and_reasons_from_whatever_a_result_recorded():
     assert (first["governor"], first["loadavg_before"], first["engine"]) == (
         "performance", "0.5/0.25/0.125", "abc123"
     )  # fmt: skip
+    assert first["freq_mhz"] == "2596.134"  # a plain number, not 2.6e+03
     assert second["governor"] == "-" and second["torch"] == "-"
-    table3 = study.metric_table(sweep, "time")
-    assert table3.rows == [["kws", "1.500", "- (failed: boom)"]]
+    table3 = study.metric_table(sweep, "time", paper.reference())
+    assert [r[2:6] for r in table3.rows] == [["b/cpu", "-", "1.400", "1.500"],
+                                             ["c/cpu", "-", "- (failed: boom)", "-"]]  # fmt: skip
 
 
 def test_energy_and_battery_cells():
@@ -347,11 +544,40 @@ def test_energy_and_battery_cells():
     metered = _stored("m", TaskState.DONE, {"status": "ok", "latency": latency, "energy": energy})
     plain = _stored("p", TaskState.DONE, {"status": "ok", "latency": latency})
     sweep = cells.Sweep(JOB_RECORD, [cells.Cell(metered), cells.Cell(plain)])
-    table2 = study.metric_table(sweep, "energy")
-    assert table2.rows == [["kws", "0.489", "- (no power monitor on this board)"]]
-    assert table2.tips[(0, 1)] == "95% CI 0.241 to 0.736 mJ, n=300"
-    assert study.metric_table(sweep, "battery").rows == [
-        ["kws", "9.7", "- (no power monitor on this board)"]
-    ]
-    detail = [r for r in study.ci_detail(sweep).rows if r[3] == "energy (mJ)"]
-    assert detail == [["kws", "m/cpu", "relu", "energy (mJ)", "0.489", "0.241", "0.736", "300"]]
+    ref = paper.reference()
+    table2 = study.metric_table(sweep, "energy", ref)
+    assert [r[4] for r in table2.rows] == ["0.489 [0.241, 0.736]",
+                                           "- (no power monitor on this board)"]  # fmt: skip
+    assert table2.tips[(0, 4)] == "95% CI 0.241 to 0.736 mJ, n=300"
+    assert table2.rows[0][5] == "2.2 (0.22×)"  # the study's Deep KWS on the Tegra CPU: 2.2 mJ
+    assert [r[4] for r in study.metric_table(sweep, "battery", ref).rows] == [
+        "9.7", "- (no power monitor on this board)"
+    ]  # fmt: skip
+    detail = [r for r in study.ci_detail(sweep).rows if r[3] == "mean energy (mJ)"]
+    assert detail == [["kws", "m/cpu", "relu", "mean energy (mJ)", "0.489", "0.241", "0.736",
+                       "0.489", "300"]]  # fmt: skip
+
+
+def test_figures_show_the_studys_models_and_limits(bench, store):
+    """Figure 4 is SVHN (4a) and Deep KWS (4b) as shares of time; Figure 5 draws the limit
+    of the study's processor a board stands for and decides "does not fit" against it."""
+    sweep = cells.load(store, bench["jobs"][1], spec.load_inventory(bench["inv"]))
+    fig = figures.figure4(sweep)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("(a) svhn (CNN)") and titles[1].startswith("(b) kws (DNN)")
+    bars = [p.get_width() for p in fig.axes[1].patches]
+    assert sum(bars) == pytest.approx(100.0)  # shares of the layers' time, in percent
+
+    ref = paper.reference()
+    on_edison = sweep.cell("svhn", "local/cpu")  # local/cpu stands for the Edison CPU
+    assert figures.limit(on_edison, ref) == (1024.0, "the study's Edison CPU: 1 GB")
+    tiny = sweep.cell("svhn", "local/tiny")  # stands for none: its own 1 MB
+    assert figures.limit(tiny, ref) == (1.0, "this board's: 1 MB")
+    assert figures.fits(tiny, 1.0) is False and figures.fits(on_edison, 1024.0) is True
+    env = {"model": {"zoo": "alexnet"}}
+    alexnet = _stored("d", TaskState.DONE, {"status": "ok", "env": env, "latency": _latency(9.0),
+                                            "memory": {"required_mb": 233.0}})  # fmt: skip
+    on_dsp = cells.Cell(alexnet, paper="snapdragon-800-dsp")
+    cap, label = figures.limit(on_dsp, ref)
+    assert (cap, label) == (8.0, "the study's Snapdragon DSP: 8 MB")
+    assert figures.fits(on_dsp, cap) is False  # 233 MB: over the line the panel draws

@@ -12,7 +12,16 @@ import pytest
 from farm.errors import IllegalTransition, SchemaTooNew, UnknownTask
 from farm.result import EngineResult
 from farm.states import BoardHealth, JobState, TaskState
-from farm.store import SCHEMA_VERSION, BoardEvent, CellKey, JobEvent, Store, TaskEvent
+from farm.store import (
+    SCHEMA_VERSION,
+    BoardEvent,
+    CellKey,
+    JobEvent,
+    Store,
+    TaskEvent,
+    open_reader,
+    open_writer,
+)
 from farm.testing.plans import planned_tasks
 
 V1_FILE = Path(__file__).parent / "data" / "farm-v1.db"  # written by farm's schema-1 store
@@ -52,7 +61,7 @@ def test_new_file_has_the_current_schema_in_wal(db_path):
     db = sqlite3.connect(db_path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert version == str(SCHEMA_VERSION) == "4"
+    assert version == str(SCHEMA_VERSION) == "5"
 
 
 def test_newer_schema_is_refused(db_path):
@@ -317,3 +326,54 @@ def test_a_candidate_list_is_stored_once_per_job_and_read_back_shared(db_path):
     with pytest.raises(UnknownTask):
         store.task_spec("j.9")
     store.close()
+
+
+def test_one_writable_store_is_opened_in_farm():
+    """The scheduler's owner opens the one writer; everything else in farm reads."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    writers = []
+
+    def visit(node: ast.AST, path: Path, owner: str) -> None:
+        if isinstance(node, ast.ClassDef):
+            owner = node.name
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", getattr(node.func, "attr", None))
+            readonly = any(
+                k.arg == "readonly" and getattr(k.value, "value", None) is True
+                for k in node.keywords
+            )
+            if name in ("open_writer", "StoreWriter") or (name == "Store" and not readonly):
+                writers.append((str(path.relative_to(root)), owner))
+        for child in ast.iter_child_nodes(node):
+            visit(child, path, owner)
+
+    for path in sorted((root / "farm").rglob("*.py")):
+        if path.parent.name != "store":  # where the types are defined
+            visit(ast.parse(path.read_text()), path, "")
+    assert writers == [("farm/scheduler/actors.py", "SchedulerActor")]
+
+
+def test_a_reader_cannot_write(db_path):
+    Store(db_path).close()  # a writer made the file
+    reader = open_reader(db_path)
+    assert not hasattr(reader, "add_job") and not hasattr(reader, "transition")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader._db.execute("DELETE FROM jobs")
+    reader.close()
+
+
+def test_a_writer_marks_no_orphans_by_opening(db_path, monkeypatch):
+    """Orphans are the scheduler's start-up's to mark (test_interrupts), not any opener's."""
+    store = Store(db_path)
+    store.add_job("j1", "smoke", {"name": "smoke"}, _tasks(1), owner={"host": "x", "pid": 1})
+    store.close()
+    from farm.owner import Owner
+
+    monkeypatch.setattr(Owner, "alive", lambda self: False)
+    again = open_writer(db_path)
+    assert again.job("j1").state is JobState.QUEUED
+    assert again.interrupt_dead_owners() == ["j1"]
+    assert again.job("j1").state is JobState.INTERRUPTED
+    again.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from test_engine import run
 
 from farm.engine import timing
@@ -17,6 +18,7 @@ def _spin(seconds: float) -> None:
         pass
 
 
+@pytest.mark.timing  # CPU time over a quarter of wall time: the spinning thread needs a core
 def test_cpu_time_counts_work_on_other_threads_and_not_waiting():
     """An inference run by a worker thread (as torch's intra-op pool runs it) is billed its
     CPU time; one that waits (a sleep) is billed almost none of its wall time."""

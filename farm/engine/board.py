@@ -156,18 +156,81 @@ def disk_free_mb(path: str) -> float | None:
         return None
 
 
+RUNTIME_MODULES = {
+    "eager": "torch",
+    "onnxruntime": "onnxruntime",
+    "executorch": "executorch.extension.pybindings._portable_lib",
+}
+"""The module each runtime needs on the board (``executorch-native`` needs a built
+runner instead: :func:`native_runner`)."""
+
+
+def _finds(module: str) -> str | None:
+    """None when ``module`` is on the board's Python path, else a one-line reason.
+
+    Found, not imported: importing torch or ExecuTorch takes 2-20 s, too long for a
+    probe that every ``inventory check`` runs. The engine's runtime imports it and turns
+    a failing import into the task's does-not-fit reason.
+    """
+    import importlib.util
+
+    top = module.split(".")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing or broken
+        found = False
+    if found:
+        return None
+    if top != module and importlib.util.find_spec(top) is not None:
+        return f"{top} in {sys.executable} lacks {module}"
+    return f"{top} is not installed in {sys.executable}"
+
+
+def native_runner(cache: str) -> str | None:
+    """None when ``<cache>/native`` holds an ExecuTorch C++ runner built for the
+    executorch installed here (``farm.engine.native``'s ``runner-<key>.json``), else why not."""
+    from importlib.metadata import version
+
+    try:
+        installed = version("executorch")
+    except Exception:
+        return f"executorch is not installed in {sys.executable} (the runner links its wheel)"
+    folder = Path(os.environ.get("FARM_NATIVE_DIR") or Path(os.path.expanduser(cache)) / "native")
+    for meta in sorted(folder.glob("runner-*.json")):
+        try:
+            built = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        runner = meta.with_suffix("")
+        if built.get("executorch") == installed and os.access(runner, os.X_OK):
+            return None
+    return f"no ExecuTorch C++ runner built in {folder} (`farm board bootstrap` builds one)"
+
+
+def runtimes(cache: str) -> tuple[list[str], dict[str, str]]:
+    """The runtimes this board can run, and for each other one why not."""
+    why = {name: _finds(module) for name, module in RUNTIME_MODULES.items()}
+    why["executorch-native"] = native_runner(cache)
+    able = [name for name, reason in why.items() if reason is None]
+    return able, {name: reason for name, reason in why.items() if reason is not None}
+
+
 def probe(cache: str) -> dict:
     """What a board is, before anything is deployed to it: python and torch versions
-    (torch's by its metadata, not imported), CPU, memory and free disk at the cache."""
+    (torch's by its metadata), the runtimes it can run, CPU, memory and free disk at
+    the cache."""
     try:
         from importlib.metadata import version
 
         torch = version("torch")
     except Exception:
         torch = None
+    able, unavailable = runtimes(cache)
     return {
         "python": platform.python_version(),
         "torch": torch,
+        "runtimes": able,
+        "unavailable": unavailable,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "cpu_model": cpu_model(),

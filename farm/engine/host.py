@@ -15,8 +15,8 @@ import platform
 import socket
 import sys
 import time
-
-import torch
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import farm
 from farm.engine import board, memory, process
@@ -24,6 +24,8 @@ from farm.engine import board, memory, process
 
 def apply_threads(threads: int | None) -> int:
     """Set torch's intra-op threads (None: one per usable CPU); return the count in force."""
+    import torch
+
     torch.set_num_threads(threads or process.usable_cpus())
     return torch.get_num_threads()
 
@@ -35,6 +37,8 @@ def apply_interop_threads(threads: int | None) -> int:
     change it only before its first task: asking for another count afterwards
     is an error, never silently ignored.
     """
+    import torch
+
     if threads is not None and threads != torch.get_num_interop_threads():
         try:
             torch.set_num_interop_threads(threads)
@@ -52,22 +56,41 @@ def engine_version() -> str:
     Read through importlib.resources so it works inside the shipped zip too.
     """
     digest = hashlib.sha256()
-    package = importlib.resources.files("farm.engine")
-    for entry in sorted(package.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".py"):
-            digest.update(entry.name.encode())
-            digest.update(entry.read_bytes())
+
+    def add(folder: Any, prefix: str) -> None:
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".py"):
+                digest.update(f"{prefix}{entry.name}".encode())
+                digest.update(entry.read_bytes())
+            elif entry.is_dir() and entry.name != "__pycache__":
+                add(entry, f"{prefix}{entry.name}/")  # the runtimes/ subpackage
+
+    add(importlib.resources.files("farm.engine"), "")
     return f"{farm.__version__}+{digest.hexdigest()[:12]}"
 
 
 _ENGINE_VERSION = engine_version()
 
 
+def _torch_version() -> str | None:
+    """torch's version by its metadata: a task that does not use torch does not import it
+    (its memory would count against the runtime measured), and a board may have none."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.__version__
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return None
+
+
 def describe() -> dict:
-    """Facts that explain a measurement: versions, CPU, torch back ends."""
+    """Facts that explain a measurement: versions, CPU, torch back ends (when torch is
+    imported: a runtime without torch never imports it here)."""
+    torch = sys.modules.get("torch")
     info = {
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": _torch_version(),
         "engine": _ENGINE_VERSION,
         "machine": platform.machine(),
         "system": platform.system(),
@@ -75,11 +98,11 @@ def describe() -> dict:
         "pid": os.getpid(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": process.usable_cpus(),
-        "mkldnn": torch.backends.mkldnn.is_available(),
-        "cuda": torch.cuda.is_available(),
+        "mkldnn": torch.backends.mkldnn.is_available() if torch else None,
+        "cuda": torch.cuda.is_available() if torch else None,
         "clock": time.get_clock_info("monotonic").implementation,
     }
-    if torch.cuda.is_available():
+    if torch is not None and torch.cuda.is_available():
         info["cuda_devices"] = [
             torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
         ]

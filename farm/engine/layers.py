@@ -53,23 +53,11 @@ from typing import Any
 import torch
 
 from farm.engine import stats
+from farm.engine.layertypes import GRAPH_ROW, NONLINEAR, SUM_TOLERANCE
 from farm.engine.markers import LAYER_BEGIN, LAYER_END, Markers
 from farm.engine.timing import SAME_CLOCK
 
-# Layers that apply a non-linear function elementwise or across a window
-# (what the paper's Table 7 counts as "non-linear" work).
-NONLINEAR = frozenset(
-    {
-        "ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU",
-        "SiLU", "Mish", "Sigmoid", "Hardsigmoid", "LogSigmoid", "Tanh", "Hardtanh",
-        "Hardswish", "Softplus", "Softsign", "Tanhshrink", "Threshold", "Softmax",
-        "Softmax2d", "LogSoftmax", "Softmin", "LocalResponseNorm", "CrossMapLRN2d",
-    }
-)  # fmt: skip
-
 CALIBRATION_CALLS = 2000
-GRAPH_ROW = "(graph)"
-SUM_TOLERANCE = 0.05  # a layer sum further than this from the whole forward is flagged
 
 
 @dataclass

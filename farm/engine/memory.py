@@ -12,26 +12,40 @@ What hooks cannot see (temporary buffers inside an operator, tensors built by
 functional code between modules) shows up in the measured peak RSS instead,
 read from the kernel's high-water mark (``VmHWM``).
 
+That mark is the process's, so in a warm engine it would keep the largest past
+task's peak (an SVHN after an AlexNet would read AlexNet's). ``start_own_peak``
+makes it this task's own before each task: it lets go of what earlier tasks
+left resident (other models in the engine's cache, garbage, heap pages the
+allocator kept), then resets the mark; where it cannot, it says why, and the
+runner passes that on as a warning.
+
 Sizes are in MiB, written "MB" like ``memory_mb`` in the inventory and like the
 kernel's "kB" in /proc/meminfo.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from farm.engine.board import kb_field
 
 MB = 1 << 20
 
+if TYPE_CHECKING:  # torch is imported where it is used: a runtime without torch reads RSS here
+    import torch
+
 
 def tensors_in(value: Any) -> list[torch.Tensor]:
     """Every tensor in a module input/output (tensor, or nested tuple/list/dict)."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, (tuple, list)):
@@ -100,6 +114,8 @@ def probe(
 
     The example input counts as live for the whole forward (the caller holds it).
     """
+    import torch
+
     live = _Liveness()
     io: dict[int, tuple[int, int]] = {}
     index = {id(m): i for i, (_, m) in enumerate(layers)}
@@ -142,6 +158,43 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
+
+
+def trim_heap() -> bool:
+    """Hand the heap pages the C allocator keeps after frees back to the kernel (glibc's
+    ``malloc_trim``); False where there is no such call (another libc, not Linux)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True
+
+
+def start_own_peak(release_others: Callable[[], object] | None = None) -> tuple[bool, str | None]:
+    """Make the RSS high-water mark this task's own; returns (reset, why not).
+
+    ``release_others`` drops what earlier tasks left resident (the warm engine's
+    other cached models). Then garbage is collected, freed heap handed back, and
+    ``VmHWM`` reset to the current RSS. When the reset fails, the reason comes back:
+    the peak read at the end is then the process's since it started, not this task's.
+    """
+    if release_others is not None:
+        release_others()
+    gc.collect()
+    trim_heap()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return False, (
+            f"peak RSS is the engine process's high-water mark, not this model's own: "
+            f"could not reset it ({why} writing /proc/self/clear_refs)"
+        )
+    return True, None
 
 
 def rss_mb() -> float | None:

@@ -12,11 +12,12 @@ accumulate along the sequence.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
 
 from farm.engine.markers import PULSE_HIGH, PULSE_LOW, Markers
 
@@ -43,19 +44,30 @@ def drive(spec: PulseSpec, markers: Markers) -> list[int]:
     """
     bits = spec.pattern()
     chip_ns = int(spec.chip_ms * 1e6)
-    a = torch.randn(64, 64)
+    busy, mode = _busy_work()
     clock = time.monotonic_ns
     start = clock()
-    with torch.inference_mode():
+    with mode:
         for i, bit in enumerate(bits):
             deadline = start + (i + 1) * chip_ns
             markers.add(clock(), PULSE_HIGH if bit else PULSE_LOW, i)
             if bit:
                 while clock() < deadline:
-                    torch.mm(a, a)
+                    busy()
             else:
                 remaining = deadline - clock()
                 if remaining > 0:
                     time.sleep(remaining / 1e9)
     markers.add(clock(), PULSE_LOW, len(bits))
     return bits
+
+
+def _busy_work() -> tuple[Callable[[], object], contextlib.AbstractContextManager]:
+    """A busy chip's unit of work: matrix multiplies where torch is already imported (an
+    eager task), else arithmetic in Python, so a runtime without torch never loads it."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        numbers = list(range(256))
+        return (lambda: sum(x * x for x in numbers)), contextlib.nullcontext()
+    a = torch.randn(64, 64)
+    return (lambda: torch.mm(a, a)), torch.inference_mode()

@@ -35,6 +35,8 @@ class Request:
     memory: bool = True
     sync_pulse: PulseSpec | None = None
     board_lock: str | None = None  # the board's measuring lock (farm.engine.measuring)
+    runtime: str = "eager"  # a registered runtime (farm.engine.runtimes)
+    precision: str = "fp32"  # what the artifact was exported in; recorded
 
 
 def _int(obj: dict, key: str, default: Any, minimum: int) -> Any:
@@ -104,8 +106,18 @@ def parse_request(obj: Any) -> Request:
         isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float)) or memory_mb <= 0
     ):
         raise RequestError("memory_mb must be a positive number or null")
+    runtime = obj.get("runtime", "eager")
+    from farm.engine import runtimes  # stdlib only: no runtime library is imported
+
+    if not isinstance(runtime, str) or runtime not in runtimes.names():
+        raise RequestError(f"runtime {runtime!r} is not one of {', '.join(runtimes.names())}")
+    precision = obj.get("precision", "fp32")
+    if precision not in runtimes.PRECISIONS:
+        raise RequestError(f"precision must be one of {', '.join(runtimes.PRECISIONS)}")
     return Request(
         artifact=artifact,
+        runtime=runtime,
+        precision=precision,
         task_id=task_id,
         device=device,
         threads=_int(obj, "threads", None, 1),

@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from farm.engine import board, graph_layers, host, layers, measuring, memory, process, pulse, stats
+from farm.engine import board, bundle, host, measuring, memory, process, pulse, runtimes, stats
+from farm.engine.layertypes import NONLINEAR, SUM_TOLERANCE
 from farm.engine.markers import (
     COLD_BEGIN,
     COLD_END,
@@ -46,7 +46,11 @@ from farm.engine.markers import (
     Markers,
 )
 from farm.engine.request import Request
-from farm.engine.timing import forward_fn, time_inferences
+from farm.engine.timing import Timed, forward_fn, time_inferences
+
+if TYPE_CHECKING:  # torch is imported by the eager runtime's steps only (a board may lack it)
+    import torch
+
 
 log = logging.getLogger("farm.engine")
 
@@ -80,8 +84,7 @@ class ModelCache:
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key], False
-        while self._models and len(self._models) >= max(self.capacity, 1):
-            self._models.popitem(last=False)  # make room before loading the next one
+        self._make_room()
         model = self.loader(path)
         for module in _distinct(model.module, getattr(model, "layer_root", None)):
             module.to(device)
@@ -91,11 +94,44 @@ class ModelCache:
             self._models[key] = model
         return model, True
 
-    def forget(self, path: str, device: torch.device) -> None:
+    def session(
+        self, path: str, runtime: runtimes.Runtime, manifest: dict
+    ) -> tuple[runtimes.Session, bool]:
+        """A runtime's loaded session for ``path`` and whether it was just loaded."""
+        key = (path, f"runtime:{runtime.name}")
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key], False
+        self._make_room()
+        session = runtime.load(path, manifest)
+        if self.capacity > 0:
+            self._models[key] = session
+        return session, True
+
+    def _make_room(self) -> None:
+        while self._models and len(self._models) >= max(self.capacity, 1):
+            self._models.popitem(last=False)  # make room before loading the next one
+
+    def forget(self, path: str, device: Any) -> None:
         self._models.pop((path, str(device)), None)
+
+    def keep_only(self, path: str) -> None:
+        """Drop every model but this artifact's (on any device or runtime), so that memory
+        read next is this model's own."""
+        for key in [k for k in self._models if k[0] != path]:
+            del self._models[key]
 
     def __len__(self) -> int:
         return len(self._models)
+
+
+def _timed_runner(session: runtimes.Session) -> Callable[[int], Timed]:
+    """``n -> Timed``: the common loop over the session's one call, or the runtime's own
+    timed run where it times in its own process (a native runner)."""
+    call = session.call
+    if call is not None:
+        return lambda n: time_inferences(call, n)
+    return session.timed_run
 
 
 def _distinct(*modules: Any) -> list[Any]:
@@ -109,7 +145,14 @@ class DoesNotFit(Exception):
         super().__init__(f"needs {required_mb:.1f} MB, {available_mb:.1f} MB available")
 
 
-_OOM = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
+def _is_oom(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", MemoryError) if torch else MemoryError
+    return isinstance(exc, (MemoryError, oom))
+
+
+class Unfit(Exception):
+    """The runtime cannot take this task (its own reason): the result is ``does_not_fit``."""
 
 
 RESULT_VERSION = 1
@@ -126,11 +169,12 @@ def run_task(request: Request, cache: ModelCache | None = None) -> dict:
             if warning := waited.warning():
                 task.warnings.append(warning)
             task.run()
-        except DoesNotFit as e:
+        except (DoesNotFit, Unfit) as e:
             task.finish("does_not_fit", str(e))
-        except _OOM as e:  # the allocator disagreed with our estimate: same answer, honestly
-            task.finish("does_not_fit", f"out of memory: {e}")
         except Exception as e:
+            if _is_oom(e):  # the allocator disagreed with our estimate: same answer, honestly
+                task.finish("does_not_fit", f"out of memory: {e}")
+                return task.result
             log.exception("task %s failed", request.task_id)
             task.finish("error", f"{type(e).__name__}: {e}")
         else:
@@ -169,22 +213,38 @@ class _Task:
     def run(self) -> None:
         req = self.req
         self.markers.add(time.monotonic_ns(), TASK_BEGIN)
-        self.mem["hwm_reset"] = memory.reset_peak_rss() if req.memory else False
+        self.mem["hwm_reset"] = False
+        if req.memory:  # the peak read at the end is this task's own (farm.engine.memory)
+            own = lambda: self.cache.keep_only(req.artifact)  # noqa: E731
+            self.mem["hwm_reset"], why = memory.start_own_peak(own)
+            self.warnings.extend([why] if why else [])
         self.mem["baseline_rss_mb"] = memory.rss_mb()
         avail_before = memory.mem_available_mb()
-        self._own_process()
+        runtime = runtimes.get(req.runtime)
+        self.env["runtime"] = runtime.name
+        self.env["precision"] = req.precision
+        missing = runtime.available()
+        if missing is not None:
+            raise Unfit(f"runtime {runtime.name}: {missing}")
+        self._own_process(runtime)
+        if runtime.name == "eager":
+            self._run_eager(avail_before)
+        else:
+            self._run_session(runtime, avail_before)
+
+    def _run_eager(self, avail_before: float | None) -> None:
+        """The eager runtime: torch's own instruments (activation probe, ticks, hooks)."""
+        import torch
+
+        from farm.engine import layers
+
+        req = self.req
         device = torch.device(req.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {req.device} requested but CUDA is not available")
         self.env["device"] = str(device)
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
-        if req.sync_pulse is not None:
-            self.env["sync_pulse"] = {
-                "chips": req.sync_pulse.chips,
-                "chip_ms": req.sync_pulse.chip_ms,
-                "seed": req.sync_pulse.seed,
-                "pattern": pulse.drive(req.sync_pulse, self.markers),
-            }
+        self._pulse()
 
         model, fresh = self.cache.get(req.artifact, device)
         self.env["model_cached"] = not fresh
@@ -235,10 +295,104 @@ class _Task:
             self._layer_pass(layer_run, layer_root, leaf_layers, probe, device, sync)
             self.result["layer_pass"]["model_form"] = getattr(model, "layer_form", "eager")
 
-        if req.sync_pulse is not None:
-            pulse.drive(req.sync_pulse, self.markers)
+        self._pulse()
 
-    def _own_process(self) -> None:
+    def _run_session(self, runtime: runtimes.Runtime, avail_before: float | None) -> None:
+        """Any other runtime, through its `runtimes.Session`: the same steps, the same
+        timing loop (or the runtime's own, for one that times in its own process), the
+        runtime's own per-operator profile for the layer pass."""
+        req = self.req
+        if req.device != "cpu":
+            raise Unfit(f"runtime {runtime.name} runs on the CPU here, not {req.device}")
+        self.env["device"] = "cpu"
+        bundle.verified(req.artifact)
+        manifest = bundle.read_manifest(req.artifact)
+        if manifest.get("kind") not in runtime.kinds:
+            raise Unfit(
+                f"runtime {runtime.name} loads {'/'.join(runtime.kinds)} artifacts, "
+                f"not {manifest.get('kind')!r}"
+            )
+        self._pulse()
+        session, fresh = self.cache.session(req.artifact, runtime, manifest)
+        if hasattr(session, "refresh_threads"):
+            session.refresh_threads()
+        self.env["model_cached"] = not fresh
+        self.env["model"] = {k: v for k, v in manifest.items() if k != "nodes"}
+        self.env["runtime_impl"] = session.impl
+        self.result["model_form"] = session.form
+        self.env["model_class"] = session.form
+        self._check_fit(session.param_bytes, 0, "cpu", avail_before, fresh)
+        run = _timed_runner(session)
+        cold = run(1)
+        self.markers.add(cold.mono_begin[0], COLD_BEGIN)
+        self.markers.add(cold.mono_end[0], COLD_END)
+        if req.memory:
+            self.mem["load_peak_rss_mb"] = memory.peak_rss_mb()
+            self.mem["hwm_reset"] = memory.reset_peak_rss()
+        self.mem["peak_activation_bytes"] = None  # the runtime's arena is not visible to us
+        if req.warmup:
+            run(req.warmup)
+        timed = run(req.iterations)
+        self.markers.add_pairs(timed.mono_begin, timed.mono_end, INFERENCE_BEGIN, INFERENCE_END)
+        self.result["latency"] = stats.summarize(timed.latencies_ms(), cold.latencies_ms()[0])
+        self.env["gc_paused_while_timing"] = session.call is not None
+        if req.layers:
+            self._profile_pass(session)
+        self._pulse()
+
+    def _pulse(self) -> None:
+        spec = self.req.sync_pulse
+        if spec is None:
+            return
+        pattern = pulse.drive(spec, self.markers)
+        self.env.setdefault("sync_pulse", {
+            "chips": spec.chips, "chip_ms": spec.chip_ms, "seed": spec.seed, "pattern": pattern,
+        })  # fmt: skip
+
+    def _profile_pass(self, session: runtimes.Session) -> None:
+        """The runtime's own per-operator profile as layer rows, with the ±5% sum check."""
+        profile = session.profile(self.req.layer_iterations)
+        if profile is None or not profile.rows:
+            notes = profile.notes if profile is not None else []
+            self.warnings.append(
+                "layer pass: " + ("; ".join(notes) or f"{session.form} has no profiler")
+            )
+            return
+        total = sum(r.time_ms for r in profile.rows)
+        rows = []
+        for i, r in enumerate(profile.rows):
+            rows.append({
+                "index": i, "name": r.name, "type": r.op, "time_ms": r.time_ms,
+                "compute_ms": r.time_ms, "share": r.time_ms / total if total else None,
+                "nonlinear": r.op in NONLINEAR, "calls": r.calls,
+            })  # fmt: skip
+        ratio = total / profile.whole_ms if profile.whole_ms else None
+        summary = {
+            "iterations": profile.iterations,
+            "layer_sum_ms": total,
+            "layer_compute_sum_ms": total,
+            "layer_whole_ms": profile.whole_ms,
+            "layer_sum_vs_whole": ratio,
+            "layer_sum_outside_5pct": ratio is None or abs(ratio - 1) > SUM_TOLERANCE,
+            "nonlinear_share": (
+                sum(r["time_ms"] for r in rows if r["nonlinear"]) / total if total else None
+            ),
+            "source": profile.source,
+            "notes": profile.notes,
+            "model_form": session.form,
+        }
+        self.layer_names = [r["name"] for r in rows]
+        self.layer_types = [r["type"] for r in rows]
+        if summary["layer_sum_outside_5pct"]:
+            self.warnings.append(
+                f"layer sum {ratio or 0:.2f}x the profiled runs (outside 5%): the runtime's "
+                "operators do not account for its whole inference"
+            )
+        summary["layer_sum_vs_latency"] = total / self.result["latency"]["median_ms"]
+        self.result["layers"] = rows
+        self.result["layer_pass"] = summary
+
+    def _own_process(self, runtime: runtimes.Runtime) -> None:
         """Niceness, affinity, then threads (their default follows the affinity); record."""
         req = self.req
         self.env.update(host.describe())
@@ -246,8 +400,14 @@ class _Task:
         self.env["inherited_env"] = process.inherited_environment()
         self.env["nice"] = process.apply_nice(req.nice)
         self.env["affinity"] = process.apply_affinity(req.affinity)
-        self.env["threads"] = host.apply_threads(req.threads)
-        self.env["interop_threads"] = host.apply_interop_threads(req.interop_threads)
+        try:
+            self.env["threads"] = runtime.set_threads(req.threads or process.usable_cpus())
+        except runtimes.ThreadsFixed as exc:
+            raise Unfit(str(exc)) from exc
+        if runtime.name == "eager":
+            self.env["interop_threads"] = host.apply_interop_threads(req.interop_threads)
+        elif req.interop_threads is not None:
+            raise Unfit(f"runtime {runtime.name} has no inter-op threads to set")
         self.env["loadavg_before"] = board.loadavg()
         self.env["temp_c_before"] = board.temp_c()
         self._ticks_before = board.cpu_ticks()
@@ -264,7 +424,9 @@ class _Task:
         required = (param_bytes + activation_bytes) / memory.MB
         if self.req.memory_mb is not None:
             available, source = float(self.req.memory_mb), "memory_mb"
-        elif device.type == "cuda":
+        elif getattr(device, "type", device) == "cuda":
+            import torch
+
             # the model is already on the device: its parameters count as available to it
             free, _ = torch.cuda.mem_get_info(device)
             available, source = (free + param_bytes) / memory.MB, "cuda_free"
@@ -294,6 +456,10 @@ class _Task:
         device: torch.device,
         sync: Callable[[], None] | None,
     ) -> None:
+        import torch
+
+        from farm.engine import layers
+
         infos = []
         for i, (name, mod) in enumerate(leaf_layers):
             in_b, out_b = probe.layer_io.get(i, (0, 0))
@@ -341,6 +507,10 @@ class _Task:
         self, graph: torch.fx.GraphModule, example: Any, sync: Callable[[], None] | None
     ) -> None:
         """Time every node of an exported graph (see `farm.engine.graph_layers`)."""
+        import torch
+
+        from farm.engine import graph_layers
+
         plan = graph_layers.Plan.of(graph)
         infos = plan.infos(graph)
         self.layer_names = [info.name for info in infos]
@@ -352,6 +522,7 @@ class _Task:
 
     def _layer_result(self, rows: list[dict], summary: dict) -> None:
         """Record a layer pass's rows and summary, with the checks a reader must see."""
+        summary.setdefault("source", "eager")
         # against the latency pass too: taken at another time, so for reference only
         summary["layer_sum_vs_latency"] = (
             summary["layer_sum_ms"] / self.result["latency"]["median_ms"]

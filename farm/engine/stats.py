@@ -6,7 +6,10 @@ an analyst gets from ``numpy.percentile`` on the same samples.
 
 The 95% confidence interval of the mean uses Student's t: a table for small
 samples, where the normal approximation would make the interval too narrow,
-and the Cornish-Fisher expansion of the t quantile above that.
+and the Cornish-Fisher expansion of the t quantile above that. The median's
+95% interval is distribution-free: the two order statistics whose ranks the
+binomial(n, 1/2) normal approximation puts 1.96 standard deviations either side
+of n/2 (reported from ``MEDIAN_CI_MIN_SAMPLES`` samples on).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from collections.abc import Sequence
 # The 99th percentile is reported only from this many samples on: with fewer,
 # fewer than ~7 samples lie above it and one stray scheduler hiccup moves it.
 P99_MIN_SAMPLES = 662
+# Below this many samples the median's order-statistic interval is the whole range.
+MEDIAN_CI_MIN_SAMPLES = 10
 
 # Two-sided 95% critical values of Student's t, indexed by degrees of freedom.
 _T95 = (
@@ -53,6 +58,19 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (h - lo) * (sorted_values[hi] - sorted_values[lo])
 
 
+def median_ci95(sorted_values: Sequence[float]) -> tuple[float | None, float | None]:
+    """A distribution-free 95% confidence interval of the median of sorted values: the
+    order statistics of ranks n/2 - 1.96 sqrt(n)/2 and 1 + n/2 + 1.96 sqrt(n)/2 (1-based,
+    rounded to the nearest)."""
+    n = len(sorted_values)
+    if n < MEDIAN_CI_MIN_SAMPLES:
+        return None, None
+    half = _Z975 * math.sqrt(n) / 2
+    lo = max(round(n / 2 - half), 1)
+    hi = min(round(n / 2 + half + 1), n)
+    return sorted_values[lo - 1], sorted_values[hi - 1]
+
+
 def summarize(
     samples_ms: Sequence[float], cold_ms: float | None = None, cpu_ns: Sequence[int] | None = None
 ) -> dict:
@@ -75,6 +93,7 @@ def summarize(
     else:
         ci_low = ci_high = None
     q1, q3 = percentile(xs, 25), percentile(xs, 75)
+    median_lo, median_hi = median_ci95(xs)
     iqr = q3 - q1
     low_fence, high_fence = q1 - 1.5 * iqr, q3 + 1.5 * iqr
     return {
@@ -83,6 +102,8 @@ def summarize(
         "ci95_low_ms": ci_low,
         "ci95_high_ms": ci_high,
         "median_ms": percentile(xs, 50),
+        "median_ci95_low_ms": median_lo,
+        "median_ci95_high_ms": median_hi,
         "p90_ms": percentile(xs, 90),
         "p99_ms": percentile(xs, 99) if n >= P99_MIN_SAMPLES else None,
         "min_ms": xs[0],

@@ -61,6 +61,17 @@ class Timed:
         self.cpu_begin = [0] * n
         self.cpu_end = [0] * n
 
+    @classmethod
+    def from_ns(cls, begin: list[int], end: list[int]) -> Timed:
+        """Readings a runtime took in its own process (a native runner), on
+        CLOCK_MONOTONIC: the same clock as ``monotonic_ns`` and ``perf_counter_ns`` here."""
+        if len(begin) != len(end):
+            raise ValueError(f"{len(begin)} begin readings but {len(end)} end readings")
+        timed = cls(0)
+        timed.mono_begin = timed.perf_begin = [int(b) for b in begin]
+        timed.mono_end = timed.perf_end = [int(e) for e in end]
+        return timed
+
     def latencies_ms(self) -> list[float]:
         return [(e - b) / 1e6 for b, e in zip(self.perf_begin, self.perf_end, strict=True)]
 

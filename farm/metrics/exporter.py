@@ -22,7 +22,7 @@ from farm.metrics.cells import MeasurementCollector
 from farm.metrics.fleet import FarmMetrics, FleetCollector, register_build_info
 from farm.metrics.power import LivePowerCollector
 from farm.metrics.source import StoreSource
-from farm.store import Store
+from farm.store import StoreWriter
 
 DEFAULT_ADDRESS = "127.0.0.1:9500"
 
@@ -68,7 +68,7 @@ class HeadMetrics:
     ``serve(core)`` once it runs. ``live()`` lists the monitors' live readings
     (``MonitorService.stats()`` of each, as ``LivePowerCollector`` reads them)."""
 
-    def __init__(self, store: Store, address: str, live: Callable[[], list[dict[str, Any]]]):
+    def __init__(self, store: StoreWriter, address: str, live: Callable[[], list[dict[str, Any]]]):
         self._where = parse_listen_address(address)
         self._store = store
         self._live = live

@@ -51,6 +51,7 @@ import numpy as np
 
 from farm.nightly import environment, reliability, stats
 from farm.nightly.source import Cell, Measured
+from farm.states import TaskState
 
 THRESHOLD = 0.05
 ALPHA = 0.05
@@ -185,7 +186,7 @@ def compare(
         out.changed = environment.changed(out.environment)
         out.warnings = list((mb.result or {}).get("warnings") or [])
         out.peak_rss_mb = (_peak_rss(ma.result), _peak_rss(mb.result))
-        if ma.state != "done" or mb.state != "done":
+        if ma.state is not TaskState.DONE or mb.state is not TaskState.DONE:
             out.why = f"{ma.state} → {mb.state}"
             continue
         why = reliability.why_unreliable(ma.result, mb.result, load_matters=not on_cpu)

@@ -54,7 +54,7 @@ class Measured:
 
     cell: Cell
     task_id: str
-    state: str
+    state: TaskState
     result: dict[str, Any] | None
     job_id: str
     created: float
@@ -63,7 +63,7 @@ class Measured:
 
     def markers(self) -> dict[str, Any] | None:
         """The stored markers, read on first use (None for a task that did not finish)."""
-        if self.store is None or self.state != TaskState.DONE.value:
+        if self.store is None or self.state is not TaskState.DONE:
             return None
         if "_markers" not in self.__dict__:
             self.__dict__["_markers"] = self.store.markers(self.task_id)
@@ -132,7 +132,7 @@ def measured(store: Reader, job: JobRecord) -> list[Measured]:
             Measured(
                 cell=Cell(task.model, task.board, task.processor, variant_label(task.variant)),
                 task_id=task.id,
-                state=task.state.value,
+                state=task.state,
                 result=cell.result.to_json() if cell.result is not None else None,
                 job_id=job.id,
                 created=job.created,
@@ -148,7 +148,7 @@ def latest_per_cell(store: Reader, jobs: Iterable[JobRecord]) -> list[Measured]:
     newest: dict[Cell, Measured] = {}
     for job in jobs:
         for m in measured(store, job):
-            if m.state != TaskState.DONE.value or not m.result:
+            if m.state is not TaskState.DONE or not m.result:
                 continue
             if m.cell not in newest or m.created >= newest[m.cell].created:
                 newest[m.cell] = m

@@ -22,6 +22,7 @@ import numpy as np
 import ruptures  # type: ignore[import-untyped]
 
 from farm.nightly.source import Cell, Measured
+from farm.states import TaskState
 
 PENALTY = 25.0  # × the noise variance: well under 1% false alarms per stationary 30-night series
 MIN_SIZE = 2  # nights in a segment: one odd night is not a new level
@@ -76,7 +77,7 @@ def trend(nights: list[list[Measured]], *, penalty: float = PENALTY) -> list[Ser
     for night in nights:
         for m in night:
             median = ((m.result or {}).get("latency") or {}).get("median_ms")
-            if m.state != "done" or not median or median <= 0:
+            if m.state is not TaskState.DONE or not median or median <= 0:
                 continue
             s = by_cell.setdefault(m.cell, Series(m.cell, [], [], np.zeros(0)))
             s.job_ids.append(m.job_id)

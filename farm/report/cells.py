@@ -14,8 +14,9 @@ from functools import cached_property
 from typing import Any
 
 from farm import store
-from farm.report import source
-from farm.report.tables import flat
+from farm.report import source, vocabulary
+from farm.report.paper import study_model
+from farm.report.tables import flat, is_busy
 from farm.spec.inventory import Inventory
 from farm.states import TaskState
 from farm.store.read import Reader
@@ -23,12 +24,17 @@ from farm.store.read import Reader
 
 @dataclass(frozen=True)
 class Estimate:
-    """A measured mean with its 95% confidence interval (bounds None when not known)."""
+    """A measured value with its 95% confidence interval (bounds None when not known).
 
-    mean: float
+    ``value`` is the headline: the median for time (robust to a busy board's stray
+    inferences; its interval from order statistics), the mean for energy. ``mean`` is
+    the mean beside a median (None where the value is the mean)."""
+
+    value: float
     low: float | None = None
     high: float | None = None
     n: int | None = None
+    mean: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,17 +89,65 @@ class Cell:
         return self.variant.get("activation") or model_meta.get("activation") or "relu"
 
     @property
-    def key(self) -> store.CellKey:
-        """What matches a cell across two sweeps: model, board, processor, variant."""
-        return self.stored.key
+    def model_meta(self) -> dict[str, Any]:
+        return self.env.get("model") or {}
+
+    @property
+    def zoo(self) -> str:
+        """The zoo model behind a cell (a job may rename it, e.g. ``deepear-emotion``)."""
+        return self.model_meta.get("zoo") or self.model
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The model's build options as the artifact recorded them (``{part: emotion}``)."""
+        return dict(self.model_meta.get("options") or {})
+
+    @property
+    def study(self) -> str | None:
+        """Which of the study's models this is (``deepear`` whole, ``deepear-emotion``...)."""
+        return study_model(self.zoo, self.options)
+
+    @property
+    def params(self) -> int | None:
+        return self.model_meta.get("params")
+
+    @property
+    def input_shape(self) -> str | None:
+        shape = self.model_meta.get("input_shape")
+        return "×".join(str(d) for d in shape) if shape else None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What pairs a cell across two sweeps: model, board, processor and the options
+        in effect (the activation it ran with, whether named or the default)."""
+        task = self.stored.task
+        effective = {k: v for k, v in self.variant.items() if v is not None}
+        effective["activation"] = self.activation
+        # a runtime variant pairs with the defaults it names (no axis: eager fp32)
+        effective["runtime"] = effective.get("runtime") or "eager"
+        effective["precision"] = effective.get("precision") or "fp32"
+        return (task.model, task.board, task.processor, store.CellKey.canonical(effective))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning the result carries: the engine's, then the power analysis's."""
+        power = ((self.result.get("energy") or {}).get("quality") or {}).get("warnings") or []
+        return list(dict.fromkeys([*(self.result.get("warnings") or []), *power]))
+
+    @property
+    def busy(self) -> bool:
+        """Measured on a board that was not quiet (load, CPU steal)."""
+        return any(is_busy(w) for w in self.warnings)
 
     def time_ms(self) -> Estimate | None:
+        """The median with its 95% CI (order statistics), the mean beside it."""
         lat = self.result.get("latency") or {}
-        if lat.get("mean_ms") is None:
+        if lat.get("median_ms") is None:
             return None
         return Estimate(
-            lat["mean_ms"], lat.get("ci95_low_ms"), lat.get("ci95_high_ms"), lat.get("n")
-        )
+            lat["median_ms"], lat.get("median_ci95_low_ms"), lat.get("median_ci95_high_ms"),
+            lat.get("n"), lat.get("mean_ms"),
+        )  # fmt: skip
 
     def energy_mj(self) -> Estimate | None:
         """Net energy per inference (above idle), the study's figure."""
@@ -116,8 +170,9 @@ class Cell:
         return (self.result.get("memory") or {}).get(name, self.result.get(name))
 
     @property
-    def nonlinear_share(self) -> float | None:
-        return (self.result.get("layer_pass") or {}).get("nonlinear_share")
+    def activation_share(self) -> float | None:
+        """Table 7's figure: the activation layers' share of the layer pass (None: none)."""
+        return vocabulary.activation_share(self.layers) if self.layers else None
 
     def reason(self, metric: str) -> str:
         """Why this cell has no value for ``metric`` (``time``, ``energy``, ``battery``)."""
@@ -125,7 +180,8 @@ class Cell:
             need, have = self.memory("required_mb"), self.memory("available_mb")
             if need is not None and have is not None:
                 return f"does not fit: needs {need:.0f} MB, has {have:.0f} MB"
-            return "does not fit"
+            why = (self.stored.task.error or "").strip().splitlines()  # a runtime's reason
+            return f"does not fit: {why[0][:80]}" if why else "does not fit"
         if self.state == TaskState.FAILED.value:
             first = (self.stored.task.error or "").strip().splitlines()
             return "failed" + (f": {first[0][:80]}" if first else "")
@@ -184,12 +240,22 @@ def load(reader: Reader, ref: str, inventory: Inventory | None = None) -> Sweep:
     cells = [
         Cell(
             stored,
-            [asdict(r) for r in source.layers(reader, stored.task.id)] if stored.result else [],
+            _layers(reader, stored) if stored.result else [],
             paper.get((stored.task.board, stored.task.processor)),
         )
         for stored in source.cells(reader, job.id)
     ]
     return Sweep(job, cells)
+
+
+def _layers(reader: Reader, stored: store.Cell) -> list[dict[str, Any]]:
+    """The store's layer rows, with the operation ``kind`` a graph's rows carry in the
+    result (an exported model's layer pass; zoo and eager rows have none)."""
+    extra = {
+        row.index: {k: getattr(row, k) for k in ("kind", "module") if hasattr(row, k)}
+        for row in (stored.result.layers if stored.result else [])
+    }
+    return [asdict(r) | extra.get(r.index, {}) for r in source.layers(reader, stored.task.id)]
 
 
 def records(sweep: Sweep) -> list[dict[str, Any]]:
@@ -200,9 +266,17 @@ def records(sweep: Sweep) -> list[dict[str, Any]]:
         out.append(
             {
                 **flat(c.stored),
+                "zoo": c.zoo,
+                "options": _scalar(c.options) if c.options else None,
                 "activation": c.activation,
+                "study_model": c.study,
+                "params": c.params,
+                "input_shape": c.input_shape,
                 "paper_processor": c.paper,
+                "activation_share": c.activation_share,
                 "load_peak_rss_mb": c.memory("load_peak_rss_mb"),
+                "busy": c.busy,
+                "warnings": "; ".join(c.warnings) or None,
                 "reason": None if c.state == TaskState.DONE.value else c.reason("time"),
                 "artifact_sha256": (env.get("model") or {}).get("sha256"),
                 "engine": _scalar(env.get("engine")),
@@ -210,6 +284,26 @@ def records(sweep: Sweep) -> list[dict[str, Any]]:
                 "threads": env.get("threads"),
             }
         )
+    return out
+
+
+def layer_records(sweep: Sweep) -> list[dict[str, Any]]:
+    """One flat record per layer of every cell (``layers.csv``), numbered from 1 as the
+    study numbers them, with the study's type and group (``farm.report.vocabulary``)."""
+    out = []
+    for c in sweep.cells:
+        for r, grp in zip(c.layers, vocabulary.group(c.layers), strict=True):
+            out.append(
+                {
+                    "task": c.task, "model": c.model, "board": c.stored.task.board,
+                    "processor": c.stored.task.processor, "activation": c.activation,
+                    "number": r["index"] + 1, "name": r["name"], "type": r["type"],
+                    "kind": r.get("kind"), "study_type": vocabulary.study_type(r),
+                    "group": grp, "params": r.get("params"), "time_ms": r.get("time_ms"),
+                    "share": r.get("share"), "resident_bytes": r.get("resident_bytes"),
+                    "energy_mj": r.get("energy_mj"), "busy": c.busy,
+                }
+            )  # fmt: skip
     return out
 
 

@@ -1,8 +1,10 @@
 """``farm report A --against B``: the change of each cell from sweep B to sweep A.
 
-Cells match on model, board, processor and variant. The change is A relative to
-B (``+10%``: A is 10% higher), with whether B's mean lies outside A's 95% CI, so
-a reader can tell a shift from noise at a glance.
+Cells pair on model, board, processor and the options in effect (a kws run with
+``activation: relu`` pairs with a kws run with no variant: ReLU is the zoo's
+default). The change is A relative to B (``+10%``: A is 10% higher) in the
+headline figure (the median time, the mean energy), marked ``†`` where B's value
+lies outside A's 95% CI, so a reader can tell a shift from noise at a glance.
 """
 
 from __future__ import annotations
@@ -10,18 +12,20 @@ from __future__ import annotations
 from farm.report.cells import Cell, Estimate, Sweep
 from farm.report.study import View, estimate
 
+SHIFT = "†"
+
 
 def _change(a: Estimate | None, b: Estimate | None) -> str:
-    if a is None or b is None or not b.mean:
+    if a is None or b is None or not b.value:
         return "-"
-    text = f"{(a.mean - b.mean) / b.mean:+.1%}"
-    if a.low is not None and a.high is not None and not a.low <= b.mean <= a.high:
-        text += " *"
+    text = f"{(a.value - b.value) / b.value:+.1%}"
+    if a.low is not None and a.high is not None and not a.low <= b.value <= a.high:
+        text += f" {SHIFT}"
     return text
 
 
-def _mean(e: Estimate | None, reason: str) -> str:
-    return f"{e.mean:.3f}" if e else f"- ({reason})"
+def _value(e: Estimate | None, reason: str) -> str:
+    return f"{e.value:.3f}" if e else f"- ({reason})"
 
 
 def against(a: Sweep, b: Sweep) -> View:
@@ -29,8 +33,8 @@ def against(a: Sweep, b: Sweep) -> View:
     view = View(
         "against",
         f"Change from {b.id} (B) to {a.id} (A)",
-        ["model", "board/processor", "activation", "time A (ms)", "time B (ms)", "time change",
-         "energy A (mJ)", "energy B (mJ)", "energy change"],
+        ["model", "board/processor", "activation", "median time A (ms)", "median time B (ms)",
+         "time change", "energy A (mJ)", "energy B (mJ)", "energy change"],
     )  # fmt: skip
     theirs = {c.key: c for c in b.cells}
     mine = {c.key for c in a.cells}
@@ -45,10 +49,14 @@ def against(a: Sweep, b: Sweep) -> View:
             ea = estimate(ca, metric) if ca else None
             eb = estimate(cb, metric) if cb else None
             row += [
-                _mean(ea, ca.reason(metric) if ca else "not in A"),
-                _mean(eb, cb.reason(metric) if cb else "not in B"),
+                _value(ea, ca.reason(metric) if ca else "not in A"),
+                _value(eb, cb.reason(metric) if cb else "not in B"),
                 _change(ea, eb),
             ]
-        view.rows.append(row)
-    view.notes.append("* B's mean lies outside A's 95% confidence interval.")
+        view.add(row, {3: ca, 4: cb})
+    view.notes.append(f"{SHIFT} B's value lies outside A's 95% confidence interval.")
+    view.notes.append(
+        "Cells pair on model, board, processor and the options in effect (the default "
+        "activation, ReLU, whether named or not)."
+    )
     return view

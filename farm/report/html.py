@@ -2,7 +2,9 @@
 
 Figures are embedded as base64 PNG, the style is inline, and there is no script
 and no network reference: the file reads the same offline, in any browser, or
-attached to an e-mail. A value's 95% CI is its cell's ``title`` (shown on hover).
+attached to an e-mail. A value's 95% CI is its cell's ``title`` (shown on hover); a value
+whose result carries warnings gets a badge (red where the board was busy) and the
+warnings are listed, numbered, under its table.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import re
 from html import escape
 from pathlib import Path
 
-from farm.report.build import FIGURE_CAPTIONS, Report
+from farm.report.document import FIGURE_CAPTIONS, Report
 from farm.report.findings import Finding
+from farm.report.markdown import footnotes
 from farm.report.study import View
+from farm.report.tables import is_busy
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 1240px; margin: 2em auto; padding: 0 1em;
@@ -32,10 +36,15 @@ td[title] { text-decoration: underline dotted #888; cursor: help; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #444; font-size: 13px; }
 .scroll { overflow-x: auto; }
+td.warned { background: #fff4d6; }
+.badge { display: inline-block; margin-left: .3em; padding: 0 .35em; border-radius: .6em;
+         background: #e69f00; color: #fff; font-size: 11px; font-weight: 600; cursor: help; }
+.badge.busy { background: #b2182b; }
+.warnnote { color: #7a4d00; }
 """
 
 
-NUMBER = re.compile(r"[+-]?[\d,.]+(%|×| \*)?")
+NUMBER = re.compile(r"[+-]?[\d,.]+(%|×)?( †)?( \[[\d,. ]+\])?( \([\d.e+-]+×\))?")
 
 
 def _numeric(text: str) -> bool:
@@ -43,22 +52,40 @@ def _numeric(text: str) -> bool:
     return NUMBER.fullmatch(text) is not None
 
 
+def _badge(numbers: list[int], texts: list[str]) -> str:
+    """A warning badge: its numbers, the warnings on hover; red where the board was busy."""
+    if not numbers:
+        return ""
+    busy = " busy" if any(is_busy(w) for w in texts) else ""
+    label = ("busy " if busy else "") + "⚠" + ",".join(str(n) for n in numbers)
+    return f'<span class="badge{busy}" title="{escape("; ".join(texts))}">{label}</span>'
+
+
 def _view(v: View) -> str:
+    marks, notes = footnotes(v)
     head = "".join(f"<th>{escape(c)}</th>" for c in v.columns)
     body = []
     for i, row in enumerate(v.rows):
         cells = []
         for j, text in enumerate(row):
-            attrs = ' class="num"' if _numeric(text) else ""
+            classes = ["num"] if _numeric(text) else []
+            warned = v.warnings.get((i, j), [])
+            classes += ["warned"] if warned else []
+            attrs = f' class="{" ".join(classes)}"' if classes else ""
             if (i, j) in v.tips:
                 attrs += f' title="{escape(v.tips[(i, j)])}"'
-            cells.append(f"<td{attrs}>{escape(text)}</td>")
+            badge = _badge(marks.get((i, j), []), warned)
+            cells.append(f"<td{attrs}>{escape(text)}{badge}</td>")
         line = ' class="line"' if i == v.line_before else ""
         body.append(f"<tr{line}>" + "".join(cells) + "</tr>")
-    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in v.notes)
+    top = [n for n, w in notes if w in v.table_warnings]
+    caption = escape(v.title) + _badge(top, v.table_warnings)
+    warned = "".join(f'<p class="note warnnote">⚠{n}: {escape(w)}</p>' for n, w in notes)
+    texts = "".join(f'<p class="note">{escape(n)}</p>' for n in v.notes)
     return (
-        f'<div class="scroll"><table id="{escape(v.key)}"><caption>{escape(v.title)}</caption>'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{notes}"
+        f'<div class="scroll"><table id="{escape(v.key)}"><caption>{caption}</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        f"{warned}{texts}"
     )
 
 

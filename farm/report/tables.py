@@ -11,6 +11,7 @@ import io
 import json
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from farm.result import EngineResult
@@ -23,6 +24,23 @@ STATE_STYLE = {
     TaskState.FAILED: "red",
     TaskState.CANCELLED: "dim",
 }
+
+
+BUSY_PREFIXES = ("board busy", "CPU steal")
+"""How the engine's warnings for a board that was not quiet begin (farm.engine.board)."""
+
+
+def is_busy(warning: str) -> bool:
+    """A warning that says the board was busy while it measured."""
+    return warning.startswith(BUSY_PREFIXES)
+
+
+def warnings_of(result: EngineResult | None) -> list[str]:
+    """Every warning a result carries: the engine's, then the power analysis's."""
+    if result is None:
+        return []
+    power = (result.energy.quality.get("warnings") if result.energy else None) or []
+    return list(dict.fromkeys([*result.warnings, *power]))
 
 
 def _variant(v: dict[str, Any]) -> str:
@@ -89,6 +107,8 @@ def flat(cell: Cell) -> dict[str, Any]:
         "ci95_lo_ms": lat.ci95_low_ms if lat else None,
         "ci95_hi_ms": lat.ci95_high_ms if lat else None,
         "median_ms": lat.median_ms if lat else None,
+        "median_ci95_lo_ms": lat.median_ci95_low_ms if lat else None,
+        "median_ci95_hi_ms": lat.median_ci95_high_ms if lat else None,
         "p90_ms": lat.p90_ms if lat else None,
         "p99_ms": lat.p99_ms if lat else None,
         "min_ms": lat.min_ms if lat else None,
@@ -100,6 +120,8 @@ def flat(cell: Cell) -> dict[str, Any]:
         "peak_rss_mb": mem.peak_rss_mb if mem else None,
         "nonlinear_share": layer_pass.nonlinear_share if layer_pass else None,
         **_energy_fields(result),
+        "busy": any(is_busy(w) for w in warnings_of(result)),
+        "warnings": "; ".join(warnings_of(result)) or None,
         "error": task.error,
     }
 
@@ -121,12 +143,24 @@ def _alignment(method: str | None, uncertainty_s: float | None) -> str:
     return f"{method} ± {uncertainty_s * 1e3:.3f} ms"
 
 
+def _median_ci(f: dict[str, Any]) -> str:
+    """``median [low, high]``: the headline time with its 95% CI, or ``-``."""
+    if f["median_ms"] is None:
+        return "-"
+    if f["median_ci95_lo_ms"] is None or f["median_ci95_hi_ms"] is None:
+        return f"{f['median_ms']:.3f}"
+    return f"{f['median_ms']:.3f} [{f['median_ci95_lo_ms']:.3f}, {f['median_ci95_hi_ms']:.3f}]"
+
+
 def results_table(cells: list[Cell], title: str | None = None) -> Table:
+    """One row per cell: the median with its CI as the headline time, the mean beside it,
+    and every warning the result carries (numbered under the table; a busy board's cell
+    says ``busy`` in its state)."""
     energy = any(c.result is not None and c.result.energy is not None for c in cells)
     table = Table(title=title, header_style="bold")
     for col, justify in [
         ("model", "left"), ("board/proc", "left"), ("variant", "left"), ("state", "left"),
-        ("mean ms (95% CI)", "right"), ("median", "right"), ("p99", "right"),
+        ("median ms [95% CI]", "right"), ("mean", "right"), ("p99", "right"),
         ("cold", "right"), ("mem MB", "right"), ("RSS MB", "right"), ("nonlin", "right"),
     ]:  # fmt: skip
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -135,22 +169,27 @@ def results_table(cells: list[Cell], title: str | None = None) -> Table:
         table.add_column("avg W", justify="right")
         table.add_column("aligned", justify="right")
         table.add_column("battery h", justify="right")
+    table.add_column("warn", justify="left")
+    notes: dict[str, int] = {}
     for cell in cells:
         f, task = flat(cell), cell.task
-        style = STATE_STYLE.get(task.state, "")
-        if f["mean_ms"] is not None:
-            mean = _mean_ci(f["mean_ms"], f["ci95_lo_ms"], f["ci95_hi_ms"], "{:.3f}")
+        style = STATE_STYLE.get(task.state, "none")  # "[]...[/]" is not markup rich reads
+        if f["median_ms"] is not None:
+            median = _median_ci(f)
         elif task.state is TaskState.DOES_NOT_FIT:
-            mean = "- (does not fit)"
+            why = (task.error or "").strip().splitlines()  # a runtime's own reason, if any
+            median = f"- (does not fit: {escape(why[0][:60])})" if why else "- (does not fit)"
         else:
-            mean = "-"
+            median = "-"
+        marks = [notes.setdefault(w, len(notes) + 1) for w in warnings_of(cell.result)]
+        state = f"[{style}]{task.state}[/]" + (" [yellow]busy[/]" if f["busy"] else "")
         row = [
             task.model,
             f"{task.board}/{task.processor}",
             f["variant"],
-            f"[{style}]{task.state}[/]",
-            mean,
-            _num(f["median_ms"]),
+            state,
+            median,
+            _num(f["mean_ms"]),
             _num(f["p99_ms"]),
             _num(f["cold_ms"], "{:.2f}"),
             _num(f["required_mb"], "{:.1f}"),
@@ -169,7 +208,11 @@ def results_table(cells: list[Cell], title: str | None = None) -> Table:
                 _alignment(f["alignment"], f["alignment_uncertainty_s"]),
                 _num(f["battery_hours"], "{:.2f}"),
             ]
+        row.append(",".join(str(m) for m in marks) or "-")
         table.add_row(*row)
+    if notes:
+        table.caption = "\n".join(f"{n}: {escape(w)}" for w, n in notes.items())
+        table.caption_justify = "left"
     return table
 
 
@@ -180,7 +223,7 @@ def layers_table(layers: list[LayerRecord], title: str | None = None) -> Table:
         table.add_column(col, justify="left" if col in ("layer", "type") else "right")
     for row in layers:
         table.add_row(
-            str(row.index),
+            str(row.index + 1),
             row.name,
             row.type,
             f"{row.params:,}" if row.params is not None else "-",

@@ -46,7 +46,7 @@ from farm.scheduler.names import (
 from farm.scheduler.reports import Report, RunningReports
 from farm.scheduler.station import Station
 from farm.spec import Board, Job, Monitor, PlannedTask
-from farm.store import Store
+from farm.store import open_writer
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class SchedulerActor:
         self._stations: dict[str, Any] = {}
         self._monitors: dict[str, Monitor] = {}
         self._me = ray.get_runtime_context().current_actor
-        self.store = Store(db_path)
+        self.store = open_writer(db_path)  # farm's one writable store: the head owns it
         live = monitor_stats(lambda: list(self._monitors))
         metrics = HeadMetrics(self.store, metrics_address, live=live)
         atexit.register(self.close)  # a head stopped with SIGTERM closes its store too
@@ -327,8 +327,8 @@ class SchedulerActor:
 
     def running(self, reports: list[Report]) -> None:
         """A station's batch of "engine started" reports (``farm.scheduler.reports``)."""
-        for task_id, attempt, at, deploy_bytes in reports:
-            self.core.running(task_id, attempt, at, deploy_bytes)
+        for report in reports:
+            self.core.running(report.task_id, report.attempt, report.at, report.deploy_bytes)
 
     def progress(self, job_id: str):
         return self.core.progress(job_id)

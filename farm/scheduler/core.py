@@ -4,8 +4,11 @@ It knows nothing of Ray. It hands a task to a *station* through a ``dispatch``
 callable that returns a ``concurrent.futures.Future`` of the outcome; Ray's
 actor calls (``ObjectRef.future()``) and plain threads (tests) both fit.
 
-One loop thread owns every decision; futures complete into a queue the loop
-drains, so no lock guards the scheduling state. The store is written on every
+One loop thread owns every decision and every write: ``submit`` and ``resume``
+hand their job to it and wait for its answer; futures complete into a queue the
+loop drains, so no lock guards the scheduling state. At start-up it marks
+interrupted the jobs whose embedded farm died (the store's one writer is the
+scheduler's). The store is written on every
 state change, which is what lets a restarted head resume.
 
 A task moves along the graph in ``farm.states``; every move goes through the
@@ -41,14 +44,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from farm.errors import NotFound, UserError
 from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
 from farm.spec import Board, Job, PlannedTask
 from farm.states import BoardHealth, JobState, TaskState
-from farm.store import Event, JobEvent, JobProgress, QueuedTask, Store, TaskEvent, new_job_id
+from farm.store import Event, JobEvent, JobProgress, QueuedTask, StoreWriter, TaskEvent, new_job_id
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +65,20 @@ HealthCheck = Callable[[str, Board], "Future[BoardCheck]"]
 
 @dataclass(frozen=True)
 class JobPolicy:
-    """What the scheduler reads of a job: its order and how it retries and runs."""
+    """What the scheduler reads of a job: its order and how it retries and runs. The
+    names are ``Job``'s own fields; a job stored without one runs by ``Job``'s default."""
 
-    priority: int = 0
-    retries: int = 2
-    migrate: bool = True
-    isolation: str = "warm"
-    deadline_s: float = 3600.0  # tasks waiting for a quarantined board fail after it
+    priority: int
+    retries: int
+    migrate: bool
+    isolation: str
+    deadline_s: float  # tasks waiting for a quarantined board fail after it
 
     @classmethod
     def of(cls, spec: dict[str, Any]) -> JobPolicy:
         """From a job as stored (``Job`` dumped to JSON): what a resumed job runs by."""
-        defaults = cls()
-        return cls(
-            priority=spec.get("priority", defaults.priority),
-            retries=spec.get("retries", defaults.retries),
-            migrate=spec.get("migrate", defaults.migrate),
-            isolation=spec.get("isolation", defaults.isolation),
-            deadline_s=spec.get("deadline_s", defaults.deadline_s),
-        )
+        job = Job.model_fields
+        return cls(**{f.name: spec.get(f.name, job[f.name].default) for f in fields(cls)})
 
 
 @dataclass
@@ -138,7 +137,7 @@ class Scheduler:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreWriter,
         dispatch: Dispatch,
         *,
         quarantine_after: int = 3,
@@ -164,6 +163,7 @@ class Scheduler:
         self._waiting: set[str] = set()  # tasks whose every candidate board is quarantined
         self._progress: dict[str, JobProgress] = {}  # running jobs, published each round
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._answers: list[tuple[Future[Any], Any]] = []  # given after the round commits
         self._job_seq = itertools.count()
         self._stop = threading.Event()
         self._last_health = 0.0
@@ -177,6 +177,7 @@ class Scheduler:
                 last_error=row.last_error,
             )
         self._unsubscribe = store.subscribe(_log_event)
+        store.interrupt_dead_owners()  # jobs whose embedded farm died: interrupted
         if resume:
             self._resume()
         self._thread = threading.Thread(target=self._loop, name="farm-scheduler", daemon=True)
@@ -196,17 +197,7 @@ class Scheduler:
         """Persist the job with the boards it was planned on, queue its tasks, and
         return the job id. ``owner``: the embedded farm that runs it (``farm.owner``)."""
         job_id = new_job_id(job.name)
-        self.store.add_job(
-            job_id,
-            job.name,
-            job.model_dump(mode="json"),
-            tasks,
-            boards=[b.model_dump(mode="json") for b in boards],
-            priority=job.priority,
-            source=source,
-            owner=owner,
-        )
-        self._inbox.put(("submit", (job_id, JobPolicy.of(job.model_dump(mode="json")), boards)))
+        self._ask("submit", (job_id, job, tasks, boards, source, owner))
         return job_id
 
     def cancel(self, job_id: str) -> None:
@@ -214,16 +205,19 @@ class Scheduler:
 
     def resume(self, job_id: str, owner: dict[str, Any] | None = None) -> int:
         """Run what is left of an interrupted job (its queued tasks); returns how many."""
-        job = self.store.job(job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id!r}")
-        if job.state is not JobState.INTERRUPTED:
-            raise UserError(f"{job.id} is {job.state}: only an interrupted job resumes")
-        self.store.set_owner(job.id, owner)
-        self.store.set_job_state(job.id, JobState.RUNNING)
-        boards = [Board.model_validate(b, strict=False) for b in job.boards]
-        self._inbox.put(("submit", (job.id, JobPolicy.of(job.spec), boards)))
-        return self.store.counts(job.id).get(TaskState.QUEUED, 0)
+        return self._ask("resume", (job_id, owner))
+
+    def _ask(self, kind: str, args: tuple[Any, ...]) -> Any:
+        """Have the loop thread do ``kind`` (it alone writes) and wait for its answer,
+        given once the round that did it is committed; its error is raised here."""
+        answer: Future[Any] = Future()
+        self._inbox.put((kind, (answer, *args)))
+        while True:
+            try:
+                return answer.result(timeout=1.0)
+            except FutureTimeout:
+                if not self._thread.is_alive():
+                    raise UserError("the scheduler stopped before it took the request") from None
 
     def running(self, task_id: str, attempt: int, at: float, deploy_bytes: int = 0) -> None:
         """A station says the engine started on attempt ``attempt`` of a task, after
@@ -272,6 +266,9 @@ class Scheduler:
                 settled = self._round(kind, payload)
             for event in settled:  # what waits on the round sees it written
                 event.set()
+            answers, self._answers = self._answers, []
+            for answer, value in answers:
+                answer.set_result(value)
 
     def _round(self, kind: str, payload: Any) -> list[threading.Event]:
         """Handle what arrived and dispatch; returns the ``settle`` calls it answers."""
@@ -307,8 +304,14 @@ class Scheduler:
         return wake
 
     def _handle(self, kind: str, payload: Any) -> None:
-        if kind == "submit":
-            self._on_submit(*payload)
+        if kind in ("submit", "resume"):
+            answer, *args = payload
+            try:
+                value = self._on_new_job(*args) if kind == "submit" else self._on_resume(*args)
+            except Exception as exc:  # the caller's error (no such job...), raised there
+                answer.set_exception(exc)
+            else:
+                self._answers.append((answer, value))  # answered once committed
         elif kind == "done":
             self._on_outcome(*payload)
         elif kind == "running":
@@ -327,6 +330,42 @@ class Scheduler:
                 self.boards[spec.name] = BoardState(name=spec.name, spec=spec)
             else:
                 state.spec = spec
+
+    def _on_new_job(
+        self,
+        job_id: str,
+        job: Job,
+        tasks: list[PlannedTask],
+        boards: list[Board],
+        source: str | None,
+        owner: dict[str, Any] | None,
+    ) -> None:
+        """Persist the job with the boards it was planned on and queue its tasks."""
+        spec = job.model_dump(mode="json")
+        self.store.add_job(
+            job_id,
+            job.name,
+            spec,
+            tasks,
+            boards=[b.model_dump(mode="json") for b in boards],
+            priority=job.priority,
+            source=source,
+            owner=owner,
+        )
+        self._on_submit(job_id, JobPolicy.of(spec), boards)
+
+    def _on_resume(self, job_id: str, owner: dict[str, Any] | None) -> int:
+        job = self.store.job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        if job.state is not JobState.INTERRUPTED:
+            raise UserError(f"{job.id} is {job.state}: only an interrupted job resumes")
+        self.store.set_owner(job.id, owner)
+        self.store.set_job_state(job.id, JobState.RUNNING)
+        queued = self.store.counts(job.id).get(TaskState.QUEUED, 0)
+        boards = [Board.model_validate(b, strict=False) for b in job.boards]
+        self._on_submit(job.id, JobPolicy.of(job.spec), boards)
+        return queued
 
     def _on_submit(self, job_id: str, policy: JobPolicy, boards: list[Board]) -> None:
         self._learn_boards(boards)
@@ -497,9 +536,11 @@ class Scheduler:
             return
         if outcome.state.has_result():
             self._board_ok(board)
-            self._finish(run, outcome.state, outcome)
+            # a cell that does not fit keeps its reason (a runtime's missing operator)
+            self._finish(run, outcome.state, outcome, error=outcome.error)
             return
         error = outcome.error or "unknown error"
+        kind = outcome.failure.kind if outcome.failure is not None else None
         if outcome.board_fault:
             self._board_failed(board, error, now=outcome.quarantine)
         if outcome.quarantine and job.policy.migrate:  # the board is at fault, not the task
@@ -516,7 +557,9 @@ class Scheduler:
         if outcome.retryable and run.attempts <= job.policy.retries:
             delay = min(self.backoff_max_s, self.backoff_s * 2 ** (run.attempts - 1))
             detail = f"attempt {run.attempts} failed: {error}; retry in {delay:.1f}s"
-            self.store.transition(run.id, TaskState.QUEUED, board=run.board, detail=detail)
+            self.store.transition(
+                run.id, TaskState.QUEUED, board=run.board, detail=detail, error_kind=kind
+            )
             self._moved(run, TaskState.QUEUED)
             for at, line in outcome.logs:
                 self.store.log(run.id, line, at)
@@ -527,7 +570,7 @@ class Scheduler:
             run.ready_at = time.time() + delay
             heapq.heappush(self._delayed, (run.ready_at, run.id))
             return
-        self._finish(run, TaskState.FAILED, outcome, error=error)
+        self._finish(run, TaskState.FAILED, outcome, error=error, error_kind=kind)
 
     def _release_delayed(self) -> None:
         now = time.time()
@@ -544,6 +587,7 @@ class Scheduler:
         outcome: Outcome | None = None,
         *,
         error: str | None = None,
+        error_kind: str | None = None,
     ) -> None:
         kept = outcome or Outcome(state)
         self.store.finish(
@@ -553,6 +597,7 @@ class Scheduler:
             result=kept.result,
             markers=kept.markers,
             error=error,
+            error_kind=error_kind,
             logs=kept.logs,
             trace=kept.trace if state is TaskState.DONE else None,
         )

@@ -39,8 +39,10 @@ from farm import deploy
 from farm.errors import (
     BoardBusy,
     BoardUnreachable,
+    CannotLower,
     CommandFailed,
     EngineError,
+    Failure,
     FarmError,
     HostKeyError,
     TransportError,
@@ -79,6 +81,7 @@ class _Link:
         self.leaser: Any = None  # the board-side lease process, kept between tasks
         self.request_id = 0
         self.task: str | None = None  # the task running on the board now
+        self.probe: deploy.BoardProbe | None = None  # what this connection found the board runs
 
     def drop(self) -> None:
         """Forget the connection and engine after an error: the next task starts clean."""
@@ -91,6 +94,7 @@ class _Link:
         self.engine = None
         self.leaser = None
         self.transport = None
+        self.probe = None
 
 
 class Station:
@@ -133,47 +137,44 @@ class Station:
                 # failed or a host key refused no. A host key that cannot be trusted
                 # takes its board out of service at once.
                 # A board busy with another farm's task is not at fault either.
-                return _outcome(
-                    TaskState.FAILED,
-                    tlog,
-                    started,
-                    error=f"{type(exc).__name__}: {exc}",
-                    retryable=exc.retryable,
+                failure = Failure.of(
+                    exc,
                     board_fault=not isinstance(exc, BoardBusy),
                     quarantine=isinstance(exc, HostKeyError),
                 )
+                return _outcome(TaskState.FAILED, tlog, started, failure=failure)
+            except CannotLower as exc:  # the runtime cannot take this model: its reason
+                tlog(f"does not fit: {exc}")
+                return _outcome(TaskState.DOES_NOT_FIT, tlog, started, failure=Failure.of(exc))
             except EngineError as exc:
                 link.drop()
                 tlog(f"engine error: {exc}")
-                return _outcome(
-                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
-                )
+                return _outcome(TaskState.FAILED, tlog, started, failure=Failure.of(exc))
             except FarmError as exc:
                 tlog(f"error: {exc}")
-                return _outcome(
-                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
-                )
+                return _outcome(TaskState.FAILED, tlog, started, failure=Failure.of(exc))
             except Exception as exc:  # a bug or an unexpected library error: record it whole
                 log.exception("task %s failed unexpectedly", payload.task_id)
                 link.drop()
                 tlog(f"unexpected error: {exc!r}")
-                return _outcome(
-                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
-                )
+                return _outcome(TaskState.FAILED, tlog, started, failure=Failure.of(exc))
             finally:
                 link.task = None
         if result.status == "does_not_fit":
             mem = result.memory
-            tlog(
-                f"does not fit: needs {mem.required_mb or 0:.1f} MB,"
-                f" {mem.available_mb or 0:.1f} MB available"
-            )
+            if mem.required_mb is None and result.error:
+                tlog(f"does not fit: {result.error}")
+            else:
+                tlog(
+                    f"does not fit: needs {mem.required_mb or 0:.1f} MB,"
+                    f" {mem.available_mb or 0:.1f} MB available"
+                )
             return _outcome(TaskState.DOES_NOT_FIT, tlog, started, result=result, markers=markers)
         if result.status != "ok":
             tlog(f"engine reported: {result.error}")
             return _outcome(
                 TaskState.FAILED, tlog, started, result=result, markers=markers,
-                error=f"engine: {result.error}",
+                failure=Failure("engine", result.error or "no error given"),
             )  # fmt: skip
         return _outcome(TaskState.DONE, tlog, started, result=result, markers=markers, trace=trace)
 
@@ -233,6 +234,13 @@ class Station:
     ) -> tuple[EngineResult, dict | None, bytes | None]:
         board, task = link.board, payload.task
         transport = self._transport(link)
+        refusal = self._cannot_run(link, transport, task)
+        if refusal is not None:  # before anything is exported or deployed for it
+            return (
+                EngineResult(status="does_not_fit", error=refusal, task_id=payload.task_id),
+                None,
+                None,
+            )
         engine = self._engine_zip()
         artifact = self._artifact(task)
         began = time.time()
@@ -278,8 +286,20 @@ class Station:
                 )
         for line in raw.get("log", None) or []:
             tlog(f"engine: {line}")
-        raw["artifact"] = {"sha256": artifact.sha256, "size_bytes": artifact.size_bytes}
+        raw["artifact"] = artifact.record()
+        raw.setdefault("warnings", []).extend(_agreement_warnings(artifact.record()))
         return parse_engine_result(raw), raw.get("markers"), trace
+
+    def _cannot_run(self, link: _Link, transport, task: PlannedTask) -> str | None:
+        """Why the board cannot run the cell's runtime (the board probe's reason, e.g.
+        "torch is not installed in ..."), or None. Probed once per connection."""
+        runtime = task.variant.get("runtime") or "eager"
+        if link.probe is None:
+            link.probe = deploy.probe(transport, link.board)
+        if runtime in link.probe.runtimes:
+            return None
+        why = link.probe.unavailable.get(runtime, "the board's probe does not list it")
+        return f"{link.board.name} cannot run {runtime}: {why}"
 
     def _link(self, board: Board) -> _Link:
         with self._links_lock:
@@ -301,22 +321,41 @@ class Station:
         return self._engine_file
 
     def _artifact(self, task: PlannedTask):
-        from farm import zoo  # torch: imported only by stations that run tasks
+        """The cell's artifact (`farm.export`: eager, or lowered for its runtime and
+        precision), made once per station; `CannotLower` (remembered too) when the
+        runtime cannot take the model."""
+        from farm import export  # torch: imported only by stations that run tasks
 
-        activation = task.variant.get("activation") or "relu"
-        key = json.dumps([task.model.model_dump(mode="json"), activation], sort_keys=True)
+        variant = task.variant
+        activation = variant.get("activation") or "relu"
+        runtime = variant.get("runtime") or "eager"
+        precision = variant.get("precision") or "fp32"
+        # an exported program has static shapes: a runtime's artifact is made per batch
+        batch = 1 if runtime == "eager" else variant.get("batch") or 1
+        key = json.dumps(
+            [task.model.model_dump(mode="json"), activation, runtime, precision, batch],
+            sort_keys=True,
+        )
         found = self._artifacts.get(key)  # exported before: no lock (a thousand boards wait on it)
-        if found is not None:
-            return found
-        with self._export_lock:
-            if key not in self._artifacts:
-                ref = zoo.export(
-                    task.model, activation=activation, cache_dir=self.cache_dir / "artifacts"
-                )
-                if task.model.module:  # the user's code may change: package it every time
-                    return ref
-                self._artifacts[key] = ref
-            return self._artifacts[key]
+        if found is None:
+            with self._export_lock:
+                if key not in self._artifacts:
+                    try:
+                        ref = export.export(
+                            task.model, runtime=runtime, precision=precision,
+                            activation=activation, batch=batch,
+                            cache_dir=self.cache_dir / "artifacts",
+                        )  # fmt: skip
+                    except CannotLower as exc:
+                        ref = exc
+                    if task.model.module:  # the user's code may change: package it every time
+                        found = ref
+                    else:
+                        self._artifacts[key] = ref
+                found = found if found is not None else self._artifacts[key]
+        if isinstance(found, CannotLower):
+            raise found
+        return found
 
     def _request(self, link: _Link, task: PlannedTask, artifact, task_id: str) -> dict[str, Any]:
         """The engine's request (its JSON contract, docs/internals.md) from the typed task."""
@@ -332,7 +371,8 @@ class Station:
             "threads": variant.get("threads") or proc.threads,
             "affinity": proc.affinity,
             "memory_mb": proc.memory_mb,
-            "batch": variant.get("batch") or 1,
+            # a runtime's artifact has its batch built in (static shapes)
+            "batch": (variant.get("batch") or 1) if artifact.runtime == "eager" else 1,
             "iterations": measure.iterations,
             "warmup": measure.warmup,
             "layers": measure.layers,
@@ -342,6 +382,8 @@ class Station:
             if board.power and self._monitor
             else False,
             "board_lock": board.board_lock + MEASURING_FILE,  # board-wide: any account
+            "runtime": artifact.runtime,
+            "precision": artifact.precision,
         }
 
     def _engine_argv(self, link: _Link, engine: Path, mode: str) -> list[str]:
@@ -429,6 +471,24 @@ class Station:
                 + (result.stderr.strip().splitlines() or [""])[-1]
             )
         return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _agreement_warnings(record: dict[str, Any]) -> list[str]:
+    """An int8 cell whose top-1 class disagrees with eager on more than 1% of the
+    seeded inputs says so beside its time."""
+    agreement = record.get("agreement") or {}
+    top1 = agreement.get("top1")
+    if record.get("precision") != "int8" or top1 is None:
+        return []
+    from farm.export.agree import TOP1_WARN  # the threshold lives with the check
+
+    if top1 >= TOP1_WARN:
+        return []
+    return [
+        f"{record['runtime']} int8 agrees with eager on top-1 for {top1:.1%} of "
+        f"{agreement.get('n')} seeded inputs (< {TOP1_WARN:.0%}); max abs diff "
+        f"{agreement.get('max_abs_diff'):.2g}"
+    ]
 
 
 def _exit_reason(status: int) -> str:

@@ -35,12 +35,30 @@ class Variants(SpecModel):
 
     ``activation`` swaps the zoo models' nonlinearity (the study's relu/sigmoid/tanh
     comparison); ``threads`` overrides the processor's thread count (``null`` keeps
-    it); ``batch`` multiplies the first (batch) dimension of the model's input.
+    it); ``batch`` multiplies the first (batch) dimension of the model's input;
+    ``runtime`` names the engine's runtime (`farm.engine.runtimes`: eager,
+    onnxruntime, executorch) and ``precision`` the artifact's (fp32, or int8 by
+    the runtime's static quantization), both made on the station (`farm.export`).
     """
 
     activation: list[Literal["relu", "sigmoid", "tanh"]] | None = Field(default=None, min_length=1)
     threads: list[PositiveInt | None] | None = Field(default=None, min_length=1)
     batch: list[PositiveInt] | None = Field(default=None, min_length=1)
+    runtime: list[str] | None = Field(default=None, min_length=1)
+    precision: list[Literal["fp32", "int8"]] | None = Field(default=None, min_length=1)
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtimes(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        """With a ``known_runtimes`` context (the engine's registered names, which the
+        loader's caller passes like ``known_models``), every name must be one of them."""
+        known: Collection[str] | None = (info.context or {}).get("known_runtimes")
+        for i, name in enumerate(value or []):
+            if known is not None and name not in known:
+                raise Problem(
+                    (i,), f"unknown runtime {name!r}; registered: {', '.join(sorted(known))}"
+                )
+        return value
 
     def axes(self) -> dict[str, list[Any]]:
         """The given axes in a fixed (alphabetical) order, each value once, as listed."""

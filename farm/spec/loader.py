@@ -36,13 +36,21 @@ def load_job(
     *,
     inventory: Inventory | None = None,
     known_models: Collection[str] | None = None,
+    known_runtimes: Collection[str] | None = None,
 ) -> Job:
     """Read and validate the job file at ``path``.
 
     With ``inventory``, every target must name boards and processors it has; with
-    ``known_models`` (the zoo's names), every zoo model must be one of them.
+    ``known_models`` (the zoo's names), every zoo model must be one of them; with
+    ``known_runtimes`` (the engine's registered runtimes), every runtime variant.
     """
-    return parse_job(_read(path), file=str(path), inventory=inventory, known_models=known_models)
+    return parse_job(
+        _read(path),
+        file=str(path),
+        inventory=inventory,
+        known_models=known_models,
+        known_runtimes=known_runtimes,
+    )
 
 
 def parse_inventory(text: str | bytes, file: str = "<string>") -> Inventory:
@@ -58,12 +66,14 @@ def parse_job(
     *,
     inventory: Inventory | None = None,
     known_models: Collection[str] | None = None,
+    known_runtimes: Collection[str] | None = None,
 ) -> Job:
     """Validate a job given as YAML text; relative ``program`` paths resolve against
     ``file``'s directory (the working directory when ``file`` is not a path)."""
     doc = _document(text, file)
     base = Path(file).parent if not file.startswith("<") else Path.cwd()
-    context = {"inventory": inventory, "known_models": known_models, "base_dir": base}
+    context = {"inventory": inventory, "known_models": known_models,
+               "known_runtimes": known_runtimes, "base_dir": base}  # fmt: skip
     job = _validate(Job, doc, context)
     _remember_source(job, doc)
     return job

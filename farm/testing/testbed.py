@@ -7,7 +7,9 @@ the inventory), less memory (an ``RLIMIT_AS`` on every command: sshd's
 ``ForceCommand`` runs a wrapper that calls ``ulimit -v`` and then the original
 command), and a slow CPU (``cpu``: sshd and all it runs in a cgroup with that
 share of one core, see ``farm.testing.cgroup``; ``EDISON`` is a tenth). The test bed writes the matching ``known_hosts`` and an inventory
-YAML whose ``python`` is this interpreter, so boards have torch.
+YAML whose ``python`` is this interpreter, so boards have torch — except a
+torch-free board (:func:`torch_free`), whose ``python`` is a venv holding only
+onnxruntime and numpy (``farm.testing.torchfree``).
 
 Boards can also sit behind a jump host, as lab boards sit behind a gateway
 (``behind=N``): the *gateway* is an sshd on 127.0.0.2 whose sessions run in a
@@ -64,13 +66,27 @@ class TestbedError(RuntimeError):
 @dataclass
 class BoardClass:
     """What a test board imitates: torch threads, a memory limit, a share of one CPU
-    core and a cgroup memory limit (None = unlimited)."""
+    core, a cgroup memory limit (None = unlimited), and the board's Python (None: this
+    interpreter, with torch)."""
 
     threads: int | None = None
     memory_mb: int | None = None
     tags: list[str] = field(default_factory=list)
     cpu: float | None = None
     memory_limit_mb: int | None = None
+    python: str | None = None
+
+
+def torch_free(**changes: Any) -> BoardClass:
+    """A board whose Python has onnxruntime and numpy and no torch (tag ``torch-free``):
+    the venv ``farm.testing.torchfree`` builds once per machine (deploy/install.sh).
+    ``TorchFreeMissing`` says how to build it where it is not built."""
+    from farm.testing import torchfree
+
+    cls = BoardClass(python=str(torchfree.python()), tags=["torch-free"])
+    for key, value in changes.items():
+        setattr(cls, key, value)
+    return cls
 
 
 EDISON = BoardClass(threads=1, tags=["edison"], cpu=0.1, memory_limit_mb=1024)
@@ -91,6 +107,7 @@ class TestBoard:
     cpu: float | None = None
     memory_limit_mb: int | None = None
     cgroups: list[str] = field(default_factory=list)  # the slow board's groups
+    python: str | None = None  # None: this interpreter
 
     @property
     def config(self) -> Path:
@@ -202,6 +219,7 @@ class Testbed:
             behind=behind,
             cpu=cls.cpu,
             memory_limit_mb=cls.memory_limit_mb,
+            python=cls.python,
         )
         board.cache_dir.mkdir(parents=True, exist_ok=True)
         _keygen(board.host_key, board.name)
@@ -435,7 +453,7 @@ class Testbed:
                 "identity_file": str(self.client_key),
                 "known_hosts": str(self.known_hosts),
                 "trust_on_first_use": False,
-                "python": sys.executable,
+                "python": b.python or sys.executable,
                 "cache_dir": str(b.cache_dir),
                 # one machine stands for every board here: each board its own lock
                 "board_lock": str(b.dir / "board"),
@@ -536,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--threads", type=int, default=None, help="torch threads per board")
     up.add_argument("--memory-mb", type=int, default=None, help="address-space limit per board")
     up.add_argument("--cpu", type=float, default=None, help="share of one core (0.1: an Edison)")
+    up.add_argument("--torch-free", type=int, default=0, help="more boards without torch")
     down = sub.add_parser("down", help="kill the boards started by `up`")
     down.add_argument("--dir", default="/tmp/farm-testbed")
     gateway = sub.add_parser(GATEWAY)  # internal: the gateway's daemon (see _start_gateway)
@@ -549,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         classes = [
             BoardClass(args.threads, args.memory_mb, cpu=args.cpu) for _ in range(args.boards)
         ]
+        classes += [torch_free(threads=args.threads) for _ in range(args.torch_free)]
         bed = Testbed(args.dir, classes, behind=args.behind).up()
         for b in [*bed.boards, *([bed.gateway] if bed.gateway else [])]:
             where = " (behind the gateway)" if b.behind else ""

@@ -67,6 +67,8 @@ _boards: dict[str, FakeBoard] = {}
 def installed() -> None:
     """Nothing left to do: importing this module registered ``fake``. As a Ray
     worker's setup hook, it makes the worker import it."""
+
+
 _boards_lock = threading.Lock()
 
 

@@ -1,0 +1,186 @@
+"""ONNX Runtime (CPU execution provider): kind ``onnx`` artifacts, no torch needed.
+
+Threads are per session (``intra_op_num_threads``), so a warm engine builds a new
+session when a task asks for another count. The layer pass is ORT's own profiler
+(``enable_profiling``): one event per node and run; a node's metadata
+``pkg.torch.onnx.name_scopes`` (written by ``torch.onnx.export(dynamo=True)``)
+names the module it came from, and nodes ORT fused (Conv+ReLU, Gemm+ReLU) are
+labelled with every module they merged, e.g. ``conv1+act1 (fused)``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import tempfile
+from typing import Any
+
+from farm.engine import bundle
+from farm.engine.runtimes.base import OpRow, Profile, Runtime, Session, register
+
+
+@register("onnxruntime")
+class OnnxRuntime(Runtime):
+    kinds = (bundle.KIND_ONNX,)
+    needs_torch = False
+
+    def __init__(self) -> None:
+        self.threads = 1
+
+    def available(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            return f"onnxruntime is not installed ({exc})"
+        return None
+
+    def set_threads(self, threads: int) -> int:
+        self.threads = threads  # applied to each session this runtime builds
+        return threads
+
+    def load(self, path: str, manifest: dict[str, Any]) -> OrtSession:
+        return OrtSession(bundle.member_bytes(path, bundle.MEMBERS[bundle.KIND_ONNX]),
+                          manifest, self)  # fmt: skip
+
+
+class OrtSession(Session):
+    form = "onnxruntime"
+    impl = "python"
+
+    def __init__(self, model: bytes, manifest: dict[str, Any], runtime: OnnxRuntime) -> None:
+        import onnxruntime as ort
+
+        self._ort, self._model, self._runtime = ort, model, runtime
+        self.inputs = bundle.example_inputs(manifest)
+        self.param_bytes = len(model)
+        self._nodes = list(manifest.get("nodes") or [])
+        self._threads = runtime.threads
+        self._session = self._new_session(profile=False)
+        self._names = [i.name for i in self._session.get_inputs()]
+        self._feed = dict(zip(self._names, self.inputs, strict=True))
+        self.call = self._call_fn(self._session)
+
+    def _options(self, profile: bool) -> Any:
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        if profile:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="farm-ort-"), "p")
+        return options
+
+    def _new_session(self, profile: bool) -> Any:
+        return self._ort.InferenceSession(
+            self._model, self._options(profile), providers=["CPUExecutionProvider"]
+        )
+
+    def _call_fn(self, session: Any) -> Any:
+        run, feed = session.run, self._feed
+        return lambda: run(None, feed)
+
+    def refresh_threads(self) -> None:
+        """A cached session built for another thread count is rebuilt (ORT's pools are the
+        session's)."""
+        if self._threads != self._runtime.threads:
+            self._threads = self._runtime.threads
+            self._session = self._new_session(profile=False)
+            self.call = self._call_fn(self._session)
+
+    def output(self) -> Any:
+        return self._session.run(None, self._feed)[0]
+
+    def profile(self, iterations: int) -> Profile:
+        session = self._new_session(profile=True)
+        run = self._call_fn(session)
+        warm = 3  # the profiled session's own warm-up, dropped by `_rows`
+        for _ in range(warm + iterations):
+            run()
+        trace = session.end_profiling()
+        try:
+            with open(trace) as f:
+                events = json.load(f)
+        finally:
+            os.unlink(trace)
+            os.rmdir(os.path.dirname(trace))
+        return _rows(events, iterations, self._nodes)
+
+
+def _rows(events: list[dict], iterations: int, nodes: list[dict]) -> Profile:
+    """Per-node rows from ORT's trace: each node event belongs to the run whose interval
+    holds it; the last ``iterations`` runs are kept (the warm-up dropped), and of those the
+    faster half (a busy machine only ever adds time: `farm.engine.layers.fast_mean`'s
+    reasoning), rows and whole averaged over the same runs."""
+    runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: e["ts"],
+    )[-iterations:]
+    per_run: list[dict[str, list]] = [{} for _ in runs]
+    starts = [e["ts"] for e in runs]
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        k = bisect.bisect_right(starts, e["ts"]) - 1
+        if k < 0 or e["ts"] > runs[k]["ts"] + runs[k]["dur"]:
+            continue
+        op = e.get("args", {}).get("op_name", "")
+        row = per_run[k].setdefault(label(name[: -len("_kernel_time")], op, nodes), [0.0, op, 0])
+        row[0] += e["dur"]
+        row[2] += 1
+    order = sorted(range(len(runs)), key=lambda k: runs[k]["dur"])
+    fast = order[: max(1, (len(order) + 1) // 2)] if runs else []
+    totals: dict[str, list] = {}
+    for k in sorted(fast):
+        for name, (us, op, calls) in per_run[k].items():
+            row = totals.setdefault(name, [0.0, op, 0])
+            row[0] += us
+            row[2] += calls
+    n = max(len(fast), 1)
+    rows = [OpRow(name, op, us / n / 1000, max(calls // n, 1))
+            for name, (us, op, calls) in totals.items()]  # fmt: skip
+    whole_ms = sum(runs[k]["dur"] for k in fast) / n / 1000
+    notes = [] if nodes else ["no node metadata: rows are ORT's node names"]
+    return Profile(rows, whole_ms, len(runs), "onnxruntime enable_profiling", notes)
+
+
+_ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid"}
+
+
+def label(kernel: str, op: str, nodes: list[dict]) -> str:
+    """The model layer(s) an ORT kernel ran. ``nodes`` are the exported graph's nodes as
+    the manifest lists them (name, op, layer, inputs, outputs). ORT renames what it
+    rewrites: ``fused node_linear`` (FusedGemm: Gemm+Relu), ``relu_nchwc`` (a Conv that
+    absorbed the Relu after it, in the NCHWc layout); those name every layer merged."""
+    by_name = {n["name"]: n for n in nodes}
+    base = kernel.removeprefix("fused ").removesuffix("_nchwc")
+    node = by_name.get(base) or by_name.get(f"node_{base}")
+    if node is None:
+        return f"{kernel} (runtime)" if op in ("ReorderInput", "ReorderOutput") else kernel
+    core = op.removeprefix("Fused")
+    merged = [node]
+    if node["op"] in _ACTIVATIONS and core != node["op"]:  # the activation's name, another op
+        producer = _producer(node, nodes)
+        if producer is not None:
+            merged.insert(0, producer)
+    elif op.startswith("Fused") or kernel.startswith("fused "):
+        consumer = _consumer(node, nodes)
+        if consumer is not None and consumer["op"] in _ACTIVATIONS:
+            merged.append(consumer)
+    layers = list(dict.fromkeys(n["layer"] or n["name"] for n in merged))
+    if len(merged) > 1:
+        return "+".join(layers) + " (fused)"
+    return layers[0]
+
+
+def _producer(node: dict, nodes: list[dict]) -> dict | None:
+    wanted = set(node["inputs"])
+    return next((n for n in nodes if wanted & set(n["outputs"])), None)
+
+
+def _consumer(node: dict, nodes: list[dict]) -> dict | None:
+    made = set(node["outputs"])
+    readers = [n for n in nodes if made & set(n["inputs"])]
+    return readers[0] if len(readers) == 1 else None
