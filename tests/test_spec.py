@@ -600,6 +600,14 @@ INVENTORY_ERRORS = [
         "not a user name",
     ),
     (
+        "infinite-option",
+        "version: 1\nmonitors:\n  - name: m\n    backend: rapl\n    options: {serial: .inf}\n"
+        "boards:\n  - name: a\n    processors: [{name: c}]\n",
+        5,
+        "monitors[0].options",
+        "serial: inf is not a finite number",
+    ),
+    (
         "empty-station",
         "version: 1\nboards:\n  - name: a\n    station: ''\n    processors: [{name: c}]\n",
         4,

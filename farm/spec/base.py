@@ -8,7 +8,8 @@ and are frozen (a validated spec is passed around, never edited in place;
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
@@ -33,6 +34,24 @@ def _supported_version(value: int) -> int:
 
 
 Version = Annotated[int, AfterValidator(_supported_version)]
+
+
+def _finite_inside(value: Any, where: str = "") -> Any:
+    """A free-form mapping (``options:``) holds no ``.inf`` or ``.nan``: no option means
+    one, and JSON (the result, the store) has no way to write it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where or 'a value'}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite_inside(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite_inside(v, f"{where}[{i}]")
+    return value
+
+
+Options = Annotated[dict[str, Any], AfterValidator(_finite_inside)]
+"""A model's or a monitor's ``options``: free-form, finite."""
 """The ``version:`` of an inventory or job file: 1 is the only one there is."""
 
 

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from farm.spec.base import DEVICE_PATTERN, Name, Problem, SpecModel, Version, duplicates
+from farm.spec.base import DEVICE_PATTERN, Name, Options, Problem, SpecModel, Version, duplicates
 
 Device = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
 """A torch device string the engine accepts."""
@@ -82,7 +82,7 @@ class Monitor(SpecModel):
     name: Name
     backend: Literal["monsoon", "rapl", "nvml", "hwmon", "synthetic", "replay"]
     station: Name = "head"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Options = Field(default_factory=dict)
 
 
 class Battery(SpecModel):

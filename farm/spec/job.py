@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from farm.spec.base import Name, Problem, SpecModel, Version, duplicates
+from farm.spec.base import Name, Options, Problem, SpecModel, Version, duplicates
 from farm.spec.inventory import Board, Inventory
 
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
@@ -109,7 +109,7 @@ class ModelRef(SpecModel):
     zoo: str | None = None
     module: str | None = None
     program: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Options = Field(default_factory=dict)
     input_shape: list[PositiveInt] | None = Field(default=None, min_length=1)
     variants: Variants | None = None
 
