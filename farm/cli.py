@@ -879,8 +879,10 @@ def head_start(
     from farm import client
     from farm.store import default_db_path
 
+    path = (db or default_db_path()).expanduser()
+    _inspect_store(path)  # a store it cannot trust is refused before Ray starts
     info = client.start_head(
-        db=(db or default_db_path()).expanduser(),
+        db=path,
         port=port,
         host=host,
         metrics_address=metrics_address,
