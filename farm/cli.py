@@ -125,14 +125,16 @@ def _emit(
 
 
 KEEP_COLUMNS = 5
-"""A table's first columns (model, board, variant, state, the mean) stay at any width."""
+"""A table's first columns (model, board, variant, state, the headline time) stay at any
+width, and so does its ``warn`` column: a number is never shown without its warnings."""
 
 
 def _fit(table: Table, width: int | None = None) -> Table:
     """``table`` as it fits ``width`` columns (the terminal's) without cutting a number:
     each column is as wide as its widest cell, unwrapped; where they do not all fit,
-    columns from the right are left out (the caption names them; ``--format csv`` or
-    a wider terminal shows them) and the first columns' words may wrap."""
+    columns from the right are left out (never the first ones nor ``warn``; the caption
+    names them; ``--format csv`` or a wider terminal shows them) and the first columns'
+    words may wrap."""
     from rich.text import Text
 
     width = width or out.width
@@ -141,14 +143,19 @@ def _fit(table: Table, width: int | None = None) -> Table:
         text = Text.from_markup(cell) if isinstance(cell, str) else cell
         return max((Text(line).cell_len for line in str(text).splitlines()), default=0)
 
+    def total() -> int:
+        return sum(needed) + 3 * len(needed) + 1
+
     needed = [max([cell_width(c.header), *(cell_width(x) for x in c.cells)]) for c in table.columns]
     for column, w in zip(table.columns, needed, strict=True):
         column.no_wrap, column.min_width = True, w
     dropped: list[str] = []
-    while len(table.columns) > KEEP_COLUMNS and sum(needed) + 3 * len(needed) + 1 > width:
-        dropped.insert(0, str(table.columns.pop().header))
-        needed.pop()
-    if sum(needed) + 3 * len(needed) + 1 > width:  # the kept columns' words may wrap
+    droppable = [i for i, c in enumerate(table.columns) if i >= KEEP_COLUMNS and c.header != "warn"]
+    while droppable and total() > width:
+        i = droppable.pop()
+        dropped.insert(0, str(table.columns.pop(i).header))
+        needed.pop(i)
+    if total() > width:  # the kept columns' words may wrap
         for column in table.columns:
             if column.justify == "left":
                 column.no_wrap, column.min_width, column.overflow = False, None, "fold"
