@@ -50,10 +50,10 @@ def names() -> list[str]:
 
 def get(name: str) -> ModelInfo:
     """A model's `ModelInfo`; an unknown name is a `farm.errors.UserError`."""
-    return _registered().get(name)
+    return registered().get(name)
 
 
-def _registered() -> Registry:
+def registered() -> Registry:
     """The registry with every zoo model in it (importing torch and the model files)."""
     for name in NAMES:
         importlib.import_module(f"farm.zoo.{name}")
@@ -66,5 +66,5 @@ def __getattr__(attr: str) -> Any:
     """``zoo.export``, ``zoo.REGISTRY``, ...: loaded, with every model registered, on first use."""
     if attr not in _LAZY:
         raise AttributeError(f"module 'farm.zoo' has no attribute {attr!r}")
-    _registered()
+    registered()
     return getattr(importlib.import_module(_LAZY[attr]), attr)

@@ -33,8 +33,7 @@ from torch import nn
 
 from farm.engine import artifact, files, package
 from farm.errors import UserError
-from farm.zoo import user
-from farm.zoo.registry import REGISTRY
+from farm.zoo import registered, user
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def _export_zoo(
     seed: int,
     cache_dir: Path,
 ) -> ArtifactRef:
-    info = REGISTRY.get(zoo)
+    info = registered().get(zoo)  # the zoo's models, imported on first use
     if "activation" in options:
         raise UserError(f"model {name!r}: set activation as a variant, not an option")
     if shape is not None and _tuple_shape(shape) != info.input_shape:
