@@ -226,7 +226,7 @@ def test_detach_with_ray_address(head: Farm, testbed: Testbed) -> None:
     head.ok("submit", str(job), "-i", str(testbed.inventory_path), "--quiet",
             "--address", head.address)  # fmt: skip
     cmp = head.run("compare", "--format", "json", "--address", head.address)
-    assert cmp.returncode in (0, 1), cmp.stderr
+    assert cmp.returncode in (0, 1, 3), cmp.stderr  # 3: a busy board, could not judge
     assert json.loads(cmp.stdout)["baseline"] == job_id
 
 
