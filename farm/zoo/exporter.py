@@ -34,6 +34,7 @@ from torch import nn
 from farm.engine import artifact, files, package
 from farm.errors import UserError
 from farm.zoo import user
+from farm.zoo.registry import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,7 @@ def _export_zoo(
     seed: int,
     cache_dir: Path,
 ) -> ArtifactRef:
-    # through the package: it imports every model file first (importing this module directly,
-    # as farm.export does, leaves REGISTRY empty until then)
-    from farm.zoo import get as registered
-
-    info = registered(zoo)
+    info = REGISTRY.get(zoo)
     if "activation" in options:
         raise UserError(f"model {name!r}: set activation as a variant, not an option")
     if shape is not None and _tuple_shape(shape) != info.input_shape:
