@@ -179,7 +179,8 @@ def test_the_station_exports_per_runtime_and_a_cell_that_cannot_fit_says_why(sta
     assert bool(warned) == (top1 < agree.TOP1_WARN)
     unfit = station.run_task(_payload({"runtime": "eager", "precision": "int8"}))
     assert unfit.state is TaskState.DOES_NOT_FIT and unfit.result is None
-    assert unfit.error.startswith("eager runs fp32 only") and "\n" not in unfit.error
+    assert unfit.failure.kind == "CannotLower" and "\n" not in unfit.error
+    assert unfit.failure.message.startswith("eager runs fp32 only")
 
 
 # ----------------------------------------------------------------------- report
