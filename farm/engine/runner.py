@@ -116,7 +116,8 @@ class ModelCache:
         self._models.pop((path, str(device)), None)
 
     def keep_only(self, path: str) -> None:
-        """Drop every model but this artifact's (so memory read next is this model's own)."""
+        """Drop every model but this artifact's (on any device or runtime), so that memory
+        read next is this model's own."""
         for key in [k for k in self._models if k[0] != path]:
             del self._models[key]
 
