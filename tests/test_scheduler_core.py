@@ -264,7 +264,9 @@ def test_cancel_asks_the_station_to_stop_the_running_engine(db_path):
     def gated(payload):
         started = time.time()
         gate.wait(30)  # the engine runs until its station stops it
-        return Outcome(TaskState.FAILED, failure=Failure("EngineError", "killed"), running_at=started)
+        return Outcome(
+            TaskState.FAILED, failure=Failure("EngineError", "killed"), running_at=started
+        )
 
     def abort(station, task_ids):
         aborted.append((station, list(task_ids)))
@@ -397,3 +399,19 @@ def test_running_reports_go_in_batches_and_an_outcome_overtakes_its_own():
     alone = RunningReports(lambda batch: arrived.set(), delay_s=0.01)
     alone.add("t.3", 1, 13.0)
     assert arrived.wait(30)  # and by itself, soon after it came in
+
+
+def test_a_cell_the_station_finds_unfit_before_its_engine_starts_does_not_fit(make):
+    """A runtime that cannot take the model (``CannotLower`` on the station, before any
+    engine runs): the task goes from deploying to does-not-fit, with the reason as its error."""
+
+    def cannot_lower(payload):
+        reason = "executorch int8: Missing operator: aten::avg_pool3d.out"
+        return Outcome(TaskState.DOES_NOT_FIT, failure=Failure("CannotLower", reason))
+
+    sched, _ = make(cannot_lower)
+    job = sched.submit(_job("j"), _tasks(1, "b0", ["b0"]), _boards("b0"))
+    assert wait_job(sched, job).state is JobState.DONE
+    task = sched.store.task(f"{job}.0")
+    assert task.state is TaskState.DOES_NOT_FIT and task.error_kind == "CannotLower"
+    assert task.error == "executorch int8: Missing operator: aten::avg_pool3d.out"

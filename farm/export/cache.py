@@ -87,8 +87,7 @@ def export(
     """The artifact ``runtime`` runs for model ``ref`` in ``precision``; `CannotLower`
     with the runtime's own reason when it cannot take it."""
     runtime = LOWERS_AS.get(runtime, runtime)
-    # through the package: zoo.export registers every model first (this module imports
-    # farm.zoo.exporter directly, whose REGISTRY is empty until the model files are imported)
+    # through the package: it registers the zoo's models on first use (farm.zoo is lazy)
     eager = zoo.export(ref, activation=activation, seed=seed, cache_dir=cache_dir)
     if runtime == "eager":
         if precision != "fp32":

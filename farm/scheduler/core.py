@@ -537,7 +537,11 @@ class Scheduler:
         if outcome.state.has_result():
             self._board_ok(board)
             # a cell that does not fit keeps its reason (a runtime's missing operator)
-            self._finish(run, outcome.state, outcome, error=outcome.error)
+            why = outcome.failure
+            self._finish(
+                run, outcome.state, outcome,
+                error=why.message if why else None, error_kind=why.kind if why else None,
+            )  # fmt: skip
             return
         error = outcome.error or "unknown error"
         kind = outcome.failure.kind if outcome.failure is not None else None
