@@ -116,8 +116,11 @@ class ModelCache:
         self._models.pop((path, str(device)), None)
 
     def keep_only(self, path: str, device: Any) -> None:
-        """Drop every model but this one (so memory read next is this model's own)."""
-        for key in [k for k in self._models if k != (path, str(device))]:
+        """Drop every model but this one (so memory read next is this model's own): the
+        artifact's entry for ``device``, or its runtime session (keyed ``runtime:<name>``)."""
+        keep = {(path, str(device))} | {k for k in self._models if k[0] == path and
+                                          k[1].startswith("runtime:")}  # fmt: skip
+        for key in [k for k in self._models if k not in keep]:
             del self._models[key]
 
     def __len__(self) -> int:
