@@ -29,6 +29,11 @@
 (a lost connection: yes; a command that failed or a host key refused: no); the
 station reads it when it tells the scheduler what an outcome means.
 
+A failure that crosses a process (station → scheduler → store → metrics) travels
+as a ``Failure`` record: its kind (the class's name), its message and what it means
+(retryable, the board's fault, quarantine now); the store keeps the kind beside
+the message, so nothing downstream parses it back out of a string.
+
 Callers never see paramiko, invoke, sqlite or Ray exceptions: the transport,
 the store and the client translate them here, raising ``from`` the original cause.
 """
@@ -202,3 +207,28 @@ class EngineError(FarmError):
 
 class BadOutcome(EngineError):
     """The engine's result JSON failed validation on arrival (wrong version or shape)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failure as data. ``str(failure)`` is how it reads (``Kind: message``)."""
+
+    kind: str  # the exception's class (``BoardUnreachable``...); ``engine``: the engine's own
+    message: str
+    retryable: bool = False  # the same task may run again, here or on a sibling board
+    board_fault: bool = False  # the board failed, not the task
+    quarantine: bool = False  # take the board out of service now
+
+    @classmethod
+    def of(cls, exc: BaseException, *, board_fault: bool = False, quarantine: bool = False) -> Failure:
+        """From an exception; ``retryable`` is the exception's own say (``TransportError``)."""
+        return cls(
+            type(exc).__name__,
+            str(exc),
+            retryable=bool(getattr(exc, "retryable", False)),
+            board_fault=board_fault,
+            quarantine=quarantine,
+        )
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"

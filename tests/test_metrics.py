@@ -95,10 +95,15 @@ def test_counters_move_on_state_events(store: Store) -> None:
     store.add_job("j1", "nightly", {}, [_task(0, "b0"), _task(1, "b1")])
     _run(store, "j1.0", "b0", TaskState.DONE, result=_result(2.0))
     store.transition("j1.1", TaskState.DEPLOYING, board="b1", at=100.0, attempt=1)
-    store.transition("j1.1", TaskState.QUEUED, board="b1",
+    store.transition("j1.1", TaskState.QUEUED, board="b1", error_kind="BoardUnreachable",
                      detail="attempt 1 failed: BoardUnreachable: board b1: refused; retry in 1.0s")  # fmt: skip
     store.transition("j1.1", TaskState.DEPLOYING, board="b1", at=110.0, attempt=2)
-    store.finish("j1.1", TaskState.FAILED, board="b1", error="HostKeyMismatch: board b1: changed")
+    store.finish("j1.1", TaskState.FAILED, board="b1", error="HostKeyMismatch: board b1: changed",
+                 error_kind="HostKeyMismatch")  # fmt: skip
+    # the kind is stored beside the text, on the task and on each move it caused
+    assert store.task("j1.1").error_kind == "HostKeyMismatch"
+    assert [e.error_kind for e in store.events("j1.1")][-3:] == ["BoardUnreachable", None,
+                                                                 "HostKeyMismatch"]  # fmt: skip
     got = _samples(registry)
     assert got[("farm_task_transitions_total", (("state", "queued"),))] == 3
     assert got[("farm_task_transitions_total", (("state", "deploying"),))] == 3

@@ -432,6 +432,9 @@ def test_a_stored_warning_is_shown_beside_its_cell_everywhere(bench, tmp_path):
     text = (out / "report.md").read_text()
     table3 = {(r["model"], r["board/processor"]): r for r in md_table(text, "Table 3:")}
     mark = table3[("svhn", "local/cpu")]["median [95% CI]"].split(" ⚠")[1]
+    assert mark.endswith(" busy")  # the busy board, marked in the table itself
+    assert re.search(r"⚠ \d+ of 8 cells were measured on a busy board \(load", text)
+    mark = mark.removesuffix(" busy")
     block = text.split("**Table 3:", 1)[1].split("**Table 4:", 1)[0]
     for n, w in zip(mark.split(","), said, strict=True):
         assert f"⚠{n}: {w}" in block

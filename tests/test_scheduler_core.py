@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from farm.errors import IllegalTransition
+from farm.errors import Failure, IllegalTransition
 from farm.result import EngineResult
 from farm.scheduler.core import Scheduler
 from farm.scheduler.messages import BoardCheck, Outcome
@@ -67,10 +67,9 @@ def ok(payload):
 
 
 def failed(error, *, retryable, board_fault=True, logs=()):
-    return Outcome(
-        TaskState.FAILED, error=error, retryable=retryable, board_fault=board_fault,
-        logs=list(logs),
-    )  # fmt: skip
+    kind, message = error.split(": ", 1)
+    failure = Failure(kind, message, retryable=retryable, board_fault=board_fault)
+    return Outcome(TaskState.FAILED, failure=failure, logs=list(logs))
 
 
 def wait_job(sched, job_id, timeout=20):
@@ -144,7 +143,7 @@ def test_retry_with_backoff_moves_to_another_board(make):
     assert {t.board for t in tasks} == {"b1"}
     assert all(t.attempts == 2 for t in tasks)
     events = sched.store.events(f"{job}.0")
-    assert "retry in" in events[2].detail
+    assert "retry in" in events[2].detail and events[2].error_kind == "BoardUnreachable"
     assert [(e.to_state, e.attempt) for e in events] == [
         ("queued", 0), ("deploying", 1), ("queued", 1), ("deploying", 2), ("running", 2),
         ("done", 2),
@@ -165,6 +164,7 @@ def test_a_failure_that_is_not_retryable_is_not_retried(make):
     assert wait_job(sched, job).state is JobState.FAILED
     assert runs == [1]
     assert "CommandFailed" in sched.store.task(f"{job}.0").error
+    assert sched.store.task(f"{job}.0").error_kind == "CommandFailed"  # stored with its kind
 
 
 def test_no_migration_and_retries_exhausted_fail_with_cause(make):
@@ -246,10 +246,8 @@ def test_a_task_still_waiting_at_the_jobs_deadline_fails_saying_why(make):
 
 def test_a_board_refused_for_its_host_key_fails_its_tasks_at_once(make):
     def mismatch(payload):
-        return Outcome(
-            TaskState.FAILED, error="HostKeyMismatch: b0: changed", retryable=False,
-            board_fault=True, quarantine=True,
-        )  # fmt: skip
+        failure = Failure("HostKeyMismatch", "b0: changed", board_fault=True, quarantine=True)
+        return Outcome(TaskState.FAILED, failure=failure)
 
     sched, stations = make(mismatch, health_check=_health(threading.Event()))
     t0 = time.time()
@@ -266,7 +264,9 @@ def test_cancel_asks_the_station_to_stop_the_running_engine(db_path):
     def gated(payload):
         started = time.time()
         gate.wait(30)  # the engine runs until its station stops it
-        return Outcome(TaskState.FAILED, error="EngineError: killed", running_at=started)
+        return Outcome(
+            TaskState.FAILED, failure=Failure("EngineError", "killed"), running_at=started
+        )
 
     def abort(station, task_ids):
         aborted.append((station, list(task_ids)))
@@ -399,3 +399,19 @@ def test_running_reports_go_in_batches_and_an_outcome_overtakes_its_own():
     alone = RunningReports(lambda batch: arrived.set(), delay_s=0.01)
     alone.add("t.3", 1, 13.0)
     assert arrived.wait(30)  # and by itself, soon after it came in
+
+
+def test_a_cell_the_station_finds_unfit_before_its_engine_starts_does_not_fit(make):
+    """A runtime that cannot take the model (``CannotLower`` on the station, before any
+    engine runs): the task goes from deploying to does-not-fit, with the reason as its error."""
+
+    def cannot_lower(payload):
+        reason = "executorch int8: Missing operator: aten::avg_pool3d.out"
+        return Outcome(TaskState.DOES_NOT_FIT, failure=Failure("CannotLower", reason))
+
+    sched, _ = make(cannot_lower)
+    job = sched.submit(_job("j"), _tasks(1, "b0", ["b0"]), _boards("b0"))
+    assert wait_job(sched, job).state is JobState.DONE
+    task = sched.store.task(f"{job}.0")
+    assert task.state is TaskState.DOES_NOT_FIT and task.error_kind == "CannotLower"
+    assert task.error == "executorch int8: Missing operator: aten::avg_pool3d.out"

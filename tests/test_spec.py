@@ -366,6 +366,16 @@ def test_the_first_problem_in_the_file_is_reported(inventory):
     assert (err.line, err.field) == (5, "retries")
 
 
+BAD_HOSTS = [
+    "a..b",
+    "'-oProxyCommand=x'",
+    '"a\\nb"',
+    "'a b'",
+    '"a\\tb"',
+    '"a\\x01b"',
+    ".a",
+    "'a;b'",
+]
 INVENTORY_ERRORS = [
     (
         "duplicate-board",
@@ -561,6 +571,48 @@ INVENTORY_ERRORS = [
         1,
         "version",
         "this farm reads version 1",
+    ),
+    *(
+        (
+            f"bad-host-{i}",
+            f"version: 1\nboards:\n  - name: a\n    transport: ssh\n    host: {host}\n"
+            "    processors: [{name: c}]\n",
+            5,
+            "boards[0].host",
+            "not a host name or address",
+        )
+        for i, host in enumerate(BAD_HOSTS)
+    ),
+    (
+        "hop-starting-with-dash",
+        "version: 1\nboards:\n  - name: a\n    transport: ssh\n    host: b\n"
+        "    proxy_jump: -oProxyCommand=x\n    processors: [{name: c}]\n",
+        6,
+        "boards[0].proxy_jump",
+        "no leading '-'",
+    ),
+    (
+        "hop-user-starting-with-dash",
+        "version: 1\nboards:\n  - name: a\n    transport: ssh\n    host: b\n"
+        "    proxy_jump: ['-oX@gw']\n    processors: [{name: c}]\n",
+        6,
+        "boards[0].proxy_jump[0]",
+        "not a user name",
+    ),
+    (
+        "empty-station",
+        "version: 1\nboards:\n  - name: a\n    station: ''\n    processors: [{name: c}]\n",
+        4,
+        "boards[0].station",
+        "got ''",
+    ),
+    (
+        "empty-monitor-station",
+        "version: 1\nmonitors:\n  - name: m\n    backend: rapl\n    station: ''\n"
+        "boards:\n  - name: a\n    processors: [{name: c}]\n",
+        5,
+        "monitors[0].station",
+        "got ''",
     ),
     (
         "name-with-slash",
@@ -947,7 +999,7 @@ def test_paper_testbed_inventory():
     ("job_file", "inventory_file", "count"),
     [
         ("jobs/smoke.yaml", "inventory/local.yaml", 4),
-        ("jobs/paper.yaml", "inventory/local.yaml", 2 + 3 + 3),
+        ("jobs/paper.yaml", "inventory/local.yaml", 2 + 3 + 1 + 3),  # alexnet, svhn, kws × 3, whole deepear, emotion × 3
         # 4 models × (phone cpu, tegra cpu, edison cpu, tegra cuda) × threads [null, 1]
         ("jobs/nightly.yaml", "inventory/testbed-paper.yaml", 4 * 4 * 2),
     ],

@@ -8,6 +8,7 @@ import pytest
 from farm import deploy
 from farm.errors import CommandFailed, CommandResult
 from farm.result import ENGINE_RESULT_VERSION, parse_engine_result
+from farm.scheduler.lease import MEASURING_FILE
 from farm.scheduler.messages import TaskPayload
 from farm.scheduler.station import Station
 from farm.spec import Board, Measure, ModelRef, PlannedTask
@@ -57,9 +58,8 @@ def test_the_engine_is_told_the_boards_measuring_lock_beside_its_lease(station, 
     )
     assert station.run_task(_payload()).state is TaskState.DONE
     payload = _payload()
-    transport = station._transport(station._link(payload.board))
-    root = deploy.cache_root(transport, payload.board)
-    assert [r["board_lock"] for r in requests] == [f"{root}/measuring"]
+    # the measuring lock sits beside the lease, board-wide (any account, any cache_dir)
+    assert [r["board_lock"] for r in requests] == [payload.board.board_lock + MEASURING_FILE]
 
 
 def test_a_lost_board_is_retryable(station):
@@ -67,6 +67,7 @@ def test_a_lost_board_is_retryable(station):
     outcome = station.run_task(_payload())
     assert outcome.state is TaskState.FAILED and "BoardUnreachable" in outcome.error
     assert outcome.retryable and outcome.board_fault and not outcome.quarantine
+    assert outcome.failure.kind == "BoardUnreachable"
     assert outcome.running_at is None  # it never reached the engine
 
 

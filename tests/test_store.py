@@ -61,7 +61,7 @@ def test_new_file_has_the_current_schema_in_wal(db_path):
     db = sqlite3.connect(db_path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert version == str(SCHEMA_VERSION) == "4"
+    assert version == str(SCHEMA_VERSION) == "5"
 
 
 def test_newer_schema_is_refused(db_path):

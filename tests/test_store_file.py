@@ -153,3 +153,36 @@ def test_backup_is_a_consistent_copy_of_a_live_store(tmp_path):
     check = run_farm("db", "check", "--db", str(path))
     assert check.returncode == 0 and "1 jobs, 2 tasks" in check.stdout, check.stdout
     live.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["metrics", "backfill", "--out", "OUT"], ["exporter", "--metrics-address", "127.0.0.1:9599"],
+     ["resume", "latest"]],
+)  # fmt: skip
+def test_backfill_exporter_and_resume_refuse_an_untrusted_store_at_start(tmp_path, command):
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    command = [str(tmp_path / "out") if a == "OUT" else a for a in command]
+    for why, path in _bad_stores(folder).items():
+        before = _snapshot(folder)
+        proc = run_farm(*command, "--db", str(path), timeout=120)  # an exporter would serve on
+        assert proc.returncode == 2, (why, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0], (why, proc.stderr)
+        assert _snapshot(folder) == before, why
+    assert not (tmp_path / "out").exists()
+    typo = tmp_path / "typo.db"
+    for proc in (run_farm(*command, "--db", str(typo)),):
+        assert proc.returncode == 2 and "no farm store there" in proc.stderr, proc.stderr
+    assert not typo.exists()
+
+
+def test_a_refused_resume_changes_no_byte_of_the_store(tmp_path):
+    path = tmp_path / "farm.db"
+    _store_with_a_job(path).close()
+    before = _snapshot(tmp_path)
+    proc = run_farm("resume", "nosuch", "--db", str(path))
+    assert proc.returncode == 2 and "no job 'nosuch'" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert _snapshot(tmp_path) == before  # journal mode, change counter, no -wal

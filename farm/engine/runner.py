@@ -115,12 +115,10 @@ class ModelCache:
     def forget(self, path: str, device: Any) -> None:
         self._models.pop((path, str(device)), None)
 
-    def keep_only(self, path: str, device: Any) -> None:
-        """Drop every model but this one (so memory read next is this model's own): the
-        artifact's entry for ``device``, or its runtime session (keyed ``runtime:<name>``)."""
-        keep = {(path, str(device))} | {k for k in self._models if k[0] == path and
-                                          k[1].startswith("runtime:")}  # fmt: skip
-        for key in [k for k in self._models if k not in keep]:
+    def keep_only(self, path: str) -> None:
+        """Drop every model but this artifact's (on any device or runtime), so that memory
+        read next is this model's own."""
+        for key in [k for k in self._models if k[0] != path]:
             del self._models[key]
 
     def __len__(self) -> int:
@@ -217,7 +215,7 @@ class _Task:
         self.markers.add(time.monotonic_ns(), TASK_BEGIN)
         self.mem["hwm_reset"] = False
         if req.memory:  # the peak read at the end is this task's own (farm.engine.memory)
-            own = lambda: self.cache.keep_only(req.artifact, req.device)  # noqa: E731
+            own = lambda: self.cache.keep_only(req.artifact)  # noqa: E731
             self.mem["hwm_reset"], why = memory.start_own_peak(own)
             self.warnings.extend([why] if why else [])
         self.mem["baseline_rss_mb"] = memory.rss_mb()
@@ -336,9 +334,6 @@ class _Task:
             run(req.warmup)
         timed = run(req.iterations)
         self.markers.add_pairs(timed.mono_begin, timed.mono_end, INFERENCE_BEGIN, INFERENCE_END)
-        runner_rss = getattr(session, "peak_rss_bytes", None)  # a runtime in its own process
-        if req.memory and runner_rss:
-            self.mem["runner_peak_rss_mb"] = runner_rss / 2**20
         self.result["latency"] = stats.summarize(timed.latencies_ms(), cold.latencies_ms()[0])
         self.env["gc_paused_while_timing"] = session.call is not None
         if req.layers:

@@ -10,7 +10,6 @@ by ``FleetCollector``, so they are right after a restart too.
 from __future__ import annotations
 
 import platform
-import re
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -35,9 +34,6 @@ def _transport_error_kinds() -> frozenset[str]:
         kinds.add(cls.__name__)
         todo.extend(cls.__subclasses__())
     return frozenset(kinds)
-
-
-_ERROR_NAME = re.compile(r"\b([A-Z][A-Za-z]+): ")
 
 
 class FarmMetrics:
@@ -102,14 +98,8 @@ class FarmMetrics:
         self._started.pop(event.task_id, None)  # back to the queue, or the end
         if state.is_terminal() and started is not None:
             self.task_seconds.labels(state.value).observe(max(0.0, event.at - started))
-        kind = self._error_kind(event.error or event.detail or "")
-        if kind is not None:
-            self.transport_errors.labels(kind).inc()
-
-    def _error_kind(self, text: str) -> str | None:
-        """The transport error class a failure or retry names (``BoardUnreachable: ...``)."""
-        names = _ERROR_NAME.findall(text)
-        return next((name for name in names if name in self._kinds), None)
+        if event.error_kind in self._kinds:  # a failure or a retry, with its kind
+            self.transport_errors.labels(event.error_kind).inc()
 
 
 class FleetCollector(Collector):

@@ -1,49 +1,38 @@
 """A whole report: its sections in order, and the files ``farm report --out DIR`` writes.
 
 The report is assembled once, as ``Section`` records of views, findings and
-figures; ``markdown``, ``html`` and the terminal only render it.
+figures (the document model, ``farm.report.document``); ``markdown``, ``html``
+and the terminal only render it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from farm.report import compare, figures, study
+from farm.report import compare, figures, runtimes, study
 from farm.report.cells import Sweep, layer_records, records
-from farm.report.findings import Finding, findings
+from farm.report.document import FIGURE_CAPTIONS, Report, Section
+from farm.report.findings import findings
 from farm.report.paper import Reference, reference
 from farm.report.tables import csv_text
 
-FIGURE_CAPTIONS = {
-    "figure4": "Figure 4: each layer's share of the time of one inference, SVHN (4a, a CNN) and "
-    "Deep KWS (4b, a DNN), as the study's Figure 4; coloured by the study's two groups, the "
-    "dashed line where feature extraction ends.",
-    "figure5": "Figure 5: each model's memory (log scale): what it requires (parameters + peak "
-    "live activations) and the process's peak RSS, against the memory limit of the study's "
-    "processor each board stands for (the board's own where it stands for none), and, last, "
-    "against every limit the study gives.",
-    "figure6": "Figure 6: memory resident while each layer runs (its parameters, input and "
-    "output).",
-}
 
-
-@dataclass
-class Section:
-    title: str
-    paragraphs: list[str] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    views: list[study.View] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)  # names in FIGURE_CAPTIONS
-
-
-@dataclass
-class Report:
-    title: str
-    sections: list[Section]
-    ref: Reference | None = None  # the study's numbers this report was set beside
+def busy_note(sweep: Sweep) -> str | None:
+    """One sentence for every section that compares numbers: how many cells were measured
+    on a busy board, and how busy (the loads the engine's warnings name)."""
+    busy = [c for c in sweep.cells if c.busy]
+    if not busy:
+        return None
+    loads = [float(m.group(1)) for c in busy for w in c.warnings
+             if (m := re.match(r"board busy: load ([\d.]+) on", w))]  # fmt: skip
+    span = f" (load {min(loads):.1f} to {max(loads):.1f})" if loads else ""
+    return (
+        f"⚠ {len(busy)} of {len(sweep.cells)} cells were measured on a busy board{span}: "
+        "their figures, and the comparisons below, carry that noise (each is marked busy)."
+    )
 
 
 def _count(n: int, noun: str) -> str:
@@ -76,12 +65,15 @@ def assemble(sweep: Sweep, against: Sweep | None = None, ref: Reference | None =
         )
         if cell is not None
     ]
+    note = busy_note(sweep)
+    noted = [note] if note else []
     sections = [
         summary,
         Section(
             "Beside the study",
             [
                 f"The study: {ref.citation} ({ref.url}). {ref.provenance['source']}",
+                *noted,
                 "Per table, where this hardware agrees with the study and where it does not:",
             ],
             [f for key in said for f in said[key]],
@@ -89,24 +81,28 @@ def assemble(sweep: Sweep, against: Sweep | None = None, ref: Reference | None =
         Section("Table 1: models", findings=said["table1"], views=[study.table1(sweep, ref)]),
         Section(
             "Tables 2, 3, 4: energy, time, battery life",
+            noted,
             findings=said["table2"] + said["table3"] + said["table4"],
             views=[study.metric_table(sweep, m, ref) for m in ("energy", "time", "battery")]
             + [study.ci_detail(sweep)],
         ),
         Section(
             "Tables 5 and 6: layer by layer",
+            noted,
             findings=said["table5"] + said["table6"],
             views=layer_views,
         ),
         Section(
             "Table 7: activation layers",
+            noted,
             findings=said["table7"],
             views=[study.table7(sweep, ref), study.apart(sweep)],
         ),
-        Section(
-            "Figures", findings=said["figure4"] + said["figure5"], figures=list(FIGURE_CAPTIONS)
-        ),
+        Section("Figures", noted, said["figure4"] + said["figure5"], figures=list(FIGURE_CAPTIONS)),
     ]
+    best = runtimes.best_runtime(sweep)  # a sweep with runtime/precision variants
+    if best is not None:
+        sections.append(Section("Runtimes: the best per board", views=[best]))
     if against is not None:
         sections.append(Section("Against another sweep", views=[compare.against(sweep, against)]))
     sections.append(Section("Provenance", views=[study.provenance(sweep)]))

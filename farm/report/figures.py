@@ -24,6 +24,7 @@ SIZES = {"figure4": (1200, 700), "figure5": (1200, 600), "figure6": (1200, 700)}
 """Each figure's size in pixels (width, height)."""
 
 FEATURE, CLASSIFY, LIMIT, LOAD = "#0072B2", "#E69F00", "#D55E00", "#009E73"  # Okabe-Ito
+WARN = "#B2182B"
 MB = 2**20
 
 
@@ -61,6 +62,10 @@ def _layer_bars(ax: Axes, cell: Cell, value, xlabel: str, title: str) -> None:
     ax.set_xlabel(xlabel)
     kind = "CNN" if vocabulary.is_cnn(layers) else "DNN"
     ax.set_title(f"{title}{cell.model} ({kind}) on {cell.place}", fontsize=11)
+    if cell.warnings:  # a number is never shown without its warnings
+        ax.text(0.5, 1.0, "⚠ " + "; ".join(cell.warnings), transform=ax.transAxes, ha="center",
+                va="bottom", fontsize=8, color=WARN, wrap=True)  # fmt: skip
+        ax.set_title(f"{title}{cell.model} ({kind}) on {cell.place}\n", fontsize=11)
     ax.grid(axis="x", alpha=0.3)
     handles = [
         Patch(color=c, label=lab)
@@ -185,13 +190,22 @@ def figure5(sweep: Sweep, ref: Reference) -> Figure:
                         (x, top * 1.6), ha="center", va="bottom", fontsize=8, weight="bold")  # fmt: skip
     ax.set_title("against the study's limits", fontsize=11)
     highest = max(highest, *tallest)
-    for a in axes:
+    warned = {c.model for c in sweep.cells if c.warnings}
+    for k, a in enumerate(axes):
         a.set_yscale("log")
-        a.set_xticks(list(range(len(models))), models, rotation=30, ha="right")
+        if k < len(places):  # a board's panel: that cell's warnings; the last: any cell's
+            flagged = {m for m in models if (c := sweep.cell(m, places[k])) and c.warnings}
+        else:
+            flagged = warned
+        ticks = [m + (" ⚠" if m in flagged else "") for m in models]
+        a.set_xticks(list(range(len(models))), ticks, rotation=30, ha="right")
         a.grid(axis="y", alpha=0.3, which="both")
     axes[0].set_ylim(bottom=0.1, top=highest * 12)  # shared: room for every label
     axes[0].set_ylabel("memory (MB, log scale)")
     handles, labels = axes[0].get_legend_handles_labels()
+    if warned:
+        handles.append(Patch(color="white", label="⚠ measured with warnings (see the tables)"))
+        labels.append("⚠ measured with warnings (see the tables)")
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9)
     return fig
 

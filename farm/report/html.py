@@ -14,7 +14,7 @@ import re
 from html import escape
 from pathlib import Path
 
-from farm.report.build import FIGURE_CAPTIONS, Report
+from farm.report.document import FIGURE_CAPTIONS, Report
 from farm.report.findings import Finding
 from farm.report.markdown import footnotes
 from farm.report.study import View

@@ -12,9 +12,10 @@ from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
-from farm.report.build import FIGURE_CAPTIONS, Report
+from farm.report.document import FIGURE_CAPTIONS, Report
 from farm.report.findings import Finding
 from farm.report.study import View
+from farm.report.tables import is_busy
 
 MARK = {True: "agrees", False: "differs", None: ""}
 
@@ -39,18 +40,28 @@ def footnotes(v: View) -> tuple[dict[tuple[int, int], list[int]], list[tuple[int
     return marks, [(n, w) for w, n in numbers.items()]
 
 
-def _mark(numbers: list[int]) -> str:
-    return " ⚠" + ",".join(str(n) for n in numbers) if numbers else ""
+def _mark(numbers: list[int], texts: list[str] = ()) -> str:
+    """`` ⚠1,2`` after a warned value, `` ⚠1,2 busy`` where the board was busy."""
+    if not numbers:
+        return ""
+    return (
+        " ⚠"
+        + ",".join(str(n) for n in numbers)
+        + (" busy" if any(is_busy(w) for w in texts) else "")
+    )
 
 
 def view(v: View) -> list[str]:
     marks, notes = footnotes(v)
     top = [n for n, w in notes if w in v.table_warnings]
-    lines = [f"**{v.title}**{_mark(top)}", ""]
+    lines = [f"**{v.title}**{_mark(top, v.table_warnings)}", ""]
     lines.append("| " + " | ".join(_cell(c) for c in v.columns) + " |")
     lines.append("|" + "|".join("---" for _ in v.columns) + "|")
     for i, row in enumerate(v.rows):
-        cells = [_cell(text) + _mark(marks.get((i, j), [])) for j, text in enumerate(row)]
+        cells = [
+            _cell(text) + _mark(marks.get((i, j), []), v.warnings.get((i, j), []))
+            for j, text in enumerate(row)
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if not v.rows:
         lines.append("| " + " | ".join(["-"] * len(v.columns)) + " |")
@@ -94,7 +105,10 @@ def to_terminal(report: Report, console: Console) -> None:
                 table.add_column(escape(c))
             for i, row in enumerate(v.rows):
                 table.add_row(
-                    *[escape(t + _mark(marks.get((i, j), []))) for j, t in enumerate(row)]
+                    *[
+                        escape(t + _mark(marks.get((i, j), []), v.warnings.get((i, j), [])))
+                        for j, t in enumerate(row)
+                    ]
                 )
             console.print(table)
             for n, w in notes:

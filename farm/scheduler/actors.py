@@ -327,8 +327,8 @@ class SchedulerActor:
 
     def running(self, reports: list[Report]) -> None:
         """A station's batch of "engine started" reports (``farm.scheduler.reports``)."""
-        for task_id, attempt, at, deploy_bytes in reports:
-            self.core.running(task_id, attempt, at, deploy_bytes)
+        for report in reports:
+            self.core.running(report.task_id, report.attempt, report.at, report.deploy_bytes)
 
     def progress(self, job_id: str):
         return self.core.progress(job_id)

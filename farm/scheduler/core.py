@@ -537,15 +537,22 @@ class Scheduler:
         if outcome.state.has_result():
             self._board_ok(board)
             # a cell that does not fit keeps its reason (a runtime's missing operator)
-            self._finish(run, outcome.state, outcome, error=outcome.error)
+            why = outcome.failure
+            self._finish(
+                run, outcome.state, outcome,
+                error=why.message if why else None, error_kind=why.kind if why else None,
+            )  # fmt: skip
             return
         error = outcome.error or "unknown error"
+        kind = outcome.failure.kind if outcome.failure is not None else None
         if outcome.board_fault:
             self._board_failed(board, error, now=outcome.quarantine)
         if outcome.retryable and run.attempts <= job.policy.retries:
             delay = min(self.backoff_max_s, self.backoff_s * 2 ** (run.attempts - 1))
             detail = f"attempt {run.attempts} failed: {error}; retry in {delay:.1f}s"
-            self.store.transition(run.id, TaskState.QUEUED, board=run.board, detail=detail)
+            self.store.transition(
+                run.id, TaskState.QUEUED, board=run.board, detail=detail, error_kind=kind
+            )
             self._moved(run, TaskState.QUEUED)
             for at, line in outcome.logs:
                 self.store.log(run.id, line, at)
@@ -556,7 +563,7 @@ class Scheduler:
             run.ready_at = time.time() + delay
             heapq.heappush(self._delayed, (run.ready_at, run.id))
             return
-        self._finish(run, TaskState.FAILED, outcome, error=error)
+        self._finish(run, TaskState.FAILED, outcome, error=error, error_kind=kind)
 
     def _release_delayed(self) -> None:
         now = time.time()
@@ -573,6 +580,7 @@ class Scheduler:
         outcome: Outcome | None = None,
         *,
         error: str | None = None,
+        error_kind: str | None = None,
     ) -> None:
         kept = outcome or Outcome(state)
         self.store.finish(
@@ -582,6 +590,7 @@ class Scheduler:
             result=kept.result,
             markers=kept.markers,
             error=error,
+            error_kind=error_kind,
             logs=kept.logs,
             trace=kept.trace if state is TaskState.DONE else None,
         )

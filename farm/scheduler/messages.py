@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from farm.deploy import BoardProbe
+from farm.errors import Failure
 from farm.result import EngineResult
 from farm.spec import Board, PlannedTask
 from farm.states import TaskState
@@ -37,31 +38,42 @@ class TaskPayload:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one attempt came to. The station decides what an error *means*
-    (``retryable``: the same task may run again, here or on a sibling board;
-    ``board_fault``: the board, not the task, failed; ``quarantine``: take the
-    board out of service now); the scheduler decides what to *do*."""
+    """What one attempt came to. The station decides what a failure *means*
+    (``Failure``: retryable, the board's fault, quarantine now); the scheduler
+    decides what to *do*."""
 
     state: TaskState
     result: EngineResult | None = None
     markers: dict | None = None
-    error: str | None = None
-    retryable: bool = False
-    board_fault: bool = False
-    quarantine: bool = False
+    failure: Failure | None = None
     logs: list[tuple[float, str]] = field(default_factory=list)
     trace: bytes | None = None
     running_at: float | None = None  # when the engine started (None: it never did)
     deploy_bytes: int = 0  # what the deploy step pushed to the board
 
+    @property
+    def error(self) -> str | None:
+        return str(self.failure) if self.failure is not None else None
+
+    @property
+    def retryable(self) -> bool:
+        return self.failure is not None and self.failure.retryable
+
+    @property
+    def board_fault(self) -> bool:
+        return self.failure is not None and self.failure.board_fault
+
+    @property
+    def quarantine(self) -> bool:
+        return self.failure is not None and self.failure.quarantine
+
     @classmethod
     def lost(cls, exc: BaseException) -> Outcome:
         """A station call that raised (actor died, node lost): retry it elsewhere."""
-        return cls(
-            TaskState.FAILED,
-            error=f"station call failed: {type(exc).__name__}: {exc}",
-            retryable=True,
+        failure = Failure(
+            type(exc).__name__, f"station call failed: {type(exc).__name__}: {exc}", retryable=True
         )
+        return cls(TaskState.FAILED, failure=failure)
 
 
 @dataclass(frozen=True)

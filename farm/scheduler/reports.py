@@ -15,12 +15,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
-Report = tuple[str, int, float, int]
-"""``(task_id, attempt, at, deploy_bytes)``: the engine started on that attempt at
-``at``, after the deploy step pushed ``deploy_bytes`` to the board."""
+
+class Report(NamedTuple):
+    """The engine started on attempt ``attempt`` of a task at ``at``, after the deploy
+    step pushed ``deploy_bytes`` to the board."""
+
+    task_id: str
+    attempt: int
+    at: float
+    deploy_bytes: int = 0
 
 
 class RunningReports:
@@ -54,7 +61,7 @@ class RunningReports:
         if not batch:
             return
         try:
-            self._send([(task, attempt, *report) for (task, attempt), report in batch.items()])
+            self._send([Report(task, attempt, *report) for (task, attempt), report in batch.items()])
         except Exception:  # a lost report is repeated by its outcome: log, carry on
             log.exception("could not send %d running reports", len(batch))
 

@@ -40,7 +40,9 @@ from farm.errors import (
     BoardBusy,
     BoardUnreachable,
     CannotLower,
+    CommandFailed,
     EngineError,
+    Failure,
     FarmError,
     HostKeyError,
     TransportError,
@@ -135,36 +137,27 @@ class Station:
                 # failed or a host key refused no. A host key that cannot be trusted
                 # takes its board out of service at once.
                 # A board busy with another farm's task is not at fault either.
-                return _outcome(
-                    TaskState.FAILED,
-                    tlog,
-                    started,
-                    error=f"{type(exc).__name__}: {exc}",
-                    retryable=exc.retryable,
+                failure = Failure.of(
+                    exc,
                     board_fault=not isinstance(exc, BoardBusy),
                     quarantine=isinstance(exc, HostKeyError),
                 )
+                return _outcome(TaskState.FAILED, tlog, started, failure=failure)
             except CannotLower as exc:  # the runtime cannot take this model: its reason
                 tlog(f"does not fit: {exc}")
-                return _outcome(TaskState.DOES_NOT_FIT, tlog, started, error=str(exc))
+                return _outcome(TaskState.DOES_NOT_FIT, tlog, started, failure=Failure.of(exc))
             except EngineError as exc:
                 link.drop()
                 tlog(f"engine error: {exc}")
-                return _outcome(
-                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
-                )
+                return _outcome(TaskState.FAILED, tlog, started, failure=Failure.of(exc))
             except FarmError as exc:
                 tlog(f"error: {exc}")
-                return _outcome(
-                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
-                )
+                return _outcome(TaskState.FAILED, tlog, started, failure=Failure.of(exc))
             except Exception as exc:  # a bug or an unexpected library error: record it whole
                 log.exception("task %s failed unexpectedly", payload.task_id)
                 link.drop()
                 tlog(f"unexpected error: {exc!r}")
-                return _outcome(
-                    TaskState.FAILED, tlog, started, error=f"{type(exc).__name__}: {exc}"
-                )
+                return _outcome(TaskState.FAILED, tlog, started, failure=Failure.of(exc))
             finally:
                 link.task = None
         if result.status == "does_not_fit":
@@ -181,7 +174,7 @@ class Station:
             tlog(f"engine reported: {result.error}")
             return _outcome(
                 TaskState.FAILED, tlog, started, result=result, markers=markers,
-                error=f"engine: {result.error}",
+                failure=Failure("engine", result.error or "no error given"),
             )  # fmt: skip
         return _outcome(TaskState.DONE, tlog, started, result=result, markers=markers, trace=trace)
 
@@ -204,13 +197,21 @@ class Station:
             try:
                 transport = self._transport(link)
                 engine = self._engine_zip()
+                deployed = deploy.is_present(transport, board, [engine])
+                try:
+                    found = deploy.probe(transport, board)
+                except CommandFailed as exc:  # reached, but its python could not answer
+                    return BoardCheck(
+                        board.name, reachable=True, host_key="ok", engine_deployed=deployed,
+                        error=_probe_failed(board, exc),
+                    )  # fmt: skip
                 return BoardCheck(
                     board=board.name,
                     ok=True,
                     reachable=True,
                     host_key="ok",
-                    engine_deployed=deploy.is_present(transport, board, [engine]),
-                    probe=deploy.probe(transport, board),
+                    engine_deployed=deployed,
+                    probe=found,
                 )
             except HostKeyError as exc:
                 link.drop()
@@ -517,4 +518,20 @@ def _outcome(state: TaskState, tlog: _TaskLog, started: _Started, **fields: Any)
         running_at=started.at,
         deploy_bytes=started.deploy_bytes,
         **fields,
+    )
+
+
+def _probe_failed(board: Board, exc: CommandFailed) -> str:
+    """One line for a board that answered but whose ``python:`` could not run the probe
+    (not the probe script itself, which the command's text would repeat)."""
+    result = exc.result
+    said = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+    if result.exit_code in (126, 127) or "not found" in said[0]:
+        return (
+            f"the board is reachable, but its python {board.python!r} was not found there"
+            " (the inventory's `python:`)"
+        )
+    return (
+        f"the board is reachable, but the probe run with {board.python!r} exited"
+        f" {result.exit_code}: {said[0]}"
     )

@@ -13,14 +13,62 @@ config's ``Port``/``User``/``IdentityFile`` (else 22, the login user, the agent)
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PositiveInt, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    PositiveInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from farm.spec.base import DEVICE_PATTERN, Name, Problem, SpecModel, Version, duplicates
 
 Device = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
 """A torch device string the engine accepts."""
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+
+
+def _host(value: str) -> str:
+    """A DNS name, an ssh_config alias or an IP address, refused here rather than at
+    connect: an empty label (``a..b``), a leading ``-`` (ssh would read an option),
+    whitespace or control characters."""
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            raise ValueError(f"not an IPv6 address: {value!r}") from None
+        return value
+    long = [label for label in value.split(".") if len(label) > 63]
+    if len(value) > 253 or not _HOST_NAME.match(value) or long:
+        raise ValueError(
+            f"not a host name or address: {value!r} (labels of at most 63 letters, digits,"
+            " '-' and '_' joined by single dots; no leading '-', no spaces or control"
+            " characters)"
+        )
+    return value
+
+
+def _user(value: str) -> str:
+    if not value or value.startswith("-") or any(c.isspace() or not c.isprintable() or c in "@:"
+                                                 for c in value):  # fmt: skip
+        raise ValueError(
+            f"not a user name: {value!r} (no leading '-', spaces, control characters, '@' or ':')"
+        )
+    return value
+
+
+Host = Annotated[str, AfterValidator(_host)]
+"""A board's or a jump host's ``host``."""
+
+User = Annotated[str, AfterValidator(_user)]
+"""A login name on a board or a jump host."""
 
 PaperProcessor = Literal[
     "tegra-k1-cpu", "tegra-k1-gpu", "snapdragon-800-cpu", "snapdragon-800-dsp", "edison-cpu"
@@ -33,7 +81,7 @@ class Monitor(SpecModel):
 
     name: Name
     backend: Literal["monsoon", "rapl", "nvml", "hwmon", "synthetic", "replay"]
-    station: str = "head"
+    station: Name = "head"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -102,9 +150,9 @@ class Hop(SpecModel):
     checked as strictly as the board's own.
     """
 
-    host: str
+    host: Host
     port: int | None = Field(default=None, ge=1, le=65535)
-    user: str | None = None
+    user: User | None = None
     identity_file: str | None = None
     known_hosts: str | None = None
     trust_on_first_use: bool | None = None
@@ -115,9 +163,9 @@ class Board(SpecModel):
 
     name: Name
     transport: Literal["local", "ssh", "fake"] = "local"  # fake: in-process, for benchmarks
-    host: str | None = None
+    host: Host | None = None
     port: int | None = Field(default=None, ge=1, le=65535)  # None: ssh_config's, else 22
-    user: str | None = None
+    user: User | None = None
     identity_file: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
     trust_on_first_use: bool = False
@@ -132,7 +180,7 @@ class Board(SpecModel):
     board_lock: Annotated[
         str, StringConstraints(pattern=r"^(/[^\x00\n\r]+|[A-Za-z0-9][A-Za-z0-9._-]*)$")
     ] = "farm-board"
-    station: str = "head"
+    station: Name = "head"
     tags: list[str] = Field(default_factory=list)
     connect_timeout_s: float = Field(default=10, gt=0)
     # start-up: the engine's first answer (a torch import) and the first clock exchange;

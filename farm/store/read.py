@@ -45,7 +45,7 @@ from farm.store.records import (
 
 _TASK_COLUMNS = (
     "t.id, t.job_id, t.idx, t.key, t.model, t.board, t.processor, t.variant, t.state,"
-    " t.attempts, t.error, t.created, t.updated, t.spec, t.candidates"
+    " t.attempts, t.error, t.created, t.updated, t.spec, t.candidates, t.error_kind"
 )
 
 _Lists = dict[tuple[str, int], list[str]]
@@ -65,6 +65,7 @@ def _task(row: sqlite3.Row, lists: _Lists) -> TaskRecord:
         state=TaskState(row["state"]),
         attempts=row["attempts"],
         error=row["error"],
+        error_kind=row["error_kind"],
         created=row["created"],
         updated=row["updated"],
         spec_json=row["spec"],
@@ -242,6 +243,7 @@ class Reader:
                 at=r["at"],
                 error=r["error"],
                 detail=r["detail"],
+                error_kind=r["error_kind"],
             )
             for r in rows
         ]

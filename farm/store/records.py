@@ -74,6 +74,7 @@ class TaskRecord:
     updated: float
     spec_json: str = field(repr=False, default="{}")  # the TaskSpec, without candidates
     candidates: list[str] = field(repr=False, default_factory=list)  # shared per job: read-only
+    error_kind: str | None = None  # the last failure's kind (farm.errors.Failure.kind)
 
     @property
     def cell(self) -> CellKey:
@@ -156,6 +157,7 @@ class TaskEvent:
     error: str | None = None
     detail: str | None = None
     deploy_bytes: int = 0  # on deploying → running: what the deploy step pushed to the board
+    error_kind: str | None = None  # the failure's kind, on a failure or the retry it caused
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,15 @@ def _v4(db: sqlite3.Connection) -> None:
         )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v2, _v3, _v4]
+def _v5(db: sqlite3.Connection) -> None:
+    """A failure's kind beside its message (``farm.errors.Failure``): ``tasks.error_kind``
+    for the last failure, ``task_events.error_kind`` for the move it caused (a failure,
+    or a retry). Rows written before have none: their kind was only in the text."""
+    db.execute("ALTER TABLE tasks ADD COLUMN error_kind TEXT")
+    db.execute("ALTER TABLE task_events ADD COLUMN error_kind TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v2, _v3, _v4, _v5]
 """``MIGRATIONS[i]`` takes a file from version ``i + 1`` to ``i + 2``."""
 
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

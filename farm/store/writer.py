@@ -214,20 +214,24 @@ class Writer:
         attempt: int | None = None,
         at: float | None = None,
         deploy_bytes: int = 0,
+        error_kind: str | None = None,
     ) -> TaskEvent:
         """Move a task to ``state`` and record the event, in one transaction.
 
         ``attempt`` (when given) becomes the task's attempt count: the scheduler
         passes it when it hands the task to a board. ``deploy_bytes`` (on the move to
-        running) is what the deploy step pushed; the event carries it to metrics."""
+        running) is what the deploy step pushed; the event carries it to metrics.
+        ``error_kind``: the failure's kind (``Failure.kind``), kept beside its text."""
         with self._tx() as events:
-            event = self._move(task_id, state, board, detail, error, attempt, at or time.time())
+            event = self._move(
+                task_id, state, board, detail, error, attempt, at or time.time(), error_kind
+            )
             if deploy_bytes:
                 event = dataclasses.replace(event, deploy_bytes=deploy_bytes)
             events.append(event)
         return event
 
-    def _move(self, task_id, state, board, detail, error, attempt, at) -> TaskEvent:
+    def _move(self, task_id, state, board, detail, error, attempt, at, kind=None) -> TaskEvent:
         row = self._db.execute(
             "SELECT job_id, board, state, attempts FROM tasks WHERE id=?", (task_id,)
         ).fetchone()
@@ -240,15 +244,19 @@ class Writer:
         attempts = attempt if attempt is not None else row["attempts"]
         self._db.execute(
             "UPDATE tasks SET state=?, updated=?, board=?, attempts=?,"
-            " error=COALESCE(?, error) WHERE id=?",
-            (state, at, board, attempts, error, task_id),
+            " error=COALESCE(?, error), error_kind=CASE WHEN ? IS NULL THEN error_kind ELSE ? END"
+            " WHERE id=?",
+            (state, at, board, attempts, error, error, kind, task_id),
         )
         self._db.execute(
             "INSERT INTO task_events(task_id, state, at, board, detail, from_state, attempt,"
-            " error) VALUES (?,?,?,?,?,?,?,?)",
-            (task_id, state, at, board, detail, current, attempts, error),
+            " error, error_kind) VALUES (?,?,?,?,?,?,?,?,?)",
+            (task_id, state, at, board, detail, current, attempts, error, kind),
         )
-        return TaskEvent(task_id, row["job_id"], board, current, state, attempts, at, error, detail)
+        return TaskEvent(
+            task_id, row["job_id"], board, current, state, attempts, at, error, detail,
+            error_kind=kind,
+        )  # fmt: skip
 
     def finish(
         self,
@@ -261,6 +269,7 @@ class Writer:
         error: str | None = None,
         logs: Sequence[tuple[float, str]] = (),
         trace: bytes | None = None,
+        error_kind: str | None = None,
     ) -> TaskEvent:
         """Record a task's terminal state with its result, layer rows, markers, trace
         and logs, atomically (a refused move writes none of them)."""
@@ -268,7 +277,7 @@ class Writer:
             raise IllegalTransition(f"task {task_id}", "finish", state)
         now = time.time()
         with self._tx() as events:
-            event = self._move(task_id, state, board, None, error, None, now)
+            event = self._move(task_id, state, board, None, error, None, now, error_kind)
             events.append(event)
             db = self._db
             db.executemany(
