@@ -34,7 +34,6 @@ from torch import nn
 from farm.engine import artifact, files, package
 from farm.errors import UserError
 from farm.zoo import user
-from farm.zoo.registry import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,9 @@ def _export_zoo(
     seed: int,
     cache_dir: Path,
 ) -> ArtifactRef:
-    info = REGISTRY.get(zoo)
+    from farm import zoo as registered  # every model registered (importing the module does not)
+
+    info = registered.get(zoo)
     if "activation" in options:
         raise UserError(f"model {name!r}: set activation as a variant, not an option")
     if shape is not None and _tuple_shape(shape) != info.input_shape:
