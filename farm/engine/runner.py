@@ -339,6 +339,8 @@ class _Task:
             self.mem["runner_peak_rss_mb"] = runner_rss / 2**20
         self.result["latency"] = stats.summarize(timed.latencies_ms(), cold.latencies_ms()[0])
         self.env["gc_paused_while_timing"] = session.call is not None
+        if req.memory:  # inference's peak, before the profiler builds a session of its own
+            self.mem["peak_rss_mb_before_layers"] = memory.peak_rss_mb()
         if req.layers:
             self._profile_pass(session)
         self._pulse()
@@ -539,7 +541,11 @@ class _Task:
 
     def finish(self, status: str, error: str | None) -> None:
         self.markers.add(time.monotonic_ns(), TASK_END)
-        self.mem["peak_rss_mb"] = memory.peak_rss_mb() if self.req.memory else None
+        # a runtime's profiler builds a second session: inference's peak is the one before it
+        before = self.mem.get("peak_rss_mb_before_layers")
+        self.mem["peak_rss_mb"] = (
+            (before if before is not None else memory.peak_rss_mb()) if self.req.memory else None
+        )
         self.env["loadavg_after"] = board.loadavg()
         self.env["temp_c_after"] = board.temp_c()
         self.env["cpu_steal_pct"] = board.steal_pct(self._ticks_before, board.cpu_ticks())

@@ -23,6 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from farm import zoo
 from farm.engine import artifact, bundle
 from farm.errors import CannotLower
 from farm.zoo import exporter
@@ -86,7 +87,8 @@ def export(
     """The artifact ``runtime`` runs for model ``ref`` in ``precision``; `CannotLower`
     with the runtime's own reason when it cannot take it."""
     runtime = LOWERS_AS.get(runtime, runtime)
-    eager = exporter.export(ref, activation=activation, seed=seed, cache_dir=cache_dir)
+    # through the package: it registers the zoo's models on first use (farm.zoo is lazy)
+    eager = zoo.export(ref, activation=activation, seed=seed, cache_dir=cache_dir)
     if runtime == "eager":
         if precision != "fp32":
             raise CannotLower(
