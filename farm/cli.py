@@ -862,7 +862,8 @@ def board_bootstrap(
         bool, typer.Option(help="record an unknown host key (TOFU, once) and its fingerprint")
     ] = False,
 ) -> None:
-    """Make fresh boards ready: python, torch, cache, engine, facts. Safe to run again."""
+    """Make fresh boards ready: python, torch, cache, engine, the ExecuTorch C++ runner, facts.
+    Safe to run again."""
     from farm import bootstrap
 
     reports = bootstrap.bootstrap_many(

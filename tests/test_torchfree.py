@@ -121,7 +121,8 @@ def test_a_job_on_a_torch_free_board_runs_onnxruntime_and_refuses_eager(
            "variants": {"runtime": ["eager", "onnxruntime"], "precision": ["fp32", "int8"]},
            "measure": FAST}  # fmt: skip
     progress, cells, store = _submit(ray_session, tmp_path, bed, job)
-    assert progress.state == "done" and len(cells) == 4
+    states = [(c.task.variant, c.task.state, c.task.error) for c in cells]
+    assert progress.state == "done" and len(cells) == 4, states
     by = {(c.task.variant["runtime"], c.task.variant["precision"]): c for c in cells}
     python = str(torchfree.python())
     for precision in ("fp32", "int8"):

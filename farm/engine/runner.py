@@ -334,6 +334,9 @@ class _Task:
             run(req.warmup)
         timed = run(req.iterations)
         self.markers.add_pairs(timed.mono_begin, timed.mono_end, INFERENCE_BEGIN, INFERENCE_END)
+        runner_rss = getattr(session, "peak_rss_bytes", None)  # a runtime in its own process
+        if req.memory and runner_rss:
+            self.mem["runner_peak_rss_mb"] = runner_rss / 2**20
         self.result["latency"] = stats.summarize(timed.latencies_ms(), cold.latencies_ms()[0])
         self.env["gc_paused_while_timing"] = session.call is not None
         if req.memory:  # inference's peak, before the profiler builds a session of its own

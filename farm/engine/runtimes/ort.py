@@ -76,7 +76,9 @@ class OrtSession(Session):
         return options
 
     def _new_session(self, profile: bool) -> Any:
-        model = bundle.member_bytes(self._path, bundle.MEMBERS[bundle.KIND_ONNX])
+        # a file ORT opens itself (written once beside the artifact): bytes read here would
+        # sit beside ORT's parsed copy while the session is built, and count in the peak
+        model = bundle.extract(self._path, bundle.MEMBERS[bundle.KIND_ONNX])
         return self._ort.InferenceSession(
             model, self._options(profile), providers=["CPUExecutionProvider"]
         )
