@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -53,17 +54,19 @@ ITERATIONS = {"kws": 400, "alexnet": 12, "svhn": 200, "deepear": 200}
 CACHE = Path("~/.cache/farm/bench-runtimes").expanduser()
 
 
-def plain_loop(run_once: Callable[[], Any], n: int) -> float:
-    """Median ms of ``n`` calls, each timed on its own, collector paused."""
+def plain_loop(run_once: Callable[[], Any], n: int, mode: Any = None) -> float:
+    """Median ms of ``n`` calls, each timed on its own, collector paused, inside ``mode``
+    (torch's inference mode for eager, entered once around the loop as the engine does)."""
     clock = time.perf_counter_ns
     times = [0] * n
     gc.collect()
     gc.disable()
     try:
-        for i in range(n):
-            t0 = clock()
-            run_once()
-            times[i] = clock() - t0
+        with mode if mode is not None else contextlib.nullcontext():
+            for i in range(n):
+                t0 = clock()
+                run_once()
+                times[i] = clock() - t0
     finally:
         gc.enable()
     return statistics.median(times) / 1e6
@@ -82,12 +85,7 @@ def own_api(runtime: str, path: Path, threads: int) -> Callable[[], Any]:
         model = artifact.load(path)
         x = model.example_input("cpu")
         module = model.module
-
-        def run() -> Any:
-            with torch.inference_mode():
-                return module(x)
-
-        return run
+        return lambda: module(x)  # plain_loop enters inference mode around the loop
     inputs = bundle.example_inputs(manifest)
     if runtime == "onnxruntime":
         import onnxruntime as ort
@@ -111,8 +109,10 @@ def own_api(runtime: str, path: Path, threads: int) -> Callable[[], Any]:
     return lambda: (program, forward(args))[1]  # keeps the program's buffer alive
 
 
-def child(threads: int, models: list[str], blocks: int) -> list[dict]:
+def child(threads: int, models: list[str], blocks: int, cache_dir: Path) -> list[dict]:
     """One thread count, every cell, farm and plain blocks interleaved."""
+    import torch
+
     from farm import export
     from farm.engine import runtimes
     from farm.engine.request import parse_request
@@ -124,7 +124,7 @@ def child(threads: int, models: list[str], blocks: int) -> list[dict]:
         n = ITERATIONS[model]
         cells = []
         for runtime, precision in CELLS:
-            made = export.export(model, runtime=runtime, precision=precision, cache_dir=CACHE)
+            made = export.export(model, runtime=runtime, precision=precision, cache_dir=cache_dir)
             cache = ModelCache(capacity=1)
             request = parse_request({
                 "artifact": str(made.path), "runtime": runtime, "precision": precision,
@@ -135,8 +135,9 @@ def child(threads: int, models: list[str], blocks: int) -> list[dict]:
             if first["status"] != "ok":
                 raise SystemExit(f"{model} {runtime} {precision}: {first['error']}")
             plain = own_api(runtime, made.path, threads)
-            for _ in range(3):
-                plain()
+            with torch.inference_mode():
+                for _ in range(3):
+                    plain()
             cells.append((runtime, precision, request, cache, plain, made))
         results: dict[tuple, dict[str, list[float]]] = {
             (c[0], c[1]): {"farm": [], "plain": []} for c in cells
@@ -149,7 +150,8 @@ def child(threads: int, models: list[str], blocks: int) -> list[dict]:
                         r = run_task(request, cache)
                         results[(runtime, precision)]["farm"].append(r["latency"]["median_ms"])
                     else:
-                        results[(runtime, precision)]["plain"].append(plain_loop(plain, n))
+                        mode = torch.inference_mode() if runtime == "eager" else None
+                        results[(runtime, precision)]["plain"].append(plain_loop(plain, n, mode))
         eager = statistics.median(results[("eager", "fp32")]["farm"])
         for runtime, precision, *_, made in cells:
             got = results[(runtime, precision)]
@@ -172,18 +174,19 @@ def main() -> int:
     parser.add_argument("--models", default="kws,alexnet")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--blocks", type=int, default=8)
+    parser.add_argument("--cache", default=str(CACHE), help="where the exports are kept")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     models = args.models.split(",")
     if args.child is not None:
-        print(json.dumps(child(args.child, models, args.blocks)))
+        print(json.dumps(child(args.child, models, args.blocks, Path(args.cache))))
         return 0
     load_before = os.getloadavg()[0]
     rows: list[dict] = []
     for threads in (int(t) for t in args.threads.split(",")):
         done = subprocess.run(
             [sys.executable, __file__, "--child", str(threads), "--models", args.models,
-             "--blocks", str(args.blocks)],
+             "--blocks", str(args.blocks), "--cache", args.cache],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if done.returncode != 0:

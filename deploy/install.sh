@@ -36,4 +36,5 @@ $PY -m pip install -q -c deploy/constraints.txt -e ".[test,onnx,executorch]"
 $PY -m farm.testing.torchfree build --constraints deploy/constraints.txt
 # The ExecuTorch C++ runner, built once per source and executorch version (~/.cache/farm/native).
 $PY -m farm.engine.native build
-echo "farm installed: $(command -v farm)"
+# the `farm` of the python it was installed into (a venv's bin, not whatever PATH finds first)
+echo "farm installed: $($PY -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/farm"

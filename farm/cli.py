@@ -14,6 +14,21 @@ import io
 import json
 import os
 import sys
+
+
+def _interrupted_on_import(kind: type[BaseException], value: BaseException, tb: object) -> None:
+    """A Ctrl-C while farm's own modules load (before ``main``): one line, not a traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.stderr.write("interrupted while farm started: nothing was done\n")
+        sys.stderr.flush()
+        os._exit(130)
+    sys.__excepthook__(kind, value, tb)
+
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "farm":  # the program, not a library
+    sys.excepthook = _interrupted_on_import
+
+# ruff: noqa: E402 (the hook above is set first: the imports below take the longest)
 import time
 from collections.abc import Callable, Sequence
 from enum import StrEnum
@@ -65,6 +80,18 @@ def _width() -> int | None:
     return 100_000
 
 
+class _Doing:
+    """What the command is doing, for the one line a Ctrl-C prints (typer turns an
+    interrupt anywhere in a command into a silent exit 130)."""
+
+    what = ""  # "" : a command that says nothing special when interrupted
+    said = False  # the interruption was already reported
+
+
+def _doing(what: str) -> None:
+    _Doing.what = what
+
+
 out = Console(width=_width())
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the width
 
@@ -95,6 +122,40 @@ def _emit(
         for r in rows:
             table.add_row(*("-" if v is None else str(v) for v in r))
         out.print(table)
+
+
+KEEP_COLUMNS = 5
+"""A table's first columns (model, board, variant, state, the mean) stay at any width."""
+
+
+def _fit(table: Table, width: int | None = None) -> Table:
+    """``table`` as it fits ``width`` columns (the terminal's) without cutting a number:
+    each column is as wide as its widest cell, unwrapped; where they do not all fit,
+    columns from the right are left out (the caption names them; ``--format csv`` or
+    a wider terminal shows them) and the first columns' words may wrap."""
+    from rich.text import Text
+
+    width = width or out.width
+
+    def cell_width(cell: Any) -> int:
+        text = Text.from_markup(cell) if isinstance(cell, str) else cell
+        return max((Text(line).cell_len for line in str(text).splitlines()), default=0)
+
+    needed = [max([cell_width(c.header), *(cell_width(x) for x in c.cells)]) for c in table.columns]
+    for column, w in zip(table.columns, needed, strict=True):
+        column.no_wrap, column.min_width = True, w
+    dropped: list[str] = []
+    while len(table.columns) > KEEP_COLUMNS and sum(needed) + 3 * len(needed) + 1 > width:
+        dropped.insert(0, str(table.columns.pop().header))
+        needed.pop()
+    if sum(needed) + 3 * len(needed) + 1 > width:  # the kept columns' words may wrap
+        for column in table.columns:
+            if column.justify == "left":
+                column.no_wrap, column.min_width, column.overflow = False, None, "fold"
+    if dropped:
+        note = f"not shown at {width} columns: {', '.join(dropped)} (--format csv has all)"
+        table.caption = f"{table.caption}\n{note}" if table.caption else note
+    return table
 
 
 def _records(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
@@ -202,6 +263,7 @@ def submit(
     ] = False,
 ) -> None:
     """Run a job: every model × target × variant cell, with a progress bar and a results table."""
+    _doing("reading the job: nothing was started")
     from farm import spec, zoo
     from farm.client import Head, station_cache_dir
 
@@ -226,10 +288,17 @@ def submit(
     if address is None:
         path = _db_path(db)
         _inspect_store(path)  # a store it cannot trust is refused before Ray starts
+        _doing("starting Ray in this process: no job was submitted, nothing ran")
         head = Head.embedded(path, cache_dir=station_cache_dir())
     else:
+        _doing(f"reaching the head at {address}: no job was submitted")
         head = Head.attach(address)
+    _doing(
+        f"submitting {job.name}: if it was stored, `farm status` shows it"
+        + (" interrupted (`farm resume` runs it)" if address is None else "")
+    )
     job_id = head.submit(job, plan, source=str(job_file))
+    _doing("")
     if detach:
         sys.stdout.write(job_id + "\n")
         return
@@ -299,7 +368,9 @@ def _run_to_the_end(
     except KeyboardInterrupt:
         _interrupted(head, job_id)
     _print_results(head.reader, job_id)
+    _doing(f"closing the head: {job_id} ended, its results are stored")
     head.close()
+    _doing("")
     if then is not None:
         then()
     bad = final.counts.get(TaskState.FAILED, 0) + final.counts.get(TaskState.CANCELLED, 0)
@@ -327,6 +398,7 @@ def _interrupted(head: Head, job_id: str) -> NoReturn:
     """Ctrl-C while following a job. A head's job goes on without us; a job this
     process runs itself is cancelled (its engines stopped), the store says so, exit 130.
     A second Ctrl-C leaves at once: the next farm to open the store marks it interrupted."""
+    _Doing.said = True
     if head.address is not None:
         err.print(
             f"detached: {job_id} goes on at the head {head.address};"
@@ -372,7 +444,7 @@ def _print_results(reader: Reader, job_id: str) -> None:
     from farm.report.tables import results_table
 
     cells = reader.cells(job_id)
-    out.print(results_table(cells, title=f"{job_id}"))
+    out.print(_fit(results_table(cells, title=f"{job_id}")))
     for cell in cells:
         if cell.task.state is TaskState.FAILED:
             err.print(
@@ -542,7 +614,7 @@ def results(
     elif fmt is Format.csv:
         sys.stdout.write(to_csv(cells))
     else:
-        out.print(results_table(cells, title=f"{record.id} ({record.state})"))
+        out.print(_fit(results_table(cells, title=f"{record.id} ({record.state})")))
         if layers:
             for cell in cells:
                 if cell.task.state is TaskState.DONE:
@@ -573,7 +645,11 @@ def report(
     if out_dir is None:
         to_terminal(doc, out)
         return
-    paths = build.write(doc, sweep, out_dir)
+    _out_dir(out_dir)
+    try:
+        paths = build.write(doc, sweep, out_dir)
+    except OSError as exc:  # the disk filled, or the folder changed under us
+        raise FarmError(f"{out_dir}: the report could not be written: {exc}") from exc
     out.print(f"report of {sweep.id}: {paths['report.html']} ({len(paths)} files in {out_dir})")
 
 
@@ -585,10 +661,7 @@ def logs(
     store = _reader(address, db)
     if store.task(task) is None:
         raise NotFound(f"no task {task!r} (task ids look like JOB.N; see `farm status JOB`)")
-    lines = [
-        (e.at, f"[{e.to_state}] {e.board or ''} {e.detail or ''}".rstrip())
-        for e in store.events(task)
-    ]
+    lines = [(e.at, _event_line(e)) for e in store.events(task)]
     lines += [(x.at, x.line) for x in store.logs(task)]
     lines.sort(key=lambda x: x[0])
     if fmt is not Format.table:
@@ -600,6 +673,14 @@ def logs(
             markup=False,
             highlight=False,
         )
+
+
+def _event_line(e: Any) -> str:
+    """One history event: its state, board, detail and, on a failure or a retry, why."""
+    line = f"[{e.to_state}] {e.board or ''} {e.detail or ''}".rstrip()
+    if e.error:
+        line += f": {e.error}"
+    return line
 
 
 @app.command()
@@ -790,7 +871,7 @@ def board_bootstrap(
 @head_app.command("start")
 def head_start(
     db: DbOpt = None,
-    port: Annotated[int, typer.Option(help="Ray GCS port")] = 6379,
+    port: Annotated[int, typer.Option(help="Ray GCS port", min=1, max=65535)] = 6379,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     metrics_address: MetricsAddressOpt = "127.0.0.1:9500",
 ) -> None:
@@ -817,11 +898,13 @@ def head_stop(
     address: AddressOpt = None,
     force: Annotated[bool, typer.Option(help="SIGKILL at once (as in a crash)")] = False,
 ) -> None:
-    """Stop a head this machine started, and only it (the store keeps everything)."""
+    """Stop a head this machine started, with the stations this machine joined to it
+    (the store keeps everything)."""
     from farm import client
 
-    record, count = client.stop_head(_address(address), force=force)
-    out.print(f"head {record.address} stopped ({count} processes)")
+    record, count, stations = client.stop_head(_address(address), force=force)
+    also = f"; stations stopped with it: {', '.join(stations)}" if stations else ""
+    out.print(f"head {record.address} stopped ({count} processes){also}")
 
 
 @head_app.command("status")
@@ -885,9 +968,26 @@ def metrics_backfill(
     """Write the store's history as OpenMetrics for `promtool tsdb create-blocks-from openmetrics`."""
     from farm.metrics.backfill import backfill
 
-    path, n = backfill(_readable_store(_db_path(db)), out_dir)
+    store = _readable_store(_db_path(db))
+    _out_dir(out_dir)
+    try:
+        path, n = backfill(store, out_dir)
+    except OSError as exc:
+        raise FarmError(f"{out_dir}: the history could not be written: {exc}") from exc
     out.print(f"{n} results written to {path}")
     out.print(f"  promtool tsdb create-blocks-from openmetrics {path} PROMETHEUS_DATA_DIR")
+
+
+def _out_dir(path: Path) -> Path:
+    """An ``--out`` folder farm can write into, made if need be; else one line, exit 2
+    (called once the rest of the command's input was checked)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {path}: cannot make that folder: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"--out {path}: not a folder this account can write into")
+    return path
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
@@ -902,17 +1002,36 @@ def _usage_errors() -> tuple[type[Exception], ...]:
 
 
 def main() -> None:
+    sys.excepthook = sys.__excepthook__  # from here on, main says what an interrupt stopped
+    rc = _run()
+    if rc == 130 and not _Doing.said:
+        err.print(f"interrupted{' while ' + _Doing.what if _Doing.what else ''}", highlight=False)
+        _Doing.said = True
+    if "ray" in sys.modules:  # Ray's C++ teardown after Python's runs with Ctrl-C unhandled
+        rc = _shut_ray_down(rc)
+        import logging
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the exit code is decided
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
+def _run() -> int:
+    """The command's exit code; every farm error, usage error and interrupt as one line."""
     try:
         rc = app(standalone_mode=False)
-        sys.exit(rc if isinstance(rc, int) else 0)
+        return rc if isinstance(rc, int) else 0
     except FarmError as exc:  # UserError (exit 2) included
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        sys.exit(130)
+        return 130
     except _usage_errors() as exc:
         message = exc.format_message()  # type: ignore[attr-defined]
         if type(exc).__name__ == "NoArgsIsHelpError":  # `farm` alone: the help is the answer
@@ -922,7 +1041,27 @@ def main() -> None:
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             line = " ".join(message.split())
             err.print(f"[red]usage:[/] {line}{hint}", highlight=False)
-        sys.exit(2)
+        return 2
+
+
+def _shut_ray_down(rc: int) -> int:
+    """An embedded run's Ray is shut down here, not by Ray's atexit hook, where a Ctrl-C
+    prints "Exception ignored in atexit callback" and a traceback. Interrupted, it says
+    so in one line and finishes the shutdown (its processes must not outlive farm)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return rc
+    import signal
+
+    try:
+        ray.shutdown()
+        return rc
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if not _Doing.said:
+            err.print("interrupted while Ray shut down: what ran is stored; finishing the shutdown")
+        ray.shutdown()
+        return 130
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ def start_head(*, db: Path, port: int, host: str, metrics_address: str = "off") 
     )
 
 
-def stop_head(address: str | None, *, force: bool) -> tuple[NodeRecord, int]:
+def stop_head(address: str | None, *, force: bool) -> tuple[NodeRecord, int, list[str]]:
     from farm.scheduler import cluster
 
     return cluster.stop_head(address, force=force)

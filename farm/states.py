@@ -78,7 +78,9 @@ class BoardHealth(StrEnum):
 _T = TaskState
 TASK_MOVES: Mapping[TaskState, frozenset[TaskState]] = {
     _T.QUEUED: frozenset({_T.DEPLOYING, _T.FAILED, _T.CANCELLED}),
-    _T.DEPLOYING: frozenset({_T.RUNNING, _T.QUEUED, _T.FAILED, _T.CANCELLED}),
+    # does-not-fit from deploying: the station refused the cell before any engine ran
+    # (the board lacks the runtime; the runtime cannot lower the model)
+    _T.DEPLOYING: frozenset({_T.RUNNING, _T.QUEUED, _T.FAILED, _T.CANCELLED, _T.DOES_NOT_FIT}),
     _T.RUNNING: frozenset({_T.DONE, _T.DOES_NOT_FIT, _T.QUEUED, _T.FAILED, _T.CANCELLED}),
     _T.DONE: frozenset(),
     _T.FAILED: frozenset(),

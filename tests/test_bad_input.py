@@ -93,3 +93,51 @@ def test_a_refused_submit_starts_nothing_and_a_dry_run_prints_the_matrix(tmp_pat
     far = run_farm("submit", str(_job(tmp_path / "bad.yaml", measure={"iterations": 10**12})),
                    "--address", "127.0.0.1:1")  # fmt: skip
     assert far.returncode == 2 and "iterations" in far.stderr, far.stderr
+
+
+def test_bad_ports_and_unwritable_out_folders_are_one_line(tmp_path):
+    from farm.spec import Measure, ModelRef, PlannedTask
+    from farm.store import Store
+
+    port = run_farm("head", "start", "--port", "99999", "--db", str(tmp_path / "h.db"))
+    assert port.returncode == 2 and "--port" in port.stderr and "65535" in port.stderr
+    assert len(port.stderr.strip().splitlines()) == 1 and not (tmp_path / "h.db").exists()
+    db = tmp_path / "farm.db"
+    store = Store(db)
+    task = PlannedTask(index=0, key="kws/b/cpu", model=ModelRef(name="kws", zoo="kws"), board="b",
+                       processor="cpu", variant={}, measure=Measure(), candidates=["b"])  # fmt: skip
+    store.add_job("j-1", "j", {"name": "j"}, [task])
+    store.close()
+    for command in (["report", "latest"], ["metrics", "backfill"]):
+        res = run_farm(*command, "--out", "/proc/x", "--db", str(db))
+        assert res.returncode == 2, (command, res.stderr)
+        assert res.stderr.strip().splitlines() == [
+            "error: --out /proc/x: cannot make that folder: No such file or directory"
+        ], res.stderr
+
+
+PROBE = """
+import runpy, sys
+sys.argv = ["farm", *sys.argv[1:]]
+try:
+    runpy.run_module("farm.cli", run_name="__main__")
+except SystemExit as e:
+    heavy = sorted(m for m in ("torch", "ray", "numpy") if m in sys.modules)
+    print("EXIT", e.code, "HEAVY", ",".join(heavy) or "-", file=sys.stderr)
+"""
+
+
+def test_a_refused_submit_never_imports_torch_or_ray(tmp_path):
+    """Validation needs the zoo's names, not its models: a bad job is refused before torch
+    (seconds to import) or Ray loads. The time it takes is benchmarks/bad_input.py's."""
+    huge = _job(tmp_path / "huge.yaml", models=["kws", "svhn", "deepear", "alexnet"],
+                variants={"threads": list(range(1, 1001)), "batch": list(range(1, 1001))})  # fmt: skip
+    bad = _job(tmp_path / "bad.yaml", models=["nosuchmodel"])
+    ok = _job(tmp_path / "ok.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    for args, code in (([str(huge)], 2), ([str(bad)], 2), ([str(huge), "--address", "127.0.0.1:1"], 2),
+                       ([str(ok), "--dry-run"], 0)):  # fmt: skip
+        res = subprocess.run([sys.executable, "-c", PROBE, "submit", *args], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert f"EXIT {code} HEAVY -" in res.stderr, (args, res.stderr)

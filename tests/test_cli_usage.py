@@ -165,3 +165,53 @@ def test_the_cli_reaches_the_head_only_through_the_client():
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     assert not {m for m in imported if m == "ray" or m.startswith(("ray.", "farm.scheduler"))}
+
+
+def test_logs_say_why_a_task_failed_or_was_retried(tmp_path):
+    path = tmp_path / "farm.db"
+    store = Store(path)
+    task = PlannedTask(
+        index=0, key="kws/board1/cpu", model=ModelRef(name="kws", zoo="kws"), board="board1",
+        processor="cpu", variant={}, measure=Measure(), candidates=["board1"],
+    )  # fmt: skip
+    store.add_job("hk-1", "hk", {"name": "hk"}, [task])
+    store.transition("hk-1.0", TaskState.DEPLOYING, board="board1", attempt=1)
+    store.transition("hk-1.0", TaskState.QUEUED, error="BoardUnreachable: board1: reset by peer")
+    store.transition("hk-1.0", TaskState.DEPLOYING, board="board1", attempt=2)
+    changed = "HostKeyMismatch: board1: the host key of 127.0.0.1 changed"
+    store.transition("hk-1.0", TaskState.FAILED, error=changed)
+    store.close()
+    lines = run_farm("logs", "hk-1.0", "--db", str(path)).stdout.splitlines()
+    assert any(line.endswith(f"[failed] board1: {changed}") for line in lines), lines
+    assert any("[queued] board1: BoardUnreachable: board1: reset by peer" in ln for ln in lines)
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_a_narrow_terminal_drops_columns_never_cuts_a_number(tmp_path, columns):
+    from rich.cells import cell_len
+
+    path = tmp_path / "farm.db"
+    store = Store(path)
+    tasks = [
+        PlannedTask(index=i, key=f"{m}/local/cpu/threads={t}", model=ModelRef(name=m, zoo=m),
+                    board="local", processor="cpu", variant={"threads": t}, measure=Measure(),
+                    candidates=["local"])
+        for i, (m, t) in enumerate([("deepear", 1), ("alexnet", 16)])
+    ]  # fmt: skip
+    store.add_job("w-1", "w", {"name": "w"}, tasks)
+    store.set_job_state("w-1", JobState.RUNNING)
+    for task in ("w-1.0", "w-1.1"):
+        store.transition(task, TaskState.DEPLOYING, attempt=1)
+        store.transition(task, TaskState.RUNNING)
+        latency = {"n": 40, "mean_ms": 16.123456, "median_ms": 16.1189, "p99_ms": 17.5,
+                   "ci95_low_ms": 16.0, "ci95_high_ms": 16.3, "cold_ms": 120.55}  # fmt: skip
+        memory = {"required_mb": 233.4, "peak_rss_mb": 1201.2}
+        result = EngineResult.model_validate({"status": "ok", "latency": latency, "memory": memory})
+        store.finish(task, TaskState.DONE, board="local", result=result)
+    store.set_job_state("w-1", JobState.DONE)
+    store.close()
+    shown = run_farm("results", "w-1", "--db", str(path), env={"COLUMNS": str(columns)}).stdout
+    assert "…" not in shown, shown
+    assert all(cell_len(line) <= columns for line in shown.splitlines()), shown
+    assert shown.count("16.123 ± 0.150") == 2, shown  # the mean and its CI, whole
+    assert "not shown at" in shown and "cold" in shown.split("not shown at")[1], shown

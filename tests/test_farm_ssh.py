@@ -420,3 +420,46 @@ def test_a_job_runs_on_boards_behind_a_jump_host(
     cells = store.cells(job_id)
     assert sorted(c.task.board for c in cells) == ["behind0", "behind1"]
     assert all(c.task.state == "done" and c.result.latency.n == 20 for c in cells)
+
+
+def _check(inv: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FARM_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "farm.cli", "inventory", "check", "-i", str(inv)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_refused_host_key_or_key_file_is_one_line_on_stderr(make_testbed, tmp_path):
+    """paramiko's transport thread is stopped before its socket is closed: no second line
+    ("Socket exception: Bad file descriptor (9)") beside farm's own."""
+    bed = make_testbed(n=1, behind=1)
+    boards = bed_boards(bed)
+    direct = [b for b in boards if not b.get("proxy_jump")]
+    behind = [b for b in boards if b.get("proxy_jump")]
+    assert direct and behind, boards
+    missing = str(tmp_path / "no-such-key")
+    cases = {
+        "missing key file": ([{**direct[0], "identity_file": missing}], "no-such-key"),
+    }
+    for why, (specs, words) in cases.items():
+        proc = _check(write_inventory(tmp_path / "inv.yaml", specs), tmp_path)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and words in lines[0], (why, proc.stderr)
+    bed.rekey(direct[0]["name"])
+    bed.rekey("gateway")
+    for why, board in (("board's key changed", direct[0]), ("jump host's key changed", behind[0])):
+        proc = _check(write_inventory(tmp_path / "inv.yaml", [board]), tmp_path)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, (why, proc.stderr)
+        assert "host key changed" in lines[0], (why, proc.stderr)
+
+
+def test_a_missing_board_python_is_one_line_and_the_board_reachable(testbed, tmp_path):
+    inv = write_inventory(tmp_path / "inv.yaml", [{**bed_boards(testbed)[0], "python": "python9"}])
+    proc = _check(inv, tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "reachable" in lines[0] and "'python9' was not found" in lines[0], proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if "board0" in line)
+    assert row.split("│")[2].strip() == "yes", proc.stdout  # reachable: yes

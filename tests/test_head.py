@@ -380,9 +380,17 @@ def test_head_stop_leaves_no_process_of_its_node(head: Farm) -> None:
     titles = [Path(f"/proc/{p}/cmdline").read_bytes() for p in pids]
     assert any(t.startswith(b"ray::DashboardAgent") for t in titles), titles
     assert any(t.startswith(b"ray::RuntimeEnvAgent") for t in titles), titles
+    # a station this machine joined to the head goes with it (else its raylet lives on)
+    head.ok("station", "start", "--address", head.address, "--name", "stray")
+    station = head.record("station", "stray")
+    assert station is not None and node_pids(station["marker"])
+    station_pids = {p: started(p) for p in node_pids(station["marker"])}
     proc = head.ok("head", "stop", "--address", head.address)
     count = int(proc.stdout.split("(")[1].split()[0])
-    assert count >= len(pids), proc.stdout
-    left = [p for p, t in pids.items() if t is not None and started(p) == t]
+    assert count >= len(pids) + len(station_pids), proc.stdout
+    assert "stations stopped with it: stray" in proc.stdout, proc.stdout
+    both = {**pids, **station_pids}
+    left = [p for p, t in both.items() if t is not None and started(p) == t]
     assert not left, [Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in left]
     assert head.record("head", str(head.port)) is None
+    assert head.record("station", "stray") is None

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -117,3 +118,58 @@ def test_a_killed_farms_job_is_marked_interrupted_and_resumes(make_testbed, tmp_
     after = Store(tmp_path / "farm.db", readonly=True)
     assert after.job(job_id).state is JobState.DONE
     assert set(after.counts(job_id)) == {TaskState.DONE}
+
+
+def _tiny(tmp_path: Path) -> subprocess.Popen:
+    """``farm submit`` of one short task on this machine, from a folder of its own (the
+    built-in local inventory), its output piped."""
+    doc = {"version": 1, "name": "tiny", "models": ["kws"], "targets": [{"boards": ["local"]}],
+           "measure": {"iterations": 5, "warmup": 1, "layers": False, "memory": False}}  # fmt: skip
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(doc))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(FARM_CACHE=str(tmp_path / "cache"), COLUMNS="200")
+    return subprocess.Popen(
+        [sys.executable, "-m", "farm.cli", "submit", "tiny.yaml", "--db", "farm.db", "--quiet"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _quiet_end(stderr: str) -> None:
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_ctrl_c_while_ray_starts_says_nothing_was_submitted(tmp_path):
+    import psutil
+
+    farm = _tiny(tmp_path)
+    me = psutil.Process(farm.pid)
+    kids = wait_for(me.children, 300, "Ray's first process (gcs_server)", interval=0.05)
+    farm.send_signal(signal.SIGINT)
+    _, stderr = farm.communicate(timeout=300)
+    assert farm.returncode == 130, stderr
+    _quiet_end(stderr)
+    lines = stderr.strip().splitlines()
+    assert lines == ["interrupted while starting Ray in this process: no job was submitted,"
+                     " nothing ran"], stderr  # fmt: skip
+    wait_for(lambda: not [k for k in kids if k.is_running() and k.status() != "zombie"], 60,
+             "Ray's processes to go")  # fmt: skip
+
+
+@pytest.mark.parametrize("after_s", [0.0, 1.0, 2.5])
+def test_ctrl_c_after_the_table_is_one_line(tmp_path, after_s):
+    """Whether it lands while the head closes, while Ray shuts down or in the interpreter's
+    teardown: one line (or none, once the exit is decided), never a traceback."""
+    farm = _tiny(tmp_path)
+    assert farm.stdout is not None
+    for line in farm.stdout:
+        if line.startswith("└"):  # the results table's last line
+            break
+    time.sleep(after_s)
+    farm.send_signal(signal.SIGINT)
+    _, stderr = farm.communicate(timeout=300)
+    _quiet_end(stderr)
+    assert farm.returncode in (0, 130), (farm.returncode, stderr)
+    lines = stderr.strip().splitlines()
+    assert lines[0].startswith("job tiny-") and len(lines) <= 2, stderr
+    if farm.returncode == 130:
+        assert len(lines) == 2 and lines[1].startswith("interrupted while"), stderr

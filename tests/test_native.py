@@ -140,3 +140,41 @@ def test_without_the_wheel_or_a_build_it_says_why(tmp_path, monkeypatch):
 
 def _missing(name: str) -> str:
     raise native.PackageNotFoundError(name)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_task_through_the_engine_with_the_cpp_runner(lowered, runner, monkeypatch, precision):
+    """runtime ``executorch-native``: the .pte the executorch runtime takes, timed by the
+    runner in its own process; markers, statistics and memory are the engine's as ever."""
+    from farm.engine import bundle
+    from farm.engine.request import parse_request
+    from farm.engine.runner import run_task
+
+    monkeypatch.setenv("FARM_NATIVE_DIR", str(runner.parent))
+    made = lowered("kws", "executorch", precision)
+    request = {"artifact": str(made.path), "runtime": "executorch-native", "precision": precision,
+               "iterations": 30, "warmup": 3, "threads": 1, "layers": True, "memory": True}  # fmt: skip
+    before = time.monotonic_ns()
+    r = run_task(parse_request(request))
+    after = time.monotonic_ns()
+    assert r["status"] == "ok", r["error"]
+    assert r["env"]["runtime"] == "executorch-native" and r["env"]["runtime_impl"] == "native"
+    assert r["model_form"] == "executorch/xnnpack (C++ runner)"
+    assert r["latency"]["n"] == 30 and r["latency"]["median_ms"] > 0
+    kinds = r["markers"]["kinds"]
+    begins = [t for t, k in zip(r["markers"]["t_ns"], r["markers"]["kind"], strict=True)
+              if kinds[k] == "inference_begin"]  # fmt: skip
+    assert len(begins) == 30 and before < min(begins) and max(begins) < after
+    assert r["memory"]["runner_peak_rss_mb"] > 0
+    assert any("has no profiler" in w or "ETDump" in w for w in r["warnings"])
+    # the runner's output is ExecuTorch's own: the Python bindings agree on the same program
+    manifest = bundle.read_manifest(str(made.path))
+    session = native.load(str(made.path), manifest, 1)
+    try:
+        got = session.output()
+    finally:
+        session.close()
+    from farm.engine.runtimes.et import ExecuTorch
+
+    want = ExecuTorch().load(str(made.path), manifest).output().reshape(-1)
+    assert np.abs(got - want).max() <= 1e-6 and got.argmax() == want.argmax()

@@ -999,7 +999,7 @@ def test_paper_testbed_inventory():
     ("job_file", "inventory_file", "count"),
     [
         ("jobs/smoke.yaml", "inventory/local.yaml", 4),
-        ("jobs/paper.yaml", "inventory/local.yaml", 2 + 3 + 3),
+        ("jobs/paper.yaml", "inventory/local.yaml", 2 + 3 + 1 + 3),  # alexnet, svhn, kws × 3, whole deepear, emotion × 3
         # 4 models × (phone cpu, tegra cpu, edison cpu, tegra cuda) × threads [null, 1]
         ("jobs/nightly.yaml", "inventory/testbed-paper.yaml", 4 * 4 * 2),
     ],

@@ -96,3 +96,44 @@ def test_bootstrap_takes_a_torch_free_board_and_builds_the_runner_where_it_can(b
     assert "executorch-native" in facts["runtimes"]
     again = bootstrap.bootstrap(board_spec(bed, "board0"), engine=engine, facts_dir=tmp_path / "f")
     assert {s.name: s.status for s in again.steps}["native"] == "ok"  # built once
+
+
+FAST = {"iterations": 20, "warmup": 1, "layers": False, "memory": False, "timeout_s": 120}
+
+
+def _submit(ray, tmp_path, bed, job: dict):
+    from test_farm_ssh import submit, wait
+
+    actor, job_id, store = submit(ray, tmp_path, bed.inventory_path, job)
+    try:
+        progress = wait(ray, actor, job_id, timeout=600)
+    finally:
+        ray.kill(actor)
+    return progress, store.cells(job_id), store
+
+
+def test_a_job_on_a_torch_free_board_runs_onnxruntime_and_refuses_eager(
+    ray_session, bed, tmp_path
+):
+    """Through Ray and sshd: onnxruntime fp32 and int8 measured in the venv without torch;
+    the eager cells are does-not-fit with the board's reason, never a traceback."""
+    job = {"name": "torch-free", "models": ["kws"], "targets": [{"tags": ["torch-free"]}],
+           "variants": {"runtime": ["eager", "onnxruntime"], "precision": ["fp32", "int8"]},
+           "measure": FAST}  # fmt: skip
+    progress, cells, store = _submit(ray_session, tmp_path, bed, job)
+    assert progress.state == "done" and len(cells) == 4
+    by = {(c.task.variant["runtime"], c.task.variant["precision"]): c for c in cells}
+    python = str(torchfree.python())
+    for precision in ("fp32", "int8"):
+        ort = by[("onnxruntime", precision)]
+        assert ort.task.state == "done", (ort.task.error, ort.result and ort.result.error)
+        assert ort.task.board == "board1" and ort.result.latency.n == FAST["iterations"]
+        env = ort.result.env
+        assert env.model_extra["runtime_impl"] == "python"
+        assert env.model["precision"] == precision and env.model_extra["precision"] == precision
+        eager = by[("eager", precision)]
+        assert eager.task.state == "does-not-fit"
+        assert eager.result.error == f"board1 cannot run eager: torch is not installed in {python}"
+        logs = " ".join(entry.line for entry in store.logs(eager.task.id))
+        assert "does not fit: board1 cannot run eager" in logs and "Traceback" not in logs
+        assert "deployed" not in logs  # refused before an artifact went there

@@ -540,3 +540,12 @@ def test_the_engine_loads_an_artifact_without_the_zoo(tmp_path: Path) -> None:
     assert counts == f"{TOTALS['svhn']} 10"
     assert "farm.zoo" not in modules
     assert "farm.errors" not in modules
+
+
+def test_the_zoos_names_are_known_without_torch_and_are_the_registered_ones() -> None:
+    probe = (
+        "import sys; from farm import zoo; names = zoo.names(); assert 'torch' not in sys.modules;"
+        " assert names == zoo.REGISTRY.names() == sorted(zoo.NAMES), names; print('ok')"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert res.stdout.strip() == "ok", res.stderr

@@ -115,9 +115,10 @@ class ModelCache:
     def forget(self, path: str, device: Any) -> None:
         self._models.pop((path, str(device)), None)
 
-    def keep_only(self, path: str, device: torch.device) -> None:
-        """Drop every model but this one (so memory read next is this model's own)."""
-        for key in [k for k in self._models if k != (path, str(device))]:
+    def keep_only(self, path: str) -> None:
+        """Drop every model but this artifact's (on any device or runtime), so that memory
+        read next is this model's own."""
+        for key in [k for k in self._models if k[0] != path]:
             del self._models[key]
 
     def __len__(self) -> int:
@@ -214,7 +215,7 @@ class _Task:
         self.markers.add(time.monotonic_ns(), TASK_BEGIN)
         self.mem["hwm_reset"] = False
         if req.memory:  # the peak read at the end is this task's own (farm.engine.memory)
-            own = lambda: self.cache.keep_only(req.artifact, torch.device(req.device))  # noqa: E731
+            own = lambda: self.cache.keep_only(req.artifact)  # noqa: E731
             self.mem["hwm_reset"], why = memory.start_own_peak(own)
             self.warnings.extend([why] if why else [])
         self.mem["baseline_rss_mb"] = memory.rss_mb()

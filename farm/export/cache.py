@@ -28,6 +28,8 @@ from farm.errors import CannotLower
 from farm.zoo import exporter
 
 RUNTIME_KIND = {"onnxruntime": bundle.KIND_ONNX, "executorch": bundle.KIND_PTE}
+LOWERS_AS = {"executorch-native": "executorch"}
+"""Runtimes that run another's artifact: farm's C++ runner takes the executorch .pte."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def export(
 ) -> Exported:
     """The artifact ``runtime`` runs for model ``ref`` in ``precision``; `CannotLower`
     with the runtime's own reason when it cannot take it."""
+    runtime = LOWERS_AS.get(runtime, runtime)
     eager = exporter.export(ref, activation=activation, seed=seed, cache_dir=cache_dir)
     if runtime == "eager":
         if precision != "fp32":

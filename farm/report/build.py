@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from farm.report import compare, figures, study
+from farm.report import compare, figures, runtimes, study
 from farm.report.cells import Sweep, layer_records, records
 from farm.report.document import FIGURE_CAPTIONS, Report, Section
 from farm.report.findings import findings
@@ -100,6 +100,9 @@ def assemble(sweep: Sweep, against: Sweep | None = None, ref: Reference | None =
         ),
         Section("Figures", noted, said["figure4"] + said["figure5"], figures=list(FIGURE_CAPTIONS)),
     ]
+    best = runtimes.best_runtime(sweep)  # a sweep with runtime/precision variants
+    if best is not None:
+        sections.append(Section("Runtimes: the best per board", views=[best]))
     if against is not None:
         sections.append(Section("Against another sweep", views=[compare.against(sweep, against)]))
     sections.append(Section("Provenance", views=[study.provenance(sweep)]))

@@ -123,6 +123,9 @@ class Cell:
         task = self.stored.task
         effective = {k: v for k, v in self.variant.items() if v is not None}
         effective["activation"] = self.activation
+        # a runtime variant pairs with the defaults it names (no axis: eager fp32)
+        effective["runtime"] = effective.get("runtime") or "eager"
+        effective["precision"] = effective.get("precision") or "fp32"
         return (task.model, task.board, task.processor, store.CellKey.canonical(effective))
 
     @property

@@ -173,12 +173,12 @@ def results_table(cells: list[Cell], title: str | None = None) -> Table:
     notes: dict[str, int] = {}
     for cell in cells:
         f, task = flat(cell), cell.task
-        style = STATE_STYLE.get(task.state, "")
+        style = STATE_STYLE.get(task.state, "none")  # "[]...[/]" is not markup rich reads
         if f["median_ms"] is not None:
             median = _median_ci(f)
         elif task.state is TaskState.DOES_NOT_FIT:
             why = (task.error or "").strip().splitlines()  # a runtime's own reason, if any
-            median = f"- (does not fit: {why[0][:60]})" if why else "- (does not fit)"
+            median = f"- (does not fit: {escape(why[0][:60])})" if why else "- (does not fit)"
         else:
             median = "-"
         marks = [notes.setdefault(w, len(notes) + 1) for w in warnings_of(cell.result)]

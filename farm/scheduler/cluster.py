@@ -434,9 +434,27 @@ def find_head(address: str | None) -> NodeRecord:
     return heads[0]
 
 
-def stop_head(address: str | None, *, force: bool = False) -> tuple[NodeRecord, int]:
+def stop_head(address: str | None, *, force: bool = False) -> tuple[NodeRecord, int, list[str]]:
+    """Stop the head this machine runs at ``address`` and, first, every station this
+    machine joined to it (left running, its raylet would outlive the head re-parented
+    to init). Returns the head's record, how many processes there were, and the
+    stations stopped with it."""
     record = find_head(address)
-    return record, kill_node(record, force=force)
+    stations = stations_of(record)
+    count = sum(kill_node(s, force=force) for s in stations)
+    return record, count + kill_node(record, force=force), [s.key for s in stations]
+
+
+def stations_of(head: NodeRecord) -> list[NodeRecord]:
+    """The stations this machine started and joined to ``head`` (the same port, the same
+    host or both on the loopback)."""
+    host, port = split_address(head.address)
+
+    def same(address: str) -> bool:
+        h, p = split_address(address)
+        return p == port and (h == host or (h in LOOPBACK and host in LOOPBACK))
+
+    return [r for r in records("station") if same(r.address)]
 
 
 # -- stations -----------------------------------------------------------------------------

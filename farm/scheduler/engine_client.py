@@ -10,8 +10,9 @@ within its limit kills the engine. A second runtime that speaks the same
 protocol plugs in here.
 
 ``BoardLink`` is the per-board value a station keeps between tasks: the board's
-connection, its ``EngineClient``, its lease process, the lock that keeps it to
-one task at a time, and which task runs on it now.
+connection, its ``EngineClient``, its lease process, what its probe found (the
+runtimes it can run), the lock that keeps it to one task at a time, and which
+task runs on it now.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class BoardLink:
         self.engine: EngineClient | None = None
         self.leaser: Any = None  # the board-side lease process, kept between tasks
         self.task: str | None = None  # the task running on the board now
+        self.probe: deploy.BoardProbe | None = None  # what this connection found the board runs
 
     def connected(self) -> Any:
         """The board's transport, connected on first use (and after a ``drop``)."""
@@ -180,3 +182,4 @@ class BoardLink:
         self.engine = None
         self.leaser = None
         self.transport = None
+        self.probe = None

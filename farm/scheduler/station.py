@@ -41,6 +41,7 @@ from farm import deploy
 from farm.errors import (
     BoardBusy,
     CannotLower,
+    CommandFailed,
     EngineError,
     Failure,
     FarmError,
@@ -134,10 +135,13 @@ class Station:
                 link.task = None
         if result.status == "does_not_fit":
             mem = result.memory
-            tlog(
-                f"does not fit: needs {mem.required_mb or 0:.1f} MB,"
-                f" {mem.available_mb or 0:.1f} MB available"
-            )
+            if mem.required_mb is None and result.error:
+                tlog(f"does not fit: {result.error}")
+            else:
+                tlog(
+                    f"does not fit: needs {mem.required_mb or 0:.1f} MB,"
+                    f" {mem.available_mb or 0:.1f} MB available"
+                )
             return _outcome(TaskState.DOES_NOT_FIT, tlog, started, result=result, markers=markers)
         if result.status != "ok":
             tlog(f"engine reported: {result.error}")
@@ -166,13 +170,21 @@ class Station:
             try:
                 transport = link.connected()
                 engine = self._engine_zip()
+                deployed = deploy.is_present(transport, board, [engine])
+                try:
+                    found = deploy.probe(transport, board)
+                except CommandFailed as exc:  # reached, but its python could not answer
+                    return BoardCheck(
+                        board.name, reachable=True, host_key="ok", engine_deployed=deployed,
+                        error=_probe_failed(board, exc),
+                    )  # fmt: skip
                 return BoardCheck(
                     board=board.name,
                     ok=True,
                     reachable=True,
                     host_key="ok",
-                    engine_deployed=deploy.is_present(transport, board, [engine]),
-                    probe=deploy.probe(transport, board),
+                    engine_deployed=deployed,
+                    probe=found,
                 )
             except HostKeyError as exc:
                 link.drop()
@@ -195,6 +207,13 @@ class Station:
     ) -> tuple[EngineResult, dict | None, bytes | None]:
         board, task = link.board, payload.task
         transport = link.connected()
+        refusal = self._cannot_run(link, transport, task)
+        if refusal is not None:  # before anything is exported or deployed for it
+            return (
+                EngineResult(status="does_not_fit", error=refusal, task_id=payload.task_id),
+                None,
+                None,
+            )
         engine_zip = self._engine_zip()
         engine = link.client(engine_zip)
         artifact = self._artifact(task)
@@ -244,6 +263,17 @@ class Station:
         raw["artifact"] = artifact.record()
         raw.setdefault("warnings", []).extend(_agreement_warnings(artifact.record()))
         return parse_engine_result(raw), raw.get("markers"), trace
+
+    def _cannot_run(self, link: BoardLink, transport, task: PlannedTask) -> str | None:
+        """Why the board cannot run the cell's runtime (the board probe's reason, e.g.
+        "torch is not installed in ..."), or None. Probed once per connection."""
+        runtime = task.variant.get("runtime") or "eager"
+        if link.probe is None:
+            link.probe = deploy.probe(transport, link.board)
+        if runtime in link.probe.runtimes:
+            return None
+        why = link.probe.unavailable.get(runtime, "the board's probe does not list it")
+        return f"{link.board.name} cannot run {runtime}: {why}"
 
     def _link(self, board: Board) -> BoardLink:
         with self._links_lock:
@@ -374,4 +404,20 @@ def _outcome(state: TaskState, tlog: _TaskLog, started: _Started, **fields: Any)
         running_at=started.at,
         deploy_bytes=started.deploy_bytes,
         **fields,
+    )
+
+
+def _probe_failed(board: Board, exc: CommandFailed) -> str:
+    """One line for a board that answered but whose ``python:`` could not run the probe
+    (not the probe script itself, which the command's text would repeat)."""
+    result = exc.result
+    said = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+    if result.exit_code in (126, 127) or "not found" in said[0]:
+        return (
+            f"the board is reachable, but its python {board.python!r} was not found there"
+            " (the inventory's `python:`)"
+        )
+    return (
+        f"the board is reachable, but the probe run with {board.python!r} exited"
+        f" {result.exit_code}: {said[0]}"
     )

@@ -45,10 +45,12 @@ def _host(value: str) -> str:
         except ValueError:
             raise ValueError(f"not an IPv6 address: {value!r}") from None
         return value
-    if len(value) > 253 or not _HOST_NAME.match(value):
+    long = [label for label in value.split(".") if len(label) > 63]
+    if len(value) > 253 or not _HOST_NAME.match(value) or long:
         raise ValueError(
-            f"not a host name or address: {value!r} (labels of letters, digits, '-' and"
-            " '_' joined by single dots; no leading '-', no spaces or control characters)"
+            f"not a host name or address: {value!r} (labels of at most 63 letters, digits,"
+            " '-' and '_' joined by single dots; no leading '-', no spaces or control"
+            " characters)"
         )
     return value
 

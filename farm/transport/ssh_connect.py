@@ -136,8 +136,26 @@ class _Connection(fabric.Connection):
         try:
             return super().open()
         except BaseException:
-            sock.close()
+            self.stop_transport()  # before its socket: closed under it, its thread prints
+            sock.close()  # "Socket exception: Bad file descriptor (9)" beside farm's line
             raise
+
+    def stop_transport(self) -> None:
+        """Stop paramiko's transport thread and wait for it, so that nothing reads the
+        socket (or the jump host's channel) when it is closed. A refused host key, a
+        missing key file or a failed login leave the thread running."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_alive():
+            return
+        transport.stop_thread()  # its reads time out every 0.1 s and then see it stopped
+        transport.join(2.0)
+        transport.sock.close()
+
+    def close(self) -> None:
+        transport = self.client.get_transport()
+        if transport is not None and not transport.is_authenticated():  # a failed open
+            self.stop_transport()
+        super().close()
 
     def open_gateway(self):
         if isinstance(self.gateway, _Connection):
