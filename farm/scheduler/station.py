@@ -16,7 +16,9 @@ For one task the station:
    runs the engine — the board's warm engine (one long-lived process speaking
    JSON lines, whose start-up, a torch import, has its own limit) or a fresh
    process for ``isolation: process`` — with the task's timeout, while the
-   board's power monitor (if any) records;
+   board's power monitor (if any) records (the engine's protocol, and what the
+   station keeps per board between tasks, are ``farm.scheduler.engine_client``:
+   ``EngineClient``, ``BoardLink``);
 4. validates the engine's result (``farm.result.parse_engine_result``) and
    returns an :class:`~farm.scheduler.messages.Outcome`: the state, the typed
    result, the error and whether it is worth retrying (the transport error's
@@ -38,7 +40,6 @@ from typing import Any
 from farm import deploy
 from farm.errors import (
     BoardBusy,
-    BoardUnreachable,
     CannotLower,
     CommandFailed,
     EngineError,
@@ -46,15 +47,14 @@ from farm.errors import (
     FarmError,
     HostKeyError,
     TransportError,
-    TransportTimeout,
     without_board,
 )
 from farm.result import EngineResult, parse_engine_result
+from farm.scheduler.engine_client import BoardLink, EngineClient
 from farm.scheduler.lease import LOCK_FILE, MEASURING_FILE, TTL_S, BoardLease, holder
 from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
 from farm.spec import Board, PlannedTask
 from farm.states import TaskState
-from farm.transport import connect
 
 log = logging.getLogger(__name__)
 
@@ -68,33 +68,6 @@ class _TaskLog:
 
     def __call__(self, line: str) -> None:
         self.lines.append((time.time(), line))
-
-
-class _Link:
-    """What the station keeps per board: its connection and its warm engine."""
-
-    def __init__(self, board: Board):
-        self.board = board
-        self.lock = threading.Lock()
-        self.transport: Any = None
-        self.engine: Any = None  # warm engine channel
-        self.leaser: Any = None  # the board-side lease process, kept between tasks
-        self.request_id = 0
-        self.task: str | None = None  # the task running on the board now
-        self.probe: deploy.BoardProbe | None = None  # what this connection found the board runs
-
-    def drop(self) -> None:
-        """Forget the connection and engine after an error: the next task starts clean."""
-        for closer in (self.engine, self.leaser, self.transport):
-            if closer is not None:
-                try:
-                    closer.close()
-                except Exception:  # already broken: closing is best effort
-                    log.debug("%s: close failed", self.board.name, exc_info=True)
-        self.engine = None
-        self.leaser = None
-        self.transport = None
-        self.probe = None
 
 
 class Station:
@@ -111,7 +84,7 @@ class Station:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._running = running or (lambda *a: None)
         self._monitor = monitor
-        self._links: dict[str, _Link] = {}
+        self._links: dict[str, BoardLink] = {}
         self._links_lock = threading.Lock()
         self._export_lock = threading.Lock()
         self._artifacts: dict[str, Any] = {}
@@ -185,7 +158,7 @@ class Station:
             links = [link for link in self._links.values() if link.task in task_ids]
         for link in links:
             engine = link.engine
-            if engine is not None:
+            if engine is not None and engine.running:
                 log.info("%s: stopping the engine of cancelled task %s", link.board.name, link.task)
                 engine.kill()
         return len(links)
@@ -195,7 +168,7 @@ class Station:
         link = self._link(board)
         with link.lock:
             try:
-                transport = self._transport(link)
+                transport = link.connected()
                 engine = self._engine_zip()
                 deployed = deploy.is_present(transport, board, [engine])
                 try:
@@ -230,10 +203,10 @@ class Station:
     # -- the steps ------------------------------------------------------------------
 
     def _run(
-        self, link: _Link, payload: TaskPayload, tlog: _TaskLog, started: _Started
+        self, link: BoardLink, payload: TaskPayload, tlog: _TaskLog, started: _Started
     ) -> tuple[EngineResult, dict | None, bytes | None]:
         board, task = link.board, payload.task
-        transport = self._transport(link)
+        transport = link.connected()
         refusal = self._cannot_run(link, transport, task)
         if refusal is not None:  # before anything is exported or deployed for it
             return (
@@ -241,11 +214,12 @@ class Station:
                 None,
                 None,
             )
-        engine = self._engine_zip()
+        engine_zip = self._engine_zip()
+        engine = link.client(engine_zip)
         artifact = self._artifact(task)
         began = time.time()
         report = deploy.deploy(
-            transport, link.board, [engine, Path(artifact.path), *artifact.companions]
+            transport, link.board, [engine_zip, Path(artifact.path), *artifact.companions]
         )
         started.deploy_bytes = report.bytes_pushed
         if report.pushed:
@@ -257,11 +231,11 @@ class Station:
         startup = float(task.measure.startup_timeout_s or board.startup_timeout_s)
         if payload.isolation == "process":
             # a fresh process pays the start-up (a torch import) inside its own run
-            runner = lambda: self._run_process(link, transport, engine, request, startup + timeout)  # noqa: E731
+            runner = lambda: engine.run_process(request, startup + timeout)  # noqa: E731
         else:
-            runner = lambda: self._run_warm(link, transport, engine, request, timeout)  # noqa: E731
+            runner = lambda: engine.run(request, timeout)  # noqa: E731
         with BoardLease(
-            *self._leaser(link, transport, engine, startup),
+            *self._leaser(link, engine, startup),
             who=holder(payload.task_id, payload.job_id),
             board=board.name,
             wait_s=timeout,
@@ -270,7 +244,7 @@ class Station:
             started.at = time.time()
             self._running(payload.task_id, payload.attempt, started.at, started.deploy_bytes)
             if payload.isolation != "process":
-                self._start_engine(link, transport, engine, startup)
+                engine.start(startup)
             if monitor is None:
                 raw = runner()
                 trace = None
@@ -281,7 +255,7 @@ class Station:
                     monitor,
                     board,
                     runner,
-                    lambda: self._clock_exchange(link, transport, engine),
+                    engine.clock_exchange,
                     tlog,
                 )
         for line in raw.get("log", None) or []:
@@ -290,7 +264,7 @@ class Station:
         raw.setdefault("warnings", []).extend(_agreement_warnings(artifact.record()))
         return parse_engine_result(raw), raw.get("markers"), trace
 
-    def _cannot_run(self, link: _Link, transport, task: PlannedTask) -> str | None:
+    def _cannot_run(self, link: BoardLink, transport, task: PlannedTask) -> str | None:
         """Why the board cannot run the cell's runtime (the board probe's reason, e.g.
         "torch is not installed in ..."), or None. Probed once per connection."""
         runtime = task.variant.get("runtime") or "eager"
@@ -301,19 +275,17 @@ class Station:
         why = link.probe.unavailable.get(runtime, "the board's probe does not list it")
         return f"{link.board.name} cannot run {runtime}: {why}"
 
-    def _link(self, board: Board) -> _Link:
+    def _link(self, board: Board) -> BoardLink:
         with self._links_lock:
             link = self._links.get(board.name)
             if link is None or link.board != board:
                 if link is not None:
                     link.drop()
-                link = self._links[board.name] = _Link(board)
+                link = self._links[board.name] = BoardLink(board)
             return link
 
-    def _transport(self, link: _Link):
-        if link.transport is None:
-            link.transport = connect(link.board)
-        return link.transport
+    def _transport(self, link: BoardLink):
+        return link.connected()
 
     def _engine_zip(self) -> Path:
         if self._engine_file is None:
@@ -357,7 +329,7 @@ class Station:
             raise found
         return found
 
-    def _request(self, link: _Link, task: PlannedTask, artifact, task_id: str) -> dict[str, Any]:
+    def _request(self, link: BoardLink, task: PlannedTask, artifact, task_id: str) -> dict[str, Any]:
         """The engine's request (its JSON contract, docs/internals.md) from the typed task."""
         board = link.board
         proc = board.processor(task.processor)
@@ -386,91 +358,15 @@ class Station:
             "precision": artifact.precision,
         }
 
-    def _engine_argv(self, link: _Link, engine: Path, mode: str) -> list[str]:
-        return [link.board.python, deploy.remote_path(link.transport, link.board, engine), mode]
-
-    def _run_warm(self, link: _Link, transport, engine: Path, request, timeout: float):
-        return self._call(link, transport, engine, {"op": "run", "request": request}, timeout)
-
-    def _clock_exchange(self, link: _Link, transport, engine: Path) -> tuple[int, int, int]:
-        """One request/response clock exchange: (host send ns, board ns, host receive ns)."""
-        sent = time.monotonic_ns()
-        reply = self._call(link, transport, engine, {"op": "clock"}, link.board.command_timeout_s)
-        return sent, int(reply["t_ns"]), time.monotonic_ns()
-
-    def _leaser(self, link: _Link, transport, engine: Path, startup_s: float) -> tuple[Any, float]:
+    def _leaser(self, link: BoardLink, engine: EngineClient, startup_s: float) -> tuple[Any, float]:
         """The board's lease process (started if need be), and how long its next answer
         may take: a fresh one starts Python first."""
         if link.leaser is not None and link.leaser.alive:
             return link.leaser, link.board.command_timeout_s
         path = link.board.board_lock + LOCK_FILE  # board-wide: any account, any cache_dir
-        argv = [*self._engine_argv(link, engine, "lease"), path, f"--ttl={TTL_S:g}"]
-        link.leaser = transport.open_process(argv)
+        argv = [*engine.argv("lease"), path, f"--ttl={TTL_S:g}"]
+        link.leaser = link.connected().open_process(argv)
         return link.leaser, startup_s
-
-    def _start_engine(self, link: _Link, transport, engine: Path, startup_s: float) -> None:
-        """Start the warm engine if it is not running, and wait for its first answer
-        (it imports torch: minutes on a slow board) within the start-up limit only."""
-        if link.engine is not None and link.engine.alive:
-            return
-        try:
-            self._call(link, transport, engine, {"op": "clock"}, startup_s)
-        except TransportTimeout as exc:
-            raise TransportTimeout(
-                link.board.name,
-                f"engine did not start within {startup_s:g} s (startup_timeout_s)",
-            ) from exc
-
-    def _call(self, link: _Link, transport, engine: Path, message: dict, timeout: float):
-        if link.engine is None or not link.engine.alive:
-            link.engine = transport.open_process(self._engine_argv(link, engine, "serve"))
-        link.request_id += 1
-        message = {"id": link.request_id, **message}
-        link.engine.send_line(json.dumps(message))
-        while True:
-            try:
-                line = link.engine.read_line(timeout)
-            except TransportTimeout:
-                link.engine.kill()
-                link.engine = None
-                raise
-            if line is None or line == "":
-                raise self._engine_died(link)
-            reply = json.loads(line)
-            if reply.get("id") == link.request_id:
-                break
-        if not reply.get("ok"):
-            raise EngineError(reply.get("error", "engine refused the request"))
-        return reply["result"]
-
-    def _engine_died(self, link: _Link) -> FarmError:
-        """The warm engine's stdout closed: say why, as precisely as the channel knows."""
-        channel, link.engine = link.engine, None
-        status = getattr(channel, "exit_status", None)
-        stderr = (getattr(channel, "stderr_tail", "") or "").strip().splitlines()[-1:]
-        if status is None:
-            try:  # no exit status: is it the board that went away, or only the engine?
-                link.transport.run(["true"], timeout=link.board.connect_timeout_s)
-            except TransportError:
-                return BoardUnreachable(link.board.name, "engine channel closed (connection lost)")
-            return EngineError("engine process vanished without an exit status (killed?)")
-        why = _exit_reason(status)
-        stderr = stderr[0] if stderr else ""
-        return EngineError(f"engine process exited: {why}{': ' + stderr if stderr else ''}")
-
-    def _run_process(self, link: _Link, transport, engine: Path, request, timeout: float):
-        result = transport.run(
-            self._engine_argv(link, engine, "run"),
-            timeout=timeout,
-            stdin=json.dumps(request).encode(),
-            check=False,
-        )
-        if result.exit_code != 0:
-            raise EngineError(
-                f"engine process exited: {_exit_reason(result.exit_code)}: "
-                + (result.stderr.strip().splitlines() or [""])[-1]
-            )
-        return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _agreement_warnings(record: dict[str, Any]) -> list[str]:
@@ -489,16 +385,6 @@ def _agreement_warnings(record: dict[str, Any]) -> list[str]:
         f"{agreement.get('n')} seeded inputs (< {TOP1_WARN:.0%}); max abs diff "
         f"{agreement.get('max_abs_diff'):.2g}"
     ]
-
-
-def _exit_reason(status: int) -> str:
-    if status in (137, -9):
-        return f"status {status} (killed by SIGKILL — out of memory?)"
-    if status > 128:
-        return f"status {status} (signal {status - 128})"
-    if status < 0:
-        return f"killed by signal {-status}"
-    return f"status {status}"
 
 
 @dataclass
