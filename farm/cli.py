@@ -377,7 +377,7 @@ def _run_to_the_end(
     _print_results(head.reader, job_id)
     _doing(f"closing the head: {job_id} ended, its results are stored")
     head.close()
-    _doing("")
+    _doing(f"finishing: {job_id} ended, its results are stored")  # up to the exit itself
     if then is not None:
         then()
     bad = final.counts.get(TaskState.FAILED, 0) + final.counts.get(TaskState.CANCELLED, 0)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from farm.engine import host
+from farm.engine import host, runtimes
 from farm.engine.request import RequestError, parse_request
 from farm.engine.runner import ModelCache, run_task
 
@@ -41,6 +41,7 @@ class Server:
         self.ops: dict[str, Callable[[dict], Any]] = {
             "ping": self._ping,
             "clock": lambda _msg: {"t_ns": time.monotonic_ns()},
+            "prepare": self._prepare,
             "run": self._run,
             "shutdown": self._shutdown,
         }
@@ -85,6 +86,19 @@ class Server:
         info = host.ping(path)
         info["cached_models"] = len(self.cache)
         return info
+
+    def _prepare(self, msg: dict) -> dict:
+        """Import a runtime's library before the first task's clock starts (torch takes
+        minutes on a slow board: the start-up limit's, not the task's): ``missing`` is
+        why this board cannot run it, or None."""
+        name = msg.get("runtime")
+        if not isinstance(name, str):
+            raise RequestError("prepare runtime must be a string")
+        try:
+            runtime = runtimes.get(name)
+        except KeyError as exc:
+            raise RequestError(str(exc.args[0])) from None
+        return {"missing": runtime.available()}
 
     def _run(self, msg: dict) -> dict:
         fields = msg.get("request")

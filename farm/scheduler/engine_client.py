@@ -52,13 +52,14 @@ class EngineClient:
         remote = deploy.remote_path(self.transport, self.board, self.engine)
         return [self.board.python, remote, mode]
 
-    def start(self, startup_s: float) -> None:
-        """Start the warm engine if it is not running, and wait for its first answer
-        (it imports torch: minutes on a slow board) within the start-up limit only."""
-        if self.channel is not None and self.channel.alive:
-            return
+    def start(self, startup_s: float, runtime: str = "eager") -> None:
+        """Start the warm engine if it is not running, wait for its first answer, and have
+        it import ``runtime``'s library (torch for eager: minutes on a slow board), each
+        within the start-up limit, not the task's."""
         try:
-            self.call({"op": "clock"}, startup_s)
+            if self.channel is None or not self.channel.alive:
+                self.call({"op": "clock"}, startup_s)
+            self.call({"op": "prepare", "runtime": runtime}, startup_s)
         except TransportTimeout as exc:
             raise TransportTimeout(
                 self.board.name,

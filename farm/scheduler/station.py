@@ -244,7 +244,7 @@ class Station:
             started.at = time.time()
             self._running(payload.task_id, payload.attempt, started.at, started.deploy_bytes)
             if payload.isolation != "process":
-                engine.start(startup)
+                engine.start(startup, request.get("runtime", "eager"))
             if monitor is None:
                 raw = runner()
                 trace = None

@@ -302,6 +302,8 @@ class FakeEngineChannel(_AnsweringChannel):
             reply["result"] = {"fake": True, "board": self.transport.name}
         elif op == "clock":
             reply["result"] = {"t_ns": time.monotonic_ns()}
+        elif op == "prepare":  # the runtime's library: the fake engine has them all
+            reply["result"] = {"missing": None}
         elif op == "run":
             request = msg.get("request") or {k: v for k, v in msg.items() if k not in ("id", "op")}
             reply["result"] = self.transport._result(request)

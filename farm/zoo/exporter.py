@@ -33,7 +33,8 @@ from torch import nn
 
 from farm.engine import artifact, files, package
 from farm.errors import UserError
-from farm.zoo import registered, user
+from farm.zoo import alexnet, deepear, kws, svhn, user  # noqa: F401  (a model file registers itself: zoo.NAMES)
+from farm.zoo.registry import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def _export_zoo(
     seed: int,
     cache_dir: Path,
 ) -> ArtifactRef:
-    info = registered().get(zoo)  # the zoo's models, imported on first use
+    info = REGISTRY.get(zoo)
     if "activation" in options:
         raise UserError(f"model {name!r}: set activation as a variant, not an option")
     if shape is not None and _tuple_shape(shape) != info.input_shape:
