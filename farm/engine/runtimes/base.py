@@ -20,6 +20,7 @@ ValueError, like the transports and monitors.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -88,8 +89,16 @@ class Runtime:
     name: ClassVar[str] = ""
     kinds: ClassVar[tuple[str, ...]] = ()
     needs_torch: ClassVar[bool] = False
+    library: ClassVar[str] = ""  # the Python package the runtime needs on the board, if any
 
     def available(self) -> str | None:
+        """None, or why this board cannot run the runtime (its library will not import)."""
+        if not self.library:
+            return None
+        try:
+            importlib.import_module(self.library)
+        except ImportError as exc:
+            return f"{self.library} is not installed ({exc})"
         return None
 
     def set_threads(self, threads: int) -> int:

@@ -19,13 +19,7 @@ from farm.engine.runtimes.base import Runtime, Session, register
 class Eager(Runtime):
     kinds = ("graph", "module", "program")
     needs_torch = True
-
-    def available(self) -> str | None:
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            return f"torch is not installed ({exc})"
-        return None
+    library = "torch"
 
     def set_threads(self, threads: int) -> int:
         from farm.engine import host

@@ -24,17 +24,11 @@ from farm.engine.runtimes.base import OpRow, Profile, Runtime, Session, register
 @register("onnxruntime")
 class OnnxRuntime(Runtime):
     kinds = (bundle.KIND_ONNX,)
+    library = "onnxruntime"
     needs_torch = False
 
     def __init__(self) -> None:
         self.threads = 1
-
-    def available(self) -> str | None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
-            return f"onnxruntime is not installed ({exc})"
-        return None
 
     def set_threads(self, threads: int) -> int:
         self.threads = threads  # applied to each session this runtime builds
