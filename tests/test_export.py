@@ -18,17 +18,30 @@ from farm.states import TaskState
 from farm.testing import transport as fake
 
 
-def test_the_flat_lrn_computes_eager_lrn_and_eager_keeps_its_own():
-    """ExecuTorch cannot run LRN's 4-D path (5-D pad + avg_pool3d); the export computes
-    it on an (N, C, H·W) view. Same numbers; the eager model is left as it was."""
+def test_the_channel_lrn_computes_eager_lrn_and_eager_keeps_its_own():
+    """ExecuTorch cannot run LRN's 4-D path (5-D pad + avg_pool3d), and XNNPACK leaves its
+    3-D path's pooling and fractional power to slow portable kernels; the export writes
+    it as channel slices. Same numbers; the eager model is left as it was."""
     lrn = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
     x = torch.randn(2, 96, 27, 27, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(lower.FlatLRN(lrn)(x), lrn(x), rtol=0, atol=1e-10)
+    assert torch.allclose(lower.ChannelLRN(lrn)(x), lrn(x), rtol=0, atol=1e-10)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), lrn).eval()
     ready = lower.export_ready(model)
-    assert type(model[2]) is nn.LocalResponseNorm and type(ready[2]) is lower.FlatLRN
+    assert type(model[2]) is nn.LocalResponseNorm and type(ready[2]) is lower.ChannelLRN
     y = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(ready(y), model(y), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 5, 7])
+@pytest.mark.parametrize("shape", [(2, 3, 10), (1, 6, 5, 4), (1, 8, 3, 2, 2)])
+def test_the_channel_lrn_matches_eager_at_every_window_and_rank(size, shape):
+    """Even windows pad one channel fewer after than before; fewer channels than the
+    window; 3-, 4- and 5-D input (eager's three code paths)."""
+    lrn = nn.LocalResponseNorm(size=size, alpha=0.3, beta=0.6, k=1.5)
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
+    assert torch.allclose(lower.ChannelLRN(lrn)(x), lrn(x), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="3D or higher"):  # eager's refusal, word for word
+        lower.ChannelLRN(lrn)(torch.ones(2, 3))
 
 
 class _ConvLRN(nn.Module):
@@ -61,6 +74,38 @@ def test_an_lrn_model_lowers_to_executorch_only_rewritten_in_fp32_and_int8():
     program = lower.to_pte(ready, example, lower.calibration_set(example))
     int8 = agree.compare(reference, agree.pte_outputs(program, items))
     assert int8.max_abs_diff < 0.5 and int8.n == 8
+
+
+def test_the_rewritten_lrn_leaves_nothing_outside_the_xnnpack_delegate():
+    """What slowed ExecuTorch's AlexNet below eager: LRN's ops left to portable kernels.
+    As written, the pooling and the power stay outside XNNPACK; rewritten, every op of
+    the model is delegated, in fp32 and int8."""
+    torch.manual_seed(0)
+    model = _ConvLRN().eval()
+    example = (torch.randn(1, 3, 32, 32),)
+    outside = lower.outside_delegate(lower.to_xnnpack(model, example))
+    assert "aten.pow.Tensor_Scalar" in outside and "aten.avg_pool3d.default" in outside
+    ready = lower.export_ready(model)
+    assert lower.outside_delegate(lower.to_xnnpack(ready, example)) == {}
+    int8 = lower.to_xnnpack(ready, example, lower.calibration_set(example, n=4))
+    assert lower.outside_delegate(int8) == {}
+
+
+def test_int8_leaves_the_lrn_float():
+    """Squares of activations quantized to int8 would lose the small ones: the quantizer
+    skips the normalisation (its input is dequantized, its squares stay float)."""
+    torch.manual_seed(0)
+    model = lower.export_ready(_ConvLRN().eval())
+    example = (torch.randn(1, 3, 32, 32),)
+    converted = lower._pt2e_int8(model, example, lower.calibration_set(example, n=4))
+    nodes = list(converted.graph.nodes)
+    quantizes = [n for n in nodes if "quantize_per_tensor" in str(n.target)
+                 and "dequantize" not in str(n.target)]  # fmt: skip
+    assert quantizes  # the convolution and the linear layer are int8
+    squares = [n for n in nodes if n.target == torch.ops.aten.mul.Tensor
+               and n.args[0] is n.args[1]]  # fmt: skip
+    assert len(squares) == 1
+    assert not any("quantize" in str(user.target) for user in squares[0].users)
 
 
 def test_onnx_int8_quantizes_conv_gemm_matmul_and_leaves_softmax_float(lowered):

@@ -55,6 +55,7 @@ import torch
 from farm.engine import stats
 from farm.engine.layertypes import GRAPH_ROW, NONLINEAR, SUM_TOLERANCE
 from farm.engine.markers import LAYER_BEGIN, LAYER_END, Markers
+from farm.engine.stats import fast_mean
 from farm.engine.timing import SAME_CLOCK
 
 CALIBRATION_CALLS = 2000
@@ -443,12 +444,6 @@ def typical_iterations(whole_ns: list[int]) -> list[int]:
     """
     ranked = sorted(range(len(whole_ns)), key=whole_ns.__getitem__)
     return sorted(ranked[: (len(ranked) + 1) // 2])
-
-
-def fast_mean(values: list[int]) -> float:
-    """Mean of the faster half of ``values`` (the statistic the layer pass compares)."""
-    fast = sorted(values)[: (len(values) + 1) // 2]
-    return sum(fast) / len(fast)
 
 
 def summarize(lp: LayerPass, infos: list[LayerInfo], interval_ns: int) -> tuple[list[dict], dict]:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from farm.engine import board, bundle, host, measuring, memory, process, pulse, runtimes, stats
-from farm.engine.layertypes import NONLINEAR, SUM_TOLERANCE
+from farm.engine.layertypes import GRAPH_ROW, NONLINEAR, SUM_TOLERANCE
 from farm.engine.markers import (
     COLD_BEGIN,
     COLD_END,
@@ -371,12 +371,20 @@ class _Task:
                 "compute_ms": r.time_ms, "share": r.time_ms / total if total else None,
                 "nonlinear": r.op in NONLINEAR, "calls": r.calls,
             })  # fmt: skip
-        ratio = total / profile.whole_ms if profile.whole_ms else None
+        # rows add up to the unprofiled whole where the runtime measured one (their
+        # `(graph)` row holds the rest), else to the profiled runs' own whole
+        whole = profile.unprofiled_ms or profile.whole_ms
+        ratio = total / whole if whole else None
+        unprofiled = profile.unprofiled_ms
         summary = {
             "iterations": profile.iterations,
             "layer_sum_ms": total,
             "layer_compute_sum_ms": total,
             "layer_whole_ms": profile.whole_ms,
+            "whole_unhooked_ms": profile.unprofiled_ms,  # eager's name: the plain whole
+            "graph_ms": next((r.time_ms for r in profile.rows if r.name == GRAPH_ROW), None),
+            # the profiler's own cost, in no row
+            "overhead_pct": 100 * (profile.whole_ms / unprofiled - 1) if unprofiled else None,
             "layer_sum_vs_whole": ratio,
             "layer_sum_outside_5pct": ratio is None or abs(ratio - 1) > SUM_TOLERANCE,
             "nonlinear_share": (
@@ -389,8 +397,9 @@ class _Task:
         self.layer_names = [r["name"] for r in rows]
         self.layer_types = [r["type"] for r in rows]
         if summary["layer_sum_outside_5pct"]:
+            against = "unprofiled" if profile.unprofiled_ms else "profiled"
             self.warnings.append(
-                f"layer sum {ratio or 0:.2f}x the profiled runs (outside 5%): the runtime's "
+                f"layer sum {ratio or 0:.2f}x the {against} runs (outside 5%): the runtime's "
                 "operators do not account for its whole inference"
             )
         summary["layer_sum_vs_latency"] = total / self.result["latency"]["median_ms"]

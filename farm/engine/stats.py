@@ -121,3 +121,9 @@ def summarize(
 def median(values: Sequence[float]) -> float:
     """Median of unsorted values (linear interpolation for even counts)."""
     return percentile(sorted(values), 50)
+
+
+def fast_mean(values: Sequence[float]) -> float:
+    """Mean of the faster half of ``values`` (the statistic the layer pass compares)."""
+    fast = sorted(values)[: (len(values) + 1) // 2]
+    return sum(fast) / len(fast)

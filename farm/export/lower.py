@@ -8,11 +8,14 @@
   symmetric, per-channel weights.
 
 Both int8 paths calibrate on `calibration_set`: seeded inputs of the model's own
-input shapes. `export_ready` rewrites what a runtime cannot lower and eager does
-not need rewritten: ``LocalResponseNorm`` on 4-D input (its 5-D pad and
-``avg_pool3d`` are missing from ExecuTorch and invalid for XNNPACK's int8 pad)
-becomes the same normalisation on an (N, C, H·W) view, whose 3-D path is a 2-D
-average pool. The eager artifact, and what eager measures, are unchanged.
+input shapes. `export_ready` rewrites what a runtime cannot lower (or lowers badly)
+and eager does not need rewritten: ``LocalResponseNorm`` becomes `ChannelLRN`, the
+same normalisation written with ops XNNPACK takes whole (its 4-D path's 5-D pad and
+``avg_pool3d`` have no ExecuTorch kernel and break XNNPACK's int8 pad; its 3-D path's
+``avg_pool2d`` counts padding and ``pow`` has a fractional exponent, so XNNPACK leaves
+both to ExecuTorch's portable kernels, which made AlexNet slower than eager). The int8
+flow leaves the normalisation in float (`_pt2e_int8`): squares of activations in int8
+would lose the small ones. The eager artifact, and what eager measures, are unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import copy
 import io
 import logging
+import operator
 import os
 import tempfile
 import warnings
@@ -36,30 +40,38 @@ CALIBRATION_SIZE = 32
 ORT_INT8_OPS = ["Conv", "Gemm", "MatMul"]
 
 
-class FlatLRN(nn.Module):
-    """``nn.LocalResponseNorm`` computed on an (N, C, H·W) view: the same numbers
-    (the window runs over channels either way), lowered without ``avg_pool3d``."""
+class ChannelLRN(nn.Module):
+    """``nn.LocalResponseNorm`` (``x / (k + alpha/size · Σ x²)^beta``, the sum over a
+    window of ``size`` channels, zero beyond the edges) written so XNNPACK delegates all
+    of it: the channels padded with zeros, the window's sum as ``size`` shifted channel
+    slices added (the tensor keeps its layout: no view, no pooling over a 1-channel
+    image), the power as ``exp(beta · log(·))``. Agrees with eager's to rounding."""
 
     def __init__(self, lrn: nn.LocalResponseNorm) -> None:
         super().__init__()
         self.size, self.alpha, self.beta, self.k = lrn.size, lrn.alpha, lrn.beta, lrn.k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() <= 3:
+        if x.dim() < 3:  # eager refuses it: the same words
             return functional.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
-        flat = x.reshape(x.shape[0], x.shape[1], -1)
-        out = functional.local_response_norm(flat, self.size, self.alpha, self.beta, self.k)
-        return out.reshape(x.shape)
+        channels = x.shape[1]
+        # pad's pairs run from the last dim back: none on the spatial dims, then channels
+        pad = (0, 0) * (x.dim() - 2) + (self.size // 2, (self.size - 1) // 2)
+        squares = functional.pad(x * x, pad)
+        window = squares[:, 0:channels]
+        for i in range(1, self.size):
+            window = window + squares[:, i : i + channels]
+        div = window * (self.alpha / self.size) + self.k
+        return x / torch.exp(torch.log(div) * self.beta)
 
 
 def export_ready(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with every LocalResponseNorm replaced by `FlatLRN`."""
+    """A copy of ``module`` with every LocalResponseNorm replaced by `ChannelLRN`."""
     module = copy.deepcopy(module)
-    for name, sub in list(module.named_modules()):
+    for sub in list(module.modules()):
         for child_name, child in list(sub.named_children()):
             if type(child) is nn.LocalResponseNorm:
-                setattr(sub, child_name, FlatLRN(child))
-        del name
+                setattr(sub, child_name, ChannelLRN(child))
     return module.eval()
 
 
@@ -198,6 +210,14 @@ def _qdq_layers(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def to_pte(module: nn.Module, example: tuple[torch.Tensor, ...],
            calibration: list[tuple[torch.Tensor, ...]] | None = None) -> bytes:  # fmt: skip
     """The XNNPACK-lowered program; int8 (PT2E, static per-channel) when ``calibration``."""
+    lowered = to_xnnpack(module, example, calibration)
+    with _quiet():
+        return io.BytesIO(lowered.to_executorch().buffer).getvalue()
+
+
+def to_xnnpack(module: nn.Module, example: tuple[torch.Tensor, ...],
+               calibration: list[tuple[torch.Tensor, ...]] | None = None) -> Any:  # fmt: skip
+    """The edge program with what XNNPACK takes delegated (an ``EdgeProgramManager``)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -205,9 +225,20 @@ def to_pte(module: nn.Module, example: tuple[torch.Tensor, ...],
         if calibration is not None:
             module = _pt2e_int8(module, example, calibration)
         program = torch.export.export(module, example)
-        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-        buffer = io.BytesIO(lowered.to_executorch().buffer)
-    return buffer.getvalue()
+        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+
+
+def outside_delegate(lowered: Any) -> dict[str, int]:
+    """The operators `to_xnnpack` left to ExecuTorch's portable kernels (name: count):
+    each is a hand-off out of XNNPACK and a kernel written for portability, not speed."""
+    counts: dict[str, int] = {}
+    for node in lowered.exported_program().graph_module.graph.nodes:
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        name = getattr(node.target, "__name__", str(node.target))
+        if name != "executorch_call_delegate":
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _pt2e_int8(module: nn.Module, example: tuple[torch.Tensor, ...],
@@ -220,6 +251,7 @@ def _pt2e_int8(module: nn.Module, example: tuple[torch.Tensor, ...],
 
     quantizer = XNNPACKQuantizer()
     quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer.set_module_type(ChannelLRN, None)  # float: see the module's docstring
     graph = torch.export.export(module, example).module()
     prepared = prepare_pt2e(graph, quantizer)
     for item in calibration:

@@ -51,9 +51,13 @@ class OpRow:
 class Profile:
     """A runtime's per-operator profile, averaged over ``iterations`` inferences.
 
-    ``whole_ms`` is the mean whole inference of the same profiled runs (what the
-    rows should add up to); ``source`` names the profiler (``ort.enable_profiling``,
-    ``etdump``); ``notes`` say what it could not attribute or measure.
+    ``whole_ms`` is the mean whole inference of the same profiled runs;
+    ``unprofiled_ms``, where the runtime measured it, the mean whole of unprofiled
+    runs interleaved with them (the profiler's own cost is ``whole_ms`` less it).
+    The rows should add up to ``unprofiled_ms`` where it is given (a ``(graph)`` row
+    then holds the runtime's time outside its operators), else to ``whole_ms``.
+    ``source`` names the profiler (``ort.enable_profiling``, ``etdump``); ``notes``
+    say what it could not attribute or measure.
     """
 
     rows: list[OpRow]
@@ -61,6 +65,7 @@ class Profile:
     iterations: int
     source: str
     notes: list[str] = field(default_factory=list)
+    unprofiled_ms: float | None = None
 
 
 class Session:

@@ -11,14 +11,18 @@ labelled with every module they merged, e.g. ``conv1+act1 (fused)``.
 from __future__ import annotations
 
 import bisect
+import gc
 import json
 import os
 import tempfile
+import time
 import zipfile
 from typing import Any
 
 from farm.engine import bundle
+from farm.engine.layertypes import GRAPH_ROW
 from farm.engine.runtimes.base import OpRow, Profile, Runtime, Session, register
+from farm.engine.stats import fast_mean
 
 
 @register("onnxruntime")
@@ -93,11 +97,26 @@ class OrtSession(Session):
         return self._session.run(None, self._feed)[0]
 
     def profile(self, iterations: int) -> Profile:
+        """ORT's profiler on a session of its own, each profiled run followed by an
+        unprofiled run of the timed session: the profiled runs give the kernels' rows,
+        the unprofiled ones the whole inference those rows are set against."""
         session = self._new_session(profile=True)
-        run = self._call_fn(session)
+        profiled, plain = self._call_fn(session), self.call
         warm = 3  # the profiled session's own warm-up, dropped by `_rows`
-        for _ in range(warm + iterations):
-            run()
+        clock = time.perf_counter_ns
+        plain_ns = [0] * (warm + iterations)
+        gc_was_enabled = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(warm + iterations):
+                profiled()
+                begin = clock()
+                plain()
+                plain_ns[i] = clock() - begin
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         trace = session.end_profiling()
         try:
             with open(trace) as f:
@@ -105,14 +124,22 @@ class OrtSession(Session):
         finally:
             os.unlink(trace)
             os.rmdir(os.path.dirname(trace))
-        return _rows(events, iterations, self._nodes)
+        return _rows(events, iterations, self._nodes, plain_ns[warm:])
 
 
-def _rows(events: list[dict], iterations: int, nodes: list[dict]) -> Profile:
+def _rows(events: list[dict], iterations: int, nodes: list[dict],
+          plain_ns: list[int] | None = None) -> Profile:  # fmt: skip
     """Per-node rows from ORT's trace: each node event belongs to the run whose interval
     holds it; the last ``iterations`` runs are kept (the warm-up dropped), and of those the
-    faster half (a busy machine only ever adds time: `farm.engine.layers.fast_mean`'s
-    reasoning), rows and whole averaged over the same runs."""
+    faster half (a busy machine only ever adds time: `farm.engine.stats.fast_mean`'s
+    reasoning), rows and whole averaged over the same runs.
+
+    ``plain_ns``: unprofiled runs interleaved with the profiled ones. Their fast mean is
+    the whole the rows are set against, and what the kernels leave of it is the
+    ``(graph)`` row: ORT's own work between and around its kernels (the executor, input
+    and output handling), as eager's ``(graph)`` row holds its forward's entry and exit.
+    The profiler's own cost (its events, recorded between the kernels) is in no row:
+    it is the profiled whole less the unprofiled one (the layer pass's ``overhead_pct``)."""
     runs = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
         key=lambda e: e["ts"],
@@ -143,7 +170,11 @@ def _rows(events: list[dict], iterations: int, nodes: list[dict]) -> Profile:
             for name, (us, op, calls) in totals.items()]  # fmt: skip
     whole_ms = sum(runs[k]["dur"] for k in fast) / n / 1000
     notes = [] if nodes else ["no node metadata: rows are ORT's node names"]
-    return Profile(rows, whole_ms, len(runs), "onnxruntime enable_profiling", notes)
+    plain_ms = fast_mean(plain_ns) / 1e6 if plain_ns else None
+    if plain_ms is not None:
+        kernels = sum(r.time_ms for r in rows)
+        rows.append(OpRow(GRAPH_ROW, "Graph", max(0.0, plain_ms - kernels), 1))
+    return Profile(rows, whole_ms, len(runs), "onnxruntime enable_profiling", notes, plain_ms)
 
 
 _ACTIVATIONS = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid"}
