@@ -31,8 +31,10 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import paramiko
+from pydantic import Field, field_validator
 
 from farm.errors import (
     BoardUnreachable,
@@ -41,6 +43,7 @@ from farm.errors import (
     TransportError,
     TransportTimeout,
 )
+from farm.spec.inventory import Board, Hop, Host, User, hop_shorthand
 from farm.transport.base import CLOSE_GRACE_S, Channel, Transport, register, shell_command
 from farm.transport.ssh_connect import close_chain, fingerprint, open_chain, translate
 
@@ -56,7 +59,32 @@ _SFTP_WRITE = 255 * 1024
 _SFTP_WINDOW = 64 * 1024 * 1024
 
 
-@register("ssh")
+class SshBoard(Board):
+    """``transport: ssh``: a board reached over SSH (see :mod:`farm.spec.inventory` for
+    what an ssh_config may fill in)."""
+
+    transport: Literal["ssh"]
+    host: Host
+    port: int | None = Field(default=None, ge=1, le=65535)  # None: ssh_config's, else 22
+    user: User | None = None
+    identity_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    trust_on_first_use: bool = False
+    ssh_config: str | None = None  # None: the user's ~/.ssh/config (and /etc/ssh/ssh_config)
+    proxy_jump: list[Hop] | None = None  # None: ssh_config's ProxyJump; []: connect directly
+
+    @field_validator("proxy_jump", mode="before")
+    @classmethod
+    def _hops(cls, value: Any) -> Any:
+        """``"a@gw:22,b@gw2"`` or a list of strings and mappings, as a list of hop mappings."""
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            value = [hop_shorthand(h.strip()) if isinstance(h, str) else h for h in value]
+        return value
+
+
+@register("ssh", board=SshBoard)
 class SSHTransport(Transport):
     """One board over SSH. Thread-safe: channels of one connection run side by side."""
 
