@@ -135,12 +135,15 @@ def test_the_schema_shows_each_transports_and_backends_fields():
     assert "zones" in defs["RaplOptions"]["properties"]
 
 
-def test_a_local_inventory_loads_without_the_ssh_stack_or_numpy():
-    """Plug-ins are imported by name when an inventory names them, and only then."""
+def test_an_inventory_loads_without_the_ssh_stack_or_numpy():
+    """Plug-ins are imported by name when an inventory names them, and only then; the ssh
+    module imports paramiko and fabric when a transport is made, not to validate a board."""
     code = (
         "import sys; from farm import spec;"
-        "spec.parse_inventory('version: 1\\nboards: [{name: a, processors: [{name: c}]}]\\n');"
-        "print(sorted(m for m in ('paramiko', 'fabric', 'numpy', 'farm.transport.ssh',"
+        "inv = spec.parse_inventory('version: 1\\nboards: [{name: a, processors: [{name: c}]},"
+        " {name: b, transport: ssh, host: h, processors: [{name: c}]}]\\n');"
+        "assert type(inv.boards[1]).__name__ == 'SshBoard';"
+        "print(sorted(m for m in ('paramiko', 'fabric', 'numpy', 'farm.transport.ssh_connect',"
         " 'farm.power') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -31,9 +31,8 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import paramiko
 from pydantic import Field, field_validator
 
 from farm.errors import (
@@ -45,7 +44,11 @@ from farm.errors import (
 )
 from farm.spec.inventory import Board, Hop, Host, User, hop_shorthand
 from farm.transport.base import CLOSE_GRACE_S, Channel, Transport, register, shell_command
-from farm.transport.ssh_connect import close_chain, fingerprint, open_chain, translate
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from farm.transport.ssh_connect import close_chain, fingerprint, open_chain, translate
 
 _STDERR_TAIL_BYTES = 8192
 _POLL_S = 0.2
@@ -84,11 +87,22 @@ class SshBoard(Board):
         return value
 
 
+def _load_ssh() -> None:
+    """paramiko and farm's fabric layer, imported when a transport is made: this module is
+    also imported to validate an inventory that names ``ssh`` (for :class:`SshBoard`),
+    which must not cost the SSH stack's import."""
+    global paramiko, close_chain, fingerprint, open_chain, translate
+    import paramiko
+
+    from farm.transport.ssh_connect import close_chain, fingerprint, open_chain, translate
+
+
 @register("ssh", board=SshBoard)
 class SSHTransport(Transport):
     """One board over SSH. Thread-safe: channels of one connection run side by side."""
 
     def __init__(self, board):
+        _load_ssh()
         super().__init__(board)
         self._chain: list = []  # fabric Connections: jump hosts first, the board last
         self._sftp: paramiko.SFTPClient | None = None  # kept open: each new one forks on the board
