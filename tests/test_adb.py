@@ -98,6 +98,9 @@ def test_commands_go_through_adb_shell_quoted(fake_adb, tmp_path):
         assert (failed.exit_code, failed.stderr) == (3, "oops\n")
         with pytest.raises(CommandFailed):
             t.run(["false"], timeout=30)
+        own = t.run(["sh", "-c", "echo 'error: model not found' >&2; exit 1"], timeout=30,
+                    check=False)  # fmt: skip
+        assert own.exit_code == 1  # the command's words, not adb's: the board is there
         assert t.run(["cat"], timeout=30, stdin=b"in").stdout == "in"
     assert not (tmp_path / "pwned").exists() and not (fake_adb / "pwned").exists()
     calls = adb.calls(fake_adb)

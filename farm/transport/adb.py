@@ -50,7 +50,11 @@ def _serial(value: str) -> str:
 Serial = Annotated[str, AfterValidator(_serial)]
 """What ``adb devices`` prints: letters and digits, or ``host:port`` for adb over TCP."""
 
-_GONE = ("not found", "offline", "unauthorized", "no devices", "device still authorizing")
+_GONE = re.compile(
+    r"^(adb: )?error: (failed to get feature set: )?(device '[^']*' not found|device offline"
+    r"|device unauthorized|device still authorizing|no devices/emulators found)\.?$"
+)
+"""What the adb client (not the device's command) prints when the device is not there."""
 
 
 class AdbBoard(Board):
@@ -92,17 +96,13 @@ class AdbTransport(Transport):
             stdout=done.stdout.decode(errors="replace"),
             stderr=done.stderr.decode(errors="replace"),
         )
-        if done.returncode != 0 and self._device_gone(result.stderr):
+        if done.returncode == 1 and self._device_gone(result.stderr):
             raise BoardUnreachable(self.name, f"adb: {result.stderr.strip().splitlines()[-1]}")
         return result
 
     def _device_gone(self, stderr: str) -> bool:
         """adb's own complaint (``error: device 'X' not found``), not the command's."""
-        lines = [line for line in stderr.strip().splitlines() if line]
-        last = lines[-1] if lines else ""
-        return (last.startswith(("error:", "adb: error:", "adb: device"))) and any(
-            word in last for word in _GONE
-        )
+        return any(_GONE.match(line) for line in stderr.splitlines())
 
     def open(self) -> None:
         result = self._call(["get-state"], self.board.connect_timeout_s, None, "adb get-state")
