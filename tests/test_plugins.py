@@ -84,12 +84,14 @@ def test_every_backend_declares_options_that_are_its_constructors_arguments():
         ("monitors:\n  - name: m\n    backend: hwmon\n    options: {rails: [VDD_IN]}\n"
          "boards: [{name: a, processors: [{name: c}]}]\n", 5,
          "monitors[0].options.path", "required when backend is hwmon"),
+        ("monitors:\n  - name: m\n    backend: hwmon\nboards: [{name: a, processors: [{name: c}]}]\n",
+         3, "monitors[0].options.path", "required when backend is hwmon"),
         ("monitors:\n  - name: m\n    backend: replay\n    options:\n      path: x.csv\n"
          "      rate: 10\nboards: [{name: a, processors: [{name: c}]}]\n", 7,
          "monitors[0].options.rate", "unknown key 'rate' for backend replay (did you mean"),
     ],
     ids=["ssh-field-on-local", "ssh-typo", "path-as-name", "module-not-plugin",
-         "bad-option-value", "missing-option", "option-typo"],
+         "bad-option-value", "missing-option", "no-options-at-all", "option-typo"],
 )  # fmt: skip
 def test_plugin_fields_are_checked_at_load_with_the_yaml_path(text, line, field, words):
     err = _fails("version: 1\n" + text)

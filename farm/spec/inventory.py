@@ -113,7 +113,8 @@ class Monitor(SpecModel):
     name: Name
     backend: str
     station: Name = "head"
-    options: SerializeAsAny[MonitorOptions] = Field(default_factory=MonitorOptions)
+    # validated even when left out: a backend with a required option (hwmon's path) says so
+    options: SerializeAsAny[MonitorOptions] = Field(default_factory=dict, validate_default=True)
 
     @classmethod
     def field_model(cls, field: str, data: Any) -> type[BaseModel] | None:
