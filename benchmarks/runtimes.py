@@ -9,7 +9,9 @@ ExecuTorch XNNPACK fp32 and int8 (PT2E static per-channel) — as exported by
     pass only, the model warm in its cache) and of a plain ``perf_counter`` loop
     over the runtime's own API (``InferenceSession.run``, the ExecuTorch module's
     ``forward``, the torch module under ``inference_mode``; garbage collector
-    paused in both) alternate in one process, which goes first alternating too.
+    paused in both) on the same loaded model alternate in one process, which goes
+    first alternating too. What farm's loop adds is its per-inference CPU-time
+    reads (docs/internals.md, "What the timed loop adds").
     Figure ``engine_vs_plain_<model>_<runtime>_<precision>_t<threads>``: |r − 1| in %,
     r the median over block pairs of farm's median over the plain loop's; target ≤ 2.
 (b) Every runtime's ratio to eager (farm's medians, same threads, same process),
@@ -50,7 +52,7 @@ CELLS = [
     ("executorch", "fp32"),
     ("executorch", "int8"),
 ]
-ITERATIONS = {"kws": 400, "alexnet": 12, "svhn": 200, "deepear": 200}
+ITERATIONS = {"kws": 400, "alexnet": 24, "svhn": 200, "deepear": 200}
 CACHE = Path("~/.cache/farm/bench-runtimes").expanduser()
 
 
@@ -72,41 +74,32 @@ def plain_loop(run_once: Callable[[], Any], n: int, mode: Any = None) -> float:
     return statistics.median(times) / 1e6
 
 
-def own_api(runtime: str, path: Path, threads: int) -> Callable[[], Any]:
-    """One inference through the runtime's own API, built here, not by farm."""
-    from farm.engine import bundle
+def own_api(runtime: str, path: Path, cache: Any) -> Callable[[], Any]:
+    """One inference through the runtime's own API, called here, not by farm's loop, on
+    the very model farm's cache holds (ORT's ``InferenceSession``, ExecuTorch's module,
+    the torch module): two loads of one model differ by their memory placement, and on
+    kws two ORT sessions built alike run 0.3-1.8% apart, as much as the target."""
+    import torch
+
+    from farm.engine import bundle, runtimes
 
     manifest = bundle.read_manifest(path)
     if runtime == "eager":
-        import torch
-
-        from farm.engine import artifact
-
-        model = artifact.load(path)
+        model, fresh = cache.get(str(path), torch.device("cpu"))
+        assert not fresh, "farm's run loaded it first"
         x = model.example_input("cpu")
         module = model.module
         return lambda: module(x)  # plain_loop enters inference mode around the loop
+    session, fresh = cache.session(str(path), runtimes.get(runtime), manifest)
+    assert not fresh, "farm's run loaded it first"
     inputs = bundle.example_inputs(manifest)
     if runtime == "onnxruntime":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session = ort.InferenceSession(
-            bundle.member_bytes(path, "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
-        feed = {session.get_inputs()[0].name: inputs[0]}
-        return lambda: session.run(None, feed)
-    import torch
-    from executorch.extension.pybindings import portable_lib as pl
-
-    program = bundle.member_bytes(path, "model.pte")
-    module = pl._load_for_executorch_from_buffer(program)
+        ort_session = session.handle
+        feed = {ort_session.get_inputs()[0].name: inputs[0]}
+        return lambda: ort_session.run(None, feed)
+    forward = session.handle.forward
     args = tuple(torch.from_numpy(a) for a in inputs)
-    forward = module.forward
-    return lambda: (program, forward(args))[1]  # keeps the program's buffer alive
+    return lambda: forward(args)
 
 
 def child(threads: int, models: list[str], blocks: int, cache_dir: Path) -> list[dict]:
@@ -134,7 +127,7 @@ def child(threads: int, models: list[str], blocks: int, cache_dir: Path) -> list
             first = run_task(request, cache)  # loads it; warm from here on
             if first["status"] != "ok":
                 raise SystemExit(f"{model} {runtime} {precision}: {first['error']}")
-            plain = own_api(runtime, made.path, threads)
+            plain = own_api(runtime, made.path, cache)
             with torch.inference_mode():
                 for _ in range(3):
                     plain()

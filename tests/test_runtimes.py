@@ -52,12 +52,16 @@ def test_an_onnx_task_is_timed_by_the_common_loop_and_profiled_by_ort(lowered):
     assert "fc1+act1 (fused)" in names and "fc4" in names and "softmax" in names
     assert r["layer_pass"]["source"] == "onnxruntime enable_profiling"
     assert r["layer_pass"]["layer_whole_ms"] > 0 and r["layer_pass"]["layer_sum_ms"] > 0
-    # ORT's time outside its kernels is the last row, as eager's forward's entry and exit
-    # are; rows add up to unprofiled runs interleaved with the profiled ones
+    # ORT's time outside its kernels (its profiler's included) is the last row, as eager's
+    # forward's entry and exit are; the rows add up to the profiled runs, and are set
+    # against unprofiled runs interleaved with them
     lp, last = r["layer_pass"], r["layers"][-1]
     assert last["name"] == "(graph)" and last["type"] == "Graph" and lp["graph_ms"] >= 0
     assert lp["layer_sum_ms"] == pytest.approx(sum(row["time_ms"] for row in r["layers"]))
-    assert lp["whole_unhooked_ms"] > 0 and lp["overhead_pct"] is not None
+    assert lp["layer_sum_ms"] == pytest.approx(lp["layer_whole_ms"])
+    assert lp["whole_unhooked_ms"] > 0
+    added = 100 * (lp["layer_whole_ms"] / lp["whole_unhooked_ms"] - 1)
+    assert lp["overhead_pct"] == pytest.approx(added)
     assert lp["layer_sum_vs_whole"] == pytest.approx(lp["layer_sum_ms"] / lp["whole_unhooked_ms"])
     # the sum check is the eager one: a flag, and a warning beside it when outside 5%
     flagged = lp["layer_sum_outside_5pct"]
@@ -65,9 +69,10 @@ def test_an_onnx_task_is_timed_by_the_common_loop_and_profiled_by_ort(lowered):
     assert 0 < r["memory"]["param_bytes"] <= made.size_bytes
 
 
-def _trace(runs: list[tuple[int, list[tuple[str, int]]]]) -> list[dict]:
+def _trace(runs: list[tuple[int, list[tuple[str, int]]]], gap: int = 5) -> list[dict]:
     """An ORT profile as ``enable_profiling`` writes it: per run a ``model_run`` session
-    event (ts, dur in µs) and a ``<node>_kernel_time`` event per node inside it."""
+    event (ts, dur in µs) and a ``<node>_kernel_time`` event per node inside it, ``gap``
+    µs apart (ORT's executor between kernels)."""
     events, ts = [], 1000
     for dur, nodes in runs:
         events.append({"cat": "Session", "name": "model_run", "ts": ts, "dur": dur})
@@ -75,30 +80,29 @@ def _trace(runs: list[tuple[int, list[tuple[str, int]]]]) -> list[dict]:
         for name, us in nodes:
             events.append({"cat": "Node", "name": f"{name}_kernel_time", "ts": at, "dur": us,
                            "args": {"op_name": "Gemm"}})  # fmt: skip
-            at += us + 1
+            at += us + gap
         ts += dur + 50
     return events
 
 
-def test_ort_rows_bill_the_time_outside_kernels_to_the_graph_row_against_unprofiled_runs():
-    """Kernels 30+20 µs; unprofiled runs 80 µs (fast half); profiled runs 100 µs (the
-    profiler's 20 µs is in no row). The fast half of 4 runs is kept, on both sides."""
+def test_ort_rows_are_the_kernels_and_a_graph_row_with_the_rest_of_the_profiled_run():
+    """Kernels a 30 µs and b 20 µs; profiled runs 100 µs, unprofiled 80 µs (the faster
+    half of 4 on each side). Rows as measured, the (graph) row the rest (100 - 50):
+    they add up to the profiled run, and the unprofiled one says what the profiler added."""
     from farm.engine.runtimes import ort
 
-    fast = [("a", 30), ("b", 20)]
-    slow = [("a", 60), ("b", 40)]
-    events = _trace([(100, fast), (300, slow), (100, fast), (300, slow)])
+    fast, slow = [("a", 30), ("b", 20)], [("a", 60), ("b", 40)]
+    events = _trace([(300, slow), (90, fast), (300, slow), (90, fast)])
+    profiled = [300_000, 100_000, 300_000, 100_000]
     plain = [80_000, 80_000, 500_000, 900_000]
-    profile = ort._rows(events, 4, [], plain)
+    profile = ort._rows(events, [], profiled, plain)
     rows = {row.name: row.time_ms for row in profile.rows}
-    assert rows == pytest.approx({"a": 0.030, "b": 0.020, "(graph)": 0.030})
-    assert profile.unprofiled_ms == pytest.approx(0.080) and profile.whole_ms == pytest.approx(0.1)
-    # a profiler that slows the kernels past an unprofiled whole: no negative row
-    over = ort._rows(events, 4, [], [40_000] * 4)
-    assert {row.name: row.time_ms for row in over.rows}["(graph)"] == 0.0
-    # without unprofiled runs (an old caller): the kernels alone, against the profiled whole
-    bare = ort._rows(events, 4, [])
-    assert [row.name for row in bare.rows] == ["a", "b"] and bare.unprofiled_ms is None
+    assert rows == pytest.approx({"a": 0.030, "b": 0.020, "(graph)": 0.050})
+    assert sum(rows.values()) == pytest.approx(profile.whole_ms) == pytest.approx(0.1)
+    assert profile.unprofiled_ms == pytest.approx(0.080) and profile.iterations == 4
+    # the warm-up runs before the last len(profiled) are dropped
+    warm = _trace([(500, slow), (300, slow), (90, fast), (300, slow), (90, fast)])
+    assert {r.name: r.time_ms for r in ort._rows(warm, [], profiled, plain).rows} == rows
 
 
 def test_an_int8_onnx_task_runs_and_names_its_quantize_nodes_by_layer(lowered):

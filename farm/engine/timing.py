@@ -13,7 +13,10 @@ dict building, no marker objects. ``benchmarks/harness.py`` holds it to within
 Beside each inference's wall time the loop records its CPU time: the
 *process's* CPU clock (``time.process_time_ns``, ``CLOCK_PROCESS_CPUTIME_ID``)
 read just before the wall clock starts and just after it stops, so the wall
-window is exactly what it was without it. The process clock, not the calling
+window holds no read. It is a system call, though, and the call after it runs
+about 0.2-0.3 µs slower (cache lines the kernel evicted): ~1% of a 22 µs ONNX
+Runtime kws inference, nothing on AlexNet (docs/internals.md, "What the timed
+loop adds"). The process clock, not the calling
 thread's: at more than one intra-op thread the inference runs on torch's (or a
 runtime's) worker threads, whose CPU time the calling thread's clock would miss
 (it would show the caller waiting). The cost is that any other thread of the

@@ -53,9 +53,9 @@ class Profile:
 
     ``whole_ms`` is the mean whole inference of the same profiled runs;
     ``unprofiled_ms``, where the runtime measured it, the mean whole of unprofiled
-    runs interleaved with them (the profiler's own cost is ``whole_ms`` less it).
-    The rows should add up to ``unprofiled_ms`` where it is given (a ``(graph)`` row
-    then holds the runtime's time outside its operators), else to ``whole_ms``.
+    runs interleaved with them: what the profiler added is ``whole_ms`` less it, and
+    the layer pass sets the rows' sum against it where it is given, else against
+    ``whole_ms``.
     ``source`` names the profiler (``ort.enable_profiling``, ``etdump``); ``notes``
     say what it could not attribute or measure.
     """
@@ -76,6 +76,13 @@ class Session:
     form: str = "runtime"  # what is timed, e.g. "onnxruntime", "executorch/xnnpack"
     impl: str = ""  # which implementation of the runtime (e.g. "pybindings", "native")
     call: Callable[[], Any] | None = None
+
+    @property
+    def handle(self) -> Any:
+        """The runtime's own loaded object (ORT's ``InferenceSession``, ExecuTorch's
+        module), for a caller that goes around farm: ``benchmarks/runtimes.py`` times a
+        plain loop over it against the engine's. None where the model runs elsewhere."""
+        return None
 
     def timed_run(self, n: int) -> Any:  # -> farm.engine.timing.Timed
         """``n`` inferences timed by the runtime itself; only for sessions without ``call``."""

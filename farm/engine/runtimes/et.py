@@ -112,6 +112,10 @@ class PyExecuTorchSession(Session):
         forward, args = self._module.forward, self._args
         self.call = lambda: forward(args)
 
+    @property
+    def handle(self) -> Any:
+        return self._module
+
     def output(self) -> Any:
         return self._module.forward(self._args)[0].numpy()
 
