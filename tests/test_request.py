@@ -36,7 +36,9 @@ EVERY_FIELD = Request(
 def test_every_field_is_set_away_from_its_default_here():
     """So the round trip below covers each field (a new field must be added here)."""
     defaults = Request(artifact="x")
-    same = [f.name for f in fields(Request) if getattr(EVERY_FIELD, f.name) == getattr(defaults, f.name)]
+    same = [
+        f.name for f in fields(Request) if getattr(EVERY_FIELD, f.name) == getattr(defaults, f.name)
+    ]
     assert same == []
 
 
@@ -50,3 +52,15 @@ def test_unknown_keys_are_still_refused():
     wire = EVERY_FIELD.to_json() | {"iteration": 10}
     with pytest.raises(RequestError, match="unknown request keys: iteration"):
         parse_request(wire)
+
+
+def test_the_engines_defaults_are_the_ones_a_cell_key_leaves_out():
+    """A job without a runtime/precision axis runs the request's defaults, so the cell
+    key (``farm.spec.VARIANT_DEFAULTS``) may pair it with a job that names them."""
+    from farm.spec import VARIANT_DEFAULTS
+
+    plain = Request(artifact="x")
+    assert (plain.runtime, plain.precision) == (
+        VARIANT_DEFAULTS["runtime"],
+        VARIANT_DEFAULTS["precision"],
+    )

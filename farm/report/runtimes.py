@@ -55,8 +55,10 @@ def best_runtime(sweep: Sweep) -> View | None:
         ratio = best.time_ms().value / eager.time_ms().value if eager else None  # type: ignore[union-attr]
         energy = best.energy_mj()
         rss = best.memory("peak_rss_mb")
-        agreement = (best.result.get("artifact") or {}).get("agreement") or {}
-        top1, diff = agreement.get("top1"), agreement.get("max_abs_diff")
+        artifact = best.result.artifact if best.result is not None else None
+        agreement = artifact.agreement if artifact is not None else None
+        top1 = agreement.top1 if agreement is not None else None
+        diff = agreement.max_abs_diff if agreement is not None else None
         view.add(
             [
                 model,

@@ -13,13 +13,16 @@ Every failure is one ``farm.errors.SpecError`` whose ``str`` is
 all read specs without starting anything.
 """
 
+from farm.spec.cell import VARIANT_DEFAULTS, CellKey, variant_label
 from farm.spec.expand import Plan, PlannedTask, TaskSpec, count, expand, plan, task_key
 from farm.spec.inventory import Board, Hop, Inventory, Monitor, PowerRef, Processor
 from farm.spec.job import Job, Measure, ModelRef, Target, Variants
 from farm.spec.loader import json_schema, load_inventory, load_job, parse_inventory, parse_job
 
 __all__ = [
+    "VARIANT_DEFAULTS",
     "Board",
+    "CellKey",
     "Hop",
     "Inventory",
     "Job",
@@ -42,4 +45,5 @@ __all__ = [
     "parse_job",
     "plan",
     "task_key",
+    "variant_label",
 ]
