@@ -18,6 +18,7 @@ from farm.report.paper import study_model
 from farm.report.tables import flat, is_busy, warnings_of
 from farm.result import EngineResult, Env
 from farm.spec import CellKey
+from farm.spec.cell import effective
 from farm.spec.inventory import Inventory
 from farm.states import TaskState
 from farm.store.read import Reader
@@ -56,12 +57,13 @@ class Cell:
 
     @property
     def place(self) -> str:
-        """``board/processor``, plus any variant other than the activation."""
+        """``board/processor``, plus any knob the variant changes other than the
+        activation (``farm.spec.cell.effective``: a default named is no change)."""
         base = f"{self.stored.task.board}/{self.stored.task.processor}"
-        other = {k: v for k, v in self.variant.items() if k != "activation" and v is not None}
+        other = {k: v for k, v in effective(self.variant).items() if k != "activation"}
         if not other:
             return base
-        return base + " " + ",".join(f"{k}={v}" for k, v in sorted(other.items()))
+        return base + " " + ",".join(f"{k}={v}" for k, v in other.items())
 
     @property
     def variant(self) -> dict[str, Any]:

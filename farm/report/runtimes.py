@@ -10,22 +10,25 @@ from __future__ import annotations
 
 from farm.report.cells import Cell, Sweep
 from farm.report.study import View, headline
+from farm.spec import VARIANT_DEFAULTS
+from farm.spec.cell import effective
 from farm.states import TaskState
 
 AXES = ("runtime", "precision")
 
 
 def _label(cell: Cell) -> str:
-    return f"{cell.variant.get('runtime') or 'eager'} {cell.variant.get('precision') or 'fp32'}"
+    """``onnxruntime int8``: the runtime and precision, defaults filled in."""
+    return " ".join(cell.variant.get(axis) or VARIANT_DEFAULTS[axis] for axis in AXES)
 
 
 def _place(cell: Cell) -> str:
-    """board/processor plus the variants other than runtime, precision and activation."""
+    """board/processor plus the knobs the variant changes other than runtime, precision
+    and activation."""
     task = cell.stored.task
-    other = {k: v for k, v in cell.variant.items()
-             if k not in (*AXES, "activation") and v is not None}  # fmt: skip
+    other = {k: v for k, v in effective(cell.variant).items() if k not in (*AXES, "activation")}
     base = f"{task.board}/{task.processor}"
-    return base + (" " + ",".join(f"{k}={v}" for k, v in sorted(other.items())) if other else "")
+    return base + (" " + ",".join(f"{k}={v}" for k, v in other.items()) if other else "")
 
 
 def best_runtime(sweep: Sweep) -> View | None:
