@@ -10,7 +10,9 @@
 Every failure is one ``farm.errors.SpecError`` whose ``str`` is
 ``file:LINE: field.path: message``. This package imports nothing of farm but
 ``farm.errors`` (and never Ray or torch): the CLI, the scheduler and the tests
-all read specs without starting anything.
+all read specs without starting anything. The one exception is by name: a board's
+``transport`` and a monitor's ``backend`` are plug-ins whose models live in their
+own modules, imported the first time an inventory names them (:mod:`farm.spec.plugins`).
 """
 
 from farm.spec.cell import VARIANT_DEFAULTS, CellKey, variant_label
