@@ -15,13 +15,16 @@ all read specs without starting anything. The one exception is by name: a board'
 own modules, imported the first time an inventory names them (:mod:`farm.spec.plugins`).
 """
 
+from farm.spec.cell import VARIANT_DEFAULTS, CellKey, variant_label
 from farm.spec.expand import Plan, PlannedTask, TaskSpec, count, expand, plan, task_key
 from farm.spec.inventory import Board, Hop, Inventory, Monitor, PowerRef, Processor
 from farm.spec.job import Job, Measure, ModelRef, Target, Variants
 from farm.spec.loader import json_schema, load_inventory, load_job, parse_inventory, parse_job
 
 __all__ = [
+    "VARIANT_DEFAULTS",
     "Board",
+    "CellKey",
     "Hop",
     "Inventory",
     "Job",
@@ -44,4 +47,5 @@ __all__ = [
     "parse_job",
     "plan",
     "task_key",
+    "variant_label",
 ]
