@@ -217,6 +217,12 @@ class Station:
         engine_zip = self._engine_zip()
         engine = link.client(engine_zip)
         artifact = self._artifact(task)
+        if artifact.target is not None:  # a compiled library: only for the board it was built for
+            from farm.export.aoti import mismatch
+
+            why = mismatch(artifact.target, link.probe.machine, link.probe.torch)
+            if why is not None:
+                raise CannotLower(f"{board.name} cannot load it: {why}")
         began = time.time()
         report = deploy.deploy(
             transport, link.board, [engine_zip, Path(artifact.path), *artifact.companions]
