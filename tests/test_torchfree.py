@@ -146,6 +146,7 @@ def test_a_job_on_a_torch_free_board_runs_onnxruntime_and_refuses_eager(
                 assert refused.result.error == (
                     f"board1 cannot run {runtime}: torch is not installed in {python}"
                 )
+                assert refused.task.error == refused.result.error  # the tables' reason
                 logs = " ".join(entry.line for entry in store.logs(refused.task.id))
                 assert f"does not fit: board1 cannot run {runtime}" in logs
                 assert "Traceback" not in logs

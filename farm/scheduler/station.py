@@ -134,15 +134,18 @@ class Station:
             finally:
                 link.task = None
         if result.status == "does_not_fit":
-            mem = result.memory
+            mem, why = result.memory, None
             if mem.required_mb is None and result.error:
                 tlog(f"does not fit: {result.error}")
+                # the runtime's or the board's reason, kept as the task's error (the tables')
+                why = Failure("engine", result.error)
             else:
                 tlog(
                     f"does not fit: needs {mem.required_mb or 0:.1f} MB,"
                     f" {mem.available_mb or 0:.1f} MB available"
                 )
-            return _outcome(TaskState.DOES_NOT_FIT, tlog, started, result=result, markers=markers)
+            return _outcome(TaskState.DOES_NOT_FIT, tlog, started, result=result, markers=markers,
+                            failure=why)  # fmt: skip
         if result.status != "ok":
             tlog(f"engine reported: {result.error}")
             return _outcome(
