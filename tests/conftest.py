@@ -63,9 +63,14 @@ def db_path(tmp_path):
     return tmp_path / "farm.db"
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Keep a module whose tests share a module-scoped fixture on one xdist worker
-    (``--dist loadgroup``; xdist hands out the largest groups first)."""
+    (``--dist loadgroup``; xdist hands out the largest groups first).
+
+    ``tryfirst``: xdist's worker reads the ``xdist_group`` marks in its own hook of
+    this name, which would otherwise run first and see none, and every test would
+    be a group of its own (each worker then built each module fixture, twice)."""
     shared: set[str] = set()
     for item in items:
         defs = getattr(item, "_fixtureinfo", None)
