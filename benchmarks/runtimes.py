@@ -2,13 +2,15 @@
 
 For kws and alexnet, at 1 and 2 threads, every (runtime, precision) cell farm can
 measure — eager fp32, ONNX Runtime fp32 and int8 (static QDQ, Conv/Gemm/MatMul),
-ExecuTorch XNNPACK fp32 and int8 (PT2E static per-channel) — as exported by
+ExecuTorch XNNPACK fp32 and int8 (PT2E static per-channel), AOTInductor fp32 and
+int8 (PT2E, X86InductorQuantizer; the "export s" column is its g++ compile) — as exported by
 `farm.export` (made once, cached in ``~/.cache/farm/bench-runtimes``).
 
 (a) The engine adds nothing. Blocks of farm's engine (a real ``run_task``, latency
     pass only, the model warm in its cache) and of a plain ``perf_counter`` loop
     over the runtime's own API (``InferenceSession.run``, the ExecuTorch module's
-    ``forward``, the torch module under ``inference_mode``; garbage collector
+    ``forward``, the AOTInductor package's runner, the torch module under
+    ``inference_mode``; garbage collector
     paused in both) alternate in one process, which goes first alternating too.
     Figure ``engine_vs_plain_<model>_<runtime>_<precision>_t<threads>``: |r − 1| in %,
     r the median over block pairs of farm's median over the plain loop's; target ≤ 2.
@@ -49,6 +51,8 @@ CELLS = [
     ("onnxruntime", "int8"),
     ("executorch", "fp32"),
     ("executorch", "int8"),
+    ("aoti", "fp32"),
+    ("aoti", "int8"),
 ]
 ITERATIONS = {"kws": 400, "alexnet": 12, "svhn": 200, "deepear": 200}
 CACHE = Path("~/.cache/farm/bench-runtimes").expanduser()
@@ -100,6 +104,13 @@ def own_api(runtime: str, path: Path, threads: int) -> Callable[[], Any]:
         feed = {session.get_inputs()[0].name: inputs[0]}
         return lambda: session.run(None, feed)
     import torch
+
+    if runtime == "aoti":
+        from torch._inductor import aoti_load_package
+
+        runner = aoti_load_package(bundle.extract(path, "model.pt2"))
+        args = tuple(torch.from_numpy(a) for a in inputs)
+        return lambda: runner(*args)
     from executorch.extension.pybindings import portable_lib as pl
 
     program = bundle.member_bytes(path, "model.pte")
