@@ -54,17 +54,13 @@ def test_kws_compiles_to_a_library_that_agrees_with_eager_and_is_timed(lowered, 
     with torch.inference_mode():
         want = module(*(torch.from_numpy(a) for a in session.inputs)).numpy()
     np.testing.assert_allclose(session.output(), want, atol=1e-5)
-    # the engine's common loop times it; the profiler's rows are the compiled kernels
+    # the engine's common loop times it
     r = _run(made.path)
     assert r["status"] == "ok", r["error"]
     assert r["env"]["runtime"] == "aoti" and r["model_form"] == "aoti" and r["env"]["threads"] == 1
     assert r["latency"]["n"] == 30 and r["latency"]["median_ms"] > 0
-    names = [row["name"] for row in r["layers"]]
-    assert names[:2] == ["aten.addmm", "cpp_fused_relu_0"] and "aten.addmm #4" in names
-    assert any(n.startswith("cpp_fused__softmax") for n in names)
-    assert r["layer_pass"]["source"] == "torch.profiler (aoti kernels)"
-    flagged = r["layer_pass"]["layer_sum_outside_5pct"]
-    assert flagged == any("outside 5%" in w for w in r["warnings"])
+    # no per-operator rows (the library is built without kernel profiling): the result says why
+    assert r["layers"] == [] and any("enable_kernel_profile" in w for w in r["warnings"])
     assert 0 < r["memory"]["param_bytes"] <= made.size_bytes
 
 

@@ -21,12 +21,11 @@ time unless ``cpp.dynamic_threads`` is on; with it every loop asks OpenMP
 (``omp_get_max_threads``) when it runs, and aten's kernels read torch's count,
 so ``torch.set_num_threads`` on the board governs the whole library.
 
-Per-kernel profile: ``cpp.enable_kernel_profile`` wraps each generated kernel in
-a ``RECORD_FUNCTION`` (a flag test when no profiler listens), so
-``torch.profiler`` on the board sees the fused kernels by name beside the aten
-operators the library calls. Inductor keeps no module names in the library: rows
-are its kernels as Inductor names them (the fused ops are in the name), not the
-model's layers.
+Per-kernel profile: ``cpp.enable_kernel_profile`` would wrap each generated
+kernel in a ``RECORD_FUNCTION`` for ``torch.profiler``, but it is not free (kws:
+64 us against 45 us per inference, 1 thread), so the library is compiled without
+it and ``torch.profiler`` on the board sees nothing inside it: aoti cells have no
+layer rows (and Inductor keeps no module names to attribute them to).
 
 int8: the PT2E flow with ``X86InductorQuantizer`` (static, per-channel weights;
 oneDNN's quantized convolution and linear), compiled with ``freezing`` so
@@ -51,7 +50,8 @@ from farm.export import lower
 COMPILE_CONFIG: dict[str, Any] = {
     "cpp.dynamic_threads": True,  # torch.set_num_threads on the board governs every loop
     "cpp.march": "",  # only the vector ISA's flags, recorded in the manifest
-    "cpp.enable_kernel_profile": True,  # torch.profiler sees each generated kernel
+    # not "cpp.enable_kernel_profile": a RECORD_FUNCTION per kernel made kws 43% slower
+    # (64 us against 45 us, 1 thread), so the library is timed without it
 }
 INT8_CONFIG: dict[str, Any] = {"freezing": True}
 

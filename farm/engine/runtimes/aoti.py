@@ -15,23 +15,21 @@ parallel loops ask OpenMP for the count each time they run, and the aten kernels
 it calls read torch's: ``torch.set_num_threads`` changes the count in a warm
 engine too (the same OpenMP runtime, libtorch's libgomp, serves both).
 
-Per-kernel profile: the library records each generated kernel for
-``torch.profiler`` (``cpp.enable_kernel_profile``): rows are Inductor's fused
-kernels by name (``cpp_fused_relu_0``: the ops it fused are in the name) and the
-aten kernels the library calls (``aten.convolution #2``: the second convolution
-of the graph), not the model's layers: Inductor keeps no module names in them.
+No per-operator rows: the library records nothing for ``torch.profiler`` unless
+Inductor compiles it with ``cpp.enable_kernel_profile`` (a ``RECORD_FUNCTION`` per
+kernel and per aten call), which made kws 43% slower (64 us against 45 us, 1
+thread); the library is timed as built, without it, and the result says why it
+has no layer rows, as ExecuTorch's does.
 """
 
 from __future__ import annotations
 
-import bisect
 import platform
 import zipfile
 from typing import Any
 
 from farm.engine import bundle
 from farm.engine.runtimes.base import (
-    OpRow,
     Profile,
     Runtime,
     RuntimeUnavailable,
@@ -39,9 +37,11 @@ from farm.engine.runtimes.base import (
     register,
 )
 
-RUN = "farm.aoti.run"  # the profiler's label for one whole inference
-_SHIM = "aoti_torch_cpu_"
-_KERNEL_PREFIX = "graph_"  # Inductor names a recorded kernel graph_<n>_<kernel>
+NO_ROWS = (
+    "the AOTInductor library is built without Inductor's kernel profiling "
+    "(cpp.enable_kernel_profile, a RECORD_FUNCTION per kernel, made kws 43% slower): "
+    "torch.profiler sees none of its kernels, so no per-operator rows"
+)
 
 
 class NotForThisBoard(RuntimeUnavailable):
@@ -129,55 +129,4 @@ class AotiSession(Session):
         return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
 
     def profile(self, iterations: int) -> Profile:
-        from torch.profiler import ProfilerActivity, profile, record_function
-
-        call = self.call
-        for _ in range(3):  # the profiler's own warm-up is outside its window
-            call()  # type: ignore[misc]
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(iterations):
-                with record_function(RUN):
-                    call()  # type: ignore[misc]
-        events = [(e.name, e.time_range.start, e.time_range.end) for e in prof.events()]
-        return rows(events, iterations)
-
-
-def rows(events: list[tuple[str, float, float]], iterations: int) -> Profile:
-    """Per-kernel rows from the profiler's events ``(name, start_us, end_us)``: each
-    kernel belongs to the inference (`RUN`) whose interval holds it; of those runs
-    the faster half (a busy machine only adds time), rows and whole averaged over the
-    same runs. A kernel the graph calls more than once is a row per call, numbered in
-    graph order (``aten.addmm``, ``aten.addmm #2``, ...)."""
-    runs = sorted((s, e) for name, s, e in events if name == RUN)[-iterations:]
-    starts = [s for s, _ in runs]
-    per_run: list[dict[str, list]] = [{} for _ in runs]
-    seen: list[dict[str, int]] = [{} for _ in runs]
-    for name, start, end in sorted(events, key=lambda e: e[1]):
-        if name.startswith(_SHIM):
-            op = "aten." + name[len(_SHIM) :].removesuffix("_out")
-        elif name.startswith(_KERNEL_PREFIX) and "_cpp_" in name:
-            op = "inductor"
-        else:
-            continue
-        k = bisect.bisect_right(starts, start) - 1
-        if k < 0 or start > runs[k][1]:
-            continue
-        nth = seen[k][name] = seen[k].get(name, 0) + 1
-        base = name.split("_", 2)[2] if op == "inductor" else op
-        label = base if nth == 1 else f"{base} #{nth}"
-        per_run[k].setdefault(label, [0.0, op])[0] += end - start
-    order = sorted(range(len(runs)), key=lambda k: runs[k][1] - runs[k][0])
-    fast = sorted(order[: max(1, (len(order) + 1) // 2)]) if runs else []
-    n = max(len(fast), 1)
-    totals: dict[str, list] = {}
-    for k in fast:
-        for label, (us, op) in per_run[k].items():
-            totals.setdefault(label, [0.0, op])[0] += us
-    out = [OpRow(label, op, us / n / 1000) for label, (us, op) in totals.items()]
-    whole_ms = sum(runs[k][1] - runs[k][0] for k in fast) / n / 1000
-    notes = [
-        "rows are AOTInductor's compiled kernels (Inductor's fused kernels by their "
-        "generated names, aten kernels the library calls; a second call of one is '#2'), "
-        "not the model's layers"
-    ]
-    return Profile(out, whole_ms, len(runs), "torch.profiler (aoti kernels)", notes)
+        return Profile([], 0.0, 0, "torch.profiler", [NO_ROWS])
