@@ -374,6 +374,7 @@ def _run_to_the_end(
         final = _follow(head, job_id, total, quiet=quiet)
     except KeyboardInterrupt:
         _interrupted(head, job_id)
+    _doing(f"printing the results: {job_id} ended, its results are stored")
     _print_results(head.reader, job_id)
     _doing(f"closing the head: {job_id} ended, its results are stored")
     head.close()

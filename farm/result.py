@@ -94,6 +94,7 @@ class Memory(_Open):
     available_source: str | None = None
     baseline_rss_mb: float | None = None
     peak_rss_mb: float | None = None
+    load_peak_rss_mb: float | None = None  # while the model loaded (the loader's own peak)
     hwm_reset: bool | None = None
 
 
@@ -124,7 +125,9 @@ class Env(_Open):
 
 class EnergyNet(_Open):
     mean: float | None = None
+    std: float | None = None
     ci95: list[float | None] | None = None
+    n: int | None = None  # the inferences it is over (farm.power.energy.Stat)
 
 
 class EnergyPerInference(_Open):
@@ -143,6 +146,26 @@ class Energy(_Open):
     battery: dict[str, Any] | None = None
 
 
+class Agreement(_Open):
+    """A lowered artifact's outputs against eager's on seeded inputs (``farm.export.agree``)."""
+
+    max_abs_diff: float | None = None
+    top1: float | None = None  # the share of inputs whose top-1 class is eager's
+    n: int | None = None
+
+
+class Artifact(_Open):
+    """What the station ran: its exported artifact (``farm.export.Exported.record``)."""
+
+    sha256: str | None = None
+    size_bytes: int | None = None
+    runtime: str | None = None
+    precision: str | None = None
+    export_s: float | None = None
+    agreement: Agreement | None = None
+    source_sha256: str | None = None
+
+
 Status = Literal["ok", "does_not_fit", "error"]
 
 
@@ -159,6 +182,7 @@ class EngineResult(_Open):
     memory: Memory = Field(default_factory=Memory)
     env: Env = Field(default_factory=Env)
     energy: Energy | None = None
+    artifact: Artifact | None = None  # the station's, beside the engine's fields
     warnings: list[str] = Field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

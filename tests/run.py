@@ -42,7 +42,7 @@ def _load() -> str:
 
 def main(argv: list[str]) -> int:
     workers = os.environ.get("FARM_TEST_WORKERS", "2")
-    parallel = ["-n", workers, "--dist", "loadgroup", "-m", "not timing"]
+    parallel = ["-n", workers, "--dist", "loadgroup", "--no-loadscope-reorder", "-m", "not timing"]
     phases = [("parallel", [*parallel, *argv]), ("timing, alone", ["-m", "timing", *argv])]
     results = [(name, *_phase(name, args)) for name, args in phases]
     for name, rc, seconds in results:

@@ -171,10 +171,10 @@ def _payload(variant):
 def test_the_station_exports_per_runtime_and_a_cell_that_cannot_fit_says_why(station):
     outcome = station.run_task(_payload({"runtime": "onnxruntime", "precision": "int8"}))
     assert outcome.state is TaskState.DONE, outcome.error
-    record = outcome.result.artifact
-    assert record["runtime"] == "onnxruntime" and record["precision"] == "int8"
-    assert record["export_s"] > 0 and record["agreement"]["n"] == agree.AGREEMENT_SIZE
-    top1 = record["agreement"]["top1"]
+    record = outcome.result.artifact  # typed: farm.result.Artifact
+    assert record.runtime == "onnxruntime" and record.precision == "int8"
+    assert record.export_s > 0 and record.agreement.n == agree.AGREEMENT_SIZE
+    top1 = record.agreement.top1
     warned = [w for w in outcome.result.warnings if "agrees with eager on top-1" in w]
     assert bool(warned) == (top1 < agree.TOP1_WARN)
     unfit = station.run_task(_payload({"runtime": "eager", "precision": "int8"}))

@@ -137,9 +137,11 @@ def test_two_embedded_farms_never_measure_on_one_board_at_once(testbed, tmp_path
     job = {
         "version": 1,
         "name": "shared",
-        "models": ["kws", "svhn"],
+        # two tasks per board per farm: each farm measures on each board, and twice,
+        # so a farm's turn falls between the other's
+        "models": ["kws"],
         "targets": [{"boards": ["board0", "board1"]}],
-        "variants": {"threads": [1, 2]},
+        "variants": {"threads": [1, 2], "batch": [1, 2]},
         "measure": {"iterations": 200, "warmup": 2, "layers": False, "memory": False},
     }
     job_path = tmp_path / "job.yaml"

@@ -18,13 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from farm.errors import UserError
 from farm.metrics.backfill import backfill
-from farm.metrics.cells import MeasurementCollector, variant_label
+from farm.metrics.cells import MeasurementCollector
 from farm.metrics.exporter import parse_address, register_store_families, serve
 from farm.metrics.fleet import FarmMetrics, FleetCollector
 from farm.metrics.power import LivePowerCollector
 from farm.metrics.source import StoreSource
 from farm.result import EngineResult
-from farm.spec import Measure, ModelRef, PlannedTask
+from farm.spec import Measure, ModelRef, PlannedTask, variant_label
 from farm.states import BoardHealth, JobState, TaskState
 from farm.store import Store
 
@@ -84,9 +84,14 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
 
 
 def test_variant_label_is_short_and_canonical() -> None:
-    assert variant_label({"threads": 2, "activation": "relu"}) == "activation=relu,threads=2"
+    assert variant_label({"threads": 2, "activation": "tanh"}) == "activation=tanh,threads=2"
     assert variant_label({"threads": None}) == "default"
     assert variant_label({}) == "default"
+    # a default spelled out is no variant (the zoo's ReLU, eager, fp32): the same cell
+    assert variant_label({"activation": "relu", "runtime": "eager", "precision": "fp32"}) == (
+        "default"
+    )
+    assert variant_label({"runtime": "onnxruntime", "precision": "fp32"}) == "runtime=onnxruntime"
 
 
 def test_counters_move_on_state_events(store: Store) -> None:
@@ -134,7 +139,7 @@ def test_measurement_families_hold_the_latest_result_per_cell(store: Store, db_p
     source = StoreSource(db_path)
     registry.register(MeasurementCollector(source))
     got = _samples(registry)
-    b0 = (("board", "b0"), ("model", "kws"), ("processor", "cpu"), ("variant", "activation=relu"))
+    b0 = (("board", "b0"), ("model", "kws"), ("processor", "cpu"), ("variant", "default"))
     b1 = (("board", "b1"), ("model", "kws"), ("processor", "cpu"), ("variant", "activation=tanh"))
     assert got[("farm_cell_latency_mean_seconds", b0)] == pytest.approx(0.004)
     assert ("farm_cell_energy_per_inference_joules", b0) not in got  # the newest had no meter

@@ -247,9 +247,10 @@ def test_live_power_reads_the_monitor_while_it_samples(swept: dict[str, Any]) ->
     assert len(watts) >= 3  # seen at several scrapes while board0 was measured
     # The fake's counter advances on a ticker thread of this process in wall-time steps;
     # a busy machine delays a step, so one 0.1 s window can read low and the next high.
-    # Their median is the power the fake delivers; none is off by a factor.
+    # At load 20 a step can miss a whole window (0 W there). Their median is the power
+    # the fake delivers; none is negative or off by a factor.
     assert statistics.median(watts) == pytest.approx(RAPL_WATTS, rel=0.1), watts
-    assert all(0 < v < 3 * RAPL_WATTS for v in watts), watts
+    assert all(0 <= v < 3 * RAPL_WATTS for v in watts), watts
     samples = prom.query('farm_monitor_samples_total{monitor="bench-rapl"}')
     assert float(samples[0]["value"][1]) > 100
     # the measurements of board0 carry its energy, from the same monitor

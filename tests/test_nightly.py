@@ -18,7 +18,7 @@ from farm.nightly import drift, samples, stats, trend
 from farm.power import analyze, series
 from farm.power.synthetic import PowerModel, fake_task_markers, synthesize
 from farm.result import EngineResult
-from farm.spec import Measure, ModelRef, PlannedTask
+from farm.spec import CellKey, Measure, ModelRef, PlannedTask
 from farm.states import JobState, TaskState
 from farm.store import Store
 
@@ -221,22 +221,22 @@ def test_compare_verdicts_changes_and_environment(two_nights):
     cmp = nightly.compare_jobs(store, [a, b])
     got = {str(c.cell): c for c in cmp.cells}
     assert {k: c.verdict.value for k, c in got.items()} == {
-        "alexnet/b0/cpu/-": "incomparable",
-        "deepear/b0/cpu/-": "incomparable",
-        "kws/b0/cpu/-": "regression",  # by energy: +30% per inference
-        "kws/b1/cpu/-": "unchanged",
-        "svhn/b0/cpu/-": "regression",
-        "svhn/b1/cpu/-": "improvement",
+        "alexnet/b0/cpu/default": "incomparable",
+        "deepear/b0/cpu/default": "incomparable",
+        "kws/b0/cpu/default": "regression",  # by energy: +30% per inference
+        "kws/b1/cpu/default": "unchanged",
+        "svhn/b0/cpu/default": "regression",
+        "svhn/b1/cpu/default": "improvement",
     }
-    assert got["kws/b0/cpu/-"].energy.change == pytest.approx(0.3 * 2.0 / np.median(np.abs(
-        got["kws/b0/cpu/-"].energy.a)), rel=0.1)  # fmt: skip
-    svhn = got["svhn/b0/cpu/-"]
+    assert got["kws/b0/cpu/default"].energy.change == pytest.approx(0.3 * 2.0 / np.median(np.abs(
+        got["kws/b0/cpu/default"].energy.a)), rel=0.1)  # fmt: skip
+    svhn = got["svhn/b0/cpu/default"]
     assert svhn.latency.low < 0.4 < svhn.latency.high and svhn.latency.p_adjusted < 1e-10
     assert svhn.changed == ["artifact"]
-    assert got["kws/b1/cpu/-"].changed == ["torch"]
-    assert got["kws/b1/cpu/-"].environment["torch"] == ("2.13.0", "2.14.0")
-    assert got["alexnet/b0/cpu/-"].why == "done → failed"
-    assert got["deepear/b0/cpu/-"].why == "only in B"
+    assert got["kws/b1/cpu/default"].changed == ["torch"]
+    assert got["kws/b1/cpu/default"].environment["torch"] == ("2.13.0", "2.14.0")
+    assert got["alexnet/b0/cpu/default"].why == "done → failed"
+    assert got["deepear/b0/cpu/default"].why == "only in B"
     assert cmp.exit_code == 1
     # the previous night of the same name is the default baseline
     assert nightly.compare_jobs(store, [b]).baseline == a
@@ -318,6 +318,105 @@ def test_a_cell_measured_on_a_busy_board_is_unreliable_and_compare_cannot_judge(
     f = add_night(store, "n", {("kws", "b0"): _result(_lat(rng, 1.0), warnings=busy),
                                ("svhn", "b0"): _result(_lat(rng, 2.8))})  # fmt: skip
     assert nightly.compare_jobs(store, [b, f]).exit_code == 1
+    store.close()
+
+
+PAIR_INVENTORY = """\
+version: 1
+boards:
+  - {name: b0, transport: local, processors: [{name: cpu, device: cpu, threads: 1}]}
+"""
+
+
+def _stored_job(store: Store, job_id: str, text: str, results: list[dict], created: float) -> None:
+    """A job as ``farm submit`` stores it: parsed from YAML, planned on the inventory;
+    its tasks finished with ``results`` (engine-shaped dicts from ``_result``)."""
+    from farm import spec
+
+    inventory = spec.parse_inventory(PAIR_INVENTORY, file="inv.yaml")
+    job = spec.parse_job(text, file=f"{job_id}.yaml", inventory=inventory)
+    planned = spec.plan(job, inventory)
+    boards = [b.model_dump(mode="json") for b in planned.boards]
+    store.add_job(job_id, job.name, job.model_dump(mode="json"), planned.tasks, boards=boards)
+    store.set_job_state(job_id, JobState.RUNNING)
+    assert len(planned.tasks) == len(results)
+    for i, (task, value) in enumerate(zip(planned.tasks, results, strict=True)):
+        task_id = f"{job_id}.{i}"
+        store.transition(task_id, TaskState.DEPLOYING, board=task.board, attempt=1)
+        store.transition(task_id, TaskState.RUNNING)
+        result = EngineResult.model_validate({k: v for k, v in value.items() if k != "markers"})
+        store.finish(task_id, TaskState.DONE, board=task.board, result=result,
+                     markers=value["markers"])  # fmt: skip
+    store.set_job_state(job_id, JobState.DONE)
+    store._db.execute("UPDATE jobs SET created=? WHERE id=?", (created, job_id))
+
+
+def test_a_job_naming_the_defaults_pairs_with_one_that_does_not(db_path):
+    """One cell key (``farm.spec.CellKey``): a job without runtime/precision/activation
+    axes and a job that says ``runtime: [eager]``, ``precision: [fp32]``,
+    ``activation: [relu]`` measure the same cells, so nightly compare and trend, the
+    report, the store's matching and metrics pair them, all under the label ``default``;
+    a variant that does change something (onnxruntime) stays a cell of its own."""
+    from farm.metrics.source import StoreSource
+    from farm.report import cells as report_cells
+    from farm.report import compare as report_compare
+
+    rng = np.random.default_rng(11)
+    plain = "version: 1\nname: nightly\nmodels: [kws]\ntargets: [{boards: [b0]}]\n"
+    named = plain + (
+        "variants: {runtime: [eager, onnxruntime], precision: [fp32], activation: [relu]}\n"
+    )
+    store = Store(db_path)
+    now = time.time()
+    _stored_job(store, "plain", plain, [_result(_lat(rng, 1.0))], now - 86400)
+    _stored_job(store, "named", named, [_result(_lat(rng, 1.0)), _result(_lat(rng, 0.6))], now)
+    tasks = {t.key: t for t in store.tasks("named")}
+    assert set(tasks) == {
+        "kws/b0/cpu/activation=relu,precision=fp32,runtime=eager",  # the task keeps its key
+        "kws/b0/cpu/activation=relu,precision=fp32,runtime=onnxruntime",
+    }
+    (only,) = store.tasks("plain")
+    eager = tasks["kws/b0/cpu/activation=relu,precision=fp32,runtime=eager"]
+    assert only.cell == eager.cell == CellKey("kws", "b0", "cpu", "default")
+    assert str(only.cell) == "kws/b0/cpu/default"
+
+    # the store: matched side by side, and one newest result per cell
+    pairs = {k: (a is not None, b is not None) for k, a, b in store.match_cells("named", "plain")}
+    assert pairs == {
+        CellKey("kws", "b0", "cpu", "default"): (True, True),
+        CellKey("kws", "b0", "cpu", "runtime=onnxruntime"): (True, False),
+    }
+    source = StoreSource(db_path)
+    newest = {c.key.variant: c.task.job_id for c in source.newest_cells()}
+    source.close()
+    assert newest == {"default": "named", "runtime=onnxruntime": "named"}  # one series each
+
+    # nightly: compare judges the pair (not "only in A"), trend has one series of two nights
+    got = {str(c.cell): c for c in nightly.compare_jobs(store, ["plain", "named"]).cells}
+    assert got["kws/b0/cpu/default"].verdict is nightly.Verdict.UNCHANGED
+    assert got["kws/b0/cpu/runtime=onnxruntime"].why == "only in B"
+    doc = json.loads(
+        run_farm("compare", "plain", "named", "--format", "json", "--db", str(db_path)).stdout
+    )
+    assert doc["counts"]["unchanged"] == 1 and doc["counts"]["incomparable"] == 1
+    res = run_farm("trend", "--last", "2", "--format", "json", "--db", str(db_path))
+    assert res.returncode == 0, res.stderr
+    series = {c["variant"]: c for c in json.loads(res.stdout)["cells"]}
+    assert (
+        len(series["default"]["nights"]) == 2 and len(series["runtime=onnxruntime"]["nights"]) == 1
+    )
+
+    # the report pairs them the same way, by the same key
+    a, b = report_cells.load(store, "named"), report_cells.load(store, "plain")
+    assert [c.key for c in a.cells] == [
+        eager.cell,
+        CellKey("kws", "b0", "cpu", "runtime=onnxruntime"),
+    ]
+    rows = report_compare.against(a, b).rows
+    assert [(r[3] != "- (not in A)", r[4] != "- (not in B)") for r in rows] == [
+        (True, True),  # the eager cell, in both
+        (True, False),  # onnxruntime: only in A
+    ]
     store.close()
 
 

@@ -26,6 +26,7 @@ from farm.power import markers as mk
 from farm.power.base import Monitor
 from farm.power.replay import load, save_npz
 from farm.power.synthetic import PowerModel, expected_energy_j, fake_task_markers, synthesize
+from farm.spec.inventory import MonitorOptions
 
 T0 = 50_000_000_000  # host ns at capture start
 RATE = 5000.0
@@ -263,7 +264,7 @@ def test_replay_reads_npz_and_csv_back(tmp_path):
 def test_registry_refuses_duplicates_and_names_unknown_backends():
     with pytest.raises(ValueError, match="already registered"):
 
-        @register("synthetic")
+        @register("synthetic", options=MonitorOptions)
         class Again(Monitor):  # pragma: no cover - never built
             pass
 

@@ -11,7 +11,7 @@ import pytest
 from farm.errors import Failure, IllegalTransition
 from farm.result import EngineResult
 from farm.scheduler.core import Scheduler
-from farm.scheduler.messages import BoardCheck, Outcome
+from farm.scheduler.messages import BoardCheck, EngineStarted, Outcome
 from farm.spec import Board, Job
 from farm.states import BoardHealth, JobState, TaskState
 from farm.store import Store
@@ -354,8 +354,8 @@ def test_a_late_running_report_cannot_move_a_finished_or_later_attempt(make):
     job = sched.submit(_job("j"), _tasks(1), _boards("b0"))
     assert wait_job(sched, job).state is JobState.DONE
     task_id = f"{job}.0"
-    sched.running(task_id, 1, time.time())  # late: the task is done
-    sched.running(task_id, 7, time.time())  # an attempt that never was
+    sched.running(EngineStarted(task_id, 1, time.time()))  # late: the task is done
+    sched.running(EngineStarted(task_id, 7, time.time()))  # an attempt that never was
     sched.settle()  # both reports were handled
     assert [e.to_state for e in sched.store.events(task_id)] == [
         "queued", "deploying", "running", "done",
@@ -386,18 +386,18 @@ def test_running_reports_go_in_batches_and_an_outcome_overtakes_its_own():
 
     sent: list[list] = []
     reports = RunningReports(sent.append, delay_s=3600)  # sent when flushed, here
-    reports.add("t.0", 1, 10.0, 4096)  # what its deploy step pushed
-    reports.add("t.1", 1, 11.0)
-    reports.add("t.2", 2, 12.0)
+    reports.add(EngineStarted("t.0", 1, 10.0, 4096))  # what its deploy step pushed
+    reports.add(EngineStarted("t.1", 1, 11.0))
+    reports.add(EngineStarted("t.2", 2, 12.0))
     reports.overtaken("t.1", 1)  # its outcome is on its way
     reports.overtaken("t.2", 1)  # another attempt's outcome: the report of attempt 2 stays
     reports.flush()
     reports.flush()  # nothing left: no empty call
-    assert sent == [[("t.0", 1, 10.0, 4096), ("t.2", 2, 12.0, 0)]]
+    assert sent == [[EngineStarted("t.0", 1, 10.0, 4096), EngineStarted("t.2", 2, 12.0, 0)]]
 
     arrived = threading.Event()
     alone = RunningReports(lambda batch: arrived.set(), delay_s=0.01)
-    alone.add("t.3", 1, 13.0)
+    alone.add(EngineStarted("t.3", 1, 13.0))
     assert arrived.wait(30)  # and by itself, soon after it came in
 
 

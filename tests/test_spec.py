@@ -553,8 +553,9 @@ INVENTORY_ERRORS = [
     ),
     (
         "bool-is-not-int",
-        "version: 1\nboards:\n  - name: a\n    port: true\n    processors: [{name: c}]\n",
-        4,
+        "version: 1\nboards:\n  - name: a\n    transport: ssh\n    host: h\n    port: true\n"
+        "    processors: [{name: c}]\n",
+        6,
         "boards[0].port",
         "expected an integer, got a boolean",
     ),
@@ -601,11 +602,11 @@ INVENTORY_ERRORS = [
     ),
     (
         "infinite-option",
-        "version: 1\nmonitors:\n  - name: m\n    backend: rapl\n    options: {serial: .inf}\n"
+        "version: 1\nmonitors:\n  - name: m\n    backend: rapl\n    options: {poll_hz: .inf}\n"
         "boards:\n  - name: a\n    processors: [{name: c}]\n",
         5,
-        "monitors[0].options",
-        "serial: inf is not a finite number",
+        "monitors[0].options.poll_hz",
+        "finite number",
     ),
     (
         "empty-station",
@@ -777,11 +778,14 @@ def test_jump_hosts_are_written_as_openssh_writes_them():
 def test_inventory_defaults_follow_the_contract():
     inv = spec.parse_inventory("version: 1\nboards: [{name: b, processors: [{name: cpu}]}]\n")
     board = inv.boards[0]
-    assert board.transport == "local" and board.port is None and board.user is None
-    assert board.known_hosts == "~/.ssh/known_hosts"  # `~` is expanded where it is used
+    assert board.transport == "local" and not hasattr(board, "host")  # no SSH fields on local
+    ssh = spec.Board.model_validate({"name": "s", "transport": "ssh", "host": "h",
+                                     "processors": [{"name": "cpu"}]})  # fmt: skip
+    assert ssh.port is None and ssh.user is None and ssh.trust_on_first_use is False
+    assert ssh.known_hosts == "~/.ssh/known_hosts"  # `~` is expanded where it is used
     assert board.cache_dir == "~/.cache/farm" and board.python == "python3"
     assert board.station == "head" and board.connect_timeout_s == 10
-    assert board.trust_on_first_use is False and board.power is None
+    assert board.power is None
     proc = board.processors[0]
     assert (proc.device, proc.threads, proc.affinity, proc.memory_mb) == ("cpu", None, None, None)
     assert inv.monitors == []
@@ -813,8 +817,8 @@ def test_job_defaults_follow_the_contract(inventory):
 def test_models_are_frozen(inventory):
     with pytest.raises(Exception, match="frozen"):
         inventory.boards[0].name = "other"  # type: ignore[misc]
-    changed = inventory.boards[0].model_copy(update={"port": 2222})
-    assert changed.port == 2222 and inventory.boards[0].port is None
+    changed = inventory.boards[0].model_copy(update={"connect_timeout_s": 3.0})
+    assert changed.connect_timeout_s == 3.0 and inventory.boards[0].connect_timeout_s == 10
 
 
 def test_program_paths_resolve_against_the_job_file(tmp_path):

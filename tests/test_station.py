@@ -38,16 +38,16 @@ def _payload(board="f0"):
 
 def test_a_task_on_a_fake_board_is_done_with_a_typed_result(station):
     reports = []
-    station._running = lambda *args: reports.append(args)
+    station._running = reports.append
     outcome = station.run_task(_payload())
     assert outcome.state is TaskState.DONE, outcome.error
     assert outcome.result.latency.n == 3 and outcome.markers["kinds"][0] == "task_begin"
-    assert [(task, attempt) for task, attempt, *_ in reports] == [("j.0", 1)]
-    assert outcome.running_at == reports[0][2]
+    assert [(r.task_id, r.attempt) for r in reports] == [("j.0", 1)]
+    assert outcome.running_at == reports[0].at
     # the first deploy pushed the engine and the weights; the second finds them there
-    assert outcome.deploy_bytes == reports[0][3] > 100_000
+    assert outcome.deploy_bytes == reports[0].deploy_bytes > 100_000
     again = station.run_task(_payload())
-    assert again.state is TaskState.DONE and again.deploy_bytes == reports[1][3] == 0
+    assert again.state is TaskState.DONE and again.deploy_bytes == reports[1].deploy_bytes == 0
 
 
 def test_the_engine_is_told_the_boards_measuring_lock_beside_its_lease(station, monkeypatch):

@@ -11,11 +11,11 @@ import pytest
 
 from farm.errors import IllegalTransition, SchemaTooNew, UnknownTask
 from farm.result import EngineResult
+from farm.spec import CellKey
 from farm.states import BoardHealth, JobState, TaskState
 from farm.store import (
     SCHEMA_VERSION,
     BoardEvent,
-    CellKey,
     JobEvent,
     Store,
     TaskEvent,
@@ -274,7 +274,7 @@ def test_reads_for_metrics_reports_and_nightly(db_path):
     store.add_job("adhoc", "smoke", {"name": "smoke"}, _tasks(1, board="other"), priority=1)
     latest = store.latest_cells()
     assert [(c.task.job_id, c.result.latency.mean_ms) for c in latest] == [("n2", 2.0)]
-    assert latest[0].key == CellKey("kws", "local", "cpu", '{"threads": 0}')
+    assert latest[0].key == CellKey("kws", "local", "cpu", "threads=0")
     assert [j.id for j in store.jobs(name="nightly", limit=5)] == ["n2", "n1"]
     assert store.queue_depth() == {5: 2, 1: 1}
     assert store.jobs_by_state() == {JobState.RUNNING: 2, JobState.QUEUED: 1}

@@ -73,7 +73,7 @@ def test_registry_knows_the_builtins_and_refuses_a_duplicate():
     assert {"local", "ssh", "fake"} <= set(registered())
     with pytest.raises(ValueError, match="already registered"):
 
-        @register("ssh")
+        @register("ssh", board=Board)
         class Impostor(Transport):  # pragma: no cover - never instantiated
             pass
 

@@ -7,7 +7,7 @@ keys are refused so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from farm.engine.pulse import PulseSpec
@@ -37,6 +37,13 @@ class Request:
     board_lock: str | None = None  # the board's measuring lock (farm.engine.measuring)
     runtime: str = "eager"  # a registered runtime (farm.engine.runtimes)
     precision: str = "fp32"  # what the artifact was exported in; recorded
+
+    def to_json(self) -> dict[str, Any]:
+        """The request as the JSON object :func:`parse_request` reads back (the one
+        serialization: the station sends this, the engine parses it)."""
+        out = asdict(self)  # sync_pulse becomes {chips, chip_ms, seed}
+        out["affinity"] = list(self.affinity) if self.affinity is not None else None
+        return out
 
 
 def _int(obj: dict, key: str, default: Any, minimum: int) -> Any:

@@ -1,8 +1,9 @@
 """The measurement families: the latest result of every cell, as gauges.
 
-A cell is (``model``, ``board``, ``processor``, ``variant``): those four labels
-and, for layer shares, ``layer``. Job and task ids never become labels (each
-night would start new series); a variant is one short canonical string.
+A cell is ``farm.spec.CellKey`` (``model``, ``board``, ``processor``, ``variant``):
+those four labels and, for layer shares, ``layer``. Job and task ids never become
+labels (each night would start new series); the variant is the key's one label
+(``farm.spec.variant_label``: ``activation=tanh``, ``default`` for none).
 
 The same builder serves the head and the standalone exporter (the latest
 result, no timestamps), the pushgateway (one job's cells) and the backfill
@@ -12,6 +13,7 @@ result, no timestamps), the pushgateway (one job's cells) and the backfill
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import fields
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
@@ -20,18 +22,12 @@ from prometheus_client.samples import Sample
 
 from farm.metrics.source import StoreSource
 from farm.result import EngineResult, Latency
+from farm.spec import CellKey
 from farm.store import Cell
 
 MB = 1 << 20
-CELL_LABELS = ("model", "board", "processor", "variant")
+CELL_LABELS = tuple(f.name for f in fields(CellKey))  # model, board, processor, variant
 QUANTILES = (("0.5", "median_ms"), ("0.9", "p90_ms"), ("0.99", "p99_ms"))
-
-
-def variant_label(variant: dict[str, Any]) -> str:
-    """``activation=relu,threads=1``: sorted keys, unset (null) knobs left out;
-    ``default`` for a cell without variants."""
-    parts = [f"{k}={v}" for k, v in sorted(variant.items()) if v is not None]
-    return ",".join(parts) or "default"
 
 
 def _ms(value: Any) -> float | None:
@@ -94,10 +90,11 @@ def cell_families(cells: Iterable[Cell], *, stamped: bool = False) -> list[Metri
         labels=CELL_LABELS,
     )
     for cell in cells:
-        task, result = cell.task, cell.result
+        result = cell.result
         if result is None:
             continue
-        labels = [task.model, task.board, task.processor, variant_label(task.variant)]
+        key = cell.key
+        labels = [getattr(key, name) for name in CELL_LABELS]
         at = cell.result_at or 0.0
         ts = at if stamped else None
         for key, value in _values(result).items():

@@ -25,12 +25,12 @@ from farm.nightly.compare import (
 )
 from farm.nightly.compare import compare as compare_cells
 from farm.nightly.drift import BoardDrift, BoardMedian, K, board_drift
-from farm.nightly.source import NIGHTLY, Cell, Measured
+from farm.nightly.source import NIGHTLY, Measured
 from farm.nightly.trend import Series
 from farm.nightly.trend import trend as cell_trends
 
 __all__ = [
-    "ALPHA", "NIGHTLY", "THRESHOLD", "BoardDrift", "BoardMedian", "Cell", "CellComparison",
+    "ALPHA", "NIGHTLY", "THRESHOLD", "BoardDrift", "BoardMedian", "CellComparison",
     "Comparison", "Measured", "Series", "Verdict", "board_drift", "cell_trends", "compare_cells",
     "compare_jobs", "degraded", "trend_jobs",
 ]  # fmt: skip

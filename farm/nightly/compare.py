@@ -50,7 +50,8 @@ from typing import Any
 import numpy as np
 
 from farm.nightly import environment, reliability, stats
-from farm.nightly.source import Cell, Measured
+from farm.nightly.source import Measured
+from farm.spec import CellKey
 from farm.states import TaskState
 
 THRESHOLD = 0.05
@@ -107,7 +108,7 @@ class Change:
 
 @dataclass
 class CellComparison:
-    cell: Cell
+    cell: CellKey
     verdict: Verdict
     why: str = ""  # incomparable: what is missing; unreliable: the warnings that void it
     latency: Change | None = None

@@ -16,6 +16,7 @@ import numpy as np
 
 from farm.errors import NotFound
 from farm.nightly import samples
+from farm.spec import CellKey
 from farm.states import JobState, TaskState
 from farm.store import JobRecord, Reader
 
@@ -24,35 +25,11 @@ _FINISHED = (JobState.DONE, JobState.FAILED)  # ran to the end (a cancelled nigh
 _SCAN = 100_000  # jobs looked at when searching by name: all of them, in practice
 
 
-def variant_label(variant: dict[str, Any]) -> str:
-    """A variant as one short canonical string, as ``farm results`` shows it:
-    ``activation=relu,threads=1``, unset values left out, ``-`` for none."""
-    return ",".join(f"{k}={v}" for k, v in sorted(variant.items()) if v is not None) or "-"
-
-
-@dataclass(frozen=True, order=True)
-class Cell:
-    """One cell of the matrix: what is compared across jobs."""
-
-    model: str
-    board: str
-    processor: str
-    variant: str
-
-    def __str__(self) -> str:
-        return f"{self.model}/{self.board}/{self.processor}/{self.variant}"
-
-    @property
-    def peers_key(self) -> tuple[str, str, str]:
-        """The cell on any board: what boards of the same tags are compared on."""
-        return self.model, self.processor, self.variant
-
-
 @dataclass
 class Measured:
     """A task's outcome as the nightly tools read it (``result`` as the engine's JSON)."""
 
-    cell: Cell
+    cell: CellKey  # what is compared across jobs
     task_id: str
     state: TaskState
     result: dict[str, Any] | None
@@ -130,7 +107,7 @@ def measured(store: Reader, job: JobRecord) -> list[Measured]:
         task = cell.task
         out.append(
             Measured(
-                cell=Cell(task.model, task.board, task.processor, variant_label(task.variant)),
+                cell=cell.key,
                 task_id=task.id,
                 state=task.state,
                 result=cell.result.to_json() if cell.result is not None else None,
@@ -145,7 +122,7 @@ def measured(store: Reader, job: JobRecord) -> list[Measured]:
 
 def latest_per_cell(store: Reader, jobs: Iterable[JobRecord]) -> list[Measured]:
     """The newest done result of every cell across ``jobs``."""
-    newest: dict[Cell, Measured] = {}
+    newest: dict[CellKey, Measured] = {}
     for job in jobs:
         for m in measured(store, job):
             if m.state is not TaskState.DONE or not m.result:

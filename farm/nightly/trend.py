@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import ruptures  # type: ignore[import-untyped]
 
-from farm.nightly.source import Cell, Measured
+from farm.nightly.source import Measured
+from farm.spec import CellKey
 from farm.states import TaskState
 
 PENALTY = 25.0  # × the noise variance: well under 1% false alarms per stationary 30-night series
@@ -41,7 +42,7 @@ class ChangePoint:
 
 @dataclass
 class Series:
-    cell: Cell
+    cell: CellKey
     job_ids: list[str]
     times: list[float]
     medians_ms: np.ndarray
@@ -73,7 +74,7 @@ def trend(nights: list[list[Measured]], *, penalty: float = PENALTY) -> list[Ser
     ``nights`` holds the measured cells of each job, oldest first; a night where
     a cell has no done result is left out of that cell's series.
     """
-    by_cell: dict[Cell, Series] = {}
+    by_cell: dict[CellKey, Series] = {}
     for night in nights:
         for m in night:
             median = ((m.result or {}).get("latency") or {}).get("median_ms")

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from farm.errors import MonitorUnavailable
+from farm.spec import plugins
 
 CHUNK_SAMPLES = 1 << 20
 
@@ -161,6 +162,7 @@ class Monitor(ABC):
     """
 
     backend: str = ""
+    options_model: type[Any]  # the inventory's model of its ``options:`` (set by ``register``)
     update_period_s: float = 0.0
 
     @abstractmethod
@@ -195,13 +197,17 @@ LIVE_WINDOW_S = 0.1
 _BACKENDS: dict[str, Callable[..., Monitor]] = {}
 
 
-def register(name: str) -> Callable[[type[Monitor]], type[Monitor]]:
-    """Class decorator: make a backend available to ``open_monitor`` as ``name``."""
+def register(name: str, *, options: type[Any]) -> Callable[[type[Monitor]], type[Monitor]]:
+    """Class decorator: make a backend available to ``open_monitor`` as ``name``, its
+    ``options:`` described by ``options`` (a :class:`farm.spec.inventory.MonitorOptions`
+    subclass: the inventory validates a monitor's options with it when it loads)."""
 
     def add(cls: type[Monitor]) -> type[Monitor]:
         if name in _BACKENDS:
             raise ValueError(f"power backend {name!r} is already registered")
+        plugins.options(name)(options)
         cls.backend = name
+        cls.options_model = options
         _BACKENDS[name] = cls
         return cls
 
@@ -209,11 +215,15 @@ def register(name: str) -> Callable[[type[Monitor]], type[Monitor]]:
 
 
 def backends() -> list[str]:
+    """Every backend's name (imports each module of ``farm/power/``)."""
+    plugins.discover("backend")
     return sorted(_BACKENDS)
 
 
 def open_monitor(backend: str, options: Mapping[str, Any] | None = None) -> Monitor:
     """Build the named backend. An unknown backend or absent hardware raises MonitorUnavailable."""
+    if backend not in _BACKENDS:
+        plugins.find("backend", backend)  # ``farm.power.<backend>`` registers itself
     factory = _BACKENDS.get(backend)
     if factory is None:
         raise MonitorUnavailable(

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from farm.errors import MonitorUnavailable
 from farm.power.base import register
 from farm.power.polling import PolledMonitor
+from farm.spec.inventory import MonitorOptions
 
 
 def _read(path: Path) -> float:
@@ -37,7 +40,16 @@ def find_rails(root: Path) -> dict[str, list[Path]]:
     return rails
 
 
-@register("hwmon")
+class HwmonOptions(MonitorOptions):
+    """``backend: hwmon``: one hwmon device and the rails to add up."""
+
+    path: str  # the hwmon directory, e.g. /sys/class/hwmon/hwmon2
+    rails: list[str] | None = Field(default=None, min_length=1)  # None: every power*_input
+    poll_hz: float = Field(default=200.0, gt=0)
+    update_period_s: float = Field(default=0.002, gt=0)
+
+
+@register("hwmon", options=HwmonOptions)
 class HwmonMonitor(PolledMonitor):
     counter = False
 

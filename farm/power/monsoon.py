@@ -30,12 +30,14 @@ import importlib
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from farm.errors import MonitorUnavailable
 from farm.power.base import Live, Monitor, Trace, register
+from farm.spec.inventory import MonitorOptions
 
 RATE_HZ = 5000.0
 PACKET_BYTES = 64
@@ -82,7 +84,16 @@ class _PacketLedger:
         return data
 
 
-@register("monsoon")
+class MonsoonOptions(MonitorOptions):
+    """``backend: monsoon``: which Monsoon (serial: None = the only one attached)."""
+
+    serial: int | None = None
+    vout: float = Field(default=4.0, gt=0)  # the voltage it supplies the board, V
+    model: Literal["hvpm", "lvpm"] = "hvpm"
+    chunk: int = Field(default=10000, gt=0)  # samples per read from the library
+
+
+@register("monsoon", options=MonsoonOptions)
 class MonsoonMonitor(Monitor):
     update_period_s = 1.0 / RATE_HZ
 

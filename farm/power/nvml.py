@@ -15,9 +15,12 @@ import contextlib
 import importlib
 from typing import Any
 
+from pydantic import Field
+
 from farm.errors import MonitorUnavailable
 from farm.power.base import register
 from farm.power.polling import PolledMonitor
+from farm.spec.inventory import MonitorOptions
 
 
 def _pynvml() -> Any:
@@ -29,7 +32,15 @@ def _pynvml() -> Any:
         ) from exc
 
 
-@register("nvml")
+class NvmlOptions(MonitorOptions):
+    """``backend: nvml``: which GPU (NVML's index)."""
+
+    index: int = Field(default=0, ge=0)
+    poll_hz: float = Field(default=50.0, gt=0)
+    update_period_s: float = Field(default=0.1, gt=0)
+
+
+@register("nvml", options=NvmlOptions)
 class NvmlMonitor(PolledMonitor):
     counter = True
 

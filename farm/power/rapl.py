@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from farm.errors import MonitorUnavailable
 from farm.power.base import register
 from farm.power.polling import PolledMonitor
+from farm.spec.inventory import MonitorOptions
 
 DEFAULT_ROOT = "/sys/class/powercap"
 
@@ -68,7 +71,16 @@ def find_zones(root: str | Path, names: list[str] | None = None) -> list[RaplZon
     return zones
 
 
-@register("rapl")
+class RaplOptions(MonitorOptions):
+    """``backend: rapl``: the powercap tree and which zones to add up."""
+
+    root: str = DEFAULT_ROOT
+    zones: list[str] | None = Field(default=None, min_length=1)  # None: every package zone
+    poll_hz: float = Field(default=1000.0, gt=0)
+    update_period_s: float = Field(default=0.001, gt=0)
+
+
+@register("rapl", options=RaplOptions)
 class RaplMonitor(PolledMonitor):
     counter = True
 

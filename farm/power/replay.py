@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from farm.errors import MonitorUnavailable
 from farm.power.base import Monitor, Trace, register
+from farm.spec.inventory import MonitorOptions
 
 
 def load(path: str | Path, *, rate_hz: float | None = None, t0_host_ns: int = 0) -> Trace:
@@ -80,7 +82,15 @@ def _need_rate(rate: float | None, path: Path) -> float:
     return float(rate)
 
 
-@register("replay")
+class ReplayOptions(MonitorOptions):
+    """``backend: replay``: a recorded capture (CSV) played back as if measured."""
+
+    path: str
+    rate_hz: float | None = Field(default=None, gt=0)  # when the file has no sample times
+    t0_host_ns: int | None = None  # where the capture starts on the host's clock
+
+
+@register("replay", options=ReplayOptions)
 class ReplayMonitor(Monitor):
     def __init__(self, path: str, rate_hz: float | None = None, t0_host_ns: int | None = None):
         self._trace = load(path, rate_hz=rate_hz, t0_host_ns=t0_host_ns or 0)

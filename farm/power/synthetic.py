@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from farm.power import markers as mk
 from farm.power.base import Monitor, Trace, register
+from farm.spec.inventory import MonitorOptions
 
 
 @dataclass
@@ -266,7 +268,25 @@ def fake_task_markers(
     }
 
 
-@register("synthetic")
+class SyntheticOptions(MonitorOptions):
+    """``backend: synthetic``: the :class:`PowerModel` a capture is synthesized from."""
+
+    idle_w: float = Field(default=2.0, ge=0)
+    inference_w: float = 1.5
+    layer_w: list[float] = Field(default_factory=list)
+    layer_type_w: dict[str, float] = Field(default_factory=dict)
+    pulse_w: float = 2.5
+    noise_w: float = Field(default=0.0, ge=0)
+    rate_hz: float = Field(default=5000.0, gt=0)
+    offset_s: float = 0.0
+    drift_ppm: float = 0.0
+    drop_fraction: float = Field(default=0.0, ge=0, lt=1)
+    seed: int = 0
+    board_to_host: list[float] = Field(default=[1.0, 0.0], min_length=2, max_length=2)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+@register("synthetic", options=SyntheticOptions)
 class SyntheticMonitor(Monitor):
     """A meter that is not there: it records the host's clock and, at ``stop``,
     synthesizes from the task's markers what a meter would have seen."""

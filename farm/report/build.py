@@ -131,7 +131,12 @@ def write(report: Report, sweep: Sweep, out: Path) -> dict[str, Path]:
                 "job": {k: getattr(sweep.job, k) for k in ("id", "name", "created", "updated")}
                 | {"state": str(sweep.job.state)},
                 "cells": [
-                    {**rec, "warnings": c.warnings, "env": c.env, "layers": c.layers}
+                    {
+                        **rec,
+                        "warnings": c.warnings,
+                        "env": c.env.model_dump(mode="json", exclude_none=True),
+                        "layers": c.layers,
+                    }
                     for rec, c in zip(rows, sweep.cells, strict=True)
                 ],
             },

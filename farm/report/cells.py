@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from typing import Any
 
 from farm import store
 from farm.report import source, vocabulary
 from farm.report.paper import study_model
-from farm.report.tables import flat, is_busy
+from farm.report.tables import flat, is_busy, warnings_of
+from farm.result import EngineResult, Env
+from farm.spec import CellKey
+from farm.spec.cell import effective
 from farm.spec.inventory import Inventory
 from farm.states import TaskState
 from farm.store.read import Reader
@@ -55,12 +57,13 @@ class Cell:
 
     @property
     def place(self) -> str:
-        """``board/processor``, plus any variant other than the activation."""
+        """``board/processor``, plus any knob the variant changes other than the
+        activation (``farm.spec.cell.effective``: a default named is no change)."""
         base = f"{self.stored.task.board}/{self.stored.task.processor}"
-        other = {k: v for k, v in self.variant.items() if k != "activation" and v is not None}
+        other = {k: v for k, v in effective(self.variant).items() if k != "activation"}
         if not other:
             return base
-        return base + " " + ",".join(f"{k}={v}" for k, v in sorted(other.items()))
+        return base + " " + ",".join(f"{k}={v}" for k, v in other.items())
 
     @property
     def variant(self) -> dict[str, Any]:
@@ -70,27 +73,26 @@ class Cell:
     def state(self) -> str:
         return self.stored.task.state.value
 
-    @cached_property
-    def result(self) -> dict[str, Any]:
-        """The result as JSON-shaped data holding only what was recorded: keys a newer
-        engine adds are kept, so the report shows them, and an older result simply
-        lacks them."""
-        result = self.stored.result
-        return result.model_dump(mode="json", exclude_none=True) if result is not None else {}
+    @property
+    def result(self) -> EngineResult | None:
+        """The store's validated result (None: the task has none)."""
+        return self.stored.result
 
     @property
-    def env(self) -> dict[str, Any]:
-        return self.result.get("env") or {}
+    def env(self) -> Env:
+        """Where and how it ran (an empty ``Env`` for a task without a result); fields a
+        newer engine adds are kept as attributes (``Env.model_extra``)."""
+        return self.result.env if self.result is not None else Env()
 
     @property
     def activation(self) -> str:
         """The non-linearity the model ran with (the zoo's default is ReLU)."""
-        model_meta = self.env.get("model") or {}
-        return self.variant.get("activation") or model_meta.get("activation") or "relu"
+        return self.variant.get("activation") or self.model_meta.get("activation") or "relu"
 
     @property
     def model_meta(self) -> dict[str, Any]:
-        return self.env.get("model") or {}
+        """The artifact's manifest as the engine recorded it (``env.model``)."""
+        return self.env.model or {}
 
     @property
     def zoo(self) -> str:
@@ -117,22 +119,15 @@ class Cell:
         return "×".join(str(d) for d in shape) if shape else None
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """What pairs a cell across two sweeps: model, board, processor and the options
-        in effect (the activation it ran with, whether named or the default)."""
-        task = self.stored.task
-        effective = {k: v for k, v in self.variant.items() if v is not None}
-        effective["activation"] = self.activation
-        # a runtime variant pairs with the defaults it names (no axis: eager fp32)
-        effective["runtime"] = effective.get("runtime") or "eager"
-        effective["precision"] = effective.get("precision") or "fp32"
-        return (task.model, task.board, task.processor, store.CellKey.canonical(effective))
+    def key(self) -> CellKey:
+        """What pairs a cell across two sweeps (``farm.spec.CellKey``): model, board,
+        processor and the options in effect, a default named or not (ReLU, eager, fp32)."""
+        return self.stored.key
 
     @property
     def warnings(self) -> list[str]:
         """Every warning the result carries: the engine's, then the power analysis's."""
-        power = ((self.result.get("energy") or {}).get("quality") or {}).get("warnings") or []
-        return list(dict.fromkeys([*(self.result.get("warnings") or []), *power]))
+        return warnings_of(self.result)
 
     @property
     def busy(self) -> bool:
@@ -141,33 +136,34 @@ class Cell:
 
     def time_ms(self) -> Estimate | None:
         """The median with its 95% CI (order statistics), the mean beside it."""
-        lat = self.result.get("latency") or {}
-        if lat.get("median_ms") is None:
+        lat = self.result.latency if self.result is not None else None
+        if lat is None:
             return None
         return Estimate(
-            lat["median_ms"], lat.get("median_ci95_low_ms"), lat.get("median_ci95_high_ms"),
-            lat.get("n"), lat.get("mean_ms"),
-        )  # fmt: skip
+            lat.median_ms, lat.median_ci95_low_ms, lat.median_ci95_high_ms, lat.n, lat.mean_ms
+        )
 
     def energy_mj(self) -> Estimate | None:
         """Net energy per inference (above idle), the study's figure."""
-        f = flat(self.stored)
-        if f["energy_net_mj"] is None:
+        energy = self.result.energy if self.result is not None else None
+        net = energy.energy_per_inference_mj.net if energy is not None else None
+        if net is None or net.mean is None:
             return None
-        per_inference = (self.result.get("energy") or {}).get("energy_per_inference_mj") or {}
-        n = (per_inference.get("net") or {}).get("n")
-        return Estimate(
-            f["energy_net_mj"], f["energy_net_ci95_lo_mj"], f["energy_net_ci95_hi_mj"], n
-        )
+        low, high = net.ci95 or (None, None)
+        return Estimate(net.mean, low, high, net.n)
 
     def battery_h(self) -> Estimate | None:
-        hours = ((self.result.get("energy") or {}).get("battery") or {}).get("hours")
+        energy = self.result.energy if self.result is not None else None
+        hours = (energy.battery or {}).get("hours") if energy is not None else None
         return None if hours is None else Estimate(hours)
 
     def memory(self, name: str) -> float | None:
         """A memory figure in MB: ``required_mb``, ``available_mb``, ``peak_rss_mb``,
         ``load_peak_rss_mb`` (None when the result lacks it)."""
-        return (self.result.get("memory") or {}).get(name, self.result.get(name))
+        if self.result is None:
+            return None
+        value = getattr(self.result.memory, name, None)
+        return value if value is not None else getattr(self.result, name, None)
 
     @property
     def activation_share(self) -> float | None:
@@ -192,8 +188,8 @@ class Cell:
         if metric == "battery":
             return (
                 "no battery given for this board"
-                if self.result.get("energy")
-                else ("no power monitor on this board")
+                if self.result is not None and self.result.energy is not None
+                else "no power monitor on this board"
             )
         return "not measured"
 
@@ -278,10 +274,10 @@ def records(sweep: Sweep) -> list[dict[str, Any]]:
                 "busy": c.busy,
                 "warnings": "; ".join(c.warnings) or None,
                 "reason": None if c.state == TaskState.DONE.value else c.reason("time"),
-                "artifact_sha256": (env.get("model") or {}).get("sha256"),
-                "engine": _scalar(env.get("engine")),
-                "torch": env.get("torch"),
-                "threads": env.get("threads"),
+                "artifact_sha256": c.model_meta.get("sha256"),
+                "engine": _scalar(env.engine),
+                "torch": env.torch,
+                "threads": env.threads,
             }
         )
     return out

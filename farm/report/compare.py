@@ -1,8 +1,8 @@
 """``farm report A --against B``: the change of each cell from sweep B to sweep A.
 
-Cells pair on model, board, processor and the options in effect (a kws run with
-``activation: relu`` pairs with a kws run with no variant: ReLU is the zoo's
-default). The change is A relative to B (``+10%``: A is 10% higher) in the
+Cells pair by ``farm.spec.CellKey``: model, board, processor and the options in
+effect (a kws run with ``activation: relu`` or ``runtime: eager`` pairs with a kws
+run with no variant: ReLU, eager and fp32 are the defaults). The change is A relative to B (``+10%``: A is 10% higher) in the
 headline figure (the median time, the mean energy), marked ``†`` where B's value
 lies outside A's 95% CI, so a reader can tell a shift from noise at a glance.
 """
@@ -56,7 +56,7 @@ def against(a: Sweep, b: Sweep) -> View:
         view.add(row, {3: ca, 4: cb})
     view.notes.append(f"{SHIFT} B's value lies outside A's 95% confidence interval.")
     view.notes.append(
-        "Cells pair on model, board, processor and the options in effect (the default "
-        "activation, ReLU, whether named or not)."
+        "Cells pair on model, board, processor and the options in effect (a default, "
+        "ReLU, eager, fp32, whether named or not)."
     )
     return view

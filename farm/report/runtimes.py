@@ -10,22 +10,25 @@ from __future__ import annotations
 
 from farm.report.cells import Cell, Sweep
 from farm.report.study import View, headline
+from farm.spec import VARIANT_DEFAULTS
+from farm.spec.cell import effective
 from farm.states import TaskState
 
 AXES = ("runtime", "precision")
 
 
 def _label(cell: Cell) -> str:
-    return f"{cell.variant.get('runtime') or 'eager'} {cell.variant.get('precision') or 'fp32'}"
+    """``onnxruntime int8``: the runtime and precision, defaults filled in."""
+    return " ".join(cell.variant.get(axis) or VARIANT_DEFAULTS[axis] for axis in AXES)
 
 
 def _place(cell: Cell) -> str:
-    """board/processor plus the variants other than runtime, precision and activation."""
+    """board/processor plus the knobs the variant changes other than runtime, precision
+    and activation."""
     task = cell.stored.task
-    other = {k: v for k, v in cell.variant.items()
-             if k not in (*AXES, "activation") and v is not None}  # fmt: skip
+    other = {k: v for k, v in effective(cell.variant).items() if k not in (*AXES, "activation")}
     base = f"{task.board}/{task.processor}"
-    return base + (" " + ",".join(f"{k}={v}" for k, v in sorted(other.items())) if other else "")
+    return base + (" " + ",".join(f"{k}={v}" for k, v in other.items()) if other else "")
 
 
 def best_runtime(sweep: Sweep) -> View | None:
@@ -55,8 +58,10 @@ def best_runtime(sweep: Sweep) -> View | None:
         ratio = best.time_ms().value / eager.time_ms().value if eager else None  # type: ignore[union-attr]
         energy = best.energy_mj()
         rss = best.memory("peak_rss_mb")
-        agreement = (best.result.get("artifact") or {}).get("agreement") or {}
-        top1, diff = agreement.get("top1"), agreement.get("max_abs_diff")
+        artifact = best.result.artifact if best.result is not None else None
+        agreement = artifact.agreement if artifact is not None else None
+        top1 = agreement.top1 if agreement is not None else None
+        diff = agreement.max_abs_diff if agreement is not None else None
         view.add(
             [
                 model,

@@ -443,7 +443,7 @@ def apart(sweep: Sweep) -> View:
         if not c.layers:
             continue
         shares = vocabulary.type_shares(c.layers)
-        engine = (c.result.get("layer_pass") or {}).get("nonlinear_share")
+        engine = c.result.layer_pass.nonlinear_share if c.result and c.result.layer_pass else None
         view.add(
             [c.model, c.place, c.activation,
              *[f"{shares.get(t, 0.0):.1%}" for t in ("normalization", "softmax", "dropout")],
@@ -460,24 +460,24 @@ def provenance(sweep: Sweep) -> View:
     """Where every number comes from: the cell, its artifact and engine, and the
     environment recorded with the result (whatever keys that result has)."""
     fixed = [
-        ("artifact sha256", lambda c: ((c.env.get("model") or {}).get("sha256") or "-")[:12]),
-        ("engine", lambda c: _short(c.env.get("engine"))),
-        ("torch", lambda c: c.env.get("torch")),
-        ("threads", lambda c: c.env.get("threads")),
-        ("iterations", lambda c: (c.result.get("latency") or {}).get("n")),
+        ("artifact sha256", lambda c: (c.model_meta.get("sha256") or "-")[:12]),
+        ("engine", lambda c: _short(c.env.engine)),
+        ("torch", lambda c: c.env.torch),
+        ("threads", lambda c: c.env.threads),
+        ("iterations", lambda c: c.result.latency.n if c.result and c.result.latency else None),
     ]
     extra = [
         "cpu_model", "governor", "freq_mhz", "nice", "loadavg_before", "loadavg_after",
         "temp_c_before", "temp_c_after", "kernel", "hostname",
     ]  # fmt: skip
-    present = [k for k in extra if any(k in c.env for c in sweep.cells)]
+    present = [k for k in extra if any(getattr(c.env, k, None) is not None for c in sweep.cells)]
     view = View(
         "provenance",
         "Provenance",
         ["model", "board/processor", "activation", "state", *[n for n, _ in fixed], *present],
     )
     for c in sweep.cells:
-        values = [f(c) for _, f in fixed] + [c.env.get(k) for k in present]
+        values = [f(c) for _, f in fixed] + [getattr(c.env, k, None) for k in present]
         view.add([c.model, c.place, c.activation, c.state, *[_short(v) for v in values]], {3: c})
     view.notes.append(
         f"Job {sweep.id} ({sweep.job.name}), created {_date(sweep.job.created)}, "

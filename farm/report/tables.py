@@ -43,10 +43,6 @@ def warnings_of(result: EngineResult | None) -> list[str]:
     return list(dict.fromkeys([*result.warnings, *power]))
 
 
-def _variant(v: dict[str, Any]) -> str:
-    return ",".join(f"{k}={val}" for k, val in sorted(v.items()) if val is not None) or "-"
-
-
 def _num(x: Any, fmt: str = "{:.3f}") -> str:
     return "-" if x is None else fmt.format(x)
 
@@ -99,7 +95,7 @@ def flat(cell: Cell) -> dict[str, Any]:
         "model": task.model,
         "board": task.board,
         "processor": task.processor,
-        "variant": _variant(task.variant),
+        "variant": cell.key.variant,  # the cell's one label (farm.spec.variant_label)
         "state": str(task.state),
         "attempts": task.attempts,
         "n": lat.n if lat else None,

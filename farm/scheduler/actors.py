@@ -34,7 +34,14 @@ import ray
 
 from farm.errors import FarmError, HeadError, MonitorUnavailable, UserError
 from farm.scheduler.core import Scheduler
-from farm.scheduler.messages import BoardCheck, HeadInfo, NodeInfo, Outcome, TaskPayload
+from farm.scheduler.messages import (
+    BoardCheck,
+    EngineStarted,
+    HeadInfo,
+    NodeInfo,
+    Outcome,
+    TaskPayload,
+)
 from farm.scheduler.names import (
     NAMESPACE,
     SCHEDULER,
@@ -43,7 +50,7 @@ from farm.scheduler.names import (
     station_of,
     station_resource,
 )
-from farm.scheduler.reports import Report, RunningReports
+from farm.scheduler.reports import RunningReports
 from farm.scheduler.station import Station
 from farm.spec import Board, Job, Monitor, PlannedTask
 from farm.store import open_writer
@@ -325,10 +332,10 @@ class SchedulerActor:
     def cancel(self, job_id: str) -> None:
         self.core.cancel(job_id)
 
-    def running(self, reports: list[Report]) -> None:
+    def running(self, reports: list[EngineStarted]) -> None:
         """A station's batch of "engine started" reports (``farm.scheduler.reports``)."""
         for report in reports:
-            self.core.running(report.task_id, report.attempt, report.at, report.deploy_bytes)
+            self.core.running(report)
 
     def progress(self, job_id: str):
         return self.core.progress(job_id)

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from farm.errors import NotFound, UserError
-from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
+from farm.scheduler.messages import BoardCheck, EngineStarted, Outcome, TaskPayload
 from farm.spec import Board, Job, PlannedTask
 from farm.states import BoardHealth, JobState, TaskState
 from farm.store import Event, JobEvent, JobProgress, QueuedTask, StoreWriter, TaskEvent, new_job_id
@@ -219,10 +219,9 @@ class Scheduler:
                 if not self._thread.is_alive():
                     raise UserError("the scheduler stopped before it took the request") from None
 
-    def running(self, task_id: str, attempt: int, at: float, deploy_bytes: int = 0) -> None:
-        """A station says the engine started on attempt ``attempt`` of a task, after
-        pushing ``deploy_bytes`` to the board."""
-        self._inbox.put(("running", (task_id, attempt, at, deploy_bytes)))
+    def running(self, report: EngineStarted) -> None:
+        """A station says the engine started on an attempt of a task."""
+        self._inbox.put(("running", report))
 
     def progress(self, job_id: str) -> JobProgress | None:
         published = self._progress.get(job_id)
@@ -315,7 +314,7 @@ class Scheduler:
         elif kind == "done":
             self._on_outcome(*payload)
         elif kind == "running":
-            self._on_running(*payload)
+            self._on_running(payload)
         elif kind == "cancel":
             self._on_cancel(payload)
         elif kind == "health":
@@ -511,12 +510,14 @@ class Scheduler:
             lambda f, tid=run.id, n=run.attempts: self._inbox.put(("done", (tid, n, _result(f))))
         )
 
-    def _on_running(self, task_id: str, attempt: int, at: float, deploy_bytes: int = 0) -> None:
-        run = self.tasks.get(task_id)
-        if run is None or run.attempts != attempt or run.running:
+    def _on_running(self, report: EngineStarted) -> None:
+        run = self.tasks.get(report.task_id)
+        if run is None or run.attempts != report.attempt or run.running:
             return  # a late report of an attempt already over
         run.running = True
-        self.store.transition(task_id, TaskState.RUNNING, at=at, deploy_bytes=deploy_bytes)
+        self.store.transition(
+            report.task_id, TaskState.RUNNING, at=report.at, deploy_bytes=report.deploy_bytes
+        )
         self._moved(run, TaskState.RUNNING)
 
     # -- outcomes -----------------------------------------------------------------
@@ -528,8 +529,9 @@ class Scheduler:
         board = self.boards[run.board]
         if board.busy == task_id:
             board.busy = None
-        if outcome.running_at is not None:
-            self._on_running(task_id, attempt, outcome.running_at, outcome.deploy_bytes)
+        started = outcome.started(task_id, attempt)
+        if started is not None:
+            self._on_running(started)
         job = self.jobs[run.job_id]
         if job.cancelled:
             self._finish(run, TaskState.CANCELLED, outcome, error="cancelled")

@@ -1,7 +1,7 @@
 """What travels between the scheduler and a station: typed, frozen records.
 
     scheduler ──TaskPayload──► station        (one task on one board, one attempt)
-    station   ──running([(task, attempt, at)])──► scheduler
+    station   ──[EngineStarted]──► scheduler
                                               (engines started, in batches: reports.py)
     station   ──Outcome──────► scheduler      (state, result, what the error means)
     scheduler ──Board────────► station ──BoardCheck──► scheduler / CLI (health check)
@@ -37,6 +37,17 @@ class TaskPayload:
 
 
 @dataclass(frozen=True)
+class EngineStarted:
+    """The engine started on attempt ``attempt`` of a task at ``at`` (the station's
+    clock), after the deploy step pushed ``deploy_bytes`` to the board."""
+
+    task_id: str
+    attempt: int
+    at: float
+    deploy_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What one attempt came to. The station decides what a failure *means*
     (``Failure``: retryable, the board's fault, quarantine now); the scheduler
@@ -54,6 +65,12 @@ class Outcome:
     @property
     def error(self) -> str | None:
         return str(self.failure) if self.failure is not None else None
+
+    def started(self, task_id: str, attempt: int) -> EngineStarted | None:
+        """The "engine started" report this outcome repeats (None: it never started)."""
+        if self.running_at is None:
+            return None
+        return EngineStarted(task_id, attempt, self.running_at, self.deploy_bytes)
 
     @property
     def retryable(self) -> bool:

@@ -15,37 +15,28 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+
+from farm.scheduler.messages import EngineStarted
 
 log = logging.getLogger(__name__)
 
 
-class Report(NamedTuple):
-    """The engine started on attempt ``attempt`` of a task at ``at``, after the deploy
-    step pushed ``deploy_bytes`` to the board."""
-
-    task_id: str
-    attempt: int
-    at: float
-    deploy_bytes: int = 0
-
-
 class RunningReports:
-    """``add`` a report, ``overtaken`` when the attempt's outcome is on its way;
+    """``add`` a report (``messages.EngineStarted``), ``overtaken`` when the attempt's outcome is on its way;
     ``send(reports)`` is called from one thread of its own, with what is left."""
 
-    def __init__(self, send: Callable[[list[Report]], object], *, delay_s: float = 0.05):
+    def __init__(self, send: Callable[[list[EngineStarted]], object], *, delay_s: float = 0.05):
         self._send = send
         self.delay_s = delay_s
-        self._pending: dict[tuple[str, int], tuple[float, int]] = {}
+        self._pending: dict[tuple[str, int], EngineStarted] = {}
         self._lock = threading.Lock()
         self._due = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="farm-running", daemon=True)
         self._thread.start()
 
-    def add(self, task_id: str, attempt: int, at: float, deploy_bytes: int = 0) -> None:
+    def add(self, report: EngineStarted) -> None:
         with self._lock:
-            self._pending[task_id, attempt] = (at, deploy_bytes)
+            self._pending[report.task_id, report.attempt] = report
         self._due.set()
 
     def overtaken(self, task_id: str, attempt: int) -> None:
@@ -61,7 +52,7 @@ class RunningReports:
         if not batch:
             return
         try:
-            self._send([Report(task, attempt, *report) for (task, attempt), report in batch.items()])
+            self._send(list(batch.values()))
         except Exception:  # a lost report is repeated by its outcome: log, carry on
             log.exception("could not send %d running reports", len(batch))
 

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from farm import deploy
+from farm.engine.pulse import PulseSpec
+from farm.engine.request import Request
 from farm.errors import (
     BoardBusy,
     CannotLower,
@@ -52,14 +54,14 @@ from farm.errors import (
 from farm.result import EngineResult, parse_engine_result
 from farm.scheduler.engine_client import BoardLink, EngineClient
 from farm.scheduler.lease import LOCK_FILE, MEASURING_FILE, TTL_S, BoardLease, holder
-from farm.scheduler.messages import BoardCheck, Outcome, TaskPayload
+from farm.scheduler.messages import BoardCheck, EngineStarted, Outcome, TaskPayload
 from farm.spec import Board, PlannedTask
 from farm.states import TaskState
 
 log = logging.getLogger(__name__)
 
-Running = Callable[[str, int, float, int], None]
-"""``running(task_id, attempt, at, deploy_bytes)``: tell the scheduler the engine started."""
+Running = Callable[[EngineStarted], None]
+"""``running(EngineStarted(...))``: tell the scheduler the engine started."""
 
 
 class _TaskLog:
@@ -82,7 +84,7 @@ class Station:
         self.name = name
         self.cache_dir = Path(cache_dir).expanduser()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._running = running or (lambda *a: None)
+        self._running = running or (lambda report: None)
         self._monitor = monitor
         self._links: dict[str, BoardLink] = {}
         self._links_lock = threading.Lock()
@@ -235,14 +237,15 @@ class Station:
             names = ", ".join(Path(p).name for p in report.pushed)
             tlog(f"deployed {names} ({report.bytes_pushed} bytes) in {time.time() - began:.2f}s")
         request = self._request(link, task, artifact, payload.task_id)
+        wire = request.to_json()
         monitor = self._monitor(board.power.monitor) if board.power and self._monitor else None
         timeout = float(task.measure.timeout_s)
         startup = float(task.measure.startup_timeout_s or board.startup_timeout_s)
         if payload.isolation == "process":
             # a fresh process pays the start-up (a torch import) inside its own run
-            runner = lambda: engine.run_process(request, startup + timeout)  # noqa: E731
+            runner = lambda: engine.run_process(wire, startup + timeout)  # noqa: E731
         else:
-            runner = lambda: engine.run(request, timeout)  # noqa: E731
+            runner = lambda: engine.run(wire, timeout)  # noqa: E731
         with BoardLease(
             *self._leaser(link, engine, startup),
             who=holder(payload.task_id, payload.job_id),
@@ -251,9 +254,11 @@ class Station:
             log=tlog,
         ):
             started.at = time.time()
-            self._running(payload.task_id, payload.attempt, started.at, started.deploy_bytes)
+            self._running(
+                EngineStarted(payload.task_id, payload.attempt, started.at, started.deploy_bytes)
+            )
             if payload.isolation != "process":
-                engine.start(startup, request.get("runtime", "eager"))
+                engine.start(startup, request.runtime)
             if monitor is None:
                 raw = runner()
                 trace = None
@@ -338,34 +343,35 @@ class Station:
             raise found
         return found
 
-    def _request(self, link: BoardLink, task: PlannedTask, artifact, task_id: str) -> dict[str, Any]:
-        """The engine's request (its JSON contract, docs/internals.md) from the typed task."""
+    def _request(self, link: BoardLink, task: PlannedTask, artifact, task_id: str) -> Request:
+        """The engine's request (``farm.engine.request.Request``, sent as its
+        ``to_json()``) from the typed task."""
         board = link.board
         proc = board.processor(task.processor)
         if proc is None:
             raise FarmError(f"{board.name} has no processor {task.processor!r}")
         variant, measure = task.variant, task.measure
-        return {
-            "task_id": task_id,
-            "artifact": deploy.remote_path(link.transport, board, Path(artifact.path)),
-            "device": proc.device,
-            "threads": variant.get("threads") or proc.threads,
-            "affinity": proc.affinity,
-            "memory_mb": proc.memory_mb,
+        return Request(
+            task_id=task_id,
+            artifact=deploy.remote_path(link.transport, board, Path(artifact.path)),
+            device=proc.device,
+            threads=variant.get("threads") or proc.threads,
+            affinity=tuple(proc.affinity) if proc.affinity is not None else None,
+            memory_mb=proc.memory_mb,
             # a runtime's artifact has its batch built in (static shapes)
-            "batch": (variant.get("batch") or 1) if artifact.runtime == "eager" else 1,
-            "iterations": measure.iterations,
-            "warmup": measure.warmup,
-            "layers": measure.layers,
-            "layer_iterations": measure.layer_iterations,
-            "memory": measure.memory,
-            "sync_pulse": {"chips": 16, "chip_ms": 20, "seed": 1}
+            batch=(variant.get("batch") or 1) if artifact.runtime == "eager" else 1,
+            iterations=measure.iterations,
+            warmup=measure.warmup,
+            layers=measure.layers,
+            layer_iterations=measure.layer_iterations,
+            memory=measure.memory,
+            sync_pulse=PulseSpec(chips=16, chip_ms=20, seed=1)
             if board.power and self._monitor
-            else False,
-            "board_lock": board.board_lock + MEASURING_FILE,  # board-wide: any account
-            "runtime": artifact.runtime,
-            "precision": artifact.precision,
-        }
+            else None,
+            board_lock=board.board_lock + MEASURING_FILE,  # board-wide: any account
+            runtime=artifact.runtime,
+            precision=artifact.precision,
+        )
 
     def _leaser(self, link: BoardLink, engine: EngineClient, startup_s: float) -> tuple[Any, float]:
         """The board's lease process (started if need be), and how long its next answer

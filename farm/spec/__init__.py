@@ -10,16 +10,21 @@
 Every failure is one ``farm.errors.SpecError`` whose ``str`` is
 ``file:LINE: field.path: message``. This package imports nothing of farm but
 ``farm.errors`` (and never Ray or torch): the CLI, the scheduler and the tests
-all read specs without starting anything.
+all read specs without starting anything. The one exception is by name: a board's
+``transport`` and a monitor's ``backend`` are plug-ins whose models live in their
+own modules, imported the first time an inventory names them (:mod:`farm.spec.plugins`).
 """
 
+from farm.spec.cell import VARIANT_DEFAULTS, CellKey, variant_label
 from farm.spec.expand import Plan, PlannedTask, TaskSpec, count, expand, plan, task_key
 from farm.spec.inventory import Board, Hop, Inventory, Monitor, PowerRef, Processor
 from farm.spec.job import Job, Measure, ModelRef, Target, Variants
 from farm.spec.loader import json_schema, load_inventory, load_job, parse_inventory, parse_job
 
 __all__ = [
+    "VARIANT_DEFAULTS",
     "Board",
+    "CellKey",
     "Hop",
     "Inventory",
     "Job",
@@ -42,4 +47,5 @@ __all__ = [
     "parse_job",
     "plan",
     "task_key",
+    "variant_label",
 ]

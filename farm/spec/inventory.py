@@ -1,5 +1,10 @@
 """The inventory: which boards exist, how to reach them, and what measures their power.
 
+Each transport and each power backend declares its own model (see
+:mod:`farm.spec.plugins`); this module holds what they share: the board's common
+fields, a monitor's, and the SSH-style host, user and jump-host types a network
+transport reuses.
+
 The YAML shape is pinned in ``docs/internals.md``; these models are that shape.
 Paths (``identity_file``, ``known_hosts``, ``ssh_config``, ``cache_dir``) stay as
 written — ``~`` is expanded by whoever uses them, on the machine that uses them
@@ -19,14 +24,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
+    ConfigDict,
     Field,
     PositiveInt,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
     StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
-from farm.spec.base import DEVICE_PATTERN, Name, Options, Problem, SpecModel, Version, duplicates
+from farm.spec import plugins
+from farm.spec.base import DEVICE_PATTERN, Name, Problem, SpecModel, Version, duplicates
 
 Device = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
 """A torch device string the engine accepts."""
@@ -76,13 +90,56 @@ PaperProcessor = Literal[
 """The processors of Lane et al. 2015; ``farm report`` sets a cell beside the study's."""
 
 
+class MonitorOptions(SpecModel):
+    """What every monitor's ``options:`` may hold; each backend's model adds its own keys
+    (``farm/power/<backend>.py``, registered with :func:`farm.spec.plugins.options`).
+
+    Serialised with the keys the inventory set only: the backend applies its own
+    defaults, so a monitor opened from a dumped spec behaves as the YAML says."""
+
+    model_config = ConfigDict(allow_inf_nan=False)  # no option means .inf; JSON has none
+
+    pre_idle_s: float = Field(default=1.0, ge=0)  # idle captured before a task
+    post_idle_s: float = Field(default=1.0, ge=0)  # and after it
+
+    @model_serializer(mode="wrap")
+    def _only_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
 class Monitor(SpecModel):
     """A power monitor (a Monsoon, RAPL, NVML, ...) plugged into a station."""
 
     name: Name
-    backend: Literal["monsoon", "rapl", "nvml", "hwmon", "synthetic", "replay"]
+    backend: str
     station: Name = "head"
-    options: Options = Field(default_factory=dict)
+    # validated even when left out: a backend with a required option (hwmon's path) says so
+    options: SerializeAsAny[MonitorOptions] = Field(default_factory=dict, validate_default=True)
+
+    @classmethod
+    def field_model(cls, field: str, data: Any) -> type[BaseModel] | None:
+        """The model of ``field`` for this mapping: ``options`` is its backend's."""
+        if field == "options" and isinstance(data, dict) and isinstance(data.get("backend"), str):
+            return plugins.find("backend", data["backend"])
+        return None
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if plugins.find("backend", value) is None:
+            raise UnknownPlugin("backend", value)
+        return value
+
+    @field_validator("options", mode="wrap")
+    @classmethod
+    def _backend_options(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
+        """``options`` validated by the backend's own model."""
+        model = plugins.find("backend", info.data.get("backend", ""))
+        if model is None or isinstance(value, model):
+            return value if model is not None else handler(value)
+        if isinstance(value, MonitorOptions):
+            value = value.model_dump()
+        return model.model_validate(value, context=info.context)
 
 
 class Battery(SpecModel):
@@ -159,18 +216,18 @@ class Hop(SpecModel):
 
 
 class Board(SpecModel):
-    """A machine farm measures on: this one (``local``) or one reached over SSH."""
+    """What every board has, whatever reaches it: the base of each transport's board model.
+
+    A transport declares its own board model (``farm/transport/<name>.py``,
+    registered with :func:`farm.spec.plugins.board`): ``local`` adds nothing, ``ssh``
+    its host, user, keys and jump hosts, ``adb`` the phone's serial. Validating a
+    mapping as ``Board`` picks that model by the mapping's ``transport`` (default
+    ``local``), so ``Board.model_validate(board.model_dump(mode="json"))`` gives the
+    board back, and an inventory's boards are each validated by their own model.
+    """
 
     name: Name
-    transport: Literal["local", "ssh", "fake"] = "local"  # fake: in-process, for benchmarks
-    host: Host | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)  # None: ssh_config's, else 22
-    user: User | None = None
-    identity_file: str | None = None
-    known_hosts: str = "~/.ssh/known_hosts"
-    trust_on_first_use: bool = False
-    ssh_config: str | None = None  # None: the user's ~/.ssh/config (and /etc/ssh/ssh_config)
-    proxy_jump: list[Hop] | None = None  # None: ssh_config's ProxyJump; []: connect directly
+    transport: str = "local"
     python: str = "python3"
     cache_dir: str = "~/.cache/farm"
     # the board's lock, whoever asks (any account, any cache_dir): a bare name lives in
@@ -190,20 +247,8 @@ class Board(SpecModel):
     processors: list[Processor] = Field(min_length=1)
     power: PowerRef | None = None
 
-    @field_validator("proxy_jump", mode="before")
-    @classmethod
-    def _hops(cls, value: Any) -> Any:
-        """``"a@gw:22,b@gw2"`` or a list of strings and mappings, as a list of hop mappings."""
-        if isinstance(value, str):
-            value = [part for part in value.split(",") if part.strip()]
-        if isinstance(value, list):
-            value = [hop_shorthand(h.strip()) if isinstance(h, str) else h for h in value]
-        return value
-
     @model_validator(mode="after")
     def _consistent(self) -> Board:
-        if self.transport == "ssh" and not self.host:
-            raise Problem(("host",), "required when transport is ssh")
         for i, first in duplicates([p.name for p in self.processors]):
             name = self.processors[i].name
             raise Problem(
@@ -212,9 +257,59 @@ class Board(SpecModel):
             )
         return self
 
+    @classmethod
+    def model_for(cls, data: Any) -> type[Board]:
+        """The board model that validates ``data`` (a mapping): its transport's."""
+        if cls is not Board or not isinstance(data, dict):
+            return cls
+        tag = data.get("transport", "local")
+        model = plugins.find("transport", tag) if isinstance(tag, str) else None
+        if model is None:
+            raise UnknownPlugin("transport", tag)
+        return model  # type: ignore[return-value]
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """``Board.model_validate(mapping)`` validates with the mapping's transport's model."""
+        if cls is Board and isinstance(obj, dict):
+            try:
+                model = cls.model_for(obj)
+            except UnknownPlugin as e:
+                raise e.validation_error(cls.__name__, obj) from None
+            return model.model_validate(obj, **kwargs)
+        return super().model_validate(obj, **kwargs)
+
     def processor(self, name: str) -> Processor | None:
         """The processor called ``name``, if the board has one."""
         return next((p for p in self.processors if p.name == name), None)
+
+
+class UnknownPlugin(ValueError):
+    """A ``transport:`` or ``backend:`` that names no plug-in."""
+
+    def __init__(self, kind: plugins.Kind, name: Any):
+        self.kind, self.name = kind, name
+        known = ", ".join(repr(k) for k in plugins.known(kind))
+        super().__init__(f"must be one of {known}, got {name!r} (no {kind} plug-in by that name)")
+
+    def validation_error(self, title: str, data: Any) -> ValidationError:
+        """This problem as pydantic's error at the ``transport``/``backend`` key."""
+        return ValidationError.from_exception_data(
+            title,
+            [{"type": "value_error", "loc": (self.kind,), "input": data.get(self.kind),
+              "ctx": {"error": self}}],
+        )  # fmt: skip
+
+
+def _by_transport(value: Any, handler: Any, info: ValidationInfo) -> Any:
+    """An inventory's board: validated by its transport's model (a model passes as is)."""
+    if isinstance(value, Board):
+        return value
+    return Board.model_validate(value, context=info.context)
+
+
+AnyBoard = Annotated[SerializeAsAny[Board], WrapValidator(_by_transport)]
+"""A board of any registered transport (serialised with its own model's fields)."""
 
 
 class Inventory(SpecModel):
@@ -222,7 +317,7 @@ class Inventory(SpecModel):
 
     version: Version
     monitors: list[Monitor] = Field(default_factory=list)
-    boards: list[Board] = Field(min_length=1)
+    boards: list[AnyBoard] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> Inventory:

@@ -12,13 +12,14 @@ import re
 import weakref
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from farm.errors import SpecError
+from farm.spec import plugins
 from farm.spec.base import Problem
-from farm.spec.inventory import Inventory
+from farm.spec.inventory import Inventory, Monitor
 from farm.spec.job import Job
 from farm.spec.messages import describe
 from farm.spec.yamlload import MAX_BYTES, Document, KeyPath, format_path, parse_yaml
@@ -99,10 +100,33 @@ def _remember_source(job: Job, doc: Document) -> None:
 
 def json_schema(kind: Literal["inventory", "job"]) -> dict[str, Any]:
     """The JSON Schema of an inventory or a job file (for editors and other tools)."""
-    models: dict[str, type[BaseModel]] = {"inventory": Inventory, "job": Job}
-    if kind not in models:
-        raise ValueError(f"schema kind must be 'inventory' or 'job', not {kind!r}")
-    return models[kind].model_json_schema()
+    if kind == "inventory":
+        return _inventory_with_plugins().model_json_schema()
+    if kind == "job":
+        return Job.model_json_schema()
+    raise ValueError(f"schema kind must be 'inventory' or 'job', not {kind!r}")
+
+
+def _inventory_with_plugins() -> type[BaseModel]:
+    """``Inventory`` with its boards and monitors spelled out per plug-in (every module of
+    ``farm/transport/`` and ``farm/power/``), so the schema shows each one's fields: a
+    board is any one transport's model, a monitor one backend's with its options model."""
+    boards = tuple(plugins.discover("transport").values())
+    monitors = tuple(
+        create_model(
+            f"Monitor_{name}",
+            __base__=Monitor,
+            backend=(Literal[name], ...),  # type: ignore[valid-type]
+            options=(model, Field(default_factory=model)),
+        )
+        for name, model in plugins.discover("backend").items()
+    )
+    return create_model(
+        "Inventory",
+        __base__=Inventory,
+        boards=(list[Union[boards]], Field(min_length=1)),  # type: ignore[valid-type]  # noqa: UP007
+        monitors=(list[Union[monitors]], Field(default_factory=list)),  # type: ignore[valid-type]  # noqa: UP007
+    )
 
 
 def _read(path: str | Path) -> bytes:
@@ -173,7 +197,7 @@ def _spec_error(model: type[BaseModel], doc: Document, exc: ValidationError) -> 
         field = format_path(
             loc if len(found) == len(loc) or _is_mapping(doc.data, found) else found
         )
-        candidate = SpecError(doc.file, line, field or None, describe(model, error, loc))
+        candidate = SpecError(doc.file, line, field or None, describe(model, error, loc, doc.data))
         if best is None or (line or 0) < (best.line or 0):
             best = candidate
     if best is None:  # pydantic always reports at least one error; be safe anyway

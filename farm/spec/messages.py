@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from farm.spec import plugins
 from farm.spec.base import PATTERN_WORDS, Problem
 
 _TYPE_NAMES = {
@@ -42,7 +43,9 @@ _YAML_NAMES = {
 }
 
 
-def describe(model: type[BaseModel], error: Any, loc: tuple[str | int, ...]) -> str:
+def describe(
+    model: type[BaseModel], error: Any, loc: tuple[str | int, ...], data: Any = None
+) -> str:
     """A short, plain message for one pydantic error located at ``loc``."""
     kind = error["type"]
     ctx = error.get("ctx") or {}
@@ -50,9 +53,11 @@ def describe(model: type[BaseModel], error: Any, loc: tuple[str | int, ...]) -> 
         cause = ctx.get("error")
         return cause.message if isinstance(cause, Problem) else str(cause or error["msg"])
     if kind == "missing":
-        return "required"
+        owner = _model_at(model, loc[:-1], data)
+        plugin = plugins.name_of(owner) if owner is not None else None
+        return f"required when {plugin[0]} is {plugin[1]}" if plugin else "required"
     if kind == "extra_forbidden":
-        return _unknown_key(model, loc)
+        return _unknown_key(model, loc, data)
     if kind in _TYPE_NAMES:
         got = _YAML_NAMES.get(type(error.get("input")), type(error.get("input")).__name__)
         return f"expected {_TYPE_NAMES[kind]}, got {got}"
@@ -72,31 +77,60 @@ def describe(model: type[BaseModel], error: Any, loc: tuple[str | int, ...]) -> 
     return str(error["msg"])
 
 
-def _unknown_key(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
+def _unknown_key(model: type[BaseModel], loc: tuple[str | int, ...], data: Any) -> str:
     """``unknown key 'iteration' (did you mean 'iterations'?)`` with the allowed keys."""
     key = str(loc[-1]) if loc else "?"
-    owner = _model_at(model, loc[:-1])
+    owner = _model_at(model, loc[:-1], data)
     if owner is None:
         return f"unknown key {key!r}"
     allowed = list(owner.model_fields)
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
+    plugin = plugins.name_of(owner)
+    if plugin is not None:  # a board's or an options model: say whose key it would be
+        kind, name = plugin
+        hint = f" for {kind} {name}" + hint
+        others = [n for n, m in plugins.discover(kind).items() if key in m.model_fields]
+        if others and not close:
+            hint += f" (a key of {kind} {', '.join(others)})"
     return f"unknown key {key!r}{hint}; expected one of: {', '.join(allowed)}"
 
 
-def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
-    """The model class that validates the mapping at ``loc`` below ``model``."""
-    current: Any = model
+def _model_at(
+    model: type[BaseModel], loc: tuple[str | int, ...], data: Any = None
+) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``loc`` below ``model``.
+
+    ``data`` (the document) picks a plug-in's model where a field's depends on it: a
+    board's by its ``transport`` (``model_for``), a monitor's options by its
+    ``backend`` (``field_model``)."""
+    current: Any = _concrete(model, data)
     for part in loc:
         if isinstance(part, int):
+            data = data[part] if isinstance(data, list) and 0 <= part < len(data) else None
+            current = _concrete(current, data)
             continue  # list indices keep the item type, already unwrapped below
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         field = current.model_fields.get(part)
         if field is None:
             return None
-        current = _inner_model(field.annotation)
+        chosen = getattr(current, "field_model", None)
+        special = chosen(part, data) if chosen is not None else None
+        data = data.get(part) if isinstance(data, dict) else None
+        current = _concrete(special or _inner_model(field.annotation), data)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _concrete(model: Any, data: Any) -> Any:
+    """A base model's plug-in subclass for ``data`` (``Board`` → its transport's)."""
+    pick = getattr(model, "model_for", None)
+    if pick is None or not isinstance(data, dict):
+        return model
+    try:
+        return pick(data)
+    except ValueError:
+        return model
 
 
 def _inner_model(annotation: Any) -> Any:

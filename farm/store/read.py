@@ -27,13 +27,12 @@ from typing import Any
 
 from farm.errors import UnknownTask
 from farm.result import EngineResult
-from farm.spec import TaskSpec
+from farm.spec import CellKey, TaskSpec
 from farm.states import BoardHealth, JobState, TaskState
 from farm.store.blobs import unpack
 from farm.store.records import (
     BoardRecord,
     Cell,
-    CellKey,
     JobProgress,
     JobRecord,
     LayerRecord,
@@ -265,17 +264,24 @@ class Reader:
         return [_cell(r, lists) for r in rows]
 
     def latest_cells(self) -> list[Cell]:
-        """The newest result of every cell (model, board, processor, variant) across
-        all jobs: what a metrics exporter shows."""
+        """The newest result of every cell (``farm.spec.CellKey``) across all jobs: what
+        a metrics exporter shows. SQL takes the newest per stored variant; variants
+        that differ only by spelled-out defaults are one cell, reduced here."""
         rows = self._query(
             f"SELECT * FROM (SELECT {_TASK_COLUMNS}, r.data, r.created AS result_at,"
+            " r.rowid AS result_row,"
             " ROW_NUMBER() OVER (PARTITION BY t.model, t.board, t.processor, t.variant"
             " ORDER BY r.created DESC, r.rowid DESC) AS newest"
             " FROM tasks t JOIN results r ON r.task_id = t.id) WHERE newest = 1"
-            " ORDER BY model, board, processor, variant"
         )
         lists = self._candidate_lists(rows)
-        return [_cell(r, lists) for r in rows]
+        newest: dict[CellKey, sqlite3.Row] = {}
+        for row in sorted(rows, key=lambda r: (r["result_at"], r["result_row"])):
+            key = CellKey.of(
+                row["model"], row["board"], row["processor"], json.loads(row["variant"])
+            )
+            newest[key] = row  # the later result of one cell replaces the earlier
+        return [_cell(newest[key], lists) for key in sorted(newest)]
 
     def match_cells(self, job_a: str, job_b: str) -> list[tuple[CellKey, Cell | None, Cell | None]]:
         """The cells of two jobs side by side, matched by cell; a cell only one job

@@ -7,27 +7,12 @@ station validated on arrival; nothing here is a ``dict`` dug into by key.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from farm.result import EngineResult
-from farm.spec import PlannedTask, TaskSpec
+from farm.spec import CellKey, PlannedTask, TaskSpec
 from farm.states import BoardHealth, JobState, TaskState
-
-
-class CellKey(NamedTuple):
-    """One cell of the matrix, the same across jobs: what nightly compares and
-    metrics label by. ``variant`` is canonical JSON (sorted keys)."""
-
-    model: str
-    board: str
-    processor: str
-    variant: str
-
-    @staticmethod
-    def canonical(variant: dict[str, Any]) -> str:
-        return json.dumps(variant, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -78,7 +63,8 @@ class TaskRecord:
 
     @property
     def cell(self) -> CellKey:
-        return CellKey(self.model, self.board, self.processor, CellKey.canonical(self.variant))
+        """The task's cell (``farm.spec.CellKey``): what pairs it with other jobs' tasks."""
+        return CellKey.of(self.model, self.board, self.processor, self.variant)
 
     def planned(self) -> PlannedTask:
         """The task as planned: model reference, measure settings, candidate boards."""

@@ -35,8 +35,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from farm.errors import BoardUnreachable, CommandFailed, CommandResult, TransportTimeout
+from farm.spec.inventory import Board
 from farm.transport.base import Channel, Transport, register, shell_command
 
 HOME = "/home/farm"
@@ -98,7 +100,13 @@ def _hash_file(path: Path) -> FakeFile:
     return FakeFile(h.hexdigest(), size)
 
 
-@register("fake")
+class FakeBoardModel(Board):
+    """``transport: fake``: an in-process board (nothing to say about reaching it)."""
+
+    transport: Literal["fake"]
+
+
+@register("fake", board=FakeBoardModel)
 class FakeTransport(Transport):
     def __init__(self, board):
         super().__init__(board)

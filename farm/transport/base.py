@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from farm.errors import CommandFailed, CommandResult, UserError
+from farm.spec import plugins
 
 Board = Any
 """A ``farm.spec`` board (typed loosely: the transport reads attributes only)."""
@@ -88,6 +89,8 @@ class Channel(abc.ABC):
 
 class Transport(abc.ABC):
     """How farm reaches one board. One instance per board, reused across tasks."""
+
+    board_model: type[Any]  # the inventory's model of its boards (set by ``register``)
 
     def __init__(self, board: Board):
         self.board = board
@@ -165,8 +168,10 @@ T = TypeVar("T", bound=type[Transport])
 _REGISTRY: dict[str, type[Transport]] = {}
 
 
-def register(name: str) -> Callable[[T], T]:
-    """Class decorator: make a transport available as ``transport: <name>``."""
+def register(name: str, *, board: type[Any]) -> Callable[[T], T]:
+    """Class decorator: make a transport available as ``transport: <name>``, its boards
+    described by ``board`` (a :class:`farm.spec.inventory.Board` subclass whose
+    ``transport`` is ``Literal[name]``: the inventory validates them with it)."""
 
     def add(cls: T) -> T:
         if name in _REGISTRY:
@@ -175,14 +180,17 @@ def register(name: str) -> Callable[[T], T]:
             )
         if not (isinstance(cls, type) and issubclass(cls, Transport)):
             raise TypeError(f"{cls!r} is not a Transport subclass")
+        plugins.board(name)(board)
         _REGISTRY[name] = cls
+        cls.board_model = board
         return cls
 
     return add
 
 
 def registered() -> dict[str, type[Transport]]:
-    """A copy of the registry: transport name → class."""
+    """Every transport: name → class (imports each module of ``farm/transport/``)."""
+    plugins.discover("transport")
     return dict(_REGISTRY)
 
 
@@ -193,10 +201,12 @@ def connect(board: Board) -> Transport:
     untrusted host key fail at the one place callers expect it.
     """
     kind = getattr(board, "transport", None)
+    if kind not in _REGISTRY and isinstance(kind, str):
+        plugins.find("transport", kind)  # ``farm.transport.<kind>`` registers itself
     cls = _REGISTRY.get(kind)  # type: ignore[arg-type]
     if cls is None:
         raise UserError(
-            f"board {board.name!r}: unknown transport {kind!r}; known: {sorted(_REGISTRY)}"
+            f"board {board.name!r}: unknown transport {kind!r}; known: {sorted(registered())}"
         )
     transport = cls(board)
     transport.open()

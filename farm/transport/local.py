@@ -17,15 +17,22 @@ import subprocess
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from farm.errors import BoardUnreachable, CommandFailed, CommandResult, TransportTimeout
+from farm.spec.inventory import Board
 from farm.transport.base import CLOSE_GRACE_S, Channel, Transport, register, shell_command
 
 _STDERR_TAIL_BYTES = 8192
 
 
-@register("local")
+class LocalBoard(Board):
+    """``transport: local``: this machine. Nothing to say about reaching it."""
+
+    transport: Literal["local"] = "local"
+
+
+@register("local", board=LocalBoard)
 class LocalTransport(Transport):
     def run(
         self,

@@ -31,8 +31,9 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-import paramiko
+from pydantic import Field, field_validator
 
 from farm.errors import (
     BoardUnreachable,
@@ -41,8 +42,13 @@ from farm.errors import (
     TransportError,
     TransportTimeout,
 )
+from farm.spec.inventory import Board, Hop, Host, User, hop_shorthand
 from farm.transport.base import CLOSE_GRACE_S, Channel, Transport, register, shell_command
-from farm.transport.ssh_connect import close_chain, fingerprint, open_chain, translate
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from farm.transport.ssh_connect import close_chain, fingerprint, open_chain, translate
 
 _STDERR_TAIL_BYTES = 8192
 _POLL_S = 0.2
@@ -56,11 +62,47 @@ _SFTP_WRITE = 255 * 1024
 _SFTP_WINDOW = 64 * 1024 * 1024
 
 
-@register("ssh")
+class SshBoard(Board):
+    """``transport: ssh``: a board reached over SSH (see :mod:`farm.spec.inventory` for
+    what an ssh_config may fill in)."""
+
+    transport: Literal["ssh"]
+    host: Host
+    port: int | None = Field(default=None, ge=1, le=65535)  # None: ssh_config's, else 22
+    user: User | None = None
+    identity_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    trust_on_first_use: bool = False
+    ssh_config: str | None = None  # None: the user's ~/.ssh/config (and /etc/ssh/ssh_config)
+    proxy_jump: list[Hop] | None = None  # None: ssh_config's ProxyJump; []: connect directly
+
+    @field_validator("proxy_jump", mode="before")
+    @classmethod
+    def _hops(cls, value: Any) -> Any:
+        """``"a@gw:22,b@gw2"`` or a list of strings and mappings, as a list of hop mappings."""
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            value = [hop_shorthand(h.strip()) if isinstance(h, str) else h for h in value]
+        return value
+
+
+def _load_ssh() -> None:
+    """paramiko and farm's fabric layer, imported when a transport is made: this module is
+    also imported to validate an inventory that names ``ssh`` (for :class:`SshBoard`),
+    which must not cost the SSH stack's import."""
+    global paramiko, close_chain, fingerprint, open_chain, translate
+    import paramiko
+
+    from farm.transport.ssh_connect import close_chain, fingerprint, open_chain, translate
+
+
+@register("ssh", board=SshBoard)
 class SSHTransport(Transport):
     """One board over SSH. Thread-safe: channels of one connection run side by side."""
 
     def __init__(self, board):
+        _load_ssh()
         super().__init__(board)
         self._chain: list = []  # fabric Connections: jump hosts first, the board last
         self._sftp: paramiko.SFTPClient | None = None  # kept open: each new one forks on the board
