@@ -162,7 +162,7 @@ def test_the_station_runs_an_aoti_cell_and_refuses_a_board_of_another_arch(
     lowered("kws", "aoti")  # compiled once for the session
     done = station.run_task(_payload({"runtime": "aoti"}))
     assert done.state is TaskState.DONE, done.error
-    assert done.result.artifact["runtime"] == "aoti" and done.result.latency.n == 3
+    assert done.result.artifact.runtime == "aoti" and done.result.latency.n == 3
     station.close()
     # an aarch64 board with the same torch (hardware this machine lacks: its probe's words)
     real = deploy.probe

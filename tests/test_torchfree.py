@@ -139,7 +139,7 @@ def test_a_job_on_a_torch_free_board_runs_onnxruntime_and_refuses_eager(
             assert env.model_extra["runtime_impl"] == "python"
             assert env.model["precision"] == precision
             assert env.model_extra["precision"] == precision and env.model["name"] == model
-            assert ort.result.artifact["agreement"]["n"] > 0
+            assert ort.result.artifact.agreement.n > 0
             for runtime in ("eager", "aoti"):
                 refused = by[(model, runtime, precision)]
                 assert refused.task.state == "does-not-fit"
