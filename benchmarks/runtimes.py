@@ -2,14 +2,16 @@
 
 For kws and alexnet, at 1 and 2 threads, every (runtime, precision) cell farm can
 measure — eager fp32, ONNX Runtime fp32 and int8 (static QDQ, Conv/Gemm/MatMul),
-ExecuTorch XNNPACK fp32 and int8 (PT2E static per-channel) — as exported by
+ExecuTorch XNNPACK fp32 and int8 (PT2E static per-channel), AOTInductor fp32 and
+int8 (PT2E, X86InductorQuantizer; the "export s" column is its g++ compile) — as exported by
 `farm.export` (made once, cached in ``~/.cache/farm/bench-runtimes``).
 
 (a) The engine adds nothing. Blocks of farm's engine (a real ``run_task``, latency
     pass only, the model warm in its cache) and of a plain ``perf_counter`` loop
     over the runtime's own API (``InferenceSession.run``, the ExecuTorch module's
-    ``forward``, the torch module under ``inference_mode``; garbage collector
-    paused in both) on the same loaded model alternate in one process, which goes
+    ``forward``, the AOTInductor package's runner, the torch module under
+    ``inference_mode``; garbage collector paused in both) on the same loaded model
+    (AOTInductor: a second load of its package) alternate in one process, which goes
     first alternating too. What farm's loop adds is its per-inference CPU-time
     reads (docs/internals.md, "What the timed loop adds").
     Figure ``engine_vs_plain_<model>_<runtime>_<precision>_t<threads>``: |r − 1| in %,
@@ -51,6 +53,8 @@ CELLS = [
     ("onnxruntime", "int8"),
     ("executorch", "fp32"),
     ("executorch", "int8"),
+    ("aoti", "fp32"),
+    ("aoti", "int8"),
 ]
 ITERATIONS = {"kws": 400, "alexnet": 24, "svhn": 200, "deepear": 200}
 CACHE = Path("~/.cache/farm/bench-runtimes").expanduser()
@@ -97,6 +101,12 @@ def own_api(runtime: str, path: Path, cache: Any) -> Callable[[], Any]:
         ort_session = session.handle
         feed = {ort_session.get_inputs()[0].name: inputs[0]}
         return lambda: ort_session.run(None, feed)
+    if runtime == "aoti":  # its session gives no handle: the package loaded a second time
+        from torch._inductor import aoti_load_package
+
+        runner = aoti_load_package(bundle.extract(path, "model.pt2"))
+        aoti_args = tuple(torch.from_numpy(a) for a in inputs)
+        return lambda: runner(*aoti_args)
     forward = session.handle.forward
     args = tuple(torch.from_numpy(a) for a in inputs)
     return lambda: forward(args)

@@ -16,7 +16,8 @@ if command -v apt-get >/dev/null 2>&1; then
     # iproute2 (`ip`) and util-linux (`nsenter`): the test bed's boards behind a jump host live
     # in a network namespace of their own.
     # g++: the ExecuTorch C++ runner (farm/engine/native/runner.cpp) is built from the
-    # executorch wheel's headers and library.
+    # executorch wheel's headers and library; the station compiles the aoti runtime's
+    # AOTInductor libraries with it (torch._inductor.aoti_compile_and_package).
     # prometheus (with promtool) and prometheus-pushgateway: the monitoring tests start
     # their own on loopback ports; the packages' services are not needed.
     # libusb-1.0-0: pyusb's backend, for the Monsoon power monitor (without it pyusb says

@@ -31,10 +31,10 @@ def _count(r, kind):
 
 
 def test_runtimes_register_by_name_and_refuse_a_second_of_the_same_name():
-    assert {"eager", "onnxruntime", "executorch"} <= set(runtimes.names())
+    assert {"eager", "onnxruntime", "executorch", "aoti"} <= set(runtimes.names())
     with pytest.raises(ValueError, match="already registered"):
         runtimes.register("onnxruntime")(type("Again", (runtimes.Runtime,), {}))
-    with pytest.raises(RequestError, match="is not one of eager"):
+    with pytest.raises(RequestError, match="is not one of aoti, eager"):
         parse_request({"artifact": "x.farm", "runtime": "tflite"})
     with pytest.raises(RequestError, match="precision"):
         parse_request({"artifact": "x.farm", "precision": "int4"})

@@ -51,6 +51,8 @@ def test_the_probe_says_which_runtimes_each_board_runs(bed):
     assert {"eager", "onnxruntime", "executorch"} <= set(rich.runtimes)
     assert bare.torch is None and bare.runtimes == ["onnxruntime"]
     assert bare.unavailable["eager"] == f"torch is not installed in {free.python}"
+    assert bare.unavailable["aoti"] == f"torch is not installed in {free.python}"
+    assert "aoti" in rich.runtimes
     assert "executorch is not installed" in bare.unavailable["executorch"]
     assert "executorch is not installed" in bare.unavailable["executorch-native"]
 
@@ -115,26 +117,37 @@ def _submit(ray, tmp_path, bed, job: dict):
 def test_a_job_on_a_torch_free_board_runs_onnxruntime_and_refuses_eager(
     ray_session, bed, tmp_path
 ):
-    """Through Ray and sshd: onnxruntime fp32 and int8 measured in the venv without torch;
-    the eager cells are does-not-fit with the board's reason, never a traceback."""
-    job = {"name": "torch-free", "models": ["kws"], "targets": [{"tags": ["torch-free"]}],
-           "variants": {"runtime": ["eager", "onnxruntime"], "precision": ["fp32", "int8"]},
+    """Through Ray and sshd: onnxruntime fp32 and int8 measured in the venv without torch,
+    for kws and a convolutional model (svhn); the eager and aoti cells are does-not-fit
+    with the board's reason, never a traceback."""
+    job = {"name": "torch-free", "models": ["kws", "svhn"], "targets": [{"tags": ["torch-free"]}],
+           "variants": {"runtime": ["eager", "onnxruntime", "aoti"],
+                        "precision": ["fp32", "int8"]},
            "measure": FAST}  # fmt: skip
     progress, cells, store = _submit(ray_session, tmp_path, bed, job)
-    states = [(c.task.variant, c.task.state, c.task.error) for c in cells]
-    assert progress.state == "done" and len(cells) == 4, states
-    by = {(c.task.variant["runtime"], c.task.variant["precision"]): c for c in cells}
+    states = [(c.task.model, c.task.variant, c.task.state, c.task.error) for c in cells]
+    assert progress.state == "done" and len(cells) == 12, states
+    by = {(c.task.model, c.task.variant["runtime"], c.task.variant["precision"]): c
+          for c in cells}  # fmt: skip
     python = str(torchfree.python())
-    for precision in ("fp32", "int8"):
-        ort = by[("onnxruntime", precision)]
-        assert ort.task.state == "done", (ort.task.error, ort.result and ort.result.error)
-        assert ort.task.board == "board1" and ort.result.latency.n == FAST["iterations"]
-        env = ort.result.env
-        assert env.model_extra["runtime_impl"] == "python"
-        assert env.model["precision"] == precision and env.model_extra["precision"] == precision
-        eager = by[("eager", precision)]
-        assert eager.task.state == "does-not-fit"
-        assert eager.result.error == f"board1 cannot run eager: torch is not installed in {python}"
-        logs = " ".join(entry.line for entry in store.logs(eager.task.id))
-        assert "does not fit: board1 cannot run eager" in logs and "Traceback" not in logs
-        assert "deployed" not in logs  # refused before an artifact went there
+    for model in ("kws", "svhn"):
+        for precision in ("fp32", "int8"):
+            ort = by[(model, "onnxruntime", precision)]
+            assert ort.task.state == "done", (ort.task.error, ort.result and ort.result.error)
+            assert ort.task.board == "board1" and ort.result.latency.n == FAST["iterations"]
+            env = ort.result.env
+            assert env.model_extra["runtime_impl"] == "python"
+            assert env.model["precision"] == precision
+            assert env.model_extra["precision"] == precision and env.model["name"] == model
+            assert ort.result.artifact.agreement.n > 0
+            for runtime in ("eager", "aoti"):
+                refused = by[(model, runtime, precision)]
+                assert refused.task.state == "does-not-fit"
+                assert refused.result.error == (
+                    f"board1 cannot run {runtime}: torch is not installed in {python}"
+                )
+                assert refused.task.error == refused.result.error  # the tables' reason
+                logs = " ".join(entry.line for entry in store.logs(refused.task.id))
+                assert f"does not fit: board1 cannot run {runtime}" in logs
+                assert "Traceback" not in logs
+                assert "deployed" not in logs  # refused before an artifact went there

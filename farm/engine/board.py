@@ -160,6 +160,7 @@ RUNTIME_MODULES = {
     "eager": "torch",
     "onnxruntime": "onnxruntime",
     "executorch": "executorch.extension.pybindings._portable_lib",
+    "aoti": "torch",  # torch loads the compiled library; the board needs no compiler
 }
 """The module each runtime needs on the board (``executorch-native`` needs a built
 runner instead: :func:`native_runner`)."""

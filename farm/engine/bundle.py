@@ -4,7 +4,7 @@ Every artifact is a ``<sha256>.farm`` zip with a ``manifest.json``
 (`farm.engine.artifact` documents the format and writes it). Eager artifacts
 (kinds ``graph``, ``module``, ``program``) need torch to load; a runtime's
 artifact (kind ``onnx`` with member ``model.onnx``, kind ``pte`` with member
-``model.pte``) needs only its runtime, so a board without torch reads it here:
+``model.pte``, kind ``pt2`` with member ``model.pt2``) needs only its runtime, so a board without torch reads it here:
 standard library and numpy (which every runtime's Python package brings).
 """
 
@@ -23,7 +23,8 @@ from farm.engine.files import sha256_file
 MANIFEST = "manifest.json"
 KIND_ONNX = "onnx"
 KIND_PTE = "pte"
-MEMBERS = {KIND_ONNX: "model.onnx", KIND_PTE: "model.pte"}
+KIND_PT2 = "pt2"  # an AOTInductor package (a compiled library and its weights)
+MEMBERS = {KIND_ONNX: "model.onnx", KIND_PTE: "model.pte", KIND_PT2: "model.pt2"}
 INPUT_SEED = 0  # as `farm.engine.artifact.INPUT_SEED`
 
 _SHA_NAME = re.compile(r"^([0-9a-f]{64})\.farm$")

@@ -169,7 +169,7 @@ def run_task(request: Request, cache: ModelCache | None = None) -> dict:
             if warning := waited.warning():
                 task.warnings.append(warning)
             task.run()
-        except (DoesNotFit, Unfit) as e:
+        except (DoesNotFit, Unfit, runtimes.RuntimeUnavailable) as e:
             task.finish("does_not_fit", str(e))
         except Exception as e:
             if _is_oom(e):  # the allocator disagreed with our estimate: same answer, honestly

@@ -3,8 +3,8 @@
 The eager artifact (`farm.zoo.export`: a zoo model, a user's ``module:`` or
 ``program:``) is the source: its sha256 covers the model, options, activation
 and seed. Lowering adds the runtime, the precision and the batch (ONNX and
-ExecuTorch programs have static shapes). The result is a ``<sha256>.farm``
-artifact of kind ``onnx`` or ``pte`` (`farm.engine.bundle`) in the same cache,
+ExecuTorch programs and AOTInductor libraries have static shapes). The result is a ``<sha256>.farm``
+artifact of kind ``onnx``, ``pte`` or ``pt2`` (`farm.engine.bundle`) in the same cache,
 found again through an index entry that also keeps what making it cost (export
 seconds, bytes) and how it agrees with eager; a model a runtime cannot take is
 remembered too, with the runtime's reason, so it is not lowered again each task.
@@ -28,7 +28,8 @@ from farm.engine import artifact, bundle
 from farm.errors import CannotLower
 from farm.zoo import exporter
 
-RUNTIME_KIND = {"onnxruntime": bundle.KIND_ONNX, "executorch": bundle.KIND_PTE}
+RUNTIME_KIND = {"onnxruntime": bundle.KIND_ONNX, "executorch": bundle.KIND_PTE,
+                "aoti": bundle.KIND_PT2}  # fmt: skip
 LOWERS_AS = {"executorch-native": "executorch"}
 """Runtimes that run another's artifact: farm's C++ runner takes the executorch .pte."""
 
@@ -44,6 +45,7 @@ class Exported:
     agreement: dict[str, Any] | None = None  # vs eager: max_abs_diff, top1, n
     source_sha256: str | None = None  # the eager artifact it was lowered from
     notes: list[str] = field(default_factory=list)
+    target: dict[str, Any] | None = None  # what a compiled library is bound to (aoti)
 
     @property
     def path(self) -> Path:
@@ -92,8 +94,8 @@ def export(
     if runtime == "eager":
         if precision != "fp32":
             raise CannotLower(
-                "eager runs fp32 only (int8 cells are the onnxruntime and executorch "
-                "runtimes' static quantization)"
+                "eager runs fp32 only (int8 cells are the onnxruntime, executorch and "
+                "aoti runtimes' static quantization)"
             )
         return Exported(eager)
     if runtime not in RUNTIME_KIND:
@@ -109,7 +111,8 @@ def export(
     except CannotLower as exc:
         _remember(cache_dir, key, {"error": str(exc)})
         raise
-    _remember(cache_dir, key, {**made.record(), "name": made.ref.name, "params": made.ref.params})
+    _remember(cache_dir, key, {**made.record(), "name": made.ref.name, "params": made.ref.params,
+                               "target": made.target})  # fmt: skip
     return made
 
 
@@ -118,7 +121,7 @@ def _lower(
 ) -> Exported:
     import torch
 
-    from farm.export import agree, lower
+    from farm.export import agree, aoti, lower
 
     loaded = artifact.load(eager.path)
     example = loaded.example_input("cpu", batch=batch)
@@ -132,6 +135,8 @@ def _lower(
             program = lower.to_onnx(module, example)
             if calibration is not None:
                 program = lower.onnx_int8(program, calibration)
+        elif kind == bundle.KIND_PT2:
+            program = aoti.to_pt2(module, example, calibration)
         else:
             program = lower.to_pte(module, example, calibration)
     except Exception as exc:  # exporters raise anything; every one means "cannot lower"
@@ -139,12 +144,10 @@ def _lower(
     export_s = time.perf_counter() - began
     items = agree.inputs(example)
     reference = agree.eager_outputs(loaded.module, items)
+    outputs = {bundle.KIND_ONNX: agree.onnx_outputs, bundle.KIND_PTE: agree.pte_outputs,
+               bundle.KIND_PT2: aoti.outputs}[kind]  # fmt: skip
     try:
-        found = (
-            agree.onnx_outputs(program, items)
-            if kind == bundle.KIND_ONNX
-            else agree.pte_outputs(program, items)
-        )
+        found = outputs(program, items)
     except Exception as exc:  # a program that lowered but does not run: it does not fit
         raise CannotLower(f"{runtime} {precision}: does not run: {_one_line(exc)}") from exc
     agreement = agree.compare(reference, found).to_json()
@@ -167,10 +170,14 @@ def _lower(
             manifest[field_name] = loaded.meta[field_name]
     if kind == bundle.KIND_ONNX:
         manifest["nodes"] = lower.onnx_nodes(program)
+    target = aoti.target() if kind == bundle.KIND_PT2 else None
+    if target is not None:
+        manifest["target"] = target
     ref = exporter._store(
         cache_dir, None, manifest, {bundle.MEMBERS[kind]: program}, eager.name, eager.params
     )
-    return Exported(ref, runtime, precision, round(export_s, 3), agreement, eager.sha256)
+    return Exported(ref, runtime, precision, round(export_s, 3), agreement, eager.sha256,
+                    target=target)  # fmt: skip
 
 
 def _one_line(exc: BaseException) -> str:
@@ -200,7 +207,7 @@ def _code_digest() -> str:
     if not _DIGEST:
         digest = hashlib.sha256(json.dumps(_versions(), sort_keys=True).encode())
         here = Path(__file__).parent
-        for name in ("lower.py", "agree.py", "cache.py"):
+        for name in ("lower.py", "agree.py", "cache.py", "aoti.py"):
             digest.update((here / name).read_bytes())
         _DIGEST.append(digest.hexdigest())
     return _DIGEST[0]
@@ -221,7 +228,8 @@ def _lookup(cache_dir: Path, key: dict[str, Any]) -> Exported | None:
             entry["sha256"], path, entry["name"], entry["size_bytes"], entry["params"]
         )
         return Exported(ref, entry["runtime"], entry["precision"], entry["export_s"],
-                        entry["agreement"], entry["source_sha256"])  # fmt: skip
+                        entry["agreement"], entry["source_sha256"],
+                        target=entry.get("target"))  # fmt: skip
     except (OSError, KeyError, TypeError):
         return None
 

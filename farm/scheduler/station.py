@@ -136,15 +136,18 @@ class Station:
             finally:
                 link.task = None
         if result.status == "does_not_fit":
-            mem = result.memory
+            mem, why = result.memory, None
             if mem.required_mb is None and result.error:
                 tlog(f"does not fit: {result.error}")
+                # the runtime's or the board's reason, kept as the task's error (the tables')
+                why = Failure("engine", result.error)
             else:
                 tlog(
                     f"does not fit: needs {mem.required_mb or 0:.1f} MB,"
                     f" {mem.available_mb or 0:.1f} MB available"
                 )
-            return _outcome(TaskState.DOES_NOT_FIT, tlog, started, result=result, markers=markers)
+            return _outcome(TaskState.DOES_NOT_FIT, tlog, started, result=result, markers=markers,
+                            failure=why)  # fmt: skip
         if result.status != "ok":
             tlog(f"engine reported: {result.error}")
             return _outcome(
@@ -219,6 +222,12 @@ class Station:
         engine_zip = self._engine_zip()
         engine = link.client(engine_zip)
         artifact = self._artifact(task)
+        if artifact.target is not None:  # a compiled library: only for the board it was built for
+            from farm.export.aoti import mismatch
+
+            why = mismatch(artifact.target, link.probe.machine, link.probe.torch)
+            if why is not None:
+                raise CannotLower(f"{board.name} cannot load it: {why}")
         began = time.time()
         report = deploy.deploy(
             transport, link.board, [engine_zip, Path(artifact.path), *artifact.companions]

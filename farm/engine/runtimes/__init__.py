@@ -4,6 +4,7 @@
     onnxruntime  ONNX Runtime, CPU execution provider (no torch needed)
     executorch   ExecuTorch + XNNPACK (pybindings, or the board's native runner)
     executorch-native  the same .pte through farm's C++ runner (`farm.engine.native`)
+    aoti         AOTInductor: a library compiled on the station, loaded by torch here
 
 Importing this package imports no runtime library: each module imports its own
 when it loads a model, so a board without torch can run onnxruntime.
@@ -11,7 +12,7 @@ when it loads a model, so a board without torch can run onnxruntime.
 
 from __future__ import annotations
 
-from farm.engine.runtimes import eager, et, native, ort  # noqa: F401  (they register themselves)
+from farm.engine.runtimes import aoti, eager, et, native, ort  # noqa: F401  (they register themselves)
 from farm.engine.runtimes.base import (
     PRECISIONS,
     REGISTRY,
