@@ -21,7 +21,7 @@ pytest_plugins: list[str] = ["testbed_fixtures", "runtime_fixtures"]
 # The modules that take longest on two workers (measured 2026-12-06), slowest first.
 SLOWEST_FIRST = [
     "test_report", "test_farm_ssh", "test_head", "test_interrupts", "test_lease",
-    "test_monitoring", "test_cli", "test_engine", "test_native", "test_export",
+    "test_monitoring", "test_aoti", "test_cli", "test_engine", "test_native", "test_export",
     "test_torchfree", "test_slow_board", "test_bootstrap", "test_runtimes",
     "test_store_file", "test_adb", "test_nightly", "test_spec_fuzz",
 ]  # fmt: skip
