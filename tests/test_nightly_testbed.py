@@ -61,6 +61,9 @@ def test_two_nights_one_board_slower(ray_session, testbed, tmp_path, scheduler_c
     boards = bed_boards(testbed)
     for b in boards:
         b["processors"][0]["threads"] = 1
+        # the two boards are one machine's two cores: one lock, so a task never measures
+        # beside the other board's (a sibling's svhn made kws's CPU time +79% once)
+        b["board_lock"] = f"farm-nightly-bed-{os.getpid()}"
     first = write_inventory(tmp_path / "night1.yaml", boards)
     slow = _scalar_python(tmp_path / "python-scalar", boards[1]["python"])
     second = write_inventory(
