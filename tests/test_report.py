@@ -520,6 +520,15 @@ def test_provenance_and_reasons_from_whatever_a_result_recorded():
         {"status": "ok", "env": env, "latency": {"n": 5, "mean_ms": 1.5, "median_ms": 1.4}},
     )  # fmt: skip
     failed = _stored("c", TaskState.FAILED, None, "boom\ntraceback")
+    exported = _stored(
+        "d", TaskState.DONE,
+        {"status": "ok", "env": {**env, "model": {"sha256": "e" * 64}},
+         "artifact": {"sha256": "0123456789ab" + "f" * 52, "runtime": "onnxruntime"}},
+        variant={"runtime": "onnxruntime"},
+    )  # fmt: skip
+    shas = study.provenance(cells.Sweep(JOB_RECORD, [cells.Cell(exported)]))
+    # the artifact the runtime ran (the ONNX file), not the eager weights it came from
+    assert shas.rows[0][shas.columns.index("artifact sha256")] == "0123456789ab"
     sweep = cells.Sweep(JOB_RECORD, [cells.Cell(done), cells.Cell(failed)])
     view = study.provenance(sweep)
     assert "governor" in view.columns and "loadavg_before" in view.columns

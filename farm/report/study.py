@@ -456,11 +456,17 @@ def apart(sweep: Sweep) -> View:
 # -- provenance -------------------------------------------------------------------------
 
 
+def _artifact_sha(cell) -> str:
+    """The artifact the cell ran: the exported one (ONNX, .pte, .pt2), else eager's weights."""
+    artifact = cell.result.artifact if cell.result is not None else None
+    return (artifact.sha256 if artifact is not None else None) or cell.model_meta.get("sha256") or "-"
+
+
 def provenance(sweep: Sweep) -> View:
     """Where every number comes from: the cell, its artifact and engine, and the
     environment recorded with the result (whatever keys that result has)."""
     fixed = [
-        ("artifact sha256", lambda c: (c.model_meta.get("sha256") or "-")[:12]),
+        ("artifact sha256", lambda c: _artifact_sha(c)[:12]),
         ("engine", lambda c: _short(c.env.engine)),
         ("torch", lambda c: c.env.torch),
         ("threads", lambda c: c.env.threads),
