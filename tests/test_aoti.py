@@ -16,17 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from runtime_fixtures import kws_payload
 
 from farm import deploy, zoo
 from farm.engine import artifact, bundle, runtimes
 from farm.engine.request import parse_request
 from farm.engine.runner import run_task
 from farm.export import aoti
-from farm.scheduler.messages import TaskPayload
-from farm.scheduler.station import Station
-from farm.spec import Board, Measure, ModelRef, PlannedTask
 from farm.states import TaskState
-from farm.testing import transport as fake
 from farm.zoo import exporter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,32 +132,11 @@ def test_mismatch_names_what_differs():
 # ------------------------------------------------------------------------ the station
 
 
-@pytest.fixture
-def station(export_cache):
-    fake.reset()
-    station = Station("test", cache_dir=export_cache.parent)  # its artifacts/: the session's
-    yield station
-    station.close()
-    fake.reset()
-
-
-def _payload(variant):
-    board = Board.model_validate(
-        {"name": "f0", "transport": "fake", "processors": [{"name": "cpu"}]}, strict=False
-    )
-    task = PlannedTask(
-        index=0, key="kws/f0/cpu", model=ModelRef(name="kws", zoo="kws"), board="f0",
-        processor="cpu", variant=variant, measure=Measure(iterations=3, warmup=0),
-        candidates=["f0"],
-    )  # fmt: skip
-    return TaskPayload(task_id="j.0", job_id="j", task=task, board=board, attempt=1)
-
-
 def test_the_station_runs_an_aoti_cell_and_refuses_a_board_of_another_arch(
     station, lowered, monkeypatch
 ):
     lowered("kws", "aoti")  # compiled once for the session
-    done = station.run_task(_payload({"runtime": "aoti"}))
+    done = station.run_task(kws_payload({"runtime": "aoti"}))
     assert done.state is TaskState.DONE, done.error
     assert done.result.artifact.runtime == "aoti" and done.result.latency.n == 3
     station.close()
@@ -173,7 +149,7 @@ def test_the_station_runs_an_aoti_cell_and_refuses_a_board_of_another_arch(
     monkeypatch.setattr(deploy, "probe", aarch64)
     pushed = []
     monkeypatch.setattr(deploy, "deploy", lambda *a, **k: pushed.append(a))
-    refused = station.run_task(_payload({"runtime": "aoti"}))
+    refused = station.run_task(kws_payload({"runtime": "aoti"}))
     assert refused.state is TaskState.DOES_NOT_FIT and refused.result is None
     assert refused.failure.message == (
         "f0 cannot load it: the AOTInductor library is compiled for x86_64 and the board is aarch64"

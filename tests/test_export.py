@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from runtime_fixtures import kws_payload
 from torch import nn
 
 from farm import export, spec
 from farm.engine import bundle, runtimes
 from farm.errors import CannotLower, SpecError
 from farm.export import agree, cache, lower
-from farm.scheduler.messages import TaskPayload
-from farm.scheduler.station import Station
-from farm.spec import Board, Measure, ModelRef, PlannedTask
 from farm.states import TaskState
-from farm.testing import transport as fake
 
 
 def test_the_channel_lrn_computes_eager_lrn_and_eager_keeps_its_own():
@@ -192,29 +189,8 @@ def test_runtime_and_precision_are_variant_axes_of_a_job():
         spec.parse_job(JOB.replace("int8]", "int4]"), file="rt.yaml", inventory=inventory)
 
 
-@pytest.fixture
-def station(export_cache):
-    fake.reset()
-    station = Station("test", cache_dir=export_cache.parent)  # its artifacts/: the session's
-    yield station
-    station.close()
-    fake.reset()
-
-
-def _payload(variant):
-    board = Board.model_validate(
-        {"name": "f0", "transport": "fake", "processors": [{"name": "cpu"}]}, strict=False
-    )
-    task = PlannedTask(
-        index=0, key="kws/f0/cpu", model=ModelRef(name="kws", zoo="kws"), board="f0",
-        processor="cpu", variant=variant, measure=Measure(iterations=3, warmup=0),
-        candidates=["f0"],
-    )  # fmt: skip
-    return TaskPayload(task_id="j.0", job_id="j", task=task, board=board, attempt=1)
-
-
 def test_the_station_exports_per_runtime_and_a_cell_that_cannot_fit_says_why(station):
-    outcome = station.run_task(_payload({"runtime": "onnxruntime", "precision": "int8"}))
+    outcome = station.run_task(kws_payload({"runtime": "onnxruntime", "precision": "int8"}))
     assert outcome.state is TaskState.DONE, outcome.error
     record = outcome.result.artifact  # typed: farm.result.Artifact
     assert record.runtime == "onnxruntime" and record.precision == "int8"
@@ -222,7 +198,7 @@ def test_the_station_exports_per_runtime_and_a_cell_that_cannot_fit_says_why(sta
     top1 = record.agreement.top1
     warned = [w for w in outcome.result.warnings if "agrees with eager on top-1" in w]
     assert bool(warned) == (top1 < agree.TOP1_WARN)
-    unfit = station.run_task(_payload({"runtime": "eager", "precision": "int8"}))
+    unfit = station.run_task(kws_payload({"runtime": "eager", "precision": "int8"}))
     assert unfit.state is TaskState.DOES_NOT_FIT and unfit.result is None
     assert unfit.failure.kind == "CannotLower" and "\n" not in unfit.error
     assert unfit.failure.message.startswith("eager runs fp32 only")

@@ -77,15 +77,19 @@ np.save(sys.argv[3], np.stack(outs))
 """
 
 
-def pte_outputs(program: bytes, items: list[list[np.ndarray]]) -> list[np.ndarray]:
+def child_outputs(script: str, name: str, program: bytes, items: list[list[np.ndarray]]
+                  ) -> list[np.ndarray]:  # fmt: skip
+    """The first output on each input of ``program`` (written as ``name``), run by the
+    Python ``script`` in a child process, ``script PROGRAM INPUTS.npz OUT.npy``: the
+    station keeps no runtime library or weights mapped afterwards."""
     with tempfile.TemporaryDirectory(prefix="farm-agree-") as tmp:
-        pte, data, out = (os.path.join(tmp, n) for n in ("m.pte", "x.npz", "y.npy"))
-        with open(pte, "wb") as f:
+        path, data, out = (os.path.join(tmp, n) for n in (name, "x.npz", "y.npy"))
+        with open(path, "wb") as f:
             f.write(program)
         arrays = {f"x{i}_{j}": a for i, item in enumerate(items) for j, a in enumerate(item)}
         np.savez(data, count=len(items), width=len(items[0]), **arrays)
         done = subprocess.run(
-            [sys.executable, "-c", _PTE_CHILD, pte, data, out],
+            [sys.executable, "-c", script, path, data, out],
             capture_output=True,
             text=True,
             timeout=600,
@@ -94,6 +98,10 @@ def pte_outputs(program: bytes, items: list[list[np.ndarray]]) -> list[np.ndarra
             lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
             raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
         return list(np.load(out))
+
+
+def pte_outputs(program: bytes, items: list[list[np.ndarray]]) -> list[np.ndarray]:
+    return child_outputs(_PTE_CHILD, "m.pte", program, items)
 
 
 def compare(reference: list[np.ndarray], found: list[np.ndarray]) -> Agreement:

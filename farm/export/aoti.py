@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 from typing import Any
 
@@ -45,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from farm.export import lower
+from farm.export import agree, lower
 
 COMPILE_CONFIG: dict[str, Any] = {
     "cpp.dynamic_threads": True,  # torch.set_num_threads on the board governs every loop
@@ -143,15 +141,4 @@ np.save(sys.argv[3], np.stack(outs))
 def outputs(program: bytes, items: list[list[np.ndarray]]) -> list[np.ndarray]:
     """The package's first output on each input, loaded as the board loads it, in a
     child process (the station keeps no library or weights mapped afterwards)."""
-    with tempfile.TemporaryDirectory(prefix="farm-agree-") as tmp:
-        package, data, out = (os.path.join(tmp, n) for n in ("m.pt2", "x.npz", "y.npy"))
-        with open(package, "wb") as f:
-            f.write(program)
-        arrays = {f"x{i}_{j}": a for i, item in enumerate(items) for j, a in enumerate(item)}
-        np.savez(data, count=len(items), width=len(items[0]), **arrays)
-        done = subprocess.run([sys.executable, "-c", _CHILD, package, data, out],
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
-        if done.returncode != 0:
-            lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-            raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
-        return list(np.load(out))
+    return agree.child_outputs(_CHILD, "m.pt2", program, items)
