@@ -30,10 +30,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator
 
-from farm.errors import BoardUnreachable, CommandFailed, CommandResult, TransportTimeout
+from farm.errors import BoardUnreachable, CommandFailed, CommandResult
 from farm.spec.inventory import Board
 from farm.transport.base import Channel, Transport, register, shell_command
-from farm.transport.local import LocalChannel
+from farm.transport.local import LocalChannel, run_here
 
 _SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\[\]-]*$")
 
@@ -76,27 +76,12 @@ class AdbTransport(Transport):
     ) -> CommandResult:
         """One run of the adb client; adb's own failures become the board's."""
         try:
-            done = subprocess.run(
-                self._adb(*args),
-                input=stdin if stdin is not None else b"",
-                capture_output=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as e:  # subprocess.run has already killed adb
-            raise TransportTimeout(
-                self.name, f"`{shown}` did not finish within {timeout:g} s"
-            ) from e
+            result = run_here(self.name, self._adb(*args), timeout, stdin, shown)
         except OSError as e:
             raise BoardUnreachable(
                 self.name, f"cannot run the adb client {self.board.adb!r}: {e}"
             ) from e
-        result = CommandResult(
-            command=shown,
-            exit_code=done.returncode,
-            stdout=done.stdout.decode(errors="replace"),
-            stderr=done.stderr.decode(errors="replace"),
-        )
-        if done.returncode == 1 and self._device_gone(result.stderr):
+        if result.exit_code == 1 and self._device_gone(result.stderr):
             raise BoardUnreachable(self.name, f"adb: {result.stderr.strip().splitlines()[-1]}")
         return result
 

@@ -32,6 +32,25 @@ class LocalBoard(Board):
     transport: Literal["local"] = "local"
 
 
+def run_here(
+    name: str, argv: list[str], timeout: float, stdin: bytes | None, shown: str
+) -> CommandResult:
+    """Run ``argv`` on this machine for board ``name``, at most ``timeout`` seconds
+    (``shown`` names it in messages). An ``OSError`` (no such program) is the caller's."""
+    try:
+        done = subprocess.run(
+            argv, input=stdin if stdin is not None else b"", capture_output=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as e:  # subprocess.run has already killed it
+        raise TransportTimeout(name, f"`{shown}` did not finish within {timeout:g} s") from e
+    return CommandResult(
+        command=shown,
+        exit_code=done.returncode,
+        stdout=done.stdout.decode(errors="replace"),
+        stderr=done.stderr.decode(errors="replace"),
+    )
+
+
 @register("local", board=LocalBoard)
 class LocalTransport(Transport):
     def run(
@@ -44,24 +63,9 @@ class LocalTransport(Transport):
     ) -> CommandResult:
         command = shell_command(argv)
         try:
-            done = subprocess.run(
-                [str(a) for a in argv],
-                input=stdin if stdin is not None else b"",
-                capture_output=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as e:  # subprocess.run has already killed it
-            raise TransportTimeout(
-                self.name, f"`{command}` did not finish within {timeout:g} s"
-            ) from e
+            result = run_here(self.name, [str(a) for a in argv], timeout, stdin, command)
         except OSError as e:  # not found, not executable: what a shell reports as 127
-            done = subprocess.CompletedProcess(argv, 127, b"", f"{argv[0]}: {e}".encode())
-        result = CommandResult(
-            command=command,
-            exit_code=done.returncode,
-            stdout=done.stdout.decode(errors="replace"),
-            stderr=done.stderr.decode(errors="replace"),
-        )
+            result = CommandResult(command, 127, "", f"{argv[0]}: {e}")
         return self._check(result, check)
 
     def put(self, local: Path, remote: str) -> None:
