@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from farm.report.cells import Cell, Sweep
 from farm.report.study import View, headline
-from farm.spec import VARIANT_DEFAULTS
-from farm.spec.cell import effective
+from farm.spec.cell import effective, knob
 from farm.states import TaskState
 
 AXES = ("runtime", "precision")
@@ -19,7 +18,7 @@ AXES = ("runtime", "precision")
 
 def _label(cell: Cell) -> str:
     """``onnxruntime int8``: the runtime and precision, defaults filled in."""
-    return " ".join(cell.variant.get(axis) or VARIANT_DEFAULTS[axis] for axis in AXES)
+    return " ".join(knob(cell.variant, axis) for axis in AXES)
 
 
 def _place(cell: Cell) -> str:

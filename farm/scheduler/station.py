@@ -55,7 +55,7 @@ from farm.result import EngineResult, parse_engine_result
 from farm.scheduler.engine_client import BoardLink, EngineClient
 from farm.scheduler.lease import LOCK_FILE, MEASURING_FILE, TTL_S, BoardLease, holder
 from farm.scheduler.messages import BoardCheck, EngineStarted, Outcome, TaskPayload
-from farm.spec import Board, PlannedTask
+from farm.spec import Board, PlannedTask, knob
 from farm.states import TaskState
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class Station:
     def _cannot_run(self, link: BoardLink, transport, task: PlannedTask) -> str | None:
         """Why the board cannot run the cell's runtime (the board probe's reason, e.g.
         "torch is not installed in ..."), or None. Probed once per connection."""
-        runtime = task.variant.get("runtime") or "eager"
+        runtime = knob(task.variant, "runtime")
         if link.probe is None:
             link.probe = deploy.probe(transport, link.board)
         if runtime in link.probe.runtimes:
@@ -313,9 +313,9 @@ class Station:
         from farm import export  # torch: imported only by stations that run tasks
 
         variant = task.variant
-        activation = variant.get("activation") or "relu"
-        runtime = variant.get("runtime") or "eager"
-        precision = variant.get("precision") or "fp32"
+        activation, runtime, precision = (
+            knob(variant, name) for name in ("activation", "runtime", "precision")
+        )
         # an exported program has static shapes: a runtime's artifact is made per batch
         batch = 1 if runtime == "eager" else variant.get("batch") or 1
         key = json.dumps(

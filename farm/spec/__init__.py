@@ -15,7 +15,7 @@ all read specs without starting anything. The one exception is by name: a board'
 own modules, imported the first time an inventory names them (:mod:`farm.spec.plugins`).
 """
 
-from farm.spec.cell import VARIANT_DEFAULTS, CellKey, variant_label
+from farm.spec.cell import VARIANT_DEFAULTS, CellKey, knob, variant_label
 from farm.spec.expand import Plan, PlannedTask, TaskSpec, count, expand, plan, task_key
 from farm.spec.inventory import Board, Hop, Inventory, Monitor, PowerRef, Processor
 from farm.spec.job import Job, Measure, ModelRef, Target, Variants
@@ -41,6 +41,7 @@ __all__ = [
     "count",
     "expand",
     "json_schema",
+    "knob",
     "load_inventory",
     "load_job",
     "parse_inventory",

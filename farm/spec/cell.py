@@ -33,6 +33,13 @@ DEFAULT_LABEL = "default"
 _UNSET = object()
 
 
+def knob(variant: Mapping[str, Any], name: str) -> Any:
+    """The value of a defaulted knob (``activation``, ``runtime``, ``precision``) in force
+    for ``variant``: its own, else the default."""
+    value = variant.get(name)
+    return VARIANT_DEFAULTS[name] if value is None or value == "" else value
+
+
 def effective(variant: Mapping[str, Any]) -> dict[str, Any]:
     """The knobs of ``variant`` that change what is measured, sorted by name."""
     return {
